@@ -1,0 +1,221 @@
+package wire
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go"
+)
+
+// Version is the envelope format version this package writes and reads.
+const Version = "1"
+
+// Encoding is the only body encoding of format version 1: a zstd frame of
+// NDJSON.
+const Encoding = "zstd"
+
+// Header names. They are case-sensitive, as NATS headers are.
+const (
+	HdrVersion  = "Sluice-Version"        // format version, "1"
+	HdrNode     = "Sluice-Node"           // name of the edge node that shipped the batch
+	HdrSpool    = "Sluice-Spool"          // id of the spool the events came from
+	HdrClass    = "Sluice-Class"          // traffic class
+	HdrCount    = "Sluice-Count"          // number of events (NDJSON lines) in the body
+	HdrRange    = "Sluice-Range"          // spool range "first-last", inclusive
+	HdrEncoding = "Sluice-Encoding"       // body encoding, "zstd"
+	HdrOldest   = "Sluice-Oldest"         // ingest time of the oldest event, RFC 3339 with nanoseconds
+	HdrLevel    = "Sluice-Level"          // degradation level 0..3 the batch was shipped at; absent = 0
+	HdrDropped  = "Sluice-Dropped-Fields" // comma-separated JSON paths dropped from events; absent = none
+	HdrMsgID    = "Nats-Msg-Id"           // JetStream deduplication id, see MsgID
+)
+
+// Batch is the metadata of one published batch, and after Decode its events.
+type Batch struct {
+	Node   string
+	Spool  string
+	Class  string
+	First  uint64 // first spool sequence in the batch
+	Last   uint64 // last spool sequence in the batch; Last-First+1 >= Count (ranges may span dropped events)
+	Count  int
+	Oldest time.Time // ingest time of the oldest event; zero if unknown
+	Level  int       // degradation level the batch was shipped at
+	// Dropped lists the JSON paths removed from events because the link was
+	// degraded. A consumer that sees it knows the events are partial.
+	Dropped []string
+
+	// Events are the decoded NDJSON lines, without their newlines. Set by
+	// Decode only; they share one buffer owned by the Decoder.
+	Events [][]byte
+}
+
+// MsgID returns the JetStream deduplication id of the batch covering
+// spool range [first, last] of class in the spool with the given id. It is a
+// pure function of its arguments, so a batch republished after a retry or a
+// restart carries the same id.
+func MsgID(spool, class string, first, last uint64) string {
+	return spool + "." + class + "." + strconv.FormatUint(first, 10) + "-" + strconv.FormatUint(last, 10)
+}
+
+// Header returns the NATS headers describing b, including its Nats-Msg-Id.
+func (b *Batch) Header() nats.Header {
+	h := nats.Header{
+		HdrVersion:  {Version},
+		HdrNode:     {b.Node},
+		HdrSpool:    {b.Spool},
+		HdrClass:    {b.Class},
+		HdrCount:    {strconv.Itoa(b.Count)},
+		HdrRange:    {strconv.FormatUint(b.First, 10) + "-" + strconv.FormatUint(b.Last, 10)},
+		HdrEncoding: {Encoding},
+		HdrMsgID:    {MsgID(b.Spool, b.Class, b.First, b.Last)},
+	}
+	if !b.Oldest.IsZero() {
+		h[HdrOldest] = []string{b.Oldest.UTC().Format(time.RFC3339Nano)}
+	}
+	if b.Level != 0 {
+		h[HdrLevel] = []string{strconv.Itoa(b.Level)}
+	}
+	if len(b.Dropped) > 0 {
+		h[HdrDropped] = []string{strings.Join(b.Dropped, ",")}
+	}
+	return h
+}
+
+// ParseHeader reads the batch metadata from h. It does not touch the body.
+func ParseHeader(h nats.Header) (Batch, error) {
+	var b Batch
+	if v := get(h, HdrVersion); v != Version {
+		return b, fmt.Errorf("%w: %s %q", ErrVersion, HdrVersion, v)
+	}
+	if v := get(h, HdrEncoding); v != Encoding {
+		return b, fmt.Errorf("%w: %s %q, want %q", ErrHeader, HdrEncoding, v, Encoding)
+	}
+	b.Node, b.Spool, b.Class = get(h, HdrNode), get(h, HdrSpool), get(h, HdrClass)
+	if b.Class == "" {
+		return b, fmt.Errorf("%w: %s missing", ErrHeader, HdrClass)
+	}
+	n, err := strconv.Atoi(get(h, HdrCount))
+	if err != nil || n < 0 {
+		return b, fmt.Errorf("%w: %s %q", ErrHeader, HdrCount, get(h, HdrCount))
+	}
+	b.Count = n
+	r := get(h, HdrRange)
+	first, last, ok := strings.Cut(r, "-")
+	if ok {
+		b.First, err = strconv.ParseUint(first, 10, 64)
+		if err == nil {
+			b.Last, err = strconv.ParseUint(last, 10, 64)
+		}
+	}
+	if !ok || err != nil || b.Last < b.First || (b.Count > 0 && b.Last-b.First < uint64(b.Count-1)) {
+		return b, fmt.Errorf("%w: %s %q for %d events", ErrHeader, HdrRange, r, b.Count)
+	}
+	if v := get(h, HdrOldest); v != "" {
+		// Header writes Oldest in UTC, and RFC 3339 has four-digit years.
+		b.Oldest, err = time.Parse(time.RFC3339Nano, v)
+		if y := b.Oldest.UTC().Year(); err != nil || y < 0 || y > 9999 {
+			return b, fmt.Errorf("%w: %s %q", ErrHeader, HdrOldest, v)
+		}
+	}
+	if v := get(h, HdrLevel); v != "" {
+		if b.Level, err = strconv.Atoi(v); err != nil || b.Level < 0 || b.Level > 3 {
+			return b, fmt.Errorf("%w: %s %q", ErrHeader, HdrLevel, v)
+		}
+	}
+	if v := get(h, HdrDropped); v != "" {
+		b.Dropped = strings.Split(v, ",")
+	}
+	return b, nil
+}
+
+// get is h.Get without its panic on a key present with no values.
+func get(h nats.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// DefaultMaxSize is the default bound on a batch's decompressed body: 64 MiB.
+const DefaultMaxSize = 64 << 20
+
+// Decoder decodes batches. It reuses its buffers and a zstd decoder, so it
+// is not safe for concurrent use; use one per goroutine.
+type Decoder struct {
+	max int
+	zd  *zstd.Decoder
+	buf []byte
+	evs [][]byte
+}
+
+// NewDecoder returns a Decoder that refuses bodies that decompress to more
+// than maxSize bytes (DefaultMaxSize if maxSize <= 0).
+func NewDecoder(maxSize int) (*Decoder, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxSize
+	}
+	// zstd refuses a window below 1 KiB, and with a smaller limit it
+	// would refuse every frame; Decode checks maxSize itself.
+	zmax := uint64(max(maxSize, zstd.MinWindowSize))
+	zd, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(zmax),
+		zstd.WithDecoderMaxWindow(zmax))
+	if err != nil {
+		return nil, err
+	}
+	return &Decoder{max: maxSize, zd: zd}, nil
+}
+
+// Close releases the decoder's resources. It is idempotent.
+func (d *Decoder) Close() {
+	if d.zd != nil {
+		d.zd.Close()
+		d.zd = nil
+	}
+}
+
+// Decode parses the headers and decompresses the body of one batch message.
+// The returned events alias the Decoder's buffer until the next Decode.
+func (d *Decoder) Decode(h nats.Header, body []byte) (Batch, error) {
+	b, err := ParseHeader(h)
+	if err != nil {
+		return b, err
+	}
+	d.buf, err = d.zd.DecodeAll(body, d.buf[:0])
+	if err != nil {
+		return b, fmt.Errorf("%w: zstd: %v", ErrBody, err)
+	}
+	if len(d.buf) > d.max {
+		return b, fmt.Errorf("%w: %d bytes decompressed, limit %d", ErrBody, len(d.buf), d.max)
+	}
+	d.evs = SplitLines(d.evs[:0], d.buf)
+	if len(d.evs) != b.Count {
+		return b, fmt.Errorf("%w: %d events in body, %s says %d", ErrBody, len(d.evs), HdrCount, b.Count)
+	}
+	b.Events = d.evs
+	return b, nil
+}
+
+// SplitLines appends to dst the newline-terminated lines of ndjson without
+// their newlines; a final line without a newline counts too, empty lines do
+// not.
+func SplitLines(dst [][]byte, ndjson []byte) [][]byte {
+	for len(ndjson) > 0 {
+		i := bytes.IndexByte(ndjson, '\n')
+		if i < 0 {
+			i = len(ndjson)
+		}
+		if line := ndjson[:i]; len(line) > 0 {
+			dst = append(dst, line[:len(line):len(line)])
+		}
+		if i == len(ndjson) {
+			break
+		}
+		ndjson = ndjson[i+1:]
+	}
+	return dst
+}
