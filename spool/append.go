@@ -1,0 +1,411 @@
+package spool
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Group commit (leader/follower, as in LevelDB's writer queue). Each Append
+// queues a request on its class. The caller that finds no leader becomes the
+// leader: it takes the requests at the head of the queue that fit in the
+// tail segment, commits them in one bbolt transaction, publishes the results
+// and hands leadership to the request now at the head of the queue (if any).
+// No goroutine is started: every leader is an Append caller, and every caller
+// returns only after its own request has been committed or refused.
+
+const (
+	reqQueued   = iota // waiting in the queue; may still be cancelled
+	reqPromoted        // at the head of the queue and made leader
+	reqTaken           // in a leader's batch: will be committed, cannot be cancelled
+	reqDone            // r and err are set
+)
+
+type appendReq struct {
+	rec    []byte
+	n      uint64 // events
+	bytes  uint64 // event bytes (without framing)
+	r      Range
+	err    error
+	state  int           // guarded by class.wmu
+	wake   chan struct{} // buffered 1; signalled once, when done or promoted
+	leader bool
+}
+
+// estDisk estimates the file bytes a record of n bytes adds to a segment:
+// small values share leaf pages, large ones take whole overflow pages.
+func estDisk(n int) int64 {
+	const page = 4096
+	if n < page/2 {
+		return int64(n) + 64
+	}
+	return (int64(n) + 64 + page - 1) / page * page
+}
+
+// Append durably appends events, in order, to the class and returns their
+// seqs. It returns only after the events are committed under the fsync policy
+// (together with those of concurrent callers: group commit). Empty events
+// return an empty Range and no error. An Append waiting behind another
+// caller's commit returns ctx.Err() if ctx ends before its events were taken
+// into a commit; once taken, it waits for that commit.
+func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Range, error) {
+	if !validClass(class) {
+		return Range{}, fmt.Errorf("spool: append %q: %w", class, ErrInvalidClass)
+	}
+	if len(events) == 0 {
+		return Range{}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return Range{}, err
+	}
+	q := &appendReq{n: uint64(len(events)), wake: make(chan struct{}, 1)}
+	for _, e := range events {
+		q.bytes += uint64(len(e))
+	}
+	if size := encodedSize(events); estDisk(size) > s.maxRecord {
+		return Range{}, fmt.Errorf("spool: append %s: %d bytes > %d: %w", class, size, s.maxRecord, ErrTooLarge)
+	}
+	q.rec = encodeRecord(s.now().UnixNano(), events)
+	if err := s.enter(); err != nil {
+		return Range{}, fmt.Errorf("spool: append %s: %w", class, err)
+	}
+	defer s.wg.Done()
+	c, err := s.classFor(class)
+	if err != nil {
+		return Range{}, err
+	}
+
+	c.wmu.Lock()
+	c.queue = append(c.queue, q)
+	if !c.leading {
+		c.leading = true
+		c.wmu.Unlock()
+		s.lead(c)
+		return q.r, q.err
+	}
+	c.wmu.Unlock()
+	select {
+	case <-q.wake:
+	case <-ctx.Done():
+		c.wmu.Lock()
+		if q.state == reqQueued {
+			c.removeLocked(q)
+			c.wmu.Unlock()
+			return Range{}, ctx.Err()
+		}
+		c.wmu.Unlock()
+		<-q.wake
+	}
+	if q.leader {
+		s.lead(c)
+	}
+	return q.r, q.err
+}
+
+// removeLocked removes a cancelled request from the queue. c.wmu is held.
+func (c *class) removeLocked(q *appendReq) {
+	for i, x := range c.queue {
+		if x == q {
+			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// lead commits a batch from the head of the queue, which holds the leader's
+// own request, then hands leadership on.
+func (s *Spool) lead(c *class) {
+	room := s.batchRoom(c)
+	c.wmu.Lock()
+	var batch []*appendReq
+	var sum int64
+	for _, q := range c.queue {
+		est := estDisk(len(q.rec))
+		if len(batch) > 0 && sum+est > room {
+			break
+		}
+		if len(batch) == 0 && est > room {
+			room = s.maxRecord // will roll to an empty segment
+		}
+		q.state = reqTaken
+		batch = append(batch, q)
+		sum += est
+	}
+	c.queue = append(c.queue[:0:0], c.queue[len(batch):]...)
+	c.wmu.Unlock()
+
+	s.commit(c, batch)
+
+	c.wmu.Lock()
+	for _, q := range batch {
+		q.state = reqDone
+	}
+	var next *appendReq
+	if len(c.queue) > 0 {
+		next = c.queue[0]
+		next.state = reqPromoted
+		next.leader = true
+	} else {
+		c.leading = false
+	}
+	c.wmu.Unlock()
+	for _, q := range batch {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+	if next != nil {
+		next.wake <- struct{}{}
+	}
+}
+
+// batchRoom is how many estimated bytes the tail can take in one commit.
+func (s *Spool) batchRoom(c *class) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tail == nil || c.tail.size >= s.opts.SegmentBytes {
+		return s.maxRecord
+	}
+	return max(s.roomLimit()-c.tail.size, 0)
+}
+
+// roomLimit is the file size a commit may bring the tail to: the hard bound
+// less bbolt's growth step and a slack for branch and meta pages.
+func (s *Spool) roomLimit() int64 { return s.hardBound - s.allocSize - 32<<10 }
+
+// commit applies the caps to batch, then commits the admitted requests in one
+// transaction, rolling to a new segment first if the tail is full. It sets
+// r or err of every request.
+func (s *Spool) commit(c *class, batch []*appendReq) {
+	ok := s.admit(c, batch)
+	if len(ok) == 0 {
+		return
+	}
+	fail := func(reqs []*appendReq, err error) {
+		for _, q := range reqs {
+			q.err = err
+		}
+	}
+	var need int64
+	for _, q := range ok {
+		need += estDisk(len(q.rec))
+	}
+	if err := s.ensureRoom(c, need); err != nil {
+		fail(ok, fmt.Errorf("spool: append %s: roll segment: %w", c.name, err))
+		return
+	}
+	err := s.put(c, ok)
+	if errors.Is(err, berrors.ErrMaxSizeReached) {
+		// The estimate was short: seal the tail and retry in an empty segment,
+		// one request at a time if the batch still does not fit.
+		if !c.tailEmpty() {
+			if err := s.roll(c); err != nil {
+				fail(ok, fmt.Errorf("spool: append %s: roll segment: %w", c.name, err))
+				return
+			}
+			err = s.put(c, ok)
+		}
+		if errors.Is(err, berrors.ErrMaxSizeReached) {
+			if len(ok) == 1 {
+				err = fmt.Errorf("spool: append %s: %w", c.name, ErrTooLarge)
+			} else {
+				for _, q := range ok {
+					s.commit(c, []*appendReq{q})
+				}
+				return
+			}
+		}
+	}
+	if err != nil {
+		fail(ok, fmt.Errorf("spool: append %s: %w", c.name, err))
+	}
+	if s.now().UnixNano()-s.persistedAt.Load() >= cursorPersistEvery.Nanoseconds() {
+		if err := s.persistCursors(); err != nil {
+			s.opts.Logger.Error("spool: persist ack cursors", "err", err)
+		}
+	}
+}
+
+// admit applies the caps and the class's Overflow policy to each request in
+// order, setting err of refused ones, and returns the admitted ones.
+func (s *Spool) admit(c *class, batch []*appendReq) []*appendReq {
+	if c.opts.MaxBytes == 0 && s.opts.MaxBytes == 0 {
+		return batch
+	}
+	ok := batch[:0:0]
+	var pending int64
+	for _, q := range batch {
+		need := estDisk(len(q.rec))
+		for {
+			c.mu.Lock()
+			classOver := c.opts.MaxBytes > 0 && c.bytes+pending+need > c.opts.MaxBytes
+			c.mu.Unlock()
+			totalOver := s.opts.MaxBytes > 0 && s.bytes.Load()+pending+need > s.opts.MaxBytes
+			if !classOver && !totalOver {
+				ok = append(ok, q)
+				pending += need
+				break
+			}
+			which := "class"
+			if !classOver {
+				which = "total"
+			}
+			if c.opts.Overflow == DropOldest && s.dropOldest(c) {
+				continue
+			}
+			if c.opts.Overflow == DropNewest {
+				c.mu.Lock()
+				c.dropped["drop_newest"] += q.n
+				c.mu.Unlock()
+				q.err = fmt.Errorf("spool: append %s: %s cap: %w", c.name, which, ErrDropped)
+			} else {
+				q.err = fmt.Errorf("spool: append %s: %s cap: %w", c.name, which, ErrFull)
+			}
+			break
+		}
+	}
+	return ok
+}
+
+// dropOldest deletes the class's oldest segment, sealing the tail first if it
+// is the only one. It reports whether anything was dropped.
+func (s *Spool) dropOldest(c *class) bool {
+	c.mu.Lock()
+	if len(c.segs) == 0 || c.segs[0] == c.tail && c.tail.last < c.tail.first {
+		c.mu.Unlock()
+		return false
+	}
+	if c.segs[0] == c.tail {
+		c.mu.Unlock()
+		if err := s.roll(c); err != nil {
+			s.opts.Logger.Error("spool: roll segment to drop it", "class", c.name, "err", err)
+			return false
+		}
+		c.mu.Lock()
+	}
+	s.dropSegLocked(c, 0, "drop_oldest", nil)
+	c.mu.Unlock()
+	return true
+}
+
+// ensureRoom rolls to a new segment if there is no tail, the tail reached
+// SegmentBytes, or need does not fit in it.
+func (s *Spool) ensureRoom(c *class, need int64) error {
+	c.mu.Lock()
+	t := c.tail
+	roll := t == nil || t.size >= s.opts.SegmentBytes || t.last >= t.first && t.size+need > s.roomLimit()
+	c.mu.Unlock()
+	if !roll {
+		return nil
+	}
+	return s.roll(c)
+}
+
+func (c *class) tailEmpty() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tail == nil || c.tail.last < c.tail.first
+}
+
+// put commits reqs to the tail in one transaction and publishes the result.
+// Only the leader calls it.
+func (s *Spool) put(c *class, reqs []*appendReq) error {
+	c.mu.Lock()
+	tail, first := c.tail, c.next
+	c.mu.Unlock()
+	keys := make([]byte, 8*len(reqs))
+	err := tail.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return fmt.Errorf("segment %s: missing bucket: %w", tail.path, ErrCorrupt)
+		}
+		b.FillPercent = 1.0 // keys only ever grow: pack pages full
+		seq := first
+		for i, q := range reqs {
+			k := keys[i*8 : i*8+8]
+			binary.BigEndian.PutUint64(k, seq)
+			if err := b.Put(k, q.rec); err != nil {
+				return err
+			}
+			seq += q.n
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	size := fileSize(tail.path)
+	now := s.now()
+	c.mu.Lock()
+	seq := first
+	for _, q := range reqs {
+		q.r = Range{seq, seq + q.n - 1}
+		seq += q.n
+		c.appended += q.n
+		c.appendedBytes += q.bytes
+	}
+	c.next = seq
+	tail.last = seq - 1
+	delta := size - tail.size
+	tail.size = size
+	c.bytes += delta
+	c.commits++
+	c.mu.Unlock()
+	s.bytes.Add(delta)
+	if s.opts.Fsync == FsyncInterval && now.Sub(tail.syncedAt) >= s.opts.FsyncInterval {
+		// The records are committed and acknowledged under this policy; a
+		// failed fsync is reported but does not fail the appends.
+		if err := tail.db.Sync(); err != nil {
+			s.opts.Logger.Error("spool: fsync segment", "file", tail.path, "err", err)
+		}
+		tail.syncedAt = now
+	}
+	return nil
+}
+
+// roll seals the tail (fsyncing it if commits did not) and starts a new
+// segment at the next seq. A new segment's first seq is recorded in meta.db
+// before its file is created. Only the leader (or Open) calls it.
+func (s *Spool) roll(c *class) error {
+	c.mu.Lock()
+	old, first := c.tail, c.next
+	c.mu.Unlock()
+	if old != nil {
+		if old.last < old.first {
+			return nil // empty: a new segment would have the same name
+		}
+		if s.opts.Fsync != FsyncAlways {
+			if err := old.db.Sync(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.reserve(c.name, first); err != nil {
+		return err
+	}
+	seg, err := s.createSegment(c.name, first)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if old != nil {
+		size := fileSize(old.path)
+		c.bytes += size - old.size
+		s.bytes.Add(size - old.size)
+		old.size = size
+	}
+	c.segs = append(c.segs, seg)
+	c.tail = seg
+	c.bytes += seg.size
+	if old != nil {
+		s.closeIdleLocked(c, old)
+	}
+	c.mu.Unlock()
+	s.bytes.Add(seg.size)
+	return nil
+}
