@@ -1,0 +1,30 @@
+package aggregator
+
+import "errors"
+
+// Errors returned by Node. Ingest errors wrap the spool's errors, so
+// errors.Is works against either.
+var (
+	// ErrClosed is returned by Ingest after Shutdown or Close has begun.
+	ErrClosed = errors.New("aggregator: node closed")
+
+	// ErrFull is returned by Ingest when the class's spool is at its cap and
+	// the class's overflow policy is block. Callers turn it into
+	// backpressure (HTTP 429 with Retry-After) and retry later.
+	ErrFull = errors.New("aggregator: spool full")
+
+	// ErrDropped is returned by Ingest when the class's overflow policy is
+	// drop_newest and the events were refused. They are counted, not kept.
+	ErrDropped = errors.New("aggregator: events dropped by overflow policy")
+
+	// ErrTooLarge is returned by Ingest for an event or a call larger than
+	// the node accepts.
+	ErrTooLarge = errors.New("aggregator: too large")
+
+	// ErrInvalidEvent is returned by Ingest for an event that is not a JSON
+	// object. No event of the call is kept.
+	ErrInvalidEvent = errors.New("aggregator: invalid event")
+
+	// ErrInvalidOptions is returned by New for options that cannot work.
+	ErrInvalidOptions = errors.New("aggregator: invalid options")
+)

@@ -1,0 +1,310 @@
+package aggregator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/spool"
+)
+
+// DefaultShutdownTimeout is the drain deadline Close gives Shutdown.
+const DefaultShutdownTimeout = 30 * time.Second
+
+// Node is a running edge node: events go in through Ingest, are made
+// durable in the spool, and are shipped in batches to JetStream by one lane
+// per class. A Node is safe for concurrent use.
+type Node struct {
+	opts  Options
+	spool *spool.Spool
+	js    jetstream.JetStream
+
+	ctx    context.Context // cancelled on hard stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the node starts
+
+	mu      sync.RWMutex // guards lanes and closing; Ingest holds it for reading
+	lanes   map[string]*lane
+	closing bool
+	ingests sync.WaitGroup // Ingest calls past the closing check
+
+	drain    chan struct{} // closed when Shutdown begins: lanes flush and exit when empty
+	shutOnce sync.Once
+	shutErr  error
+	done     chan struct{} // closed when Shutdown has finished
+}
+
+// New opens the spool in opts.Dir, starts one lane per class that has a
+// backlog, republishes every batch that was claimed but not acknowledged
+// before a restart, and returns a node ready to ingest.
+func New(opts Options) (*Node, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	sp, err := spool.Open(opts.Dir, opts.Spool)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	js, err := jetstream.New(opts.Conn,
+		jetstream.WithPublishAsyncMaxPending(1<<16), // lanes bound their own windows
+		jetstream.WithPublishAsyncTimeout(opts.AckTimeout))
+	if err != nil {
+		sp.Close()
+		return nil, fmt.Errorf("aggregator: jetstream: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		opts:   opts,
+		spool:  sp,
+		js:     js,
+		ctx:    ctx,
+		cancel: cancel,
+		lanes:  make(map[string]*lane),
+		drain:  make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	n.goFunc(n.ensureStream)
+	n.mu.Lock()
+	for _, class := range sp.Classes() {
+		n.laneLocked(class)
+	}
+	n.mu.Unlock()
+	return n, nil
+}
+
+// goFunc runs f on a goroutine the node waits for in Shutdown.
+func (n *Node) goFunc(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// laneLocked returns the lane of class, starting it if needed. n.mu must be
+// held for writing.
+func (n *Node) laneLocked(class string) *lane {
+	l := n.lanes[class]
+	if l == nil {
+		l = newLane(n, class, n.opts.class(class))
+		n.lanes[class] = l
+		l.start()
+	}
+	return l
+}
+
+func (n *Node) lane(class string) *lane {
+	n.mu.RLock()
+	l := n.lanes[class]
+	n.mu.RUnlock()
+	if l != nil {
+		return l
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return nil
+	}
+	return n.laneLocked(class)
+}
+
+// Ingest makes events durable in the spool under class and returns once
+// they are committed under the spool's fsync policy: a nil error means the
+// events will reach the stream even if the process dies right after.
+//
+// Each event must be one JSON object. Events with newlines inside are
+// compacted to one line. If any event is invalid, none is kept and the
+// error (wrapping ErrInvalidEvent or ErrTooLarge) names its index.
+// A full class returns an error wrapping ErrFull (policy block) or
+// ErrDropped (policy drop_newest); after Shutdown begins, ErrClosed.
+func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error {
+	if len(events) == 0 {
+		return nil
+	}
+	n.mu.RLock()
+	if n.closing {
+		n.mu.RUnlock()
+		return ErrClosed
+	}
+	n.ingests.Add(1)
+	n.mu.RUnlock()
+	defer n.ingests.Done()
+
+	var size int
+	in := events
+	for i, ev := range in {
+		norm, err := n.normalize(ev)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+		if len(norm) != len(ev) {
+			if &events[0] == &in[0] {
+				events = slices.Clone(in) // never write to the caller's slice
+			}
+			events[i] = norm
+		}
+		size += len(norm)
+	}
+	l := n.lane(class)
+	if l == nil {
+		return ErrClosed
+	}
+	_, err := n.spool.Append(ctx, class, events)
+	switch {
+	case err == nil:
+	case errors.Is(err, spool.ErrFull):
+		l.stats.refused.Add(uint64(len(events)))
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	case errors.Is(err, spool.ErrDropped):
+		return fmt.Errorf("%w: %w", ErrDropped, err)
+	case errors.Is(err, spool.ErrTooLarge):
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case errors.Is(err, spool.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	default:
+		return fmt.Errorf("aggregator: ingest %s: %w", class, err)
+	}
+	l.stats.ingested.Add(uint64(len(events)))
+	l.stats.ingestedBytes.Add(uint64(size))
+	l.pendingBytes.Add(int64(size))
+	l.notify()
+	return nil
+}
+
+// normalize checks that ev is one JSON object and returns it on one line.
+func (n *Node) normalize(ev []byte) ([]byte, error) {
+	if len(ev) > n.opts.MaxEventBytes {
+		return nil, fmt.Errorf("%w: event of %d bytes, limit %d", ErrTooLarge, len(ev), n.opts.MaxEventBytes)
+	}
+	ev = bytes.TrimSpace(ev)
+	if len(ev) < 2 || ev[0] != '{' || ev[len(ev)-1] != '}' {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidEvent)
+	}
+	if bytes.IndexByte(ev, '\n') >= 0 || bytes.IndexByte(ev, '\r') >= 0 {
+		var b bytes.Buffer
+		if err := json.Compact(&b, ev); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
+		}
+		return b.Bytes(), nil
+	}
+	if !json.Valid(ev) {
+		var v any
+		err := json.Unmarshal(ev, &v) // for the precise message; only on the error path
+		return nil, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
+	}
+	return ev, nil
+}
+
+// Shutdown stops intake (Ingest returns ErrClosed), sends every spooled
+// event, waits for JetStream's acks and closes the spool. If ctx ends
+// first, it stops at once: what was not acknowledged stays in the spool and
+// is sent after the next New, and Shutdown returns ctx.Err(). It is
+// idempotent; later calls wait for the first and return its result.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutOnce.Do(func() {
+		defer close(n.done)
+		n.mu.Lock()
+		n.closing = true
+		n.mu.Unlock()
+		n.ingests.Wait()
+		close(n.drain)
+
+		n.mu.RLock()
+		lanes := make([]*lane, 0, len(n.lanes))
+		for _, l := range n.lanes {
+			lanes = append(lanes, l)
+		}
+		n.mu.RUnlock()
+		drained := make(chan struct{})
+		go func() {
+			for _, l := range lanes {
+				<-l.done
+			}
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			n.shutErr = ctx.Err()
+		}
+		n.cancel()
+		n.wg.Wait()
+		<-drained
+		if err := n.spool.Close(); err != nil && n.shutErr == nil {
+			n.shutErr = fmt.Errorf("aggregator: close spool: %w", err)
+		}
+	})
+	<-n.done
+	return n.shutErr
+}
+
+// Close is Shutdown with DefaultShutdownTimeout.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
+	defer cancel()
+	return n.Shutdown(ctx)
+}
+
+// SpoolID returns the id of the node's spool, the first part of every
+// batch's Nats-Msg-Id.
+func (n *Node) SpoolID() string { return n.spool.ID() }
+
+// ensureStream creates the stream if it does not exist, retrying until it
+// succeeds or the node stops. Publishes before it succeeds fail and are
+// retried by their lanes.
+func (n *Node) ensureStream() {
+	b := backoff{min: n.opts.RetryMin, max: n.opts.RetryMax}
+	for {
+		err := n.createStream()
+		if err == nil {
+			return
+		}
+		if b.attempt == 3 {
+			n.opts.Logger.Warn("upstream stream not ready, retrying", "stream", n.opts.Stream, "err", err)
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(b.next()):
+		}
+	}
+}
+
+func (n *Node) createStream() error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.opts.AckTimeout)
+	defer cancel()
+	_, err := n.js.Stream(ctx, n.opts.Stream)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	_, err = n.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:       n.opts.Stream,
+		Subjects:   []string{n.opts.Subject + ".>"},
+		Storage:    jetstream.FileStorage,
+		Duplicates: n.opts.DuplicateWindow,
+	})
+	if err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		n.opts.Logger.Info("stream created", "stream", n.opts.Stream, "subjects", n.opts.Subject+".>", "duplicate_window", n.opts.DuplicateWindow)
+		return nil
+	}
+	return err
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "sluice"
+	}
+	return h
+}

@@ -1,0 +1,314 @@
+package aggregator_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/wire"
+)
+
+func connect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url,
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond),
+		nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func newNode(t testing.TB, dir string, nc *nats.Conn, mod func(*aggregator.Options)) *aggregator.Node {
+	t.Helper()
+	opts := aggregator.Options{
+		Node:       "test",
+		Dir:        dir,
+		Conn:       nc,
+		AckTimeout: time.Second,
+		RetryMax:   200 * time.Millisecond,
+		Logger:     slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	n, err := aggregator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// tWriter sends log lines to the test log.
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func event(class string, i int) []byte {
+	return fmt.Appendf(nil, `{"id":"%s-%d","type":"track","properties":{"n":%d,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}`, class, i, i)
+}
+
+// ingest sends count events of class in calls of per events.
+func ingest(t testing.TB, n *aggregator.Node, class string, from, count, per int) {
+	t.Helper()
+	for i := from; i < from+count; i += per {
+		var evs [][]byte
+		for j := i; j < min(i+per, from+count); j++ {
+			evs = append(evs, event(class, j))
+		}
+		if err := n.Ingest(context.Background(), class, evs...); err != nil {
+			t.Fatalf("ingest %s %d: %v", class, i, err)
+		}
+	}
+}
+
+// collect reads the whole stream until it holds want events or the
+// deadline passes, and returns how often each event id was seen.
+func collect(t testing.TB, nc *nats.Conn, want int, timeout time.Duration) map[string]int {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := wire.NewDecoder(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	seen := make(map[string]int)
+	total := 0
+	var lastSeq uint64
+	deadline := time.Now().Add(timeout)
+	for total < want && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		msg, err := getNext(ctx, js, lastSeq+1)
+		cancel()
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		lastSeq = msg.Sequence
+		b, err := dec.Decode(nats.Header(msg.Header), msg.Data)
+		if err != nil {
+			t.Fatalf("decode stream seq %d: %v", msg.Sequence, err)
+		}
+		for _, ev := range b.Events {
+			var e struct{ ID string }
+			if err := json.Unmarshal(ev, &e); err != nil {
+				t.Fatalf("event %q: %v", ev, err)
+			}
+			seen[e.ID]++
+			total++
+		}
+	}
+	return seen
+}
+
+func getNext(ctx context.Context, js jetstream.JetStream, seq uint64) (*jetstream.RawStreamMsg, error) {
+	s, err := js.Stream(ctx, "SLUICE")
+	if err != nil {
+		return nil, err
+	}
+	return s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject("sluice.>"))
+}
+
+// exactlyOnce checks that seen holds every id of classes × [0, count) once.
+func exactlyOnce(t testing.TB, seen map[string]int, count int, classes ...string) {
+	t.Helper()
+	missing, dup := 0, 0
+	for _, c := range classes {
+		for i := range count {
+			switch seen[c+"-"+strconv.Itoa(i)] {
+			case 0:
+				missing++
+			case 1:
+			default:
+				dup++
+			}
+		}
+	}
+	if missing > 0 || dup > 0 || len(seen) != count*len(classes) {
+		t.Fatalf("missing %d, duplicated %d, distinct %d, want %d", missing, dup, len(seen), count*len(classes))
+	}
+}
+
+func TestDeliverExactlyOnce(t *testing.T) {
+	srv := embedded.StartTest(t)
+	nc := connect(t, srv.ClientURL())
+	n := newNode(t, t.TempDir(), nc, nil)
+
+	var wg sync.WaitGroup
+	for _, c := range []string{"ingest", "critical", "backfill"} {
+		wg.Go(func() { ingest(t, n, c, 0, 3000, 37) })
+	}
+	wg.Wait()
+	seen := collect(t, nc, 9000, 20*time.Second)
+	if len(seen) != 9000 {
+		t.Logf("stats: %+v", n.Stats())
+	}
+	exactlyOnce(t, seen, 3000, "ingest", "critical", "backfill")
+
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := n.Stats()
+	for c, cs := range st.Classes {
+		if cs.Ingested != 3000 || cs.Acked != 3000 || cs.Depth != 0 || cs.InFlight != 0 {
+			t.Errorf("%s: %+v", c, cs)
+		}
+		if cs.WireBytes == 0 || cs.WireBytes >= cs.RawBytes {
+			t.Errorf("%s: wire %d raw %d: not compressed", c, cs.WireBytes, cs.RawBytes)
+		}
+	}
+	if err := n.Ingest(context.Background(), "ingest", event("ingest", 0)); !errors.Is(err, aggregator.ErrClosed) {
+		t.Fatalf("ingest after shutdown: %v, want ErrClosed", err)
+	}
+}
+
+func TestIngestInvalid(t *testing.T) {
+	srv := embedded.StartTest(t)
+	n := newNode(t, t.TempDir(), connect(t, srv.ClientURL()), func(o *aggregator.Options) { o.MaxEventBytes = 100 })
+	for _, tc := range []struct {
+		name string
+		ev   string
+		want error
+	}{
+		{"array", `[1,2]`, aggregator.ErrInvalidEvent},
+		{"truncated", `{"a":`, aggregator.ErrInvalidEvent},
+		{"bad inside", `{"a":tru}`, aggregator.ErrInvalidEvent},
+		{"empty", ``, aggregator.ErrInvalidEvent},
+		{"too large", `{"a":"` + string(make([]byte, 200)) + `"}`, aggregator.ErrTooLarge},
+	} {
+		err := n.Ingest(context.Background(), "ingest", []byte(`{"ok":1}`), []byte(tc.ev))
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if got := n.Stats().Classes["ingest"].Ingested; got != 0 {
+		t.Fatalf("ingested %d events from invalid calls", got)
+	}
+	// A multi-line object is compacted onto one line; the caller's slice is untouched.
+	evs := [][]byte{[]byte("{\n \"id\": \"ingest-0\"\n}")}
+	if err := n.Ingest(context.Background(), "ingest", evs...); err != nil {
+		t.Fatal(err)
+	}
+	if string(evs[0]) != "{\n \"id\": \"ingest-0\"\n}" {
+		t.Fatalf("caller's event changed to %q", evs[0])
+	}
+	exactlyOnce(t, collect(t, n2c(t, srv), 1, 10*time.Second), 1, "ingest")
+}
+
+func n2c(t testing.TB, srv *server.Server) *nats.Conn { return connect(t, srv.ClientURL()) }
+
+// TestRestartWithBacklog spools while the upstream is unreachable, stops
+// the node with its backlog, and checks that a new node on the same spool
+// delivers everything exactly once.
+func TestRestartWithBacklog(t *testing.T) {
+	port := freePort(t)
+	dir := t.TempDir()
+	nc := connect(t, fmt.Sprintf("nats://127.0.0.1:%d", port)) // nothing listens yet
+	n := newNode(t, dir, nc, nil)
+	ingest(t, n, "ingest", 0, 2000, 100)
+	ingest(t, n, "replication", 0, 2000, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := n.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("shutdown with unreachable upstream: %v, want deadline exceeded", err)
+	}
+
+	srvDir := t.TempDir()
+	startAt(t, srvDir, port)
+	n = newNode(t, dir, nc, nil)
+	seen := collect(t, nc, 4000, 30*time.Second)
+	exactlyOnce(t, seen, 2000, "ingest", "replication")
+}
+
+// TestUpstreamOutage takes the server away mid-stream and brings it back on
+// the same store: the node keeps spooling and then drains, none lost, none
+// duplicated.
+func TestUpstreamOutage(t *testing.T) {
+	port := freePort(t)
+	srvDir := t.TempDir()
+	srv := startAt(t, srvDir, port)
+	nc := connect(t, srv.ClientURL())
+	n := newNode(t, t.TempDir(), nc, nil)
+
+	ingest(t, n, "ingest", 0, 1000, 50)
+	collect(t, nc, 1000, 10*time.Second)
+	shutdown(t, srv)
+	ingest(t, n, "ingest", 1000, 2000, 50) // spooled while the upstream is gone
+	if d := n.Stats().Classes["ingest"].Depth; d == 0 {
+		t.Fatalf("depth 0 with the upstream down")
+	}
+	startAt(t, srvDir, port)
+	ingest(t, n, "ingest", 3000, 1000, 50)
+	seen := collect(t, nc, 4000, 30*time.Second)
+	exactlyOnce(t, seen, 4000, "ingest")
+}
+
+// TestHardStopRepublishesClaims stops a node without draining while batches
+// are in flight; the next node republishes the claimed batches with the
+// same ids and JetStream drops the copies.
+func TestHardStopRepublishesClaims(t *testing.T) {
+	srv := embedded.StartTest(t)
+	nc := connect(t, srv.ClientURL())
+	dir := t.TempDir()
+	for round := range 3 {
+		n := newNode(t, dir, nc, func(o *aggregator.Options) { o.Default.MaxEvents = 50 })
+		ingest(t, n, "ingest", round*3000, 3000, 300)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // hard stop at once: whatever is in flight stays claimed
+		n.Shutdown(ctx)
+	}
+	newNode(t, dir, nc, nil)
+	seen := collect(t, nc, 9000, 30*time.Second)
+	exactlyOnce(t, seen, 9000, "ingest")
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startAt(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Options{Dir: dir, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, srv) })
+	return srv
+}
+
+func shutdown(t testing.TB, srv *server.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := embedded.Shutdown(ctx, srv); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,154 @@
+package aggregator
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of a node's counters. Counters count since New.
+type Stats struct {
+	Classes map[string]ClassStats
+	// SpoolBytes is the disk space of the whole spool.
+	SpoolBytes int64
+	// Quarantined counts damaged spool files moved aside since New.
+	Quarantined int
+}
+
+// ClassStats are one class's counters.
+type ClassStats struct {
+	Ingested      uint64 // events accepted by Ingest
+	IngestedBytes uint64 // their bytes, as spooled
+	Refused       uint64 // events refused with ErrFull
+	Batches       uint64 // batches published (first sends)
+	Published     uint64 // events in those batches
+	RawBytes      uint64 // uncompressed NDJSON bytes of those batches
+	WireBytes     uint64 // compressed bytes of those batches
+	Acked         uint64 // events acknowledged by JetStream
+	Duplicates    uint64 // batches JetStream reported as duplicates (already stored)
+	Retries       uint64 // republishes after a failure
+	Errors        uint64 // failed publish attempts
+	SpoolErrors   uint64 // failed spool reads or claims (retried)
+	InFlight      int64  // batches published and not yet acknowledged
+
+	// Spool state.
+	Depth      uint64            // events spooled and not yet acknowledged
+	SpoolBytes int64             // disk bytes of the class's segments
+	OldestAge  time.Duration     // age of the oldest unacknowledged event
+	Dropped    map[string]uint64 // events dropped, by reason
+	Latency    Quantiles         // ingest → JetStream ack, per batch (its oldest event)
+}
+
+// Quantiles of a latency distribution, accurate to about 10%.
+type Quantiles struct {
+	Count         uint64
+	P50, P95, P99 time.Duration
+	Max           time.Duration
+}
+
+type laneStats struct {
+	ingested, ingestedBytes, refused                atomic.Uint64
+	batches, published, rawBytes, wireBytes         atomic.Uint64
+	acked, duplicates, retries, errors, spoolErrors atomic.Uint64
+	inflight                                        atomic.Int64
+	latency                                         histogram
+	rawBuf                                          []byte // shipper's scratch, not a stat; here to keep lane small
+}
+
+// Stats returns a snapshot of the node's counters.
+func (n *Node) Stats() Stats {
+	sp := n.spool.Stats()
+	s := Stats{Classes: make(map[string]ClassStats), SpoolBytes: sp.Bytes, Quarantined: sp.Quarantined}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	now := time.Now()
+	for class, l := range n.lanes {
+		c := ClassStats{
+			Ingested:      l.stats.ingested.Load(),
+			IngestedBytes: l.stats.ingestedBytes.Load(),
+			Refused:       l.stats.refused.Load(),
+			Batches:       l.stats.batches.Load(),
+			Published:     l.stats.published.Load(),
+			RawBytes:      l.stats.rawBytes.Load(),
+			WireBytes:     l.stats.wireBytes.Load(),
+			Acked:         l.stats.acked.Load(),
+			Duplicates:    l.stats.duplicates.Load(),
+			Retries:       l.stats.retries.Load(),
+			Errors:        l.stats.errors.Load(),
+			SpoolErrors:   l.stats.spoolErrors.Load(),
+			InFlight:      l.stats.inflight.Load(),
+			Latency:       l.stats.latency.quantiles(),
+		}
+		if cs, ok := sp.Classes[class]; ok {
+			c.Depth = cs.Depth
+			c.SpoolBytes = cs.Bytes
+			c.Dropped = cs.Dropped
+			if cs.OldestTime != 0 {
+				c.OldestAge = now.Sub(time.Unix(0, cs.OldestTime))
+			}
+		}
+		s.Classes[class] = c
+	}
+	return s
+}
+
+// histogram counts durations in logarithmic buckets, 8 per doubling, from
+// 1µs to about 18 minutes. Lock-free: observe is one atomic add.
+type histogram struct {
+	buckets [histBuckets]atomic.Uint64
+	max     atomic.Int64
+}
+
+const (
+	histPerDoubling = 8
+	histBuckets     = 30 * histPerDoubling
+)
+
+func histIndex(d time.Duration) int {
+	us := float64(d) / float64(time.Microsecond)
+	if us <= 1 {
+		return 0
+	}
+	i := int(math.Log2(us) * histPerDoubling)
+	return min(i, histBuckets-1)
+}
+
+func histUpper(i int) time.Duration {
+	return time.Duration(math.Exp2(float64(i+1)/histPerDoubling) * float64(time.Microsecond))
+}
+
+func (h *histogram) observe(d time.Duration) {
+	h.buckets[histIndex(d)].Add(1)
+	for {
+		m := h.max.Load()
+		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+func (h *histogram) quantiles() Quantiles {
+	var counts [histBuckets]uint64
+	var total uint64
+	for i := range counts {
+		counts[i] = h.buckets[i].Load()
+		total += counts[i]
+	}
+	q := Quantiles{Count: total, Max: time.Duration(h.max.Load())}
+	if total == 0 {
+		return q
+	}
+	at := func(p float64) time.Duration {
+		rank := uint64(math.Ceil(p * float64(total)))
+		var cum uint64
+		for i := range counts {
+			cum += counts[i]
+			if cum >= rank {
+				return min(histUpper(i), q.Max)
+			}
+		}
+		return q.Max
+	}
+	q.P50, q.P95, q.P99 = at(0.50), at(0.95), at(0.99)
+	return q
+}
