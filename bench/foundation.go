@@ -1,0 +1,171 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/aggregator"
+)
+
+// Result is one measured run.
+type Result struct {
+	Events    int
+	Elapsed   time.Duration // first ingest to last JetStream ack
+	RawBytes  int64         // NDJSON bytes of the events
+	WireBytes int64         // message body bytes published (first sends)
+}
+
+// EventsPerSec is the end-to-end rate.
+func (r Result) EventsPerSec() float64 { return float64(r.Events) / r.Elapsed.Seconds() }
+
+// WireRatio is raw NDJSON bytes ÷ bytes published.
+func (r Result) WireRatio() float64 { return float64(r.RawBytes) / float64(r.WireBytes) }
+
+// Connect dials url for a benchmark.
+func Connect(url string) (*nats.Conn, error) {
+	return nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+}
+
+// RunSluice ingests events through the Go API of a node spooling in dir,
+// from producers goroutines in calls of per events, and returns once
+// JetStream has acknowledged all of them. opts may adjust the node.
+func RunSluice(ctx context.Context, nc *nats.Conn, dir string, events [][]byte, producers, per int, opts aggregator.Options) (Result, error) {
+	opts.Dir, opts.Conn = dir, nc
+	if opts.Node == "" {
+		opts.Node = "bench"
+	}
+	n, err := aggregator.New(opts)
+	if err != nil {
+		return Result{}, err
+	}
+	defer n.Close()
+	// Warm up: the stream exists and a first batch went through.
+	if err := n.Ingest(ctx, "ingest", events[0]); err != nil {
+		return Result{}, err
+	}
+	if err := waitAcked(ctx, n, 1); err != nil {
+		return Result{}, err
+	}
+
+	var raw int64
+	for _, ev := range events {
+		raw += int64(len(ev)) + 1
+	}
+	start := time.Now()
+	errc := make(chan error, producers)
+	var wg sync.WaitGroup
+	chunk := (len(events) + producers - 1) / producers
+	for p := range producers {
+		part := events[min(p*chunk, len(events)):min((p+1)*chunk, len(events))]
+		wg.Go(func() {
+			for i := 0; i < len(part); i += per {
+				if err := n.Ingest(ctx, "ingest", part[i:min(i+per, len(part))]...); err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return Result{}, err
+	}
+	if err := waitAcked(ctx, n, uint64(len(events))+1); err != nil {
+		return Result{}, err
+	}
+	el := time.Since(start)
+	cs := n.Stats().Classes["ingest"]
+	return Result{Events: len(events), Elapsed: el, RawBytes: raw, WireBytes: int64(cs.WireBytes) * raw / int64(cs.RawBytes)}, nil
+}
+
+func waitAcked(ctx context.Context, n *aggregator.Node, want uint64) error {
+	for n.Stats().Classes["ingest"].Acked < want {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("acked %d of %d: %w", n.Stats().Classes["ingest"].Acked, want, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// RunNaive publishes each event as its own JetStream message to stream
+// NAIVE, asynchronously with at most window unacknowledged, without any
+// spool, and returns once all are acknowledged.
+func RunNaive(ctx context.Context, nc *nats.Conn, events [][]byte, window int) (Result, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(window))
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: "NAIVE", Subjects: []string{"naive.>"}, Storage: jetstream.FileStorage,
+	}); err != nil {
+		return Result{}, err
+	}
+	var raw int64
+	start := time.Now()
+	for _, ev := range events {
+		raw += int64(len(ev)) + 1
+		if _, err := js.PublishAsync("naive.ingest", ev); err != nil {
+			return Result{}, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	el := time.Since(start)
+	var wire int64
+	for _, ev := range events {
+		wire += int64(len(ev))
+	}
+	return Result{Events: len(events), Elapsed: el, RawBytes: raw, WireBytes: wire}, nil
+}
+
+// DiskUsage returns the bytes of the regular files under dir.
+func DiskUsage(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// RSS returns the current and peak resident set size of this process, in
+// bytes, from /proc/self/status.
+func RSS() (cur, peak int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			cur = v << 10
+		case "VmHWM:":
+			peak = v << 10
+		}
+	}
+	return cur, peak
+}

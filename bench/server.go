@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/embedded"
+)
+
+// serverEnv names the environment variable that turns a re-executed bench
+// binary into a NATS server process (see ServeIfChild).
+const serverEnv = "SLUICE_BENCH_NATS_DIR"
+
+// ServeIfChild runs an embedded NATS server with JetStream and returns
+// true if this process was started by StartServer; call it first thing
+// in TestMain. The server prints its URL on stdout and stops when stdin
+// closes, so it never outlives its parent.
+func ServeIfChild() bool {
+	dir := os.Getenv(serverEnv)
+	if dir == "" {
+		return false
+	}
+	srv, err := embedded.Start(embedded.Options{Dir: dir, Port: -1})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("READY", srv.ClientURL())
+	io.Copy(io.Discard, os.Stdin)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	embedded.Shutdown(ctx, srv)
+	return true
+}
+
+// Server is a NATS server in a child process.
+type Server struct {
+	URL   string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+// StartServer re-executes the running binary (which must call
+// ServeIfChild) as a NATS server storing in dir.
+func StartServer(dir string) (*Server, error) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), serverEnv+"="+dir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "READY ")
+	if err != nil || !ok {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("bench: nats server child: %q: %v", line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return &Server{URL: url, cmd: cmd, stdin: stdin}, nil
+}
+
+// Stop stops the server and waits for it.
+func (s *Server) Stop() error {
+	s.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(15 * time.Second):
+		s.cmd.Process.Kill()
+		return <-done
+	}
+}
