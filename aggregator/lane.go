@@ -363,9 +363,14 @@ func (l *lane) done1(b *batch) {
 	now := time.Now()
 	l.stats.acked.Add(uint64(b.count))
 	l.stats.latency.observe(now.Sub(b.oldest))
-	l.stats.inflight.Add(-1)
 	l.putBody(b.body)
 	<-l.window
+	if l.stats.inflight.Add(-1) == 0 {
+		// Maybe idle: give a fully acknowledged tail segment back to the disk.
+		if err := l.n.spool.Trim(l.class); err != nil {
+			l.n.opts.Logger.Error("trim spool", "class", l.class, "err", err)
+		}
+	}
 }
 
 // drainUnacked abandons b and everything behind it at a hard stop: they

@@ -32,7 +32,7 @@ func (r Result) WireRatio() float64 { return float64(r.RawBytes) / float64(r.Wir
 
 // Connect dials url for a benchmark.
 func Connect(url string) (*nats.Conn, error) {
-	return nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+	return nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
 }
 
 // RunSluice ingests events through the Go API of a node spooling in dir,
@@ -147,12 +147,20 @@ func DiskUsage(dir string) int64 {
 	return n
 }
 
-// RSS returns the current and peak resident set size of this process, in
-// bytes, from /proc/self/status.
-func RSS() (cur, peak int64) {
+// Mem is this process's memory, in bytes, from /proc/self/status.
+type Mem struct {
+	RSS  int64 // resident set: anonymous plus file-backed pages mapped and touched
+	Peak int64 // high-water mark of RSS
+	Anon int64 // anonymous resident memory (heap, stacks)
+	File int64 // file-backed resident pages, e.g. spool segments mapped by bbolt (reclaimable)
+}
+
+// ReadMem returns the memory of this process now.
+func ReadMem() Mem {
+	var m Mem
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0, 0
+		return m
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -162,10 +170,14 @@ func RSS() (cur, peak int64) {
 		v, _ := strconv.ParseInt(f[1], 10, 64)
 		switch f[0] {
 		case "VmRSS:":
-			cur = v << 10
+			m.RSS = v << 10
 		case "VmHWM:":
-			peak = v << 10
+			m.Peak = v << 10
+		case "RssAnon:":
+			m.Anon = v << 10
+		case "RssFile:":
+			m.File = v << 10
 		}
 	}
-	return cur, peak
+	return m
 }

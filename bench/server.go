@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +27,11 @@ func ServeIfChild() bool {
 	if dir == "" {
 		return false
 	}
-	srv, err := embedded.Start(embedded.Options{Dir: dir, Port: -1})
+	port := -1
+	if p, err := strconv.Atoi(os.Getenv(serverEnv + "_PORT")); err == nil {
+		port = p
+	}
+	srv, err := embedded.Start(embedded.Options{Dir: dir, Port: port})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -47,10 +52,13 @@ type Server struct {
 }
 
 // StartServer re-executes the running binary (which must call
-// ServeIfChild) as a NATS server storing in dir.
-func StartServer(dir string) (*Server, error) {
+// ServeIfChild) as a NATS server storing in dir, on a free port.
+func StartServer(dir string) (*Server, error) { return StartServerAt(dir, -1) }
+
+// StartServerAt is StartServer on the given port.
+func StartServerAt(dir string, port int) (*Server, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serverEnv+"="+dir)
+	cmd.Env = append(os.Environ(), serverEnv+"="+dir, fmt.Sprintf("%s_PORT=%d", serverEnv, port))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -144,14 +144,7 @@ func (s *Spool) lead(c *class) {
 	for _, q := range batch {
 		q.state = reqDone
 	}
-	var next *appendReq
-	if len(c.queue) > 0 {
-		next = c.queue[0]
-		next.state = reqPromoted
-		next.leader = true
-	} else {
-		c.leading = false
-	}
+	next := c.handOffLocked()
 	c.wmu.Unlock()
 	for _, q := range batch {
 		select {
@@ -162,6 +155,68 @@ func (s *Spool) lead(c *class) {
 	if next != nil {
 		next.wake <- struct{}{}
 	}
+}
+
+// handOffLocked ends the current leadership: it promotes the request at the
+// head of the queue, which the caller must wake, or clears c.leading. c.wmu
+// is held.
+func (c *class) handOffLocked() *appendReq {
+	if len(c.queue) == 0 {
+		c.leading = false
+		return nil
+	}
+	next := c.queue[0]
+	next.state = reqPromoted
+	next.leader = true
+	return next
+}
+
+// Trim reclaims the tail segment of an idle class: if every event in it is
+// acknowledged and it has grown past a sixteenth of SegmentBytes, it is
+// sealed behind a new empty tail and deleted, so disk use returns to near
+// zero once a backlog has drained (an acknowledged tail is otherwise kept
+// until it fills). It does nothing while appends are in progress. Callers
+// (the aggregator, when a class has nothing left to send) may call it
+// freely.
+func (s *Spool) Trim(class string) error {
+	if err := s.enter(); err != nil {
+		return fmt.Errorf("spool: trim %s: %w", class, err)
+	}
+	defer s.wg.Done()
+	c := s.lookup(class)
+	if c == nil {
+		return nil
+	}
+	c.wmu.Lock()
+	if c.leading {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.leading = true // keep appends out while the tail changes
+	c.wmu.Unlock()
+	defer func() {
+		c.wmu.Lock()
+		next := c.handOffLocked()
+		c.wmu.Unlock()
+		if next != nil {
+			next.wake <- struct{}{}
+		}
+	}()
+
+	c.mu.Lock()
+	idle := c.tail != nil && c.tail.last >= c.tail.first && c.acks.cursor >= c.next-1 &&
+		c.tail.size >= s.opts.SegmentBytes/16
+	c.mu.Unlock()
+	if !idle {
+		return nil
+	}
+	if err := s.roll(c); err != nil {
+		return fmt.Errorf("spool: trim %s: %w", class, err)
+	}
+	c.mu.Lock()
+	s.reclaimLocked(c)
+	c.mu.Unlock()
+	return nil
 }
 
 // batchRoom is how many estimated bytes the tail can take in one commit.

@@ -609,3 +609,37 @@ func TestFsyncPolicies(t *testing.T) {
 		})
 	}
 }
+
+func TestTrimIdleTail(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{SegmentBytes: mib})
+	r := mustAppend(t, s, "c", events("a", 200, 1000))
+	if err := s.Trim("c"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(segFiles(t, dir, "c")); n != 1 {
+		t.Fatalf("trim with unacked events: %d segments, want the tail alone", n)
+	}
+	if err := s.Ack("c", r); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats().Classes["c"].Bytes
+	if err := s.Trim("c"); err != nil {
+		t.Fatal(err)
+	}
+	after := s.Stats().Classes["c"].Bytes
+	if files := segFiles(t, dir, "c"); len(files) != 1 || after >= before {
+		t.Fatalf("after trim: files %v, bytes %d → %d", files, before, after)
+	}
+	// Seqs continue after the trimmed tail, also across a reopen.
+	r2 := mustAppend(t, s, "c", events("b", 1, 10))
+	if r2.First != r.Last+1 {
+		t.Fatalf("after trim appended %v, want first %d", r2, r.Last+1)
+	}
+	s.Close()
+	s = openT(t, dir, Options{SegmentBytes: mib})
+	if r3 := mustAppend(t, s, "c", events("c", 1, 10)); r3.First != r2.Last+1 {
+		t.Fatalf("after reopen appended %v, want first %d", r3, r2.Last+1)
+	}
+	checkConsistent(t, s)
+}
