@@ -25,6 +25,10 @@ var (
 	// object. No event of the call is kept.
 	ErrInvalidEvent = errors.New("aggregator: invalid event")
 
+	// ErrInvalidClass is returned by Ingest for a class name that cannot be
+	// a spool directory and a NATS subject token.
+	ErrInvalidClass = errors.New("aggregator: invalid class")
+
 	// ErrInvalidOptions is returned by New for options that cannot work.
 	ErrInvalidOptions = errors.New("aggregator: invalid options")
 )

@@ -229,7 +229,10 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int) (*batch, error) {
 		}
 		return nil, nil
 	}
-	l.pendingBytes.Add(-int64(len(raw)))
+	if l.pendingBytes.Add(-int64(len(raw))) < 0 {
+		// Events spooled before a restart were never counted in.
+		l.pendingBytes.Store(0)
+	}
 	b.raw = len(raw)
 	body := l.getBody()
 	*body = l.enc.EncodeAll(raw, (*body)[:0])

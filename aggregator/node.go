@@ -126,6 +126,9 @@ func (n *Node) lane(class string) *lane {
 // A full class returns an error wrapping ErrFull (policy block) or
 // ErrDropped (policy drop_newest); after Shutdown begins, ErrClosed.
 func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error {
+	if !spool.ValidClass(class) {
+		return fmt.Errorf("%w: %q: 1-64 bytes of [A-Za-z0-9_-]", ErrInvalidClass, class)
+	}
 	if len(events) == 0 {
 		return nil
 	}

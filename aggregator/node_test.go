@@ -204,6 +204,16 @@ func TestIngestInvalid(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
+	for _, class := range []string{"", "a.b", "quarantine", strings.Repeat("x", 65)} {
+		if err := n.Ingest(context.Background(), class, []byte(`{}`)); !errors.Is(err, aggregator.ErrInvalidClass) {
+			t.Errorf("class %q: %v, want ErrInvalidClass", class, err)
+		}
+	}
+	for class := range n.Stats().Classes {
+		if class != "ingest" {
+			t.Errorf("a lane for invalid class %q", class)
+		}
+	}
 	if got := n.Stats().Classes["ingest"].Ingested; got != 0 {
 		t.Fatalf("ingested %d events from invalid calls", got)
 	}

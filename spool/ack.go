@@ -14,7 +14,7 @@ import (
 // meta.db lazily (next Claim, Sync, Close, or within about a second of
 // appends): after a crash, a range acknowledged but not persisted is read again.
 func (s *Spool) Ack(class string, r Range) error {
-	if !validClass(class) {
+	if !ValidClass(class) {
 		return fmt.Errorf("spool: ack %q: %w", class, ErrInvalidClass)
 	}
 	if err := s.enter(); err != nil {
@@ -86,7 +86,7 @@ func (s *Spool) removeSegLocked(c *class, seg *segment, qerr error) {
 // range is republished as the same batch. Claims fully acknowledged are
 // forgotten.
 func (s *Spool) Claim(class string, r Range) error {
-	if !validClass(class) {
+	if !ValidClass(class) {
 		return fmt.Errorf("spool: claim %q: %w", class, ErrInvalidClass)
 	}
 	if err := s.enter(); err != nil {

@@ -53,7 +53,7 @@ func estDisk(n int) int64 {
 // caller's commit returns ctx.Err() if ctx ends before its events were taken
 // into a commit; once taken, it waits for that commit.
 func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Range, error) {
-	if !validClass(class) {
+	if !ValidClass(class) {
 		return Range{}, fmt.Errorf("spool: append %q: %w", class, ErrInvalidClass)
 	}
 	if len(events) == 0 {

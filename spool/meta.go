@@ -106,7 +106,7 @@ func (s *Spool) loadMeta() (m map[string]*metaClass, err error) {
 		}
 		return root.ForEach(func(name, v []byte) error {
 			b := root.Bucket(name)
-			if v != nil || b == nil || !validClass(string(name)) {
+			if v != nil || b == nil || !ValidClass(string(name)) {
 				return corrupt("class entry %q", name)
 			}
 			mc := &metaClass{}

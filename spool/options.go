@@ -157,7 +157,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	classes := make(map[string]ClassOptions, len(o.Classes))
 	for name, c := range o.Classes {
-		if !validClass(name) {
+		if !ValidClass(name) {
 			return bad("class %q: %v", name, ErrInvalidClass)
 		}
 		if err := check(name, c); err != nil {
@@ -183,9 +183,10 @@ func (o *Options) class(name string) ClassOptions {
 // therefore not a valid class name.
 const quarantineDir = "quarantine"
 
-// validClass reports whether name can be a class: it becomes a directory name
-// and a NATS subject token.
-func validClass(name string) bool {
+// ValidClass reports whether name can be a class: 1–64 bytes of
+// [A-Za-z0-9_-], and not "quarantine". A class becomes a directory name and
+// a NATS subject token.
+func ValidClass(name string) bool {
 	if name == "" || len(name) > 64 || name == quarantineDir {
 		return false
 	}

@@ -20,7 +20,8 @@ type reader struct {
 	maxEvents, maxBytes int
 	fn                  func(Entry) error
 	n, bytes            int
-	inFn                bool // a panic now is the callback's, not bbolt's
+	inFn                bool   // a panic now is the callback's, not bbolt's
+	limit               uint64 // last seq Append has returned: the end of what may be read
 }
 
 // fnError marks an error returned by the callback.
@@ -41,7 +42,7 @@ func (e fnError) Error() string { return e.err.Error() }
 // reading is quarantined and skipped; a damaged record in the tail returns
 // ErrCorrupt.
 func (s *Spool) Read(class string, from uint64, maxEvents, maxBytes int, fn func(Entry) error) (next uint64, err error) {
-	if !validClass(class) {
+	if !ValidClass(class) {
 		return from, fmt.Errorf("spool: read %q: %w", class, ErrInvalidClass)
 	}
 	if err := s.enter(); err != nil {
@@ -65,6 +66,9 @@ func (s *Spool) Read(class string, from uint64, maxEvents, maxBytes int, fn func
 		}
 		seg := c.segs[i]
 		sealed := seg != c.tail
+		// A commit in progress is visible in bbolt before it is published
+		// in c.next; deliver only what Append has returned.
+		rs.limit = c.next - 1
 		next = max(next, seg.first)
 		if err := s.acquireLocked(c, seg); err != nil {
 			if sealed && isCorruption(err) {
@@ -168,6 +172,9 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 				if seq < next || acks.acked(seq) {
 					continue
 				}
+				if seq > rs.limit {
+					return nil
+				}
 				if rs.n > 0 && (rs.maxEvents > 0 && rs.n >= rs.maxEvents || rs.maxBytes > 0 && rs.bytes+len(ev) > rs.maxBytes) {
 					next, stop = seq, true
 					return nil
@@ -183,7 +190,7 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 				rs.bytes += len(ev)
 				next = seq + 1
 			}
-			next = max(next, end)
+			next = max(next, min(end, rs.limit+1))
 		}
 		return nil
 	})

@@ -110,7 +110,7 @@ func (s *Spool) open() error {
 	}
 	names := map[string]bool{}
 	for _, e := range ents {
-		if e.IsDir() && validClass(e.Name()) {
+		if e.IsDir() && ValidClass(e.Name()) {
 			names[e.Name()] = true
 		}
 	}

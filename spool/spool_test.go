@@ -62,7 +62,7 @@ func TestOpenInvalidOptions(t *testing.T) {
 	}
 }
 
-func TestInvalidClass(t *testing.T) {
+func TestInValidClass(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{})
 	for _, name := range []string{"", "a.b", "a b", "é", "quarantine", string(make([]byte, 65)), "x/y"} {
 		if _, err := s.Append(context.Background(), name, [][]byte{{1}}); !errors.Is(err, ErrInvalidClass) {
@@ -79,8 +79,8 @@ func TestInvalidClass(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"a", "critical", "A-b_9", string(bytes.Repeat([]byte("x"), 64))} {
-		if !validClass(name) {
-			t.Errorf("validClass(%q) = false", name)
+		if !ValidClass(name) {
+			t.Errorf("ValidClass(%q) = false", name)
 		}
 	}
 }
@@ -642,4 +642,42 @@ func TestTrimIdleTail(t *testing.T) {
 		t.Fatalf("after reopen appended %v, want first %d", r3, r2.Last+1)
 	}
 	checkConsistent(t, s)
+}
+
+// TestReadStopsAtLast checks that a reader racing with appends never sees
+// an event before Append has returned it (bbolt shows a commit before the
+// spool publishes its seqs), so a claim of what was read is always valid.
+func TestReadStopsAtLast(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{SegmentBytes: mib})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 300 {
+			mustAppend(t, s, "c", events("a", 10, 100))
+		}
+	}()
+	var next uint64 = 1
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		last := s.Last("c")
+		n, err := s.Read("c", next, 0, 0, func(e Entry) error {
+			if e.Seq > s.Last("c") {
+				return fmt.Errorf("read seq %d past Last %d", e.Seq, s.Last("c"))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > next {
+			if err := s.Claim("c", Range{next, n - 1}); err != nil {
+				t.Fatalf("claim of what was read (Last was %d): %v", last, err)
+			}
+			next = n
+		}
+	}
 }
