@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/spool"
+)
+
+// nodeConfig is the configuration of `sluice run`: defaults, then the
+// --config file, then the flags given on the command line.
+type nodeConfig struct {
+	Config       string
+	Node         string
+	DataDir      string
+	Listen       string
+	Upstream     string
+	NATSListen   string
+	Stream       string
+	Subject      string
+	Fsync        string
+	DrainTimeout time.Duration
+	LogFormat    string
+	LogLevel     string
+}
+
+// fileConfig is the YAML file of --config. Its keys mirror the flags; a
+// key left out keeps the default. The full configuration (classes, caps,
+// shaping) is a later issue.
+type fileConfig struct {
+	Node         string        `yaml:"node"`
+	DataDir      string        `yaml:"data_dir"`
+	Listen       string        `yaml:"listen"`
+	Upstream     string        `yaml:"upstream"`
+	NATSListen   string        `yaml:"nats_listen"`
+	Stream       string        `yaml:"stream"`
+	Subject      string        `yaml:"subject"`
+	Fsync        string        `yaml:"fsync"`
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	LogFormat    string        `yaml:"log_format"`
+	LogLevel     string        `yaml:"log_level"`
+}
+
+func (c *nodeConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Config, "config", "", "YAML `file` with keys mirroring these flags (node, data_dir, listen, …); flags override it")
+	fs.StringVar(&c.Node, "node", "", "node `name` in batch headers (default: the host name)")
+	fs.StringVar(&c.DataDir, "data-dir", "./sluice-data", "`dir`ectory of the spool (and of the embedded NATS server's store)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP ingest `address`")
+	fs.StringVar(&c.Upstream, "upstream", "", "NATS `URL` of the upstream; empty starts an embedded NATS server with JetStream")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "client `address` of the embedded NATS server (without --upstream)")
+	fs.StringVar(&c.Stream, "stream", "SLUICE", "JetStream `stream`, created if missing")
+	fs.StringVar(&c.Subject, "subject", "sluice", "subject `prefix`: a batch of class C goes to PREFIX.C")
+	fs.StringVar(&c.Fsync, "fsync", "always", "spool fsync `policy`: always, interval or never")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long to keep shipping the spool before exiting; what is left is sent after the next start")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+}
+
+// load applies the --config file, if any, under the flags that were set.
+func (c *nodeConfig) load(fs *flag.FlagSet) error {
+	if c.Config == "" {
+		return c.validate()
+	}
+	f, err := readConfigFile(c.Config)
+	if err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	str := func(flag string, dst *string, v string) {
+		if !set[flag] && v != "" {
+			*dst = v
+		}
+	}
+	str("node", &c.Node, f.Node)
+	str("data-dir", &c.DataDir, f.DataDir)
+	str("listen", &c.Listen, f.Listen)
+	str("upstream", &c.Upstream, f.Upstream)
+	str("nats-listen", &c.NATSListen, f.NATSListen)
+	str("stream", &c.Stream, f.Stream)
+	str("subject", &c.Subject, f.Subject)
+	str("fsync", &c.Fsync, f.Fsync)
+	str("log-format", &c.LogFormat, f.LogFormat)
+	str("log-level", &c.LogLevel, f.LogLevel)
+	if !set["drain-timeout"] && f.DrainTimeout != 0 {
+		c.DrainTimeout = f.DrainTimeout
+	}
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("%w (after applying %s)", err, c.Config)
+	}
+	return nil
+}
+
+// readConfigFile decodes a config file strictly: unknown keys, wrong types
+// and more than one document are errors naming the file and line.
+func readConfigFile(path string) (fileConfig, error) {
+	var f fileConfig
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return f, fmt.Errorf("config: %w", err)
+	}
+	f, err = parseConfig(data)
+	if err != nil {
+		return f, fmt.Errorf("config %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func parseConfig(data []byte) (fileConfig, error) {
+	var f fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) { // an empty file is an empty config
+			return fileConfig{}, nil
+		}
+		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
+			// "line 2: field x not found in type main.fileConfig", one a line.
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = strings.TrimSuffix(m, " in type main.fileConfig")
+			}
+			return f, errors.New(strings.Join(msgs, "; "))
+		}
+		return f, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return f, err
+		}
+		return f, fmt.Errorf("line %d: a second YAML document; want one", extra.Line)
+	}
+	return f, nil
+}
+
+func (c *nodeConfig) validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("data dir is empty")
+	case c.Listen == "":
+		return errors.New("listen address is empty")
+	case c.Upstream == "" && c.NATSListen == "":
+		return errors.New("nats listen address is empty and no upstream is given")
+	case c.DrainTimeout <= 0:
+		return fmt.Errorf("drain timeout %v: want > 0", c.DrainTimeout)
+	case c.Stream == "" || strings.ContainsAny(c.Stream, ".*> \t"):
+		return fmt.Errorf("stream name %q: want a non-empty name without '.', '*', '>' or spaces", c.Stream)
+	case c.Subject == "" || strings.ContainsAny(c.Subject, "*> \t") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, "."):
+		return fmt.Errorf("subject prefix %q: want tokens without wildcards or spaces", c.Subject)
+	}
+	if _, err := spool.ParseFsync(c.Fsync); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log format %q: want text or json", c.LogFormat)
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// newLogger returns the logger of c and, for the embedded NATS server, one
+// that is at least at warn level unless c asks for debug: the server's
+// startup notices would drown sluice's own lines.
+func newLogger(format, level string, w io.Writer) (*slog.Logger, *slog.Logger) {
+	var l slog.Level
+	l.UnmarshalText([]byte(level)) // validated
+	mk := func(l slog.Level) *slog.Logger {
+		o := &slog.HandlerOptions{Level: l}
+		if format == "json" {
+			return slog.New(slog.NewJSONHandler(w, o))
+		}
+		return slog.New(slog.NewTextHandler(w, o))
+	}
+	nl := l
+	if l > slog.LevelDebug {
+		nl = max(l, slog.LevelWarn)
+	}
+	return mk(l), mk(nl).With("component", "nats-server")
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    fileConfig
+		wantErr string
+	}{
+		{name: "empty", yaml: "", want: fileConfig{}},
+		{name: "comments only", yaml: "# nothing\n", want: fileConfig{}},
+		{
+			name: "every key",
+			yaml: "node: edge-1\ndata_dir: /var/lib/sluice\nlisten: 0.0.0.0:8080\nupstream: nats://hub:4222\n" +
+				"nats_listen: 127.0.0.1:4333\nstream: EVENTS\nsubject: ev\nfsync: interval\ndrain_timeout: 1m30s\n" +
+				"log_format: json\nlog_level: debug\n",
+			want: fileConfig{Node: "edge-1", DataDir: "/var/lib/sluice", Listen: "0.0.0.0:8080", Upstream: "nats://hub:4222",
+				NATSListen: "127.0.0.1:4333", Stream: "EVENTS", Subject: "ev", Fsync: "interval", DrainTimeout: 90 * time.Second,
+				LogFormat: "json", LogLevel: "debug"},
+		},
+		{name: "unknown key", yaml: "node: a\nlisten_addr: x\n", wantErr: "line 2: field listen_addr not found"},
+		{name: "wrong type", yaml: "node: a\n\ndrain_timeout: soon\n", wantErr: "line 3: cannot unmarshal !!str `soon` into time.Duration"},
+		{name: "not a map", yaml: "- a\n- b\n", wantErr: "line 1: cannot unmarshal !!seq"},
+		{name: "bad yaml", yaml: "node: [a\n", wantErr: "line 1: did not find expected ',' or ']'"},
+		{name: "two documents", yaml: "node: a\n---\nnode: b\n", wantErr: "line 2: a second YAML document"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseConfig([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigFileAndFlags(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(path, []byte("node: from-file\nlisten: 127.0.0.1:9999\nfsync: never\ndrain_timeout: 5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var c nodeConfig
+	c.flags(fs)
+	if err := fs.Parse([]string{"--config", path, "--listen", "127.0.0.1:7777"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.load(fs); err != nil {
+		t.Fatal(err)
+	}
+	want := nodeConfig{Config: path, Node: "from-file", DataDir: "./sluice-data", Listen: "127.0.0.1:7777",
+		NATSListen: "127.0.0.1:4222", Stream: "SLUICE", Subject: "sluice", Fsync: "never", DrainTimeout: 5 * time.Second,
+		LogFormat: "text", LogLevel: "info"}
+	if c != want {
+		t.Errorf("got %+v\nwant %+v", c, want)
+	}
+
+	// Errors name the file and the line.
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("node: a\nfsync: sometimes\n"), 0o644)
+	err := run(context.Background(), []string{"run", "--config", bad}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `fsync policy "sometimes"`) || !strings.Contains(err.Error(), bad) {
+		t.Errorf("bad value: %v", err)
+	}
+	os.WriteFile(bad, []byte("node: a\nfsnyc: always\n"), 0o644)
+	err = run(context.Background(), []string{"run", "--config", bad}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "config "+bad+": line 2: field fsnyc not found") {
+		t.Errorf("unknown key: %v", err)
+	}
+	err = run(context.Background(), []string{"run", "--config", filepath.Join(dir, "missing.yaml")}, io.Discard, io.Discard)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte("node: a\ndrain_timeout: 5s\n"))
+	f.Add([]byte("node: [a\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("---\n---\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parseConfig(data) // must not panic
+	})
+}
+
+func TestCommandLine(t *testing.T) {
+	tests := []struct {
+		args       []string
+		wantErr    error // nil: success
+		wantOut    string
+		wantStderr string
+	}{
+		{args: []string{"help"}, wantOut: "Usage:\n  sluice run"},
+		{args: []string{"-h"}, wantOut: "Usage:\n  sluice run"},
+		{args: nil, wantErr: errUsage, wantStderr: "Usage:\n  sluice run"},
+		{args: []string{"frobnicate"}, wantErr: errUsage, wantStderr: `unknown command "frobnicate"`},
+		{args: []string{"run", "-h"}, wantErr: flag.ErrHelp, wantStderr: "Usage: sluice run [flags]"},
+		{args: []string{"run", "--bogus"}, wantErr: errUsage, wantStderr: "flag provided but not defined: -bogus"},
+		{args: []string{"run", "extra"}, wantErr: errUsage, wantStderr: `unexpected arguments: ["extra"]`},
+		{args: []string{"run", "--fsync", "sometimes"}, wantErr: errAny, wantStderr: ""},
+		{args: []string{"run", "--log-format", "xml"}, wantErr: errAny},
+		{args: []string{"run", "--drain-timeout", "0s"}, wantErr: errAny},
+		{args: []string{"run", "--stream", "A.B"}, wantErr: errAny},
+		{args: []string{"sink", "-h"}, wantErr: flag.ErrHelp, wantStderr: "Usage: sluice sink --upstream URL"},
+		{args: []string{"sink"}, wantErr: errUsage, wantStderr: "--upstream is required"},
+		{args: []string{"sink", "--upstream", "nats://127.0.0.1:1", "--idle-exit", "-1s"}, wantErr: errAny},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), tt.args, &out, &errOut)
+			switch {
+			case tt.wantErr == nil && err != nil:
+				t.Fatalf("error %v", err)
+			case tt.wantErr == errAny && err == nil:
+				t.Fatal("no error")
+			case tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if !strings.Contains(out.String(), tt.wantOut) {
+				t.Errorf("stdout %q, want it to contain %q", out.String(), tt.wantOut)
+			}
+			if !strings.Contains(errOut.String(), tt.wantStderr) {
+				t.Errorf("stderr %q, want it to contain %q", errOut.String(), tt.wantStderr)
+			}
+		})
+	}
+}
+
+var errAny = errors.New("any error")

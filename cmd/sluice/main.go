@@ -1,0 +1,90 @@
+// Command sluice is the sluice edge aggregator.
+//
+//	sluice run    run a node: HTTP ingest → durable spool → NATS JetStream
+//	sluice sink   read batches from the stream and write their events as NDJSON
+//
+// Run `sluice help` for the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal gets the default action: exit at once
+	}()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned for bad command lines, after the problem and the
+// usage were printed.
+var errUsage = errors.New("usage")
+
+const usage = `sluice is an edge aggregator: events go in over HTTP, are made durable in a
+local spool, and are shipped in compressed batches to NATS JetStream.
+
+Usage:
+  sluice run  [flags]   run a node (embedded NATS server unless --upstream is given)
+  sluice sink [flags]   write the events of the stream as NDJSON
+  sluice help           print this help
+
+Run 'sluice run -h' or 'sluice sink -h' for the flags of a command.
+`
+
+// run runs the command line args (without the program name). Output goes
+// to stdout, logs and errors to stderr. It returns when the command is done
+// or ctx is cancelled and the command has shut down.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return runNode(ctx, rest, stdout, stderr, nil)
+	case "sink":
+		return runSink(ctx, rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}
+
+// parseFlags parses args with fs, turning the flag package's errors into
+// errUsage (the message and usage were printed to fs.Output()).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %q\n", fs.Args())
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}

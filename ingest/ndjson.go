@@ -1,0 +1,63 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Rejection is one line of a request that was not kept.
+type Rejection struct {
+	Line  int    `json:"line"` // 1-based line number in the (decompressed) body
+	Error string `json:"error"`
+}
+
+// parseNDJSON splits body into lines and validates each as one JSON object.
+// It appends the good lines, trimmed of surrounding white space, to events
+// and a Rejection for each bad line to rejected. Blank lines are skipped.
+// The events alias body.
+func parseNDJSON(body []byte, maxEvent int, events [][]byte, rejected []Rejection) ([][]byte, []Rejection) {
+	for n := 1; len(body) > 0; n++ {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if err := checkEvent(line, maxEvent); err != nil {
+			rejected = append(rejected, Rejection{Line: n, Error: err.Error()})
+			continue
+		}
+		events = append(events, line[:len(line):len(line)])
+	}
+	return events, rejected
+}
+
+// checkEvent reports why line is not one JSON object of at most maxEvent
+// bytes, or nil.
+func checkEvent(line []byte, maxEvent int) error {
+	if len(line) > maxEvent {
+		return fmt.Errorf("event of %d bytes, limit %d", len(line), maxEvent)
+	}
+	if json.Valid(line) {
+		if line[0] != '{' {
+			return errors.New("not a JSON object")
+		}
+		return nil
+	}
+	var v any // only on the error path, for the precise message
+	err := json.Unmarshal(line, &v)
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("invalid JSON at byte %d: %v", se.Offset, err)
+	}
+	if err == nil { // cannot happen: json.Valid and Unmarshal agree
+		err = errors.New("invalid")
+	}
+	return fmt.Errorf("invalid JSON: %v", err)
+}
