@@ -1,0 +1,75 @@
+package sluice_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sluicehq/sluice"
+
+// TestDependencyDirection pins the package graph of design.md: pure
+// packages stay pure, the spool knows nothing of NATS or zstd, a consumer
+// can import wire without bbolt, library packages never import nats-server,
+// and nothing imports cmd or bench.
+func TestDependencyDirection(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps=false", "-json", module+"/...")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	type pkg struct {
+		ImportPath string
+		Deps       []string
+	}
+	pkgs := map[string][]string{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = p.Deps
+	}
+	if len(pkgs) < 5 {
+		t.Fatalf("go list found only %v", pkgs)
+	}
+	// allowed says which non-standard imports (module path prefixes) each
+	// package may have, directly or not.
+	allowed := map[string][]string{
+		"priority": {},
+		"shaper":   {module + "/priority"},
+		"spool":    {"go.etcd.io/bbolt", "golang.org/x/sys"},
+		"wire":     {"github.com/klauspost/compress", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys", "github.com/nats-io/nuid", "golang.org/x/"},
+	}
+	for name, deps := range pkgs {
+		for _, d := range deps {
+			if !strings.Contains(strings.Split(d, "/")[0], ".") {
+				continue // standard library
+			}
+			if strings.HasPrefix(d, module+"/cmd") || strings.HasPrefix(d, module+"/bench") {
+				t.Errorf("%s imports %s: nothing imports cmd or bench", name, d)
+			}
+			if lib := !strings.HasPrefix(name, "cmd") && !strings.HasPrefix(name, "bench") && !strings.HasPrefix(name, "internal/embedded"); lib &&
+				(strings.HasPrefix(d, "github.com/nats-io/nats-server") || d == module+"/internal/embedded") {
+				t.Errorf("%s imports %s: library packages never import nats-server", name, d)
+			}
+			if allow, ok := allowed[name]; ok && !hasPrefix(d, allow) {
+				t.Errorf("%s imports %s; it may import only %v and the standard library", name, d, allow)
+			}
+		}
+	}
+}
+
+func hasPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
