@@ -72,6 +72,9 @@ func New(opts Options) (*Node, error) {
 		done:   make(chan struct{}),
 	}
 	n.goFunc(n.ensureStream)
+	if opts.Spool.Fsync == spool.FsyncInterval {
+		n.goFunc(n.syncEvery)
+	}
 	n.mu.Lock()
 	for _, class := range sp.Classes() {
 		n.laneLocked(class)
@@ -302,6 +305,27 @@ func (n *Node) createStream() error {
 		return nil
 	}
 	return err
+}
+
+// syncEvery bounds the loss window of spool.FsyncInterval for classes that
+// go idle: the spool itself only fsyncs at its next commit.
+func (n *Node) syncEvery() {
+	iv := n.opts.Spool.FsyncInterval
+	if iv <= 0 {
+		iv = time.Second
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			if err := n.spool.Sync(); err != nil {
+				n.opts.Logger.Error("spool sync", "err", err)
+			}
+		}
+	}
 }
 
 func hostname() string {
