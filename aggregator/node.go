@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicehq/sluice/internal/jsonx"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -190,21 +191,18 @@ func (n *Node) normalize(ev []byte) ([]byte, error) {
 	if len(ev) > n.opts.MaxEventBytes {
 		return nil, fmt.Errorf("%w: event of %d bytes, limit %d", ErrTooLarge, len(ev), n.opts.MaxEventBytes)
 	}
-	ev = bytes.TrimSpace(ev)
-	if len(ev) < 2 || ev[0] != '{' || ev[len(ev)-1] != '}' {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidEvent)
+	if err := jsonx.Object(ev); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
-	if bytes.IndexByte(ev, '\n') >= 0 || bytes.IndexByte(ev, '\r') >= 0 {
+	ev = bytes.TrimSpace(ev)
+	if jsonx.HasNewline(ev) {
+		// Valid JSON has newlines only between tokens: compact it onto one
+		// line, as NDJSON needs.
 		var b bytes.Buffer
 		if err := json.Compact(&b, ev); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 		}
 		return b.Bytes(), nil
-	}
-	if !json.Valid(ev) {
-		var v any
-		err := json.Unmarshal(ev, &v) // for the precise message; only on the error path
-		return nil, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
 	return ev, nil
 }

@@ -92,10 +92,10 @@ func TestHandler(t *testing.T) {
 			body:       []byte("{\"id\":1}\n{\"id\":\n[1,2]\n\"s\"\n{\"id\":2}\n{\"a\":1}}\n"),
 			wantStatus: 200,
 			wantBody: `{"accepted":2,"rejected":[` +
-				`{"line":2,"error":"invalid JSON at byte 6: unexpected end of JSON input"},` +
-				`{"line":3,"error":"not a JSON object"},` +
-				`{"line":4,"error":"not a JSON object"},` +
-				`{"line":6,"error":"invalid JSON at byte 8: invalid character '}' after top-level value"}]}`,
+				`{"line":2,"error":"invalid JSON at byte 6: unexpected end of input"},` +
+				`{"line":3,"error":"invalid JSON at byte 0: not an object: starts with '['"},` +
+				`{"line":4,"error":"invalid JSON at byte 0: not an object: starts with '\"'"},` +
+				`{"line":6,"error":"invalid JSON at byte 7: trailing data after object"}]}`,
 			wantCalls: []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
 		{
@@ -112,8 +112,8 @@ func TestHandler(t *testing.T) {
 			body:       []byte("x\n{}\nx\nx\nx\nx\n"),
 			wantStatus: 200,
 			wantBody: `{"accepted":1,"rejected":[` +
-				`{"line":1,"error":"invalid JSON at byte 1: invalid character 'x' looking for beginning of value"},` +
-				`{"line":3,"error":"invalid JSON at byte 1: invalid character 'x' looking for beginning of value"}],"rejected_omitted":3}`,
+				`{"line":1,"error":"invalid JSON at byte 0: not an object: starts with 'x'"},` +
+				`{"line":3,"error":"invalid JSON at byte 0: not an object: starts with 'x'"}],"rejected_omitted":3}`,
 			wantCalls: []call{{"ingest", []string{`{}`}}},
 		},
 		{
@@ -173,7 +173,7 @@ func TestHandler(t *testing.T) {
 			name:       "no valid line",
 			body:       []byte("1\nnull\n"),
 			wantStatus: 400,
-			wantBody:   `{"error":"no valid events: 2 lines rejected","accepted":0,"rejected":[{"line":1,"error":"not a JSON object"},{"line":2,"error":"not a JSON object"}]}`,
+			wantBody:   `{"error":"no valid events: 2 lines rejected","accepted":0,"rejected":[{"line":1,"error":"invalid JSON at byte 0: not an object: starts with '1'"},{"line":2,"error":"invalid JSON at byte 0: not an object: starts with 'n'"}]}`,
 		},
 		{
 			name:       "full: 429 with Retry-After",
@@ -198,7 +198,7 @@ func TestHandler(t *testing.T) {
 			body:       []byte("{\"id\":1}\nx\n{\"id\":2}\n"),
 			sinkErr:    fmt.Errorf("%w: events dropped by overflow policy", aggregator.ErrDropped),
 			wantStatus: 200,
-			wantBody:   `{"accepted":0,"dropped":2,"rejected":[{"line":2,"error":"invalid JSON at byte 1: invalid character 'x' looking for beginning of value"}]}`,
+			wantBody:   `{"accepted":0,"dropped":2,"rejected":[{"line":2,"error":"invalid JSON at byte 0: not an object: starts with 'x'"}]}`,
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
 		{

@@ -2,9 +2,9 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
+
+	"github.com/sluicehq/sluice/internal/jsonx"
 )
 
 // Rejection is one line of a request that was not kept.
@@ -44,20 +44,5 @@ func checkEvent(line []byte, maxEvent int) error {
 	if len(line) > maxEvent {
 		return fmt.Errorf("event of %d bytes, limit %d", len(line), maxEvent)
 	}
-	if json.Valid(line) {
-		if line[0] != '{' {
-			return errors.New("not a JSON object")
-		}
-		return nil
-	}
-	var v any // only on the error path, for the precise message
-	err := json.Unmarshal(line, &v)
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Errorf("invalid JSON at byte %d: %v", se.Offset, err)
-	}
-	if err == nil { // cannot happen: json.Valid and Unmarshal agree
-		err = errors.New("invalid")
-	}
-	return fmt.Errorf("invalid JSON: %v", err)
+	return jsonx.Object(line)
 }

@@ -1,0 +1,20 @@
+// Package jsonx validates ingested events cheaply before they are made
+// durable.
+//
+// [Object] answers one question for every event on the hot path: is this
+// byte slice exactly one JSON object (RFC 8259), with valid UTF-8 in every
+// string and no deeper nesting than [MaxDepth]? It is an iterative byte
+// scanner with a fixed-size state stack: it never recurses, never allocates
+// on valid input and scans the bodies of strings eight bytes at a time.
+// [HasNewline] is the companion check for newline-delimited storage.
+//
+// # Caveats
+//
+//   - Object validates; it does not decode. Duplicate keys are accepted and
+//     numbers are only checked against the RFC grammar, not for range, as
+//     encoding/json.Valid does.
+//   - \u escapes of lone surrogates (such as "\ud800") are accepted, as
+//     encoding/json accepts them; raw UTF-8 encodings of surrogates are not.
+//   - A byte order mark is not whitespace: input starting with one is
+//     reported as not an object.
+package jsonx
