@@ -35,10 +35,11 @@ func Connect(url string) (*nats.Conn, error) {
 	return nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
 }
 
-// RunSluice ingests events through the Go API of a node spooling in dir,
-// from producers goroutines in calls of per events, and returns once
-// JetStream has acknowledged all of them. opts may adjust the node.
-func RunSluice(ctx context.Context, nc *nats.Conn, dir string, events [][]byte, producers, per int, opts aggregator.Options) (Result, error) {
+// RunSluice ingests total events, cycling through events, through the Go
+// API of a node spooling in dir, from producers goroutines in calls of per
+// events, and returns once JetStream has acknowledged all of them. opts may
+// adjust the node.
+func RunSluice(ctx context.Context, nc *nats.Conn, dir string, events [][]byte, total, producers, per int, opts aggregator.Options) (Result, error) {
 	opts.Dir, opts.Conn = dir, nc
 	if opts.Node == "" {
 		opts.Node = "bench"
@@ -55,20 +56,16 @@ func RunSluice(ctx context.Context, nc *nats.Conn, dir string, events [][]byte, 
 	if err := waitAcked(ctx, n, 1); err != nil {
 		return Result{}, err
 	}
-
-	var raw int64
-	for _, ev := range events {
-		raw += int64(len(ev)) + 1
-	}
+	per = min(per, len(events))
+	calls := total / per
 	start := time.Now()
 	errc := make(chan error, producers)
 	var wg sync.WaitGroup
-	chunk := (len(events) + producers - 1) / producers
 	for p := range producers {
-		part := events[min(p*chunk, len(events)):min((p+1)*chunk, len(events))]
 		wg.Go(func() {
-			for i := 0; i < len(part); i += per {
-				if err := n.Ingest(ctx, "ingest", part[i:min(i+per, len(part))]...); err != nil {
+			for c := p; c < calls; c += producers {
+				i := c * per % (len(events) - per + 1)
+				if err := n.Ingest(ctx, "ingest", events[i:i+per]...); err != nil {
 					errc <- err
 					return
 				}
@@ -80,12 +77,13 @@ func RunSluice(ctx context.Context, nc *nats.Conn, dir string, events [][]byte, 
 	if err := <-errc; err != nil {
 		return Result{}, err
 	}
-	if err := waitAcked(ctx, n, uint64(len(events))+1); err != nil {
+	sent := uint64(calls * per)
+	if err := waitAcked(ctx, n, sent+1); err != nil {
 		return Result{}, err
 	}
 	el := time.Since(start)
 	cs := n.Stats().Classes["ingest"]
-	return Result{Events: len(events), Elapsed: el, RawBytes: raw, WireBytes: int64(cs.WireBytes) * raw / int64(cs.RawBytes)}, nil
+	return Result{Events: int(sent), Elapsed: el, RawBytes: int64(cs.RawBytes), WireBytes: int64(cs.WireBytes)}, nil
 }
 
 func waitAcked(ctx context.Context, n *aggregator.Node, want uint64) error {
@@ -99,10 +97,10 @@ func waitAcked(ctx context.Context, n *aggregator.Node, want uint64) error {
 	return nil
 }
 
-// RunNaive publishes each event as its own JetStream message to stream
-// NAIVE, asynchronously with at most window unacknowledged, without any
-// spool, and returns once all are acknowledged.
-func RunNaive(ctx context.Context, nc *nats.Conn, events [][]byte, window int) (Result, error) {
+// RunNaive publishes total events, cycling through events, each as its own
+// JetStream message to stream NAIVE, asynchronously with at most window
+// unacknowledged, without any spool, and returns once all are acknowledged.
+func RunNaive(ctx context.Context, nc *nats.Conn, events [][]byte, total, window int) (Result, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(window))
 	if err != nil {
 		return Result{}, err
@@ -114,8 +112,9 @@ func RunNaive(ctx context.Context, nc *nats.Conn, events [][]byte, window int) (
 	}
 	var raw int64
 	start := time.Now()
-	for _, ev := range events {
-		raw += int64(len(ev)) + 1
+	for i := range total {
+		ev := events[i%len(events)]
+		raw += int64(len(ev))
 		if _, err := js.PublishAsync("naive.ingest", ev); err != nil {
 			return Result{}, err
 		}
@@ -125,12 +124,7 @@ func RunNaive(ctx context.Context, nc *nats.Conn, events [][]byte, window int) (
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
-	el := time.Since(start)
-	var wire int64
-	for _, ev := range events {
-		wire += int64(len(ev))
-	}
-	return Result{Events: len(events), Elapsed: el, RawBytes: raw, WireBytes: wire}, nil
+	return Result{Events: total, Elapsed: time.Since(start), RawBytes: raw + int64(total), WireBytes: raw}, nil
 }
 
 // DiskUsage returns the bytes of the regular files under dir.
