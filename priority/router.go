@@ -1,0 +1,201 @@
+package priority
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Rule routes events to a class. A rule matches when Source is empty or
+// equals the event's source endpoint, and Field is empty, or the value at the
+// JSON path Field (dot-separated object keys, no '*') equals one of Equals.
+// With Field set and Equals empty, the field's presence is enough. Strings
+// compare by their decoded value; other values (numbers, true, false, null)
+// by their JSON text, so Equals: ["true"] matches the boolean.
+type Rule struct {
+	Field  string
+	Equals []string
+	Source string
+	Class  string
+}
+
+// Router picks a class for an event. It is immutable and safe for concurrent
+// use.
+//
+// An explicit class given by the producer (an HTTP header, a Go API
+// argument) wins over the rules; that choice is the caller's: call Route only
+// when no class was given.
+type Router struct {
+	rules []compiledRule
+	def   string
+}
+
+type compiledRule struct {
+	Rule
+	path   []string
+	equals [][]byte
+}
+
+// NewRouter compiles rules. When classes is non-nil, every rule's class and
+// defaultClass must name one of them.
+func NewRouter(classes []Class, rules []Rule, defaultClass string) (*Router, error) {
+	known := func(name string) bool {
+		if classes == nil {
+			return name != ""
+		}
+		for i := range classes {
+			if classes[i].Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	if !known(defaultClass) {
+		return nil, fmt.Errorf("%w: unknown default class %q", ErrInvalidRule, defaultClass)
+	}
+	r := &Router{def: defaultClass, rules: make([]compiledRule, 0, len(rules))}
+	for i, rule := range rules {
+		if !known(rule.Class) {
+			return nil, fmt.Errorf("%w: rule #%d: unknown class %q", ErrInvalidRule, i, rule.Class)
+		}
+		cr := compiledRule{Rule: rule}
+		if rule.Field != "" {
+			if err := ValidatePath(rule.Field); err != nil || strings.Contains(rule.Field, "*") {
+				return nil, fmt.Errorf("%w: rule #%d: field %q: %w", ErrInvalidRule, i, rule.Field, ErrInvalidPath)
+			}
+			cr.path = strings.Split(rule.Field, ".")
+		} else if len(rule.Equals) > 0 {
+			return nil, fmt.Errorf("%w: rule #%d: equals without a field", ErrInvalidRule, i)
+		}
+		for _, e := range rule.Equals {
+			cr.equals = append(cr.equals, []byte(e))
+		}
+		r.rules = append(r.rules, cr)
+	}
+	return r, nil
+}
+
+// Default returns the default class.
+func (r *Router) Default() string { return r.def }
+
+// Route returns the class of the first matching rule, or the default class.
+// It scans only as much of the event as the rules' fields need, without
+// decoding it. Route does not validate the event (ingest has): a malformed
+// event matches on whatever is well formed before its first error, and
+// otherwise gets the default class. It never panics.
+func (r *Router) Route(source string, event []byte) string {
+	for i := range r.rules {
+		cr := &r.rules[i]
+		if cr.Source != "" && cr.Source != source {
+			continue
+		}
+		if cr.path == nil {
+			return cr.Class
+		}
+		raw, ok := Lookup(event, cr.path)
+		if !ok {
+			continue
+		}
+		if len(cr.equals) == 0 {
+			return cr.Class
+		}
+		if valueEquals(raw, cr.equals) {
+			return cr.Class
+		}
+	}
+	return r.def
+}
+
+func valueEquals(raw []byte, equals [][]byte) bool {
+	cmp := raw
+	if len(raw) > 0 && raw[0] == '"' {
+		cmp = raw[1 : len(raw)-1]
+		if bytes.IndexByte(cmp, '\\') >= 0 {
+			var s string
+			if json.Unmarshal(raw, &s) != nil {
+				return false
+			}
+			cmp = []byte(s)
+		}
+	}
+	for _, e := range equals {
+		if bytes.Equal(cmp, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Lookup returns the raw JSON value at path (object keys from the top level)
+// in event, without decoding the event. With duplicate keys the first wins
+// (encoding/json keeps the last; SDKs do not send duplicates). ok is false
+// when the path is absent or the event is malformed before the value's end.
+func Lookup(event []byte, path []string) (raw []byte, ok bool) {
+	s := scanner{src: event}
+	s.ws()
+	depth := 0
+	for _, seg := range path {
+		if s.peek() != '{' {
+			return nil, false
+		}
+		depth++
+		if !s.findKey(seg, depth) {
+			return nil, false
+		}
+	}
+	start := s.pos
+	if s.value(depth) != nil {
+		return nil, false
+	}
+	return event[start:s.pos], true
+}
+
+// findKey moves s to the value of key in the object at pos.
+func (s *scanner) findKey(key string, depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	s.pos++
+	s.ws()
+	if s.peek() == '}' {
+		return false
+	}
+	for {
+		if s.peek() != '"' {
+			return false
+		}
+		kStart := s.pos
+		esc, high, err := s.str()
+		if err != nil {
+			return false
+		}
+		raw := s.src[kStart:s.pos]
+		s.ws()
+		if s.peek() != ':' {
+			return false
+		}
+		s.pos++
+		s.ws()
+		var match bool
+		if k, slow := keyString(raw, esc, high); slow {
+			match = k == key
+		} else {
+			match = string(raw[1:len(raw)-1]) == key
+		}
+		if match {
+			return true
+		}
+		if s.value(depth) != nil {
+			return false
+		}
+		s.ws()
+		switch s.peek() {
+		case ',':
+			s.pos++
+			s.ws()
+		default:
+			return false
+		}
+	}
+}

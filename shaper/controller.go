@@ -1,0 +1,361 @@
+package shaper
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Controller defaults (proposed in shaping-notes §3).
+const (
+	DefaultTick          = 250 * time.Millisecond
+	DefaultDwell         = 10 * time.Second
+	DefaultMaxDwell      = 2 * time.Minute
+	DefaultFlapWindow    = 60 * time.Second
+	DefaultConfirmTicks  = 2
+	DefaultQueueTarget   = 150 * time.Millisecond // batch linger (100 ms) + 50 ms
+	DefaultQueueInterval = time.Second
+	DefaultDemandTau     = 5 * time.Second
+	DefaultGrowthFor     = 10 * time.Second
+)
+
+// Signal thresholds for levels 1, 2, 3 (shaping-notes §3).
+var (
+	inflationEntry = [3]float64{1.5, 2.5, 4}
+	errorEntry     = [3]float64{0.02, 0.10, 0.30}
+	demandEntry    = [3]float64{1.0, 1.5, 3}
+	ttfEntry       = [3]time.Duration{30 * time.Minute, 5 * time.Minute, 30 * time.Second}
+)
+
+const (
+	inflationExit = 0.8 // exit below 0.8 × the entry value
+	errorExit     = 0.5
+	demandExit    = 0.8
+	ttfExit       = 2 // exit above 2 × the entry value
+)
+
+// Signal names, indexes into ControllerStatus.Signals.
+const (
+	SignalInflation = iota
+	SignalErrors
+	SignalDemand
+	SignalQueue
+	SignalTimeToFull
+	numSignals
+)
+
+// ControllerOptions tunes a Controller; zero values take the defaults.
+type ControllerOptions struct {
+	Dwell         time.Duration // minimum time between steps down; default 10 s
+	MaxDwell      time.Duration // anti-flap doubling cap; default 2 min
+	FlapWindow    time.Duration // re-entering a level within this doubles the dwell; default 60 s
+	ConfirmTicks  int           // consecutive ticks above the level before raising; default 2
+	QueueTarget   time.Duration // CoDel target sojourn; default 150 ms (linger + 50 ms)
+	QueueInterval time.Duration // CoDel interval; default 1 s
+	DemandTau     time.Duration // EWMA time constant of ingress and backlog growth; default 5 s
+}
+
+// Inputs are the controller's signals at one tick.
+type Inputs struct {
+	// Link is the estimator's snapshot (inflation, error rate, in-flight,
+	// last ack, RTO, target).
+	Link Snapshot
+	// IngressBytesPerSec is the ingress rate *before* any shedding, over the
+	// last tick (the controller smooths it). Feeding the post-shedding rate
+	// makes the controller oscillate.
+	IngressBytesPerSec int64
+	// Sojourn is the time the oldest unsent batch has waited (CoDel's
+	// sojourn, measured at the head of the send queue).
+	Sojourn time.Duration
+	// BacklogBytes and CapBytes are the spool's unsent bytes and its cap.
+	BacklogBytes, CapBytes int64
+	// LinkDown forces level 3 at once (no confirmation).
+	LinkDown bool
+}
+
+// Controller turns link and queue signals into a degradation level 0..3
+// with fast attack, slow decay and anti-flap. Not safe for concurrent use.
+type Controller struct {
+	o          ControllerOptions
+	level      int
+	lastChange time.Time
+	dwell      time.Duration
+	lastLeft   [4]time.Time
+	upCount    int
+	upMin      int
+	sig        [numSignals]int
+	hist       []rawAt // raw levels in (now − dwell, now]
+	// signal state
+	demand      int64 // EWMA bytes/s
+	growth      int64 // EWMA bytes/s of backlog growth
+	lastBacklog int64
+	lastTick    time.Time
+	firstAbove  time.Time // CoDel
+	growingFrom time.Time
+	transitions int64
+}
+
+type rawAt struct {
+	t   time.Time
+	raw int
+}
+
+// ControllerStatus describes the controller for metrics and logs.
+type ControllerStatus struct {
+	Level       int
+	Raw         int
+	Signals     [numSignals]int
+	Dwell       time.Duration
+	LastChange  time.Time
+	Transitions int64
+	Demand      float64 // smoothed ingress / target
+	TimeToFull  time.Duration
+}
+
+// NewController returns a controller at level 0.
+func NewController(o ControllerOptions) (*Controller, error) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.Dwell, DefaultDwell)
+	def(&o.MaxDwell, DefaultMaxDwell)
+	def(&o.FlapWindow, DefaultFlapWindow)
+	def(&o.QueueTarget, DefaultQueueTarget)
+	def(&o.QueueInterval, DefaultQueueInterval)
+	def(&o.DemandTau, DefaultDemandTau)
+	if o.ConfirmTicks == 0 {
+		o.ConfirmTicks = DefaultConfirmTicks
+	}
+	if o.Dwell < 0 || o.MaxDwell < o.Dwell || o.FlapWindow < 0 || o.ConfirmTicks < 1 || o.QueueTarget < 0 || o.QueueInterval <= 0 || o.DemandTau <= 0 {
+		return nil, fmt.Errorf("%w: controller options %+v", ErrInvalidOptions, o)
+	}
+	return &Controller{o: o, dwell: o.Dwell}, nil
+}
+
+// Level returns the current level.
+func (c *Controller) Level() int { return c.level }
+
+// up maps v (higher is worse) to a level with Schmitt hysteresis.
+func up(cur int, v float64, entry [3]float64, exit float64) int {
+	lv := 0
+	for i, e := range entry {
+		if v >= e {
+			lv = i + 1
+		}
+	}
+	for l := cur; l > lv; l-- {
+		if v >= entry[l-1]*exit {
+			return l
+		}
+	}
+	return lv
+}
+
+// down maps d (lower is worse; 0 = no signal) to a level with hysteresis.
+func down(cur int, d time.Duration, entry [3]time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	lv := 0
+	for i, e := range entry {
+		if d < e {
+			lv = i + 1
+		}
+	}
+	for l := cur; l > lv; l-- {
+		if d <= entry[l-1]*ttfExit {
+			return l
+		}
+	}
+	return lv
+}
+
+// ewma moves avg toward x with weight dt/(tau+dt), in integers.
+func ewma(avg, x int64, dt, tau time.Duration) int64 {
+	if dt <= 0 {
+		return avg
+	}
+	d := x - avg
+	step := mulDiv(abs64(d), int64(dt), int64(tau+dt))
+	if d < 0 {
+		return avg - step
+	}
+	return avg + step
+}
+
+func abs64(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// EvaluateAt updates the signals with in and returns the level. Call it on
+// a regular tick (DefaultTick).
+func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
+	dt := time.Duration(0)
+	if !c.lastTick.IsZero() && now.After(c.lastTick) {
+		dt = now.Sub(c.lastTick)
+	}
+	first := c.lastTick.IsZero()
+	if first || now.After(c.lastTick) {
+		c.lastTick = now
+	}
+
+	// RTT inflation and errors.
+	c.sig[SignalInflation] = up(c.sig[SignalInflation], in.Link.Inflation, inflationEntry, inflationExit)
+	c.sig[SignalErrors] = up(c.sig[SignalErrors], in.Link.ErrorRate, errorEntry, errorExit)
+	if in.Link.InflightMsgs > 0 && !in.Link.LastAckAt.IsZero() {
+		if now.Sub(in.Link.LastAckAt) >= max(3*in.Link.RTO, 5*time.Second) {
+			c.sig[SignalErrors] = 3
+		}
+	}
+
+	// Demand ρ = smoothed pre-shedding ingress / target.
+	if first {
+		c.demand = in.IngressBytesPerSec
+	} else {
+		c.demand = ewma(c.demand, in.IngressBytesPerSec, dt, c.o.DemandTau)
+	}
+	rho := 0.0
+	if in.Link.Target > 0 {
+		rho = float64(c.demand) / float64(in.Link.Target)
+	}
+	c.sig[SignalDemand] = up(c.sig[SignalDemand], rho, demandEntry, demandExit)
+
+	// Backlog growth and time to full.
+	if !first && dt > 0 {
+		g := mulDiv(abs64(in.BacklogBytes-c.lastBacklog), nano, int64(dt))
+		if in.BacklogBytes < c.lastBacklog {
+			g = -g
+		}
+		c.growth = ewma(c.growth, g, dt, c.o.DemandTau)
+	}
+	c.lastBacklog = in.BacklogBytes
+	ttf := c.timeToFull(in)
+	c.sig[SignalTimeToFull] = down(c.sig[SignalTimeToFull], ttf, ttfEntry)
+
+	// CoDel-style standing queue.
+	standing := false
+	if in.Sojourn < c.o.QueueTarget || in.BacklogBytes <= 0 {
+		c.firstAbove = time.Time{}
+	} else if c.firstAbove.IsZero() {
+		c.firstAbove = now.Add(c.o.QueueInterval)
+	} else if !now.Before(c.firstAbove) {
+		standing = true
+	}
+	if c.growth > 0 {
+		if c.growingFrom.IsZero() {
+			c.growingFrom = now
+		}
+	} else {
+		c.growingFrom = time.Time{}
+	}
+	q := 0
+	if standing {
+		q = 1
+		if !c.growingFrom.IsZero() && now.Sub(c.growingFrom) >= DefaultGrowthFor {
+			q = 2
+		}
+	}
+	c.sig[SignalQueue] = q
+
+	raw := 0
+	for _, s := range c.sig {
+		raw = max(raw, s)
+	}
+	c.record(now, raw)
+
+	switch {
+	case in.LinkDown:
+		if c.level < 3 {
+			c.enter(now, 3)
+		}
+		c.upCount = 0
+	case raw > c.level:
+		if c.upCount == 0 || raw < c.upMin {
+			c.upMin = raw
+		}
+		c.upCount++
+		if c.upCount >= c.o.ConfirmTicks {
+			c.enter(now, c.upMin)
+		}
+	default:
+		c.upCount = 0
+		if raw < c.level && !now.Before(c.lastChange.Add(c.dwell)) && c.windowMax() < c.level {
+			c.enter(now, c.level-1)
+		}
+	}
+	if c.dwell > c.o.Dwell && now.Sub(c.lastChange) >= c.o.MaxDwell {
+		c.dwell = c.o.Dwell // calm for long enough: forget the flapping
+	}
+	return c.level
+}
+
+func (c *Controller) timeToFull(in Inputs) time.Duration {
+	if in.CapBytes <= 0 || c.growth <= 0 {
+		return 0
+	}
+	room := max(0, in.CapBytes-in.BacklogBytes)
+	if room == 0 {
+		return time.Nanosecond
+	}
+	return time.Duration(mulDiv(room, nano, c.growth))
+}
+
+func (c *Controller) record(now time.Time, raw int) {
+	c.hist = append(c.hist, rawAt{now, raw})
+	cut := now.Add(-c.dwell)
+	i := 0
+	for i < len(c.hist) && !c.hist[i].t.After(cut) {
+		i++
+	}
+	if i > 0 {
+		c.hist = slices.Delete(c.hist, 0, i)
+	}
+}
+
+func (c *Controller) windowMax() int {
+	m := 0
+	for _, h := range c.hist {
+		m = max(m, h.raw)
+	}
+	return m
+}
+
+func (c *Controller) enter(now time.Time, level int) {
+	if level == c.level {
+		return
+	}
+	if level > c.level {
+		if last := c.lastLeft[level]; !last.IsZero() && now.Sub(last) < c.o.FlapWindow {
+			c.dwell = min(2*c.dwell, c.o.MaxDwell)
+		}
+	} else {
+		c.lastLeft[c.level] = now
+	}
+	c.level = level
+	c.lastChange = now
+	c.upCount = 0
+	c.transitions++
+}
+
+// NextEventAt returns when the level could next fall by time alone (the
+// dwell's end), or zero at level 0.
+func (c *Controller) NextEventAt(now time.Time) time.Time {
+	if c.level == 0 {
+		return time.Time{}
+	}
+	return later(now, c.lastChange.Add(c.dwell))
+}
+
+// Status returns the controller's state.
+func (c *Controller) Status() ControllerStatus {
+	s := ControllerStatus{Level: c.level, Signals: c.sig, Dwell: c.dwell, LastChange: c.lastChange, Transitions: c.transitions}
+	if len(c.hist) > 0 {
+		s.Raw = c.hist[len(c.hist)-1].raw
+	}
+	return s
+}

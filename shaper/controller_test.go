@@ -1,0 +1,251 @@
+package shaper
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+func sec(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+func inflation(v float64) Inputs { return Inputs{Link: Snapshot{Inflation: v}} }
+
+func mustController(t testing.TB) *Controller {
+	t.Helper()
+	c, err := NewController(ControllerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// §3 step table (tick 250 ms, only the inflation signal), at the listed
+// instants and with every 250 ms tick in between.
+func TestControllerStepTable(t *testing.T) {
+	steps := []struct {
+		t     float64
+		infl  float64
+		level int
+	}{
+		{0, 1.2, 0},
+		{0.25, 1.7, 0}, // first tick above the L1 threshold
+		{0.5, 1.7, 1},  // second consecutive tick
+		{0.75, 2.6, 1}, // first tick above the L2 threshold
+		{1.0, 2.6, 2},
+		{1.25, 1.1, 2}, // dwell running
+		{11.0, 1.1, 1}, // dwell elapsed; window max is 0
+		{21.0, 1.1, 0},
+	}
+	t.Run("listed instants", func(t *testing.T) {
+		c := mustController(t)
+		for _, st := range steps {
+			if got := c.EvaluateAt(sec(st.t), inflation(st.infl)); got != st.level {
+				t.Fatalf("t=%vs inflation %v: level %d, want %d", st.t, st.infl, got, st.level)
+			}
+		}
+	})
+	t.Run("every tick", func(t *testing.T) {
+		c := mustController(t)
+		i := 0
+		for tick := 0; tick <= 84; tick++ { // 0 .. 21 s
+			now := float64(tick) / 4
+			for i+1 < len(steps) && steps[i+1].t <= now {
+				i++
+			}
+			got := c.EvaluateAt(sec(now), inflation(steps[i].infl))
+			if steps[i].t == now && got != steps[i].level {
+				t.Fatalf("t=%vs: level %d, want %d", now, got, steps[i].level)
+			}
+			if now > 1.0 && now < 11.0 && got != 2 {
+				t.Fatalf("t=%vs: level %d during dwell", now, got)
+			}
+			if now > 11.0 && now < 21.0 && got != 1 {
+				t.Fatalf("t=%vs: level %d during second dwell", now, got)
+			}
+		}
+	})
+}
+
+func TestControllerLinkDownAndErrors(t *testing.T) {
+	c := mustController(t)
+	if got := c.EvaluateAt(sec(0), Inputs{LinkDown: true}); got != 3 {
+		t.Fatalf("link down: level %d", got)
+	}
+	c = mustController(t)
+	in := Inputs{Link: Snapshot{InflightMsgs: 3, LastAckAt: sec(0), RTO: time.Second}}
+	if got := c.EvaluateAt(sec(4.75), in); got != 0 {
+		t.Fatalf("no ack for 4.75 s: level %d", got)
+	}
+	c.EvaluateAt(sec(5), in)
+	if got := c.EvaluateAt(sec(5.25), in); got != 3 {
+		t.Fatalf("no ack for 5 s with inflight: level %d, want 3", got)
+	}
+	c = mustController(t)
+	for i := range 3 {
+		c.EvaluateAt(sec(float64(i)/4), Inputs{Link: Snapshot{ErrorRate: 0.12}})
+	}
+	if c.Level() != 2 {
+		t.Errorf("12%% errors: level %d, want 2", c.Level())
+	}
+}
+
+func TestControllerDemandAndBacklog(t *testing.T) {
+	c := mustController(t)
+	in := Inputs{Link: Snapshot{Target: 1000}, IngressBytesPerSec: 1600}
+	c.EvaluateAt(sec(0), in)
+	if got := c.EvaluateAt(sec(0.25), in); got != 2 {
+		t.Errorf("ρ=1.6: level %d, want 2", got)
+	}
+	// backlog growing 1 MB/s with 20 MB of room: time to full 20 s → L3.
+	c = mustController(t)
+	var lv int
+	for i := 0; i <= 40; i++ {
+		lv = c.EvaluateAt(sec(float64(i)/4), Inputs{BacklogBytes: int64(i) * 250_000, CapBytes: 30_000_000})
+	}
+	if lv != 3 || c.Status().Signals[SignalTimeToFull] != 3 {
+		t.Errorf("fast-filling backlog: level %d status %+v", lv, c.Status())
+	}
+}
+
+// CoDel detector: bursts that drain within one interval never flag; a
+// queue above target for longer than the interval always does.
+func TestControllerStandingQueue(t *testing.T) {
+	c := mustController(t)
+	for i := range 200 {
+		soj := time.Duration(0)
+		if i%4 != 3 { // 750 ms above target, then drained
+			soj = 400 * time.Millisecond
+		}
+		c.EvaluateAt(sec(float64(i)/4), Inputs{Sojourn: soj, BacklogBytes: 1})
+		if c.Status().Signals[SignalQueue] != 0 {
+			t.Fatalf("burst flagged at tick %d", i)
+		}
+	}
+	c = mustController(t)
+	for i := 0; i <= 4; i++ {
+		c.EvaluateAt(sec(float64(i)/4), Inputs{Sojourn: 400 * time.Millisecond, BacklogBytes: 1})
+	}
+	if c.Status().Signals[SignalQueue] != 1 {
+		t.Fatalf("standing queue not flagged: %+v", c.Status())
+	}
+}
+
+func (c *Controller) clone() *Controller {
+	d := *c
+	d.hist = slices.Clone(c.hist)
+	return &d
+}
+
+func randomInputs(rng *rand.Rand) Inputs {
+	return Inputs{
+		Link:               Snapshot{Inflation: 1 + 4*rng.Float64(), ErrorRate: 0.4 * rng.Float64() * rng.Float64(), Target: 1000},
+		IngressBytesPerSec: rng.Int64N(3500),
+		Sojourn:            time.Duration(rng.IntN(400)) * time.Millisecond,
+		BacklogBytes:       rng.Int64N(1000),
+		CapBytes:           1 << 40,
+	}
+}
+
+// §3 properties.
+func TestControllerProperties(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	t.Run("falls at most one step per dwell", func(t *testing.T) {
+		c := mustController(t)
+		var lastDown time.Time
+		prev := 0
+		for i := range 20000 {
+			now := sec(float64(i) / 4)
+			in := randomInputs(rng)
+			if (i/400)%2 == 1 {
+				in = Inputs{}
+			}
+			lv := c.EvaluateAt(now, in)
+			if lv < prev {
+				if prev-lv > 1 {
+					t.Fatalf("fell %d→%d at once", prev, lv)
+				}
+				if !lastDown.IsZero() && now.Sub(lastDown) < DefaultDwell {
+					t.Fatalf("fell twice within %v", now.Sub(lastDown))
+				}
+				lastDown = now
+			}
+			prev = lv
+		}
+	})
+	t.Run("held input reaches its level", func(t *testing.T) {
+		for lv, v := range []float64{1.5, 2.5, 4} {
+			c := mustController(t)
+			c.EvaluateAt(sec(0), inflation(v))
+			if got := c.EvaluateAt(sec(0.25), inflation(v)); got < lv+1 {
+				t.Errorf("inflation %v held 2 ticks: level %d", v, got)
+			}
+		}
+	})
+	t.Run("inside the band never changes", func(t *testing.T) {
+		for lv, entry := range inflationEntry {
+			c := mustController(t)
+			c.EvaluateAt(sec(0), inflation(entry))
+			c.EvaluateAt(sec(0.25), inflation(entry))
+			for i := 2; i < 2000; i++ {
+				v := entry*inflationExit + rng.Float64()*(entry-entry*inflationExit)
+				if v >= entry {
+					continue
+				}
+				if got := c.EvaluateAt(sec(float64(i)/4), inflation(v)); got != lv+1 {
+					t.Fatalf("L%d band: inflation %v moved level to %d", lv+1, v, got)
+				}
+			}
+		}
+	})
+	t.Run("raising an input never lowers the output", func(t *testing.T) {
+		c := mustController(t)
+		for i := range 5000 {
+			now := sec(float64(i) / 4)
+			in := randomInputs(rng)
+			hi := in
+			switch rng.IntN(4) {
+			case 0:
+				hi.Link.Inflation += rng.Float64()
+			case 1:
+				hi.Link.ErrorRate += rng.Float64() / 10
+			case 2:
+				hi.IngressBytesPerSec += rng.Int64N(1000)
+			default:
+				hi.Sojourn += time.Duration(rng.IntN(500)) * time.Millisecond
+			}
+			alt := c.clone()
+			lo := c.EvaluateAt(now, in)
+			if h := alt.EvaluateAt(now, hi); h < lo {
+				t.Fatalf("tick %d: raised input gave level %d < %d", i, h, lo)
+			}
+		}
+	})
+}
+
+func TestControllerAntiFlap(t *testing.T) {
+	c := mustController(t)
+	now := 0.0
+	step := func(v float64, secs float64) {
+		for end := now + secs; now < end; now += 0.25 {
+			c.EvaluateAt(sec(now), inflation(v))
+		}
+	}
+	step(1.7, 1)  // → L1
+	step(1.0, 11) // dwell 10 s → L0
+	if c.Level() != 0 {
+		t.Fatalf("level %d, want 0", c.Level())
+	}
+	step(1.7, 1) // re-enter L1 within 60 s: dwell doubles
+	if c.Status().Dwell != 2*DefaultDwell {
+		t.Fatalf("dwell %v, want doubled", c.Status().Dwell)
+	}
+	step(1.0, 15)
+	if c.Level() != 1 {
+		t.Errorf("left L1 before the doubled dwell")
+	}
+	step(1.0, 6)
+	if c.Level() != 0 {
+		t.Errorf("level %d after doubled dwell", c.Level())
+	}
+}

@@ -1,0 +1,98 @@
+// Package shaper decides when and how much sluice sends: per-class token
+// bucket lanes under a link bucket (Lanes), a link-health estimator fed by
+// publish acks and errors (Estimator), a degradation controller (Controller)
+// and retry policy (Retrier, Budget, Backoff, RTO). It imports only priority
+// and the standard library. Every type is a pure state machine: no
+// goroutines, no timers, no I/O, no clock. Every mutator and query takes
+// now, and NextEventAt(now) says when an answer can next change by time
+// alone, so a driver sleeps until then. Randomness is injected. Token maths
+// is integer (nano-tokens, ns) so decisions are identical on amd64 and arm64.
+// None of the types is safe for concurrent use: the driver holds a mutex.
+//
+// # Lanes (HTB-style, flat)
+//
+// Per class, a rate and a ceil bucket in bytes and in msgs; one link bucket
+// at the target T (bytes and, optionally, msgs). Cost of a message = bytes
+// + 256 B overhead, and 1 msg. A message is admitted when each relevant
+// bucket holds ≥ min(cost, depth), then charged in full (bounded debt).
+// Depths: max(2×64 KiB, 100 ms × rate) for classes, max(2×64 KiB, 50 ms × T)
+// for the link. Order of service:
+//
+//  1. critical classes (strict priority), bounded by their ceil and the link;
+//  2. the guaranteed phase: classes within their effective rate, by
+//     priority, then weighted fair;
+//  3. the borrow phase: classes within their ceil, by priority, then by
+//     weight (start-time fair queuing, which is DRR with an infinitely fine
+//     quantum); charged to ceil and link only, as in HTB.
+//
+// A better-placed class that lacks only link tokens is never overtaken.
+// When T falls below the guarantees, each non-critical guarantee is scaled
+// by s = clamp((T − Σ critical rate) / Σ other active rates, 0, 1) and
+// Overcommitted reports it. The level's plan applies: ActionDefer stops a
+// class, ActionThrottle removes its guarantee (borrow only).
+//
+// Two drivers: a scheduler (EnqueueAt, PickAt) or, for one goroutine per
+// class, admission (SetBacklogAt, ReserveAt), where a class is admitted only
+// if the link also holds the tokens of every backlogged class served before
+// it. A retry is admitted exactly like a first send.
+//
+// # Estimator
+//
+// Delivery-rate sampling per draft-cheng-iccrg-delivery-rate-estimation
+// (interval = max(send, ack elapsed), samples shorter than MinRtt dropped,
+// app-limited marking), rounds per BBR, MaxBw = windowed max over 10 rounds
+// (app-limited samples only raise it; it persists without samples), MinRtt
+// over 10 s with a ProbeRTT-lite refresh, SRTT/RTO per RFC 6298, error rate
+// per round with an EWMA of 1/8. A round is congested at ≥ 2% errors or when
+// its minimum RTT is ≥ 1.5 × MinRtt and ≥ max(5 ms, 2.5·rttvar) above it;
+// then BwLo = max(bw_latest, 0.7·min(BwLo, MaxBw)), or, when the queue stood
+// all round, the round's ack-clock rate (the bottleneck was busy, so that
+// rate measures it). C = min(MaxBw, BwLo, LinkCeil); Target = C × Headroom
+// (0.8); InflightCap = max(4 msgs, 2·C·MinRtt). Probing (with a backlog,
+// level ≤ 1): CRUISE at Target, after 2 s + U(0,1) s UP at 1.25·C until 4
+// samples sent wholly inside the probe; if they reach 1.15·C (the notes say
+// 1.25·MaxBw_prev; a stale MaxBw made that unreachable) STARTUP doubles the
+// rate per round until growth < 25% for 3 rounds or congestion. The driver
+// sets the lanes' target to PacingRateAt(now).
+//
+// # Controller
+//
+// Five signals map to raw levels with Schmitt hysteresis: RTT inflation
+// (1.5/2.5/4, exit ×0.8), error rate (2%/10%/30%, exit ×0.5; no ack for
+// max(3·RTO, 5 s) with in-flight → 3), demand ρ = smoothed pre-shedding
+// ingress / Target (1/1.5/3, exit ×0.8), a CoDel-style standing queue
+// (target 150 ms, interval 1 s → 1; and backlog growing 10 s → 2), backlog
+// time-to-full (30 min/5 min/30 s, exit ×2). Up: raw above the level on 2
+// consecutive ticks (to the smaller of the two), LinkDown → 3 at once. Down:
+// one step per dwell (10 s), only if the max raw over the last dwell is
+// below the level. Re-entering a level within 60 s doubles the dwell (≤ 2
+// min); 2 min without a change resets it. Tick every 250 ms.
+//
+// # Retries
+//
+// Classify maps a publish Outcome to Delivered, Retry, Split (payload too
+// large) or DeadLetter (no stream, sequence mismatch). Backoff is full
+// jitter U(0, min(30 s, 250 ms·2ⁿ)) with the exponent clamped. Budget:
+// allowed = ⌊1/s·10 s + 0.1·first sends⌋ − retries over a 10 s TTL in 1 s
+// slots. Retrier combines them with max 6 attempts, a 100 s horizon (2 min
+// duplicate window − 20 s) and "only critical at level 3"; a refused retry
+// goes back to the durable backlog, never dropped.
+//
+// # Caveats
+//
+//   - The guarantee scale uses the critical classes' rate, not their ceil: a
+//     critical class bursting to its ceil can take others' guarantees when
+//     T < ceil_crit + Σ rates. That is strict priority, by design.
+//   - Admission mode trusts the driver: a class marked backlogged holds back
+//     lower-placed classes until it calls ReserveAt or clears its backlog.
+//     Reservation.At is a hint (asking earlier is harmless).
+//   - Every publish attempt needs its own id in the Estimator (its own reply
+//     inbox); stamp sends when bytes reach the socket, not at dequeue.
+//   - RTT inflation mixes WAN queueing with server slowness (stream append,
+//     RAFT); both mean "send less". A JetStream ack is not an fsync.
+//   - The convergence figures are from the in-package simulator (10→2 MB/s:
+//     C within ±20% in 3 rounds; 2→10 MB/s: found at the next probe, ≈ 1.5
+//     s), not from a real network.
+//   - SnapshotAt, PacingRateAt and the Set…At methods run time-driven
+//     transitions (probe timers); call them with non-decreasing times.
+package shaper

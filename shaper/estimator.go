@@ -1,0 +1,550 @@
+package shaper
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Estimator defaults (shaping-notes §2).
+const (
+	DefaultHeadroom        = 0.8
+	DefaultInitialRate     = 1 << 20 // bytes/s when neither InitialRate nor LinkCeil is set
+	DefaultMinRate         = 8 << 10 // bytes/s floor of the capacity estimate
+	DefaultMinRttWindow    = 10 * time.Second
+	DefaultProbeInterval   = 2 * time.Second // + U(0,1) s
+	DefaultStaleAfter      = 60 * time.Second
+	DefaultMinRoundSamples = 4
+	bwWindowRounds         = 10
+	probeRTTDuration       = 200 * time.Millisecond
+)
+
+// ProbeState is the estimator's probing phase.
+type ProbeState uint8
+
+const (
+	StateStartup  ProbeState = iota // pace 2·C per round until growth stalls
+	StateCruise                     // pace at Target = C × headroom
+	StateUp                         // pace at 1.25·C for about one round
+	StateProbeRTT                   // in-flight capped to refresh MinRtt
+)
+
+func (s ProbeState) String() string {
+	switch s {
+	case StateStartup:
+		return "startup"
+	case StateCruise:
+		return "cruise"
+	case StateUp:
+		return "up"
+	case StateProbeRTT:
+		return "probe_rtt"
+	}
+	return fmt.Sprintf("ProbeState(%d)", uint8(s))
+}
+
+// EstimatorOptions configures an Estimator; zero values take the defaults.
+type EstimatorOptions struct {
+	// LinkCeil is the configured link ceiling in bytes/s; 0 = none.
+	LinkCeil int64
+	// Headroom: Target = min(LinkCeil, C) × Headroom. Default 0.8; (0, 1].
+	Headroom float64
+	// InitialRate is the capacity assumed before any sample, bytes/s.
+	// Default LinkCeil, or 1 MiB/s without a ceiling.
+	InitialRate int64
+	// MinRate floors the capacity estimate, bytes/s. Default 8 KiB/s.
+	MinRate int64
+	// MinRttWindow: MinRtt older than this is re-probed. Default 10 s.
+	MinRttWindow time.Duration
+	// ProbeInterval: cruise this long (+ U(0,1) s) before probing up.
+	// Default 2 s.
+	ProbeInterval time.Duration
+	// StaleAfter: the estimate is flagged stale after this long without a
+	// bandwidth-limited sample. Default 60 s.
+	StaleAfter time.Duration
+	// Rand returns uniform values in [0, 1) for the probe timer's jitter;
+	// nil means 0.5 (deterministic).
+	Rand func() float64
+}
+
+// Snapshot is the estimator's view of the link at an instant. Rates are
+// bytes/s.
+type Snapshot struct {
+	State        ProbeState
+	DeliveryRate int64 // latest delivery-rate sample
+	MaxBw        int64 // windowed max of bandwidth-limited samples
+	BwLo         int64 // lower bound from congestion; 0 = none
+	Capacity     int64 // C = min(MaxBw, BwLo), floored at MinRate
+	Target       int64 // min(LinkCeil, C) × Headroom
+	Pacing       int64 // what the lanes should use now (Target, or a probe rate)
+	MinRtt       time.Duration
+	SRTT, RTO    time.Duration
+	// Inflation is the smaller of the last two rounds' minimum RTTs over
+	// MinRtt (1 = no queue); 0 before two rounds.
+	Inflation float64
+	// ErrorRate is the per-round error fraction, EWMA α = 1/8.
+	ErrorRate        float64
+	InflightBytes    int64
+	InflightMsgs     int64
+	InflightCapBytes int64
+	InflightCapMsgs  int64
+	LastAckAt        time.Time
+	Rounds           int64
+	Congested        bool // the last round was congested
+	Stale            bool
+}
+
+type sentPkt struct {
+	bytes         int64
+	delivered     int64
+	deliveredTime time.Time
+	firstSentTime time.Time
+	sentTime      time.Time
+	appLimited    bool
+}
+
+type roundStats struct {
+	acks, errs int64
+	rttMin     time.Duration
+	bwMax      int64 // max sample, including app-limited
+	bwFull     int64 // max bandwidth-limited sample
+	// ack clock: bytes delivered after the round's first ack, and when
+	firstAck   time.Time
+	ackedAfter int64
+}
+
+// ackRate is the round's ack-clock rate; with a standing queue all round
+// the bottleneck was busy, so this measures its rate directly.
+func (r roundStats) ackRate(now time.Time) int64 {
+	if r.firstAck.IsZero() || !now.After(r.firstAck) || r.ackedAfter <= 0 {
+		return 0
+	}
+	return mulDiv(r.ackedAfter, nano, int64(now.Sub(r.firstAck)))
+}
+
+// Estimator estimates link capacity from the publisher's acks and errors:
+// delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation) and a
+// BBR-style model (windowed max bandwidth, min RTT, a congestion-driven
+// lower bound), with upward probing. Not safe for concurrent use.
+type Estimator struct {
+	o           EstimatorOptions
+	headroomPPM int64
+	rnd         func() float64
+
+	inflight      map[uint64]sentPkt
+	inflightBytes int64
+	avgMsg        int64
+	delivered     int64
+	deliveredTime time.Time
+	firstSentTime time.Time
+	appLimitedTo  int64 // app_limited marker: delivered value where it clears; 0 = none
+
+	rounds        int64
+	nextRoundDelv int64
+	r             roundStats
+	prevRttMin    time.Duration
+	lastRttMin    time.Duration
+	congested     bool
+	standing      bool  // the last round's minimum RTT showed a standing queue
+	ackRate       int64 // the last round's ack-clock rate
+
+	bwRing   [bwWindowRounds]int64
+	maxBw    int64
+	bwLo     int64 // 0 = ∞
+	minRtt   time.Duration
+	minRttT  time.Time
+	rto      RTO
+	errPPM   int64
+	lastAck  time.Time
+	lastBw   int64
+	lastFull time.Time
+	latest   int64
+
+	state            ProbeState
+	stateAt          time.Time
+	probeAt          time.Time
+	cPrev            int64
+	bwLoSaved        int64
+	upBw             int64
+	upRounds         int64
+	probeStart       time.Time
+	upSamples        int64
+	startBw          int64
+	stall            int
+	rttProbeMin      time.Duration
+	rttRoundsAtStart int64
+	backlogged       bool
+	level            int
+}
+
+// NewEstimator returns an estimator in Startup at the initial rate.
+func NewEstimator(o EstimatorOptions) (*Estimator, error) {
+	if o.Headroom == 0 {
+		o.Headroom = DefaultHeadroom
+	}
+	if !(o.Headroom > 0 && o.Headroom <= 1) {
+		return nil, fmt.Errorf("%w: headroom %v outside (0, 1]", ErrInvalidOptions, o.Headroom)
+	}
+	if o.LinkCeil < 0 || o.InitialRate < 0 || o.MinRate < 0 {
+		return nil, fmt.Errorf("%w: negative rate", ErrInvalidOptions)
+	}
+	if o.InitialRate == 0 {
+		o.InitialRate = o.LinkCeil
+		if o.InitialRate == 0 {
+			o.InitialRate = DefaultInitialRate
+		}
+	}
+	if o.MinRate == 0 {
+		o.MinRate = DefaultMinRate
+	}
+	if o.MinRttWindow == 0 {
+		o.MinRttWindow = DefaultMinRttWindow
+	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.StaleAfter == 0 {
+		o.StaleAfter = DefaultStaleAfter
+	}
+	e := &Estimator{o: o, inflight: make(map[uint64]sentPkt), rnd: o.Rand}
+	e.headroomPPM = int64(math.Round(o.Headroom * 1e6))
+	if e.rnd == nil {
+		e.rnd = func() float64 { return 0.5 }
+	}
+	e.maxBw = min(o.InitialRate, maxRate)
+	return e, nil
+}
+
+func (e *Estimator) capacity() int64 {
+	if e.state == StateUp {
+		return e.cPrev
+	}
+	c := e.maxBw
+	if e.bwLo > 0 {
+		c = min(c, e.bwLo)
+	}
+	if e.o.LinkCeil > 0 {
+		c = min(c, e.o.LinkCeil)
+	}
+	return max(c, e.o.MinRate)
+}
+
+func (e *Estimator) target() int64 { return mulDiv(e.capacity(), e.headroomPPM, 1_000_000) }
+
+func (e *Estimator) capLink(r int64) int64 {
+	if e.o.LinkCeil > 0 {
+		return min(r, e.o.LinkCeil)
+	}
+	return min(r, maxRate)
+}
+
+func (e *Estimator) pacing() int64 {
+	switch e.state {
+	case StateStartup:
+		return e.capLink(2 * max(e.startBw, e.capacity()))
+	case StateUp:
+		return e.capLink(e.cPrev * 5 / 4)
+	}
+	return e.target()
+}
+
+// SetBacklogAt tells the estimator whether there is data waiting; it probes
+// upward only with a backlog.
+func (e *Estimator) SetBacklogAt(now time.Time, backlogged bool) {
+	e.backlogged = backlogged
+	e.tick(now)
+}
+
+// SetLevelAt tells the estimator the degradation level; it probes upward
+// only at level ≤ 1.
+func (e *Estimator) SetLevelAt(now time.Time, level int) {
+	e.level = level
+	e.tick(now)
+}
+
+// OnSendAt records that attempt id of bytes reached the socket at now.
+// limited is true when the send was limited by having nothing else to send
+// (not by the in-flight cap); samples taken while cruising below capacity
+// are treated as app-limited in any case. Every attempt, retries included,
+// needs its own id (its own reply inbox), so no sample is ambiguous.
+func (e *Estimator) OnSendAt(now time.Time, id uint64, bytes int, limited bool) {
+	e.tick(now)
+	if len(e.inflight) == 0 {
+		e.firstSentTime, e.deliveredTime = now, now
+	}
+	if limited || e.state == StateCruise || e.state == StateProbeRTT {
+		e.appLimitedTo = max(e.delivered+e.inflightBytes+int64(bytes), 1)
+	}
+	b := int64(max(bytes, 0))
+	e.inflight[id] = sentPkt{bytes: b, delivered: e.delivered, deliveredTime: e.deliveredTime,
+		firstSentTime: e.firstSentTime, sentTime: now, appLimited: e.appLimitedTo != 0}
+	e.inflightBytes += b
+	if e.avgMsg == 0 {
+		e.avgMsg = b
+	} else {
+		e.avgMsg += (b - e.avgMsg) / 8
+	}
+}
+
+// Sample is one delivery-rate sample.
+type Sample struct {
+	Rate       int64 // bytes/s; 0 when the interval was too short
+	RTT        time.Duration
+	AppLimited bool
+}
+
+// OnAckAt records the ack of attempt id and returns its sample. ok is false
+// for an unknown id (already acked, errored or never sent).
+func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
+	p, found := e.inflight[id]
+	if !found {
+		return Sample{}, false
+	}
+	delete(e.inflight, id)
+	e.inflightBytes -= p.bytes
+	e.delivered += p.bytes
+	e.deliveredTime = now
+	e.lastAck = now
+	if e.appLimitedTo != 0 && e.delivered > e.appLimitedTo {
+		e.appLimitedTo = 0
+	}
+	rtt := now.Sub(p.sentTime)
+	if rtt > 0 {
+		if e.minRtt == 0 || rtt <= e.minRtt {
+			e.minRtt, e.minRttT = rtt, now
+		}
+		e.rto.Sample(rtt)
+		if e.r.rttMin == 0 || rtt < e.r.rttMin {
+			e.r.rttMin = rtt
+		}
+		if e.state == StateProbeRTT && (e.rttProbeMin == 0 || rtt < e.rttProbeMin) {
+			e.rttProbeMin = rtt
+		}
+	}
+	s = Sample{RTT: rtt, AppLimited: p.appLimited}
+	data := e.delivered - p.delivered
+	interval := max(p.sentTime.Sub(p.firstSentTime), now.Sub(p.deliveredTime))
+	e.firstSentTime = p.sentTime
+	if interval > 0 && interval >= e.minRtt && data > 0 {
+		s.Rate = mulDiv(data, nano, int64(interval))
+		e.latest = s.Rate
+		e.r.bwMax = max(e.r.bwMax, s.Rate)
+		if !p.appLimited || s.Rate >= e.maxBw {
+			e.r.bwFull = max(e.r.bwFull, s.Rate)
+			e.maxBw = max(e.maxBw, s.Rate)
+			if !p.appLimited {
+				e.lastFull = now
+			}
+		}
+		if (e.state == StateUp || e.state == StateStartup) && !p.firstSentTime.Before(e.probeStart) {
+			// a sample whose whole send interval lies inside the probe
+			e.upBw = max(e.upBw, s.Rate)
+			e.upSamples++
+		}
+	}
+	if e.r.firstAck.IsZero() {
+		e.r.firstAck = now
+	} else {
+		e.r.ackedAfter += p.bytes
+	}
+	e.r.acks++
+	e.endRoundIf(now, p)
+	e.tick(now)
+	return s, true
+}
+
+// OnErrorAt records that attempt id failed (timeout, error outcome). The
+// bytes leave the in-flight count; the round's error fraction grows.
+func (e *Estimator) OnErrorAt(now time.Time, id uint64, o Outcome) {
+	p, found := e.inflight[id]
+	if !found {
+		return
+	}
+	delete(e.inflight, id)
+	e.inflightBytes -= p.bytes
+	if o.IsError() {
+		e.r.errs++
+	} else {
+		e.r.acks++
+	}
+	e.endRoundIf(now, p)
+	e.tick(now)
+}
+
+func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
+	if p.delivered < e.nextRoundDelv || e.r.acks+e.r.errs < DefaultMinRoundSamples {
+		return
+	}
+	e.nextRoundDelv = e.delivered
+	e.rounds++
+	r := e.r
+	e.r = roundStats{}
+
+	// error rate EWMA (ppm), α = 1/8
+	frac := r.errs * 1_000_000 / (r.acks + r.errs)
+	if e.rounds == 1 {
+		e.errPPM = frac
+	} else {
+		e.errPPM += (frac - e.errPPM) / 8
+	}
+	e.prevRttMin, e.lastRttMin = e.lastRttMin, r.rttMin
+	// congestion: ≥ 2% errors, or a standing queue.
+	e.congested = r.errs*50 >= r.acks+r.errs
+	e.standing = r.rttMin > 0 && e.minRtt > 0 && 2*r.rttMin >= 3*e.minRtt &&
+		r.rttMin-e.minRtt >= max(5*time.Millisecond, e.rto.RTTVar()*5/2)
+	e.congested = e.congested || e.standing
+	e.ackRate = r.ackRate(now)
+	// windowed max: the ring keeps each round's bandwidth-limited max; with
+	// no qualifying sample in the window the estimate persists.
+	e.bwRing[e.rounds%bwWindowRounds] = r.bwFull
+	var wmax int64
+	for _, v := range e.bwRing {
+		wmax = max(wmax, v)
+	}
+	if wmax > 0 {
+		e.maxBw = wmax
+	}
+
+	switch e.state {
+	case StateUp:
+		e.upRounds++
+		switch {
+		case e.congested:
+			e.bwLo = e.bwLoSaved
+			e.cut(r)
+			e.enterCruise(now)
+		case (e.upSamples >= DefaultMinRoundSamples || e.upRounds >= 8) && now.Sub(e.stateAt) >= e.minRtt:
+			if e.upBw*100 >= e.cPrev*115 {
+				e.state, e.stateAt = StateStartup, now
+				e.startBw, e.stall = e.upBw, 0
+			} else {
+				e.bwLo = e.bwLoSaved
+				e.enterCruise(now)
+			}
+		}
+	case StateStartup:
+		if e.congested {
+			e.cut(r)
+			e.enterCruise(now)
+			break
+		}
+		if e.upBw*4 < e.startBw*5 { // grew < 25%
+			e.stall++
+		} else {
+			e.stall = 0
+		}
+		e.startBw = max(e.startBw, e.upBw)
+		e.upBw = 0
+		if e.stall >= 3 {
+			e.bwLo = 0
+			e.maxBw = max(e.startBw, e.maxBw)
+			e.enterCruise(now)
+		}
+	case StateProbeRTT:
+		if now.Sub(e.stateAt) >= probeRTTDuration && e.rounds > e.rttRoundsAtStart {
+			if e.rttProbeMin > 0 {
+				e.minRtt = e.rttProbeMin
+			}
+			e.minRttT = now
+			e.enterCruise(now)
+		}
+	default:
+		if e.congested && r.acks >= DefaultMinRoundSamples {
+			e.cut(r)
+		}
+	}
+}
+
+// cut applies the congestion response BwLo = max(bw_latest, 0.7·min(BwLo,
+// MaxBw)). When the round's minimum RTT shows a queue that stood all round,
+// the bottleneck was busy throughout, so the round's ack-clock rate is a
+// direct measurement of it: BwLo = that rate (never above the 0.7 cut).
+func (e *Estimator) cut(r roundStats) {
+	lo := e.maxBw
+	if e.bwLo > 0 {
+		lo = min(lo, e.bwLo)
+	}
+	next := max(r.bwMax, lo*7/10)
+	if e.standing && e.ackRate > 0 {
+		next = min(next, max(e.ackRate, r.bwMax))
+	}
+	e.bwLo = max(min(next, lo), e.o.MinRate)
+}
+
+func (e *Estimator) enterCruise(now time.Time) {
+	e.state, e.stateAt = StateCruise, now
+	jitter := time.Duration(math.Round(max(0, min(e.rnd(), 1)) * float64(time.Second)))
+	e.probeAt = now.Add(e.o.ProbeInterval + jitter)
+	e.upBw = 0
+}
+
+// tick runs the time-driven transitions.
+func (e *Estimator) tick(now time.Time) {
+	if e.stateAt.IsZero() {
+		e.stateAt = now
+	}
+	switch e.state {
+	case StateCruise:
+		if e.minRtt > 0 && now.Sub(e.minRttT) > e.o.MinRttWindow && len(e.inflight) > 0 {
+			e.state, e.stateAt = StateProbeRTT, now
+			e.rttProbeMin = 0
+			e.rttRoundsAtStart = e.rounds
+			return
+		}
+		if e.backlogged && e.level <= 1 && !e.probeAt.IsZero() && !now.Before(e.probeAt) {
+			e.cPrev = e.capacity()
+			e.bwLoSaved = e.bwLo
+			e.bwLo = 0
+			e.upBw, e.upRounds, e.upSamples = 0, 0, 0
+			e.state, e.stateAt, e.probeStart = StateUp, now, now
+		}
+	case StateUp, StateStartup:
+		if e.level > 1 {
+			if e.state == StateUp {
+				e.bwLo = e.bwLoSaved
+			}
+			e.enterCruise(now)
+		}
+	}
+}
+
+// PacingRateAt returns the rate (bytes/s) the lanes should use as their
+// link target now: Target while cruising, a probe rate while probing.
+func (e *Estimator) PacingRateAt(now time.Time) int64 {
+	e.tick(now)
+	return e.pacing()
+}
+
+// NextEventAt returns when the estimator's pacing can next change by time
+// alone (the probe timer), or zero.
+func (e *Estimator) NextEventAt(now time.Time) time.Time {
+	if e.state == StateCruise && e.backlogged && e.level <= 1 && !e.probeAt.IsZero() {
+		return later(now, e.probeAt)
+	}
+	return time.Time{}
+}
+
+// SnapshotAt returns the estimate at now (running time-driven transitions).
+func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
+	e.tick(now)
+	c := e.capacity()
+	s := Snapshot{
+		State: e.state, DeliveryRate: e.latest, MaxBw: e.maxBw, BwLo: e.bwLo, Capacity: c,
+		Target: e.target(), Pacing: e.pacing(), MinRtt: e.minRtt, SRTT: e.rto.SRTT(), RTO: e.rto.Timeout(),
+		ErrorRate:     float64(e.errPPM) / 1e6,
+		InflightBytes: e.inflightBytes, InflightMsgs: int64(len(e.inflight)),
+		LastAckAt: e.lastAck, Rounds: e.rounds, Congested: e.congested,
+		Stale: !e.lastFull.IsZero() && now.Sub(e.lastFull) > e.o.StaleAfter,
+	}
+	if e.minRtt > 0 && e.lastRttMin > 0 && e.prevRttMin > 0 {
+		s.Inflation = float64(min(e.lastRttMin, e.prevRttMin)) / float64(e.minRtt)
+	}
+	avg := max(e.avgMsg, 1)
+	bdp := mulDiv(c, int64(e.minRtt), nano)
+	s.InflightCapBytes = max(4*avg, 2*bdp)
+	if e.state == StateProbeRTT {
+		s.InflightCapBytes = max(avg, bdp/2)
+	}
+	s.InflightCapMsgs = (s.InflightCapBytes + avg - 1) / avg
+	return s
+}

@@ -1,0 +1,360 @@
+package shaper
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+const mb = 1_000_000
+
+// linkSim is a deterministic discrete-event link: a FIFO bottleneck of rate
+// R(t) with a byte buffer, propagation delay each way, seeded server jitter,
+// optional batched acks (ack compression) and ack loss (seen as timeouts).
+type linkSim struct {
+	rate     func(t time.Time) int64
+	prop     func(t time.Time) time.Duration
+	buf      int64
+	ackBatch int
+	jitter   time.Duration
+	ackLoss  float64
+	timeout  time.Duration
+	rng      *rand.Rand
+
+	linkFree time.Time
+	lastAck  time.Time
+	events   []simEvent // ordered by at
+	held     []simEvent
+}
+
+type simEvent struct {
+	at  time.Time
+	id  uint64
+	err bool
+}
+
+func (s *linkSim) send(now time.Time, id uint64, bytes int) {
+	arr := now.Add(s.prop(now))
+	start := maxTime(arr, s.linkFree)
+	r := s.rate(start)
+	queued := mulDiv(int64(start.Sub(arr)), r, nano)
+	if queued > s.buf || (s.ackLoss > 0 && s.rng.Float64() < s.ackLoss) {
+		s.push(simEvent{at: now.Add(s.timeout), id: id, err: true})
+		return
+	}
+	dep := start.Add(time.Duration(mulDiv(int64(bytes), nano, r)))
+	s.linkFree = dep
+	at := dep.Add(s.prop(dep))
+	if s.jitter > 0 {
+		at = at.Add(time.Duration(s.rng.Int64N(int64(s.jitter))))
+	}
+	at = maxTime(at, s.lastAck) // acks stay in order
+	s.lastAck = at
+	ev := simEvent{at: at, id: id}
+	if s.ackBatch > 1 {
+		s.held = append(s.held, ev)
+		if len(s.held) < s.ackBatch {
+			return
+		}
+		for _, h := range s.held {
+			h.at = at
+			s.push(h)
+		}
+		s.held = s.held[:0]
+		return
+	}
+	s.push(ev)
+}
+
+func (s *linkSim) push(ev simEvent) {
+	i := len(s.events)
+	s.events = append(s.events, ev)
+	for i > 0 && s.events[i-1].at.After(ev.at) {
+		s.events[i] = s.events[i-1]
+		i--
+	}
+	s.events[i] = ev
+}
+
+type simRun struct {
+	e       *Estimator
+	link    *linkSim
+	now     time.Time
+	id      uint64
+	size    int
+	nextTx  time.Time
+	maxBwHi int64
+	// app-limited source: offered bytes/s (0 = always backlogged)
+	offered int64
+}
+
+func newSimRun(t testing.TB, o EstimatorOptions, l *linkSim) *simRun {
+	t.Helper()
+	e, err := NewEstimator(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.rng == nil {
+		l.rng = rand.New(rand.NewPCG(11, 12))
+	}
+	if l.timeout == 0 {
+		l.timeout = time.Second
+	}
+	if l.prop == nil {
+		l.prop = func(time.Time) time.Duration { return 20 * time.Millisecond }
+	}
+	if l.buf == 0 {
+		l.buf = 4 * mb
+	}
+	e.SetBacklogAt(t0, true)
+	return &simRun{e: e, link: l, now: t0, size: 16 << 10, nextTx: t0}
+}
+
+// run advances the simulation until end, calling check after each event.
+func (r *simRun) run(end time.Time, check func(now time.Time, s Snapshot)) {
+	for r.now.Before(end) {
+		s := r.e.SnapshotAt(r.now)
+		pace := s.Pacing
+		limited := false
+		if r.offered > 0 && r.offered < pace {
+			pace, limited = r.offered, true
+		}
+		canSend := s.InflightMsgs < s.InflightCapMsgs
+		next := end
+		if canSend {
+			next = earlier(next, later(r.nextTx, r.now))
+		}
+		if len(r.link.events) > 0 {
+			next = earlier(next, r.link.events[0].at)
+		}
+		r.now = later(next, r.now)
+		if !r.now.Before(end) {
+			return
+		}
+		for len(r.link.events) > 0 && !r.link.events[0].at.After(r.now) {
+			ev := r.link.events[0]
+			r.link.events = r.link.events[1:]
+			if ev.err {
+				r.e.OnErrorAt(r.now, ev.id, OutcomeTimeout)
+			} else {
+				r.e.OnAckAt(r.now, ev.id)
+			}
+		}
+		if canSend && !r.nextTx.After(r.now) {
+			r.id++
+			r.e.OnSendAt(r.now, r.id, r.size, limited)
+			r.link.send(r.now, r.id, r.size)
+			r.nextTx = r.now.Add(time.Duration(mulDiv(int64(r.size), nano, max(pace, 1))))
+		}
+		if check != nil {
+			check(r.now, r.e.SnapshotAt(r.now))
+		}
+	}
+}
+
+func stepRate(at time.Time, before, after int64) func(time.Time) int64 {
+	return func(t time.Time) int64 {
+		if t.Before(at) {
+			return before
+		}
+		return after
+	}
+}
+
+// §2 worked example: 4×16 KB sent at t=0, acks at 100/110/120/130 ms.
+func TestEstimatorWorkedExample(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{LinkCeil: 10 * mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		e.OnSendAt(t0, uint64(i), 16<<10, true)
+	}
+	before := e.SnapshotAt(t0).Capacity
+	want := []float64{160, 290.9, 400, 492.3} // KiB/s
+	for i := range 4 {
+		s, ok := e.OnAckAt(ms(100+10*i), uint64(i))
+		if !ok {
+			t.Fatal("unknown id")
+		}
+		if got := float64(s.Rate) / 1024; math.Abs(got-want[i]) > 0.1 {
+			t.Errorf("sample %d = %.1f KiB/s, want %.1f", i, got, want[i])
+		}
+		if !s.AppLimited {
+			t.Errorf("sample %d not app-limited", i)
+		}
+	}
+	if after := e.SnapshotAt(ms(130)).Capacity; after < before {
+		t.Errorf("app-limited first-flight samples lowered C: %d → %d", before, after)
+	}
+	if _, ok := e.OnAckAt(ms(140), 0); ok {
+		t.Error("duplicate ack accepted")
+	}
+}
+
+// (a) app- or shaper-limited traffic never lowers C.
+func TestEstimatorAppLimitedNeverLowers(t *testing.T) {
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 10 * mb}, &linkSim{rate: func(time.Time) int64 { return 10 * mb }})
+	r.offered = 1 * mb
+	var last int64
+	r.run(t0.Add(30*time.Second), func(now time.Time, s Snapshot) {
+		if last != 0 && s.Capacity < last && s.State != StateUp {
+			t.Fatalf("%v: C fell %d → %d while app-limited", now.Sub(t0), last, s.Capacity)
+		}
+		if s.State != StateUp {
+			last = s.Capacity
+		}
+	})
+}
+
+// (b) with ack compression, MaxBw ≤ 1.1 × the true rate.
+func TestEstimatorAckCompression(t *testing.T) {
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 20 * mb, InitialRate: 2 * mb},
+		&linkSim{rate: func(time.Time) int64 { return 5 * mb }, ackBatch: 4, jitter: 2 * time.Millisecond})
+	r.run(t0.Add(20*time.Second), func(now time.Time, s Snapshot) {
+		if now.After(t0.Add(time.Second)) && s.MaxBw > 55*mb/10 {
+			t.Fatalf("%v: MaxBw %d > 1.1 × 5 MB/s", now.Sub(t0), s.MaxBw)
+		}
+	})
+	if c := r.e.SnapshotAt(r.now).Capacity; c < 4*mb {
+		t.Errorf("C = %d, want ≈ 5 MB/s", c)
+	}
+}
+
+// (c) a step 10 → 2 MB/s gives C ∈ [1.6, 2.4] MB/s within 5 rounds.
+func TestEstimatorStepDown(t *testing.T) {
+	step := t0.Add(10 * time.Second)
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 20 * mb}, &linkSim{rate: stepRate(step, 10*mb, 2*mb)})
+	r.run(step, nil)
+	if c := r.e.SnapshotAt(step).Capacity; c < 8*mb || c > 12*mb {
+		t.Fatalf("before the step C = %d, want ≈ 10 MB/s", c)
+	}
+	startRounds := r.e.SnapshotAt(step).Rounds
+	var at int64 = -1
+	var lastR int64
+	r.run(step.Add(10*time.Second), func(now time.Time, s Snapshot) {
+		if testing.Verbose() && s.Rounds != lastR && s.Rounds-startRounds < 12 {
+			lastR = s.Rounds
+			t.Logf("round %d: C %d BwLo %d MaxBw %d infl %.2f cong %v state %v", s.Rounds-startRounds, s.Capacity, s.BwLo, s.MaxBw, s.Inflation, s.Congested, s.State)
+		}
+		if at < 0 && s.Capacity >= 16*mb/10 && s.Capacity <= 24*mb/10 {
+			at = s.Rounds - startRounds
+		}
+	})
+	if at < 0 || at > 5 {
+		t.Errorf("C reached [1.6, 2.4] MB/s after %d rounds, want ≤ 5 (final %+v)", at, r.e.SnapshotAt(r.now))
+	}
+	if c := r.e.SnapshotAt(r.now).Capacity; c < 16*mb/10 || c > 26*mb/10 {
+		t.Errorf("10 s after the step C = %d", c)
+	}
+}
+
+// (d) a step 2 → 10 MB/s gives C ≥ 8 MB/s within 3 s + 8 rounds.
+func TestEstimatorStepUp(t *testing.T) {
+	step := t0.Add(10 * time.Second)
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 20 * mb}, &linkSim{rate: stepRate(step, 2*mb, 10*mb)})
+	r.run(step, nil)
+	if c := r.e.SnapshotAt(step).Capacity; c > 3*mb {
+		t.Fatalf("before the step C = %d, want ≈ 2 MB/s", c)
+	}
+	var reached time.Time
+	var roundsAt3s int64 = -1
+	var lastState ProbeState = 99
+	r.run(step.Add(15*time.Second), func(now time.Time, s Snapshot) {
+		if testing.Verbose() && s.State != lastState {
+			lastState = s.State
+			t.Logf("%v: %v C %d MaxBw %d BwLo %d pacing %d rounds %d", now.Sub(step), s.State, s.Capacity, s.MaxBw, s.BwLo, s.Pacing, s.Rounds)
+		}
+		if roundsAt3s < 0 && !now.Before(step.Add(3*time.Second)) {
+			roundsAt3s = s.Rounds
+		}
+		if reached.IsZero() && s.Capacity >= 8*mb {
+			reached = now
+			if roundsAt3s >= 0 && s.Rounds > roundsAt3s+8 {
+				t.Errorf("C ≥ 8 MB/s only %d rounds after step+3 s", s.Rounds-roundsAt3s)
+			}
+		}
+	})
+	if reached.IsZero() {
+		t.Fatalf("C never reached 8 MB/s: %+v", r.e.SnapshotAt(r.now))
+	}
+}
+
+// (e) MinRtt follows a permanent base-RTT increase within 10 s + one ProbeRTT.
+func TestEstimatorMinRttFollowsIncrease(t *testing.T) {
+	step := t0.Add(5 * time.Second)
+	prop := func(t time.Time) time.Duration {
+		if t.Before(step) {
+			return 10 * time.Millisecond
+		}
+		return 40 * time.Millisecond
+	}
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 20 * mb}, &linkSim{rate: func(time.Time) int64 { return 5 * mb }, prop: prop})
+	r.run(step, nil)
+	if m := r.e.SnapshotAt(step).MinRtt; m > 30*time.Millisecond {
+		t.Fatalf("MinRtt %v before the step", m)
+	}
+	r.run(step.Add(10*time.Second+2*time.Second), nil)
+	if m := r.e.SnapshotAt(r.now).MinRtt; m < 75*time.Millisecond {
+		t.Errorf("MinRtt %v 12 s after base RTT rose to 80 ms", m)
+	}
+}
+
+// (f) no NaN, Inf or division by zero with zero samples, zero intervals or
+// duplicate timestamps.
+func TestEstimatorDegenerate(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.SnapshotAt(t0)
+	if s.Capacity <= 0 || s.Target <= 0 || s.Pacing <= 0 || s.InflightCapMsgs < 1 || math.IsNaN(s.Inflation) || math.IsNaN(s.ErrorRate) {
+		t.Fatalf("empty snapshot %+v", s)
+	}
+	for i := range 20 {
+		e.OnSendAt(t0, uint64(i), 0, false)
+	}
+	for i := range 20 {
+		e.OnAckAt(t0, uint64(i)) // zero RTT, zero interval, zero bytes
+	}
+	e.OnErrorAt(t0, 99, OutcomeTimeout) // unknown id
+	for i := range 20 {
+		e.OnSendAt(t0, uint64(100+i), 1000, false)
+		e.OnErrorAt(t0, uint64(100+i), OutcomeTimeout)
+	}
+	s = e.SnapshotAt(t0)
+	if s.Capacity <= 0 || math.IsNaN(s.Inflation) || math.IsInf(s.Inflation, 0) || math.IsNaN(s.ErrorRate) || s.ErrorRate < 0 || s.ErrorRate > 1 {
+		t.Fatalf("degenerate snapshot %+v", s)
+	}
+	if _, err := NewEstimator(EstimatorOptions{Headroom: 1.5}); err == nil {
+		t.Error("headroom 1.5 accepted")
+	}
+}
+
+// Outage: every attempt times out; errors rise and C does not collapse to
+// zero; after the link returns, the estimate recovers.
+func TestEstimatorOutage(t *testing.T) {
+	out0, out1 := t0.Add(5*time.Second), t0.Add(15*time.Second)
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 10 * mb}, &linkSim{rate: func(time.Time) int64 { return 5 * mb }})
+	r.link.ackLoss = 0
+	r.run(out0, nil)
+	r.link.ackLoss = 1
+	r.run(out1, nil)
+	s := r.e.SnapshotAt(out1)
+	if s.ErrorRate < 0.3 || s.Capacity < DefaultMinRate {
+		t.Errorf("during outage: %+v", s)
+	}
+	r.link.ackLoss = 0
+	r.run(out1.Add(20*time.Second), nil)
+	if s := r.e.SnapshotAt(r.now); s.Capacity < 4*mb || s.ErrorRate > 0.05 {
+		t.Errorf("after outage: C %d err %.3f", s.Capacity, s.ErrorRate)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
