@@ -13,23 +13,33 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicehq/sluice/priority"
+	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/spool"
 	"github.com/sluicehq/sluice/wire"
 )
 
-// A lane ships one class: its shipper goroutine reads the spool from the
-// first unsent event, cuts a batch, claims its range durably, compresses it
-// and publishes it; its acker goroutine waits for the acks in order,
-// retries what failed with the same message id, and acknowledges acked
-// ranges to the spool.
+// A lane ships one class. Its shipper goroutine reads the spool from the
+// first unsent event, cuts a batch (dropping fields and expired events as
+// the degradation level says), claims its range durably, compresses it,
+// waits for the shaper's admission and publishes it. Its acker goroutine
+// waits for the acks in order, retries failures with the same message id
+// under the retry budget, splits batches too large for the server, and
+// acknowledges acked ranges to the spool.
 type lane struct {
-	n     *Node
-	class string
-	opts  ClassOptions
-	subj  string
+	n      *Node
+	id     int // index in the node's classes and the shaper's lanes
+	class  *priority.Class
+	name   string
+	subj   string
+	fields *priority.FieldSet
+
+	maxEvents, maxBytes int
+	linger              time.Duration
 
 	wake         chan struct{} // a token per Ingest, capacity 1
 	pendingBytes atomic.Int64  // raw bytes ingested but not yet cut into a batch
+	waiting      atomic.Int64  // ingest time (unix ns) of the oldest event of a batch waiting to be sent; 0 if none
 	window       chan struct{} // one token per batch in flight
 	inflight     chan *batch   // shipper → acker, in publish order
 	done         chan struct{} // closed when both goroutines have exited
@@ -42,35 +52,55 @@ type lane struct {
 }
 
 type batch struct {
-	r      spool.Range
-	count  int
-	raw    int       // uncompressed bytes
-	oldest time.Time // ingest time of the oldest event
-	msg    *nats.Msg
-	body   *[]byte
-	fut    jetstream.PubAckFuture
-	err    error // publish error before any future existed
-	sent   time.Time
+	r       spool.Range
+	count   int
+	raw     int       // uncompressed bytes
+	oldest  time.Time // ingest time of the oldest event
+	level   int
+	dropped []string // field paths removed from its events
+	msg     *nats.Msg
+	body    *[]byte
+
+	fut       jetstream.PubAckFuture
+	err       error  // publish error before any future existed
+	attempt   uint64 // the shaper's id of the current attempt
+	attempts  int
+	firstSent time.Time
 }
 
-func newLane(n *Node, class string, opts ClassOptions) *lane {
+// size is what the batch costs on the link.
+func (b *batch) size() int { return len(b.msg.Data) }
+
+func newLane(n *Node, id int, window chan struct{}) (*lane, error) {
+	c := &n.opts.Classes[id]
+	fields, err := priority.NewFieldSet(c.Fields)
+	if err != nil {
+		return nil, err
+	}
 	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(opts.Level),
+		zstd.WithEncoderLevel(zstdLevel(c.Compression)),
 		zstd.WithEncoderConcurrency(1))
 	if err != nil {
-		panic(err) // only for invalid options, which setDefaults rules out
+		return nil, err
 	}
-	return &lane{
+	l := &lane{
 		n:        n,
-		class:    class,
-		opts:     opts,
-		subj:     n.opts.Subject + "." + class,
+		id:       id,
+		class:    c,
+		name:     c.Name,
+		subj:     n.opts.Subject + "." + c.Name,
+		fields:   fields,
 		wake:     make(chan struct{}, 1),
-		window:   make(chan struct{}, n.opts.MaxInFlight),
+		window:   window,
 		inflight: make(chan *batch, n.opts.MaxInFlight),
 		done:     make(chan struct{}),
 		enc:      enc,
 	}
+	if l.window == nil {
+		l.window = make(chan struct{}, n.opts.MaxInFlight)
+	}
+	l.maxEvents, l.maxBytes, l.linger = batchLimits(c)
+	return l, nil
 }
 
 func (l *lane) start() {
@@ -88,40 +118,55 @@ func (l *lane) notify() {
 	}
 }
 
+// action is what the class does at the current level; unshaped, nothing.
+func (l *lane) action() (priority.Action, int) {
+	if l.n.link.unshaped {
+		return priority.Action{}, 0
+	}
+	level := l.n.link.Level()
+	return l.class.ActionAt(level), level
+}
+
 // ship is the shipper goroutine.
 func (l *lane) ship() {
 	defer close(l.inflight)
 	sp := l.n.spool
 	ctx := l.n.ctx
-
 	trouble := backoff{min: l.n.opts.RetryMin, max: l.n.opts.RetryMax}
+
 	// Republish, range for range, what was claimed before a restart.
-	next := sp.Acked(l.class) + 1
-	for _, c := range sp.Claims(l.class) {
+	next := sp.Acked(l.name) + 1
+	for _, c := range sp.Claims(l.name) {
 		if c.Last < next {
 			continue
 		}
-		b, err := l.cut(c.First, c.Last, int(c.Len()), 1<<62)
-		for err != nil {
+		for {
+			act, level := l.action()
+			b, err := l.cut(c.First, c.Last, int(c.Len()), 0, true, act, level)
+			if err == nil {
+				if b != nil && !l.send(b) {
+					return
+				}
+				break
+			}
 			if !l.spoolTrouble(&trouble, err) {
 				return
 			}
-			b, err = l.cut(c.First, c.Last, int(c.Len()), 1<<62)
-		}
-		if b != nil && !l.publish(b) {
-			return
 		}
 		next = c.Last + 1
 	}
 
 	var lingerUntil time.Time
 	var timer *time.Timer
+	deferred := false
 	for {
-		unsent := sp.Last(l.class) + 1 - next
-		if sp.Last(l.class) < next {
-			unsent = 0
+		last := sp.Last(l.name)
+		unsent := uint64(0)
+		if last >= next {
+			unsent = last + 1 - next
 		}
 		draining := isClosed(l.n.drain)
+		act, level := l.action()
 		wait := time.Duration(-1) // block until woken
 		switch {
 		case unsent == 0:
@@ -129,16 +174,25 @@ func (l *lane) ship() {
 				return
 			}
 			lingerUntil = time.Time{}
-		case !draining && l.opts.Linger > 0 && unsent < uint64(l.opts.MaxEvents) && l.pendingBytes.Load() < int64(l.opts.MaxBytes):
+		case act.Kind == priority.ActionDefer:
+			if draining {
+				return // what is left stays in the spool for the next start
+			}
+			if !deferred {
+				deferred = true
+				l.stats.deferrals.Add(1)
+			}
+		case !draining && l.linger > 0 && unsent < uint64(l.maxEvents) && l.pendingBytes.Load() < int64(l.maxBytes):
 			now := time.Now()
 			if lingerUntil.IsZero() {
-				lingerUntil = now.Add(l.opts.Linger)
+				lingerUntil = now.Add(l.linger)
 			}
-			if wait = lingerUntil.Sub(now); wait <= 0 {
-				wait = 0
-			}
+			wait = max(lingerUntil.Sub(now), 0)
 		default:
 			wait = 0
+		}
+		if act.Kind != priority.ActionDefer {
+			deferred = false
 		}
 		if wait != 0 {
 			var tc <-chan time.Time
@@ -150,10 +204,15 @@ func (l *lane) ship() {
 				}
 				tc = timer.C
 			}
+			drain := l.n.drain
+			if draining {
+				drain = nil
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-l.n.drain: // draining sends partial batches at once
+			case <-drain: // draining sends partial batches at once
+			case <-l.n.link.levelChanged():
 			case <-l.wake:
 			case <-tc:
 			}
@@ -161,9 +220,9 @@ func (l *lane) ship() {
 		}
 		lingerUntil = time.Time{}
 
-		b, err := l.cut(next, 0, l.opts.MaxEvents, l.opts.MaxBytes)
+		b, err := l.cut(next, 0, l.maxEvents, l.maxBytes, false, act, level)
 		if err == nil && b != nil {
-			if err = sp.Claim(l.class, b.r); err != nil {
+			if err = sp.Claim(l.name, b.r); err != nil {
 				l.putBody(b.body)
 				err = fmt.Errorf("claim %d-%d: %w", b.r.First, b.r.Last, err)
 			}
@@ -179,34 +238,62 @@ func (l *lane) ship() {
 		trouble = backoff{min: l.n.opts.RetryMin, max: l.n.opts.RetryMax}
 		if b == nil {
 			// Everything from next on was dropped or expired: move on.
-			next = max(next, sp.Acked(l.class)+1)
+			next = max(next, sp.Acked(l.name)+1)
 			continue
 		}
 		next = b.r.Last + 1
-		if !l.publish(b) {
+		if !l.send(b) {
 			return
 		}
 	}
 }
 
-// cut reads up to maxEvents events and maxBytes raw bytes from seq from on
-// (and not past last, if last is not 0) into a compressed batch. It returns
-// a nil batch if there were no events.
-func (l *lane) cut(from, last uint64, maxEvents, maxBytes int) (*batch, error) {
+// cut reads up to maxEvents events and maxBytes raw bytes (0: no limit)
+// from seq from on, not past last (0: no limit), into a compressed batch,
+// applying the level's action: expired events are left out (counted) and,
+// under ActionDropFields, low-priority fields are removed. With exact, the
+// batch keeps the range [from, last] whatever was read, so a republished
+// claim keeps its message id. It returns a nil batch when no event is left
+// to send; a range whose events have all expired is acknowledged here.
+func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act priority.Action, level int) (*batch, error) {
 	sp := l.n.spool
 	raw := l.raw[:0]
-	b := &batch{}
-	_, err := sp.Read(l.class, from, maxEvents, maxBytes, func(e spool.Entry) error {
+	b := &batch{level: level}
+	var drop *priority.Paths
+	if act.Kind == priority.ActionDropFields {
+		drop = l.fields.Below(act.MinFieldPriority)
+	}
+	var expireBefore int64
+	if l.class.MaxAge > 0 && !l.n.link.unshaped {
+		expireBefore = time.Now().Add(-l.class.MaxAge).UnixNano()
+	}
+	var read spool.Range
+	var expired uint64
+	_, err := sp.Read(l.name, from, maxEvents, maxBytes, func(e spool.Entry) error {
 		if last != 0 && e.Seq > last {
 			return errStopRead
 		}
+		if read.First == 0 {
+			read.First = e.Seq
+		}
+		read.Last = e.Seq
+		if e.Time < expireBefore {
+			expired++
+			return nil
+		}
 		if b.count == 0 {
-			b.r.First = e.Seq
 			b.oldest = time.Unix(0, e.Time)
 		}
-		b.r.Last = e.Seq
 		b.count++
-		raw = append(raw, e.Data...)
+		if drop != nil {
+			var err error
+			if raw, b.dropped, err = drop.Drop(raw, e.Data, b.dropped); err != nil {
+				// Spooled events are valid JSON; if one is not, it travels as is.
+				l.n.opts.Logger.Warn("drop fields", "class", l.name, "seq", e.Seq, "err", err)
+			}
+		} else {
+			raw = append(raw, e.Data...)
+		}
 		raw = append(raw, '\n')
 		return nil
 	})
@@ -214,37 +301,38 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int) (*batch, error) {
 	if err != nil && !errors.Is(err, errStopRead) {
 		return nil, fmt.Errorf("read from %d: %w", from, err)
 	}
-	if last != 0 {
-		// A republished claim keeps its exact range, hence its message id,
-		// even if some of its events were dropped since.
-		b.r = spool.Range{First: from, Last: last}
+	if exact {
+		read = spool.Range{First: from, Last: last}
 	}
-	if b.count == 0 {
-		if last != 0 {
-			// All of the claim's events are gone: nothing to send, but the
-			// range is done.
-			if err := sp.Ack(l.class, b.r); err != nil {
-				return nil, err
-			}
-		}
+	if expired > 0 {
+		l.stats.expired.Add(expired)
+	}
+	if read.First == 0 {
 		return nil, nil
 	}
 	if l.pendingBytes.Add(-int64(len(raw))) < 0 {
 		// Events spooled before a restart were never counted in.
 		l.pendingBytes.Store(0)
 	}
+	b.r = read
+	if b.count == 0 {
+		// Nothing left to send in this range: it is done.
+		return nil, sp.Ack(l.name, read)
+	}
 	b.raw = len(raw)
 	body := l.getBody()
 	*body = l.enc.EncodeAll(raw, (*body)[:0])
 	b.body = body
 	hdr := wire.Batch{
-		Node:   l.n.opts.Node,
-		Spool:  l.n.spool.ID(),
-		Class:  l.class,
-		First:  b.r.First,
-		Last:   b.r.Last,
-		Count:  b.count,
-		Oldest: b.oldest,
+		Node:    l.n.opts.Node,
+		Spool:   l.n.spool.ID(),
+		Class:   l.name,
+		First:   b.r.First,
+		Last:    b.r.Last,
+		Count:   b.count,
+		Oldest:  b.oldest,
+		Level:   level,
+		Dropped: b.dropped,
 	}
 	b.msg = &nats.Msg{Subject: l.subj, Header: hdr.Header(), Data: *body}
 	return b, nil
@@ -257,14 +345,9 @@ var errStopRead = errors.New("stop read")
 func (l *lane) spoolTrouble(b *backoff, err error) bool {
 	l.stats.spoolErrors.Add(1)
 	if b.attempt == 0 {
-		l.n.opts.Logger.Error("spool read failed, retrying", "class", l.class, "err", err)
+		l.n.opts.Logger.Error("spool read failed, retrying", "class", l.name, "err", err)
 	}
-	select {
-	case <-l.n.ctx.Done():
-		return false
-	case <-time.After(b.next()):
-		return true
-	}
+	return sleep(l.n.ctx, b.next())
 }
 
 func (l *lane) getBody() *[]byte {
@@ -281,69 +364,184 @@ func (l *lane) putBody(p *[]byte) {
 	}
 }
 
-// publish sends b once, inside the in-flight window, and hands it to the
-// acker. It returns false if the node is stopping.
-func (l *lane) publish(b *batch) bool {
+// send waits for a window slot and the shaper's admission, publishes b
+// and hands it to the acker. It returns false if the node stops, or if the
+// class is deferred while the node drains (b stays claimed in the spool).
+func (l *lane) send(b *batch) bool {
+	l.waiting.Store(b.oldest.UnixNano())
+	defer l.waiting.Store(0)
 	select {
 	case l.window <- struct{}{}:
 	case <-l.n.ctx.Done():
 		return false
 	}
-	l.send(b)
+	if !l.n.link.reserve(l.id, b.size(), l.n.drain) {
+		<-l.window
+		return false
+	}
+	limited := l.n.spool.Last(l.name) <= b.r.Last // nothing else to send right now
+	l.publish(b, l.n.link.onSend(b.size(), true, limited))
 	l.stats.batches.Add(1)
 	l.stats.published.Add(uint64(b.count))
 	l.stats.rawBytes.Add(uint64(b.raw))
-	l.stats.wireBytes.Add(uint64(len(b.msg.Data)))
+	l.stats.wireBytes.Add(uint64(b.size()))
+	if b.level > 0 && (len(b.dropped) > 0) {
+		l.stats.degraded.Add(1)
+	}
 	l.stats.inflight.Add(1)
 	l.inflight <- b // never blocks: the window is no larger than the channel
 	return true
 }
 
-func (l *lane) send(b *batch) {
-	b.sent = time.Now()
+// publish makes one attempt at b, as shaper attempt id.
+func (l *lane) publish(b *batch, id uint64) {
+	now := time.Now()
+	if b.attempts == 0 {
+		b.firstSent = now
+	}
+	b.attempts++
+	b.attempt = id
 	b.fut, b.err = l.n.js.PublishMsgAsync(b.msg)
 }
 
 // ack is the acker goroutine.
 func (l *lane) ack() {
-	down := false
 	for b := range l.inflight {
-		bo := backoff{min: l.n.opts.RetryMin, max: l.n.opts.RetryMax}
-		for {
-			ack, err := l.wait(b)
-			if err == nil {
-				if down {
-					down = false
-					l.n.opts.Logger.Info("upstream publishing again", "class", l.class)
-				}
-				if ack.Duplicate {
-					l.stats.duplicates.Add(1)
-				}
-				l.done1(b)
-				break
+		ok := l.deliver(b)
+		l.putBody(b.body)
+		<-l.window
+		if !ok {
+			l.stats.inflight.Add(-1)
+			for range l.inflight { // abandoned at a hard stop: they stay claimed
+				l.stats.inflight.Add(-1)
+				<-l.window
 			}
-			if errors.Is(err, context.Canceled) {
-				l.drainUnacked(b)
-				return
+			return
+		}
+		if l.stats.inflight.Add(-1) == 0 {
+			// Maybe idle: give a fully acknowledged tail segment back to the disk.
+			if err := l.n.spool.Trim(l.name); err != nil {
+				l.n.opts.Logger.Error("trim spool", "class", l.name, "err", err)
 			}
-			l.stats.errors.Add(1)
-			if !down && bo.attempt >= 2 {
-				down = true
-				l.n.opts.Logger.Warn("upstream publish failing, retrying", "class", l.class, "err", err)
-			}
-			select {
-			case <-l.n.ctx.Done():
-				l.drainUnacked(b)
-				return
-			case <-time.After(bo.next()):
-			}
-			l.stats.retries.Add(1)
-			l.send(b)
 		}
 	}
 }
 
-// wait returns b's ack or the error that ended it.
+// deliver waits for b's ack, retrying and splitting as the shaper decides,
+// and acknowledges its range to the spool. It returns false if the node
+// stops first.
+func (l *lane) deliver(b *batch) bool {
+	k := l.n.link
+	down := false
+	for {
+		ack, err := l.wait(b)
+		if err == nil {
+			k.onAck(b.attempt)
+			if down {
+				l.n.opts.Logger.Info("upstream publishing again", "class", l.name)
+			}
+			if ack.Duplicate {
+				l.stats.duplicates.Add(1)
+			}
+			l.done1(b)
+			return true
+		}
+		if errors.Is(err, context.Canceled) {
+			return false
+		}
+		l.stats.errors.Add(1)
+		o := outcome(err)
+		d := k.onFailure(b.attempt, shaper.Attempt{FirstSent: b.firstSent, N: b.attempts, Outcome: o, Critical: l.class.Critical})
+		if !down && b.attempts >= 2 {
+			down = true
+			l.n.opts.Logger.Warn("upstream publish failing, retrying", "class", l.name, "outcome", o.String(), "err", err)
+		}
+		switch d.Disposition {
+		case shaper.Split:
+			return l.split(b, err)
+		case shaper.Retry:
+			if !sleep(l.n.ctx, time.Until(d.At)) {
+				return false
+			}
+		default:
+			// Backlog (budget, horizon, attempts, level) or a failure
+			// retrying cannot fix: the batch stays claimed, never dropped;
+			// try again when the budget allows, at most every RetryMax.
+			l.stats.budgetDenied.Add(1)
+			for {
+				if !sleep(l.n.ctx, jitter(l.n.opts.RetryMax)) {
+					return false
+				}
+				if k.tryRetry() {
+					break
+				}
+			}
+		}
+		if !k.reserve(l.id, b.size(), nil) {
+			return false
+		}
+		l.stats.retries.Add(1)
+		l.publish(b, k.onSend(b.size(), false, false))
+	}
+}
+
+// split handles a batch the server refused as too large: its range is cut
+// again in two halves, each claimed (the first replaces b's claim, which
+// starts at the same seq), published and delivered in turn. A single event
+// too large for the server can never be sent: it is counted, logged and
+// acknowledged, so it does not block the class forever.
+func (l *lane) split(b *batch, cause error) bool {
+	k := l.n.link
+	if b.count <= 1 {
+		l.stats.tooLarge.Add(uint64(b.count))
+		l.n.opts.Logger.Error("event larger than the server's max payload: dropped",
+			"class", l.name, "seq", b.r.First, "bytes", b.raw, "err", cause)
+		if err := l.n.spool.Ack(l.name, b.r); err != nil {
+			l.n.opts.Logger.Error("ack spool", "class", l.name, "err", err)
+		}
+		return true
+	}
+	l.stats.splits.Add(1)
+	from := b.r.First
+	for _, n := range []int{b.count / 2, 0} {
+		var half *batch
+		for {
+			act, level := l.action()
+			var err error
+			half, err = l.cut(from, b.r.Last, n, 0, false, act, level)
+			if err == nil && half != nil {
+				err = l.n.spool.Claim(l.name, half.r)
+			}
+			if err == nil {
+				break
+			}
+			bo := backoff{min: l.n.opts.RetryMin, max: l.n.opts.RetryMax}
+			if !l.spoolTrouble(&bo, err) {
+				return false
+			}
+		}
+		if half == nil {
+			break
+		}
+		from = half.r.Last + 1
+		if !k.reserve(l.id, half.size(), nil) {
+			return false
+		}
+		l.publish(half, k.onSend(half.size(), true, false))
+		l.stats.batches.Add(1)
+		ok := l.deliver(half)
+		l.putBody(half.body)
+		if !ok {
+			return false
+		}
+		if from > b.r.Last {
+			break
+		}
+	}
+	return true
+}
+
+// wait returns b's ack or the error that ended its attempt.
 func (l *lane) wait(b *batch) (*jetstream.PubAck, error) {
 	if b.err != nil {
 		return nil, b.err
@@ -360,29 +558,11 @@ func (l *lane) wait(b *batch) (*jetstream.PubAck, error) {
 
 // done1 records b's ack: the spool may now reclaim its range.
 func (l *lane) done1(b *batch) {
-	if err := l.n.spool.Ack(l.class, b.r); err != nil {
-		l.n.opts.Logger.Error("ack spool", "class", l.class, "err", err)
+	if err := l.n.spool.Ack(l.name, b.r); err != nil {
+		l.n.opts.Logger.Error("ack spool", "class", l.name, "err", err)
 	}
-	now := time.Now()
 	l.stats.acked.Add(uint64(b.count))
-	l.stats.latency.observe(now.Sub(b.oldest))
-	l.putBody(b.body)
-	<-l.window
-	if l.stats.inflight.Add(-1) == 0 {
-		// Maybe idle: give a fully acknowledged tail segment back to the disk.
-		if err := l.n.spool.Trim(l.class); err != nil {
-			l.n.opts.Logger.Error("trim spool", "class", l.class, "err", err)
-		}
-	}
-}
-
-// drainUnacked abandons b and everything behind it at a hard stop: they
-// stay claimed in the spool and are republished after a restart.
-func (l *lane) drainUnacked(b *batch) {
-	l.stats.inflight.Add(-1)
-	for range l.inflight {
-		l.stats.inflight.Add(-1)
-	}
+	l.stats.latency.observe(time.Since(b.oldest))
 }
 
 func isClosed(c <-chan struct{}) bool {
@@ -394,7 +574,28 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// backoff is capped exponential backoff with full jitter.
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// jitter returns a duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// backoff is capped exponential backoff with full jitter, for spool
+// trouble and stream creation (publish retries use the shaper's).
 type backoff struct {
 	min, max time.Duration
 	attempt  int

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/internal/jsonx"
+	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -27,13 +29,16 @@ type Node struct {
 	opts  Options
 	spool *spool.Spool
 	js    jetstream.JetStream
+	link  *link
 
 	ctx    context.Context // cancelled on hard stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the node starts
 
-	mu      sync.RWMutex // guards lanes and closing; Ingest holds it for reading
-	lanes   map[string]*lane
+	lanes  []*lane          // one per class, in Options.Classes order (then classes found only in the spool)
+	byName map[string]*lane // classes Ingest accepts
+
+	mu      sync.RWMutex // guards closing; Ingest holds it for reading
 	closing bool
 	ingests sync.WaitGroup // Ingest calls past the closing check
 
@@ -43,9 +48,10 @@ type Node struct {
 	done     chan struct{} // closed when Shutdown has finished
 }
 
-// New opens the spool in opts.Dir, starts one lane per class that has a
-// backlog, republishes every batch that was claimed but not acknowledged
-// before a restart, and returns a node ready to ingest.
+// New opens the spool in opts.Dir, starts one lane per class, republishes
+// every batch that was claimed but not acknowledged before a restart, and
+// returns a node ready to ingest. Classes found in the spool but no longer
+// configured are drained with the settings of the last configured class.
 func New(opts Options) (*Node, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
@@ -53,6 +59,18 @@ func New(opts Options) (*Node, error) {
 	sp, err := spool.Open(opts.Dir, opts.Spool)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	accept := make(map[string]bool, len(opts.Classes))
+	for _, c := range opts.Classes {
+		accept[c.Name] = true
+	}
+	for _, name := range sp.Classes() {
+		if !accept[name] {
+			legacy := opts.Classes[len(opts.Classes)-1]
+			legacy.Name, legacy.Critical, legacy.Rate = name, false, priority.Rate{}
+			opts.Classes = append(opts.Classes, legacy)
+			opts.Logger.Warn("spool holds a class that is not configured: draining it", "class", name)
+		}
 	}
 	js, err := jetstream.New(opts.Conn,
 		jetstream.WithPublishAsyncMaxPending(1<<16), // lanes bound their own windows
@@ -68,19 +86,35 @@ func New(opts Options) (*Node, error) {
 		js:     js,
 		ctx:    ctx,
 		cancel: cancel,
-		lanes:  make(map[string]*lane),
+		byName: make(map[string]*lane, len(opts.Classes)),
 		drain:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	if n.link, err = newLink(n); err != nil {
+		cancel()
+		sp.Close()
+		return nil, fmt.Errorf("aggregator: shaper: %w", err)
+	}
+	for i := range opts.Classes {
+		l, err := newLane(n, i, n.link.window)
+		if err != nil {
+			cancel()
+			sp.Close()
+			return nil, fmt.Errorf("aggregator: class %s: %w", opts.Classes[i].Name, err)
+		}
+		n.lanes = append(n.lanes, l)
+		if accept[l.name] {
+			n.byName[l.name] = l
+		}
+	}
 	n.goFunc(n.ensureStream)
+	n.goFunc(n.link.run)
 	if opts.Spool.Fsync == spool.FsyncInterval {
 		n.goFunc(n.syncEvery)
 	}
-	n.mu.Lock()
-	for _, class := range sp.Classes() {
-		n.laneLocked(class)
+	for _, l := range n.lanes {
+		l.start()
 	}
-	n.mu.Unlock()
 	return n, nil
 }
 
@@ -93,33 +127,6 @@ func (n *Node) goFunc(f func()) {
 	}()
 }
 
-// laneLocked returns the lane of class, starting it if needed. n.mu must be
-// held for writing.
-func (n *Node) laneLocked(class string) *lane {
-	l := n.lanes[class]
-	if l == nil {
-		l = newLane(n, class, n.opts.class(class))
-		n.lanes[class] = l
-		l.start()
-	}
-	return l
-}
-
-func (n *Node) lane(class string) *lane {
-	n.mu.RLock()
-	l := n.lanes[class]
-	n.mu.RUnlock()
-	if l != nil {
-		return l
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closing {
-		return nil
-	}
-	return n.laneLocked(class)
-}
-
 // Ingest makes events durable in the spool under class and returns once
 // they are committed under the spool's fsync policy: a nil error means the
 // events will reach the stream even if the process dies right after.
@@ -130,8 +137,9 @@ func (n *Node) lane(class string) *lane {
 // A full class returns an error wrapping ErrFull (policy block) or
 // ErrDropped (policy drop_newest); after Shutdown begins, ErrClosed.
 func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error {
-	if !spool.ValidClass(class) {
-		return fmt.Errorf("%w: %q: 1-64 bytes of [A-Za-z0-9_-]", ErrInvalidClass, class)
+	l := n.byName[class]
+	if l == nil {
+		return fmt.Errorf("%w: %q is not configured (classes: %s)", ErrInvalidClass, class, n.classNames())
 	}
 	if len(events) == 0 {
 		return nil
@@ -160,10 +168,6 @@ func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error
 		}
 		size += len(norm)
 	}
-	l := n.lane(class)
-	if l == nil {
-		return ErrClosed
-	}
 	_, err := n.spool.Append(ctx, class, events)
 	switch {
 	case err == nil:
@@ -182,6 +186,7 @@ func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error
 	l.stats.ingested.Add(uint64(len(events)))
 	l.stats.ingestedBytes.Add(uint64(size))
 	l.pendingBytes.Add(int64(size))
+	n.link.ingress.Add(int64(size))
 	l.notify()
 	return nil
 }
@@ -221,15 +226,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.ingests.Wait()
 		close(n.drain)
 
-		n.mu.RLock()
-		lanes := make([]*lane, 0, len(n.lanes))
-		for _, l := range n.lanes {
-			lanes = append(lanes, l)
-		}
-		n.mu.RUnlock()
 		drained := make(chan struct{})
 		go func() {
-			for _, l := range lanes {
+			for _, l := range n.lanes {
 				<-l.done
 			}
 			close(drained)
@@ -255,6 +254,35 @@ func (n *Node) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
 	defer cancel()
 	return n.Shutdown(ctx)
+}
+
+// classNames lists the classes Ingest accepts, for error messages.
+func (n *Node) classNames() string {
+	var names []string
+	for _, c := range n.opts.Classes {
+		if n.byName[c.Name] != nil {
+			names = append(names, c.Name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// backlog returns the raw bytes ingested and not yet cut into batches, and
+// the longest time a batch ready to go has been waiting (CoDel's sojourn),
+// over the classes that are not deferred. Throttled classes wait by policy,
+// so their waits are not a standing queue.
+func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
+	for _, l := range n.lanes {
+		act, _ := l.action()
+		if act.Kind == priority.ActionDefer {
+			continue
+		}
+		bytes += l.pendingBytes.Load()
+		if w := l.waiting.Load(); w != 0 && act.Kind != priority.ActionThrottle {
+			sojourn = max(sojourn, now.Sub(time.Unix(0, w)))
+		}
+	}
+	return bytes, sojourn
 }
 
 // SpoolID returns the id of the node's spool, the first part of every

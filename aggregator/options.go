@@ -8,29 +8,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
-
-// ClassOptions are the batching and compression settings of one traffic
-// class. The zero value takes every default.
-type ClassOptions struct {
-	// MaxEvents is the most events in one batch. Default 1000.
-	MaxEvents int
-	// MaxBytes is the most raw (uncompressed NDJSON) bytes in one batch; a
-	// single larger event still travels alone. Default 768 KiB, which keeps
-	// a compressed batch under JetStream's default 1 MB max_payload even for
-	// incompressible events.
-	MaxBytes int
-	// Linger is how long a partial batch waits for more events before it is
-	// sent. Default 20ms; negative means send at once.
-	Linger time.Duration
-	// Level is the zstd level. Default zstd.SpeedFastest: on real SDK
-	// events in 1000-event batches it compresses as well as SpeedDefault
-	// (about 13×) at about 1.4× its speed.
-	Level zstd.EncoderLevel
-	// Spool holds the class's spool cap and overflow policy.
-	Spool spool.ClassOptions
-}
 
 // Options configure a Node. The zero value of every field except Conn and
 // Dir is a working default.
@@ -55,27 +35,52 @@ type Options struct {
 	// it is.
 	DuplicateWindow time.Duration
 	// MaxInFlight bounds the batches of one class published and not yet
-	// acknowledged. Default 16.
+	// acknowledged (of all classes together when the link is unshaped).
+	// Default 16.
 	MaxInFlight int
 	// AckTimeout is how long a publish waits for its JetStream ack before it
-	// is retried. Default 5s.
+	// counts as failed and is retried. Default 5s.
 	AckTimeout time.Duration
-	// RetryMin and RetryMax bound the exponential backoff (with full jitter)
-	// between retries of a failed publish. Defaults 50ms and 5s.
+	// RetryMin and RetryMax bound the exponential backoff (full jitter)
+	// between attempts of a failed publish. Defaults 100ms and 5s.
 	RetryMin, RetryMax time.Duration
+	// RetryBudget is the fraction of recent first sends that retries may
+	// add (plus one retry per second), so a failing link never sees a retry
+	// storm. Default 0.1.
+	RetryBudget float64
 	// MaxEventBytes is the largest single event Ingest accepts. Default
 	// 1 MiB.
 	MaxEventBytes int
-	// Classes holds per-class settings; other classes use Default.
-	Classes map[string]ClassOptions
-	// Default applies to classes not in Classes.
-	Default ClassOptions
+	// Classes are the traffic classes the node accepts; Ingest refuses
+	// others with ErrInvalidClass. Default priority.Defaults(Link.Ceil):
+	// critical, ingest, replication and backfill.
+	Classes []priority.Class
+	// Link describes the upstream link to the shaper.
+	Link Link
 	// Spool configures the spool (fsync policy, segment size, total cap).
-	// Its Classes and Default are filled from the ClassOptions above.
+	// Its Classes and Default are filled from Classes.
 	Spool spool.Options
-	// Logger receives state changes (upstream lost and back, stream
-	// created, spool recovery). Nil discards.
+	// Logger receives state changes (upstream lost and back, level changes,
+	// stream created, spool recovery). Nil discards.
 	Logger *slog.Logger
+}
+
+// Link describes the upstream link for the shaper.
+type Link struct {
+	// Ceil is the configured capacity of the link in bytes/s, if known; 0
+	// means unknown, and the estimator finds it from acks. The shaper plans
+	// for min(Ceil, measured capacity) × Headroom.
+	Ceil int64
+	// Headroom is the fraction of the capacity the shaper plans to use.
+	// Default 0.8: never plan for 100% utilization.
+	Headroom float64
+	// Unshaped turns the shaper off, for comparison: every class shares one
+	// FIFO window of MaxInFlight batches, as fast as it drains, with no
+	// token buckets, no degradation and no expiry.
+	Unshaped bool
+	// Tick is how often link health is evaluated and the degradation level
+	// updated. Default 250ms.
+	Tick time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -104,7 +109,7 @@ func (o *Options) setDefaults() error {
 		o.AckTimeout = 5 * time.Second
 	}
 	if o.RetryMin <= 0 {
-		o.RetryMin = 50 * time.Millisecond
+		o.RetryMin = 100 * time.Millisecond
 	}
 	if o.RetryMax <= 0 {
 		o.RetryMax = 5 * time.Second
@@ -112,23 +117,49 @@ func (o *Options) setDefaults() error {
 	if o.RetryMax < o.RetryMin {
 		return fmt.Errorf("%w: RetryMax %v < RetryMin %v", ErrInvalidOptions, o.RetryMax, o.RetryMin)
 	}
+	if o.RetryBudget == 0 {
+		o.RetryBudget = 0.1
+	}
+	if o.RetryBudget < 0 || o.RetryBudget > 1 {
+		return fmt.Errorf("%w: RetryBudget %v outside 0..1", ErrInvalidOptions, o.RetryBudget)
+	}
 	if o.MaxEventBytes <= 0 {
 		o.MaxEventBytes = 1 << 20
+	}
+	if o.Link.Headroom == 0 {
+		o.Link.Headroom = 0.8
+	}
+	if o.Link.Headroom < 0 || o.Link.Headroom > 1 {
+		return fmt.Errorf("%w: Link.Headroom %v outside (0, 1]", ErrInvalidOptions, o.Link.Headroom)
+	}
+	if o.Link.Ceil < 0 {
+		return fmt.Errorf("%w: negative Link.Ceil", ErrInvalidOptions)
+	}
+	if o.Link.Tick <= 0 {
+		o.Link.Tick = 250 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	o.Default.setDefaults()
-	classes := make(map[string]ClassOptions, len(o.Classes))
-	for name, c := range o.Classes {
-		c.setDefaults()
-		classes[name] = c
+	if len(o.Classes) == 0 {
+		o.Classes = priority.Defaults(o.Link.Ceil)
 	}
-	o.Classes = classes
-	o.Spool.Default = o.Default.Spool
-	o.Spool.Classes = make(map[string]spool.ClassOptions, len(classes))
-	for name, c := range classes {
-		o.Spool.Classes[name] = c.Spool
+	if err := priority.Validate(o.Classes, priority.Rate{BytesPerSec: o.Link.Ceil}); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	o.Spool.Classes = make(map[string]spool.ClassOptions, len(o.Classes))
+	for _, c := range o.Classes {
+		if !spool.ValidClass(c.Name) {
+			return fmt.Errorf("%w: class name %q: 1-64 bytes of [A-Za-z0-9_-]", ErrInvalidOptions, c.Name)
+		}
+		ov, err := spool.Block, error(nil)
+		if c.Overflow != "" {
+			ov, err = spool.ParseOverflow(c.Overflow)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: class %s: %w", ErrInvalidOptions, c.Name, err)
+		}
+		o.Spool.Classes[c.Name] = spool.ClassOptions{MaxBytes: c.MaxBytes, Overflow: ov}
 	}
 	if o.Spool.Logger == nil {
 		o.Spool.Logger = o.Logger
@@ -136,27 +167,29 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-func (c *ClassOptions) setDefaults() {
-	if c.MaxEvents <= 0 {
-		c.MaxEvents = 1000
+// batchLimits returns a class's batch bounds with defaults for zero values.
+func batchLimits(c *priority.Class) (maxEvents, maxBytes int, linger time.Duration) {
+	maxEvents, maxBytes, linger = c.Batch.MaxEvents, c.Batch.MaxBytes, c.Batch.Linger
+	if maxEvents <= 0 {
+		maxEvents = 1000
 	}
-	if c.MaxBytes <= 0 {
-		c.MaxBytes = 768 << 10
+	if maxBytes <= 0 {
+		maxBytes = 768 << 10 // compressed, under JetStream's default 1 MB max_payload
 	}
-	if c.Linger == 0 {
-		c.Linger = 20 * time.Millisecond
-	}
-	if c.Linger < 0 {
-		c.Linger = 0
-	}
-	if c.Level == 0 {
-		c.Level = zstd.SpeedFastest
-	}
+	return maxEvents, maxBytes, linger
 }
 
-func (o *Options) class(name string) ClassOptions {
-	if c, ok := o.Classes[name]; ok {
-		return c
+// zstdLevel maps a class's compression name to a zstd level. "" is fastest:
+// on real SDK events in 1000-event batches it compresses as well as zstd's
+// default level (about 13×) and faster.
+func zstdLevel(name string) zstd.EncoderLevel {
+	switch name {
+	case priority.CompressionDefault:
+		return zstd.SpeedDefault
+	case priority.CompressionBetter:
+		return zstd.SpeedBetterCompression
+	case priority.CompressionBest:
+		return zstd.SpeedBestCompression
 	}
-	return o.Default
+	return zstd.SpeedFastest
 }

@@ -9,6 +9,8 @@ import (
 // Stats is a snapshot of a node's counters. Counters count since New.
 type Stats struct {
 	Classes map[string]ClassStats
+	// Link is the shaper's view of the upstream link.
+	Link LinkStats
 	// SpoolBytes is the disk space of the whole spool.
 	SpoolBytes int64
 	// Quarantined counts damaged spool files moved aside since New.
@@ -20,7 +22,7 @@ type ClassStats struct {
 	Ingested      uint64 // events accepted by Ingest
 	IngestedBytes uint64 // their bytes, as spooled
 	Refused       uint64 // events refused with ErrFull
-	Batches       uint64 // batches published (first sends)
+	Batches       uint64 // batches published (first sends, split halves included)
 	Published     uint64 // events in those batches
 	RawBytes      uint64 // uncompressed NDJSON bytes of those batches
 	WireBytes     uint64 // compressed bytes of those batches
@@ -28,14 +30,20 @@ type ClassStats struct {
 	Duplicates    uint64 // batches JetStream reported as duplicates (already stored)
 	Retries       uint64 // republishes after a failure
 	Errors        uint64 // failed publish attempts
+	BudgetDenied  uint64 // failures whose immediate retry the budget, horizon or level refused
+	Splits        uint64 // batches split in two because the server refused their size
 	SpoolErrors   uint64 // failed spool reads or claims (retried)
 	InFlight      int64  // batches published and not yet acknowledged
+	Degraded      uint64 // batches sent with fields dropped
+	Deferrals     uint64 // times the class was deferred by the degradation level
+	Expired       uint64 // events older than the class's MaxAge, not sent
+	TooLarge      uint64 // single events larger than the server's max payload, not sent
 
 	// Spool state.
 	Depth      uint64            // events spooled and not yet acknowledged
 	SpoolBytes int64             // disk bytes of the class's segments
 	OldestAge  time.Duration     // age of the oldest unacknowledged event
-	Dropped    map[string]uint64 // events dropped, by reason
+	Dropped    map[string]uint64 // events dropped by the spool, by reason
 	Latency    Quantiles         // ingest → JetStream ack, per batch (its oldest event)
 }
 
@@ -47,22 +55,26 @@ type Quantiles struct {
 }
 
 type laneStats struct {
-	ingested, ingestedBytes, refused                atomic.Uint64
-	batches, published, rawBytes, wireBytes         atomic.Uint64
-	acked, duplicates, retries, errors, spoolErrors atomic.Uint64
-	inflight                                        atomic.Int64
-	latency                                         histogram
-	rawBuf                                          []byte // shipper's scratch, not a stat; here to keep lane small
+	ingested, ingestedBytes, refused                   atomic.Uint64
+	batches, published, rawBytes, wireBytes            atomic.Uint64
+	acked, duplicates, retries, errors, spoolErrors    atomic.Uint64
+	budgetDenied, splits, degraded, deferrals, expired atomic.Uint64
+	tooLarge                                           atomic.Uint64
+	inflight                                           atomic.Int64
+	latency                                            histogram
 }
 
 // Stats returns a snapshot of the node's counters.
 func (n *Node) Stats() Stats {
 	sp := n.spool.Stats()
-	s := Stats{Classes: make(map[string]ClassStats), SpoolBytes: sp.Bytes, Quarantined: sp.Quarantined}
-	n.mu.RLock()
-	defer n.mu.RUnlock()
+	s := Stats{
+		Classes:     make(map[string]ClassStats, len(n.lanes)),
+		Link:        *n.link.snap.Load(),
+		SpoolBytes:  sp.Bytes,
+		Quarantined: sp.Quarantined,
+	}
 	now := time.Now()
-	for class, l := range n.lanes {
+	for _, l := range n.lanes {
 		c := ClassStats{
 			Ingested:      l.stats.ingested.Load(),
 			IngestedBytes: l.stats.ingestedBytes.Load(),
@@ -75,11 +87,17 @@ func (n *Node) Stats() Stats {
 			Duplicates:    l.stats.duplicates.Load(),
 			Retries:       l.stats.retries.Load(),
 			Errors:        l.stats.errors.Load(),
+			BudgetDenied:  l.stats.budgetDenied.Load(),
+			Splits:        l.stats.splits.Load(),
 			SpoolErrors:   l.stats.spoolErrors.Load(),
 			InFlight:      l.stats.inflight.Load(),
+			Degraded:      l.stats.degraded.Load(),
+			Deferrals:     l.stats.deferrals.Load(),
+			Expired:       l.stats.expired.Load(),
+			TooLarge:      l.stats.tooLarge.Load(),
 			Latency:       l.stats.latency.quantiles(),
 		}
-		if cs, ok := sp.Classes[class]; ok {
+		if cs, ok := sp.Classes[l.name]; ok {
 			c.Depth = cs.Depth
 			c.SpoolBytes = cs.Bytes
 			c.Dropped = cs.Dropped
@@ -87,7 +105,7 @@ func (n *Node) Stats() Stats {
 				c.OldestAge = now.Sub(time.Unix(0, cs.OldestTime))
 			}
 		}
-		s.Classes[class] = c
+		s.Classes[l.name] = c
 	}
 	return s
 }

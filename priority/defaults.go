@@ -74,7 +74,7 @@ func Defaults(linkBytesPerSec int64) []Class {
 			Rate: bytes(35), Ceil: bytes(100), Weight: 1,
 			MaxAge:      24 * time.Hour,
 			Batch:       Batch{MaxEvents: 1024, MaxBytes: 512 << 10, Linger: 100 * time.Millisecond},
-			Compression: CompressionDefault, Overflow: OverflowBlock,
+			Compression: CompressionFastest, Overflow: OverflowBlock,
 			Fields: DefaultFieldRules(),
 			Plan: [Levels]Action{
 				{Kind: ActionNone},
@@ -87,14 +87,14 @@ func Defaults(linkBytesPerSec int64) []Class {
 			Name: ClassReplication, Priority: 2,
 			Rate: bytes(15), Ceil: bytes(100), Weight: 1,
 			Batch:       Batch{MaxEvents: 4096, MaxBytes: 768 << 10, Linger: 500 * time.Millisecond},
-			Compression: CompressionBetter, Overflow: OverflowBlock,
+			Compression: CompressionDefault, Overflow: OverflowBlock,
 			Plan: defer3,
 		},
 		{
 			Name: ClassBackfill, Priority: 3,
 			Ceil: bytes(100), Weight: 1,
 			Batch:       Batch{MaxEvents: 4096, MaxBytes: 768 << 10, Linger: time.Second},
-			Compression: CompressionBest, Overflow: OverflowBlock,
+			Compression: CompressionBetter, Overflow: OverflowBlock,
 			Plan: [Levels]Action{{Kind: ActionThrottle}, {Kind: ActionDefer}, {Kind: ActionDefer}, {Kind: ActionDefer}},
 		},
 	}

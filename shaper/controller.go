@@ -17,6 +17,11 @@ const (
 	DefaultQueueInterval = time.Second
 	DefaultDemandTau     = 5 * time.Second
 	DefaultGrowthFor     = 10 * time.Second
+	// DefaultMinQueueDelay is the least queueing delay (round minimum RTT −
+	// MinRtt) that counts as RTT inflation. On a sub-millisecond path (a
+	// loopback, a LAN) a ratio alone trips on scheduling noise; the
+	// estimator's congestion rule uses the same 5 ms floor.
+	DefaultMinQueueDelay = 5 * time.Millisecond
 )
 
 // Signal thresholds for levels 1, 2, 3 (shaping-notes §3).
@@ -53,6 +58,7 @@ type ControllerOptions struct {
 	QueueTarget   time.Duration // CoDel target sojourn; default 150 ms (linger + 50 ms)
 	QueueInterval time.Duration // CoDel interval; default 1 s
 	DemandTau     time.Duration // EWMA time constant of ingress and backlog growth; default 5 s
+	MinQueueDelay time.Duration // least queueing delay that counts as inflation; default 5 ms
 }
 
 // Inputs are the controller's signals at one tick.
@@ -125,6 +131,7 @@ func NewController(o ControllerOptions) (*Controller, error) {
 	def(&o.QueueTarget, DefaultQueueTarget)
 	def(&o.QueueInterval, DefaultQueueInterval)
 	def(&o.DemandTau, DefaultDemandTau)
+	def(&o.MinQueueDelay, DefaultMinQueueDelay)
 	if o.ConfirmTicks == 0 {
 		o.ConfirmTicks = DefaultConfirmTicks
 	}
@@ -205,7 +212,11 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 	}
 
 	// RTT inflation and errors.
-	c.sig[SignalInflation] = up(c.sig[SignalInflation], in.Link.Inflation, inflationEntry, inflationExit)
+	infl := in.Link.Inflation
+	if queue := time.Duration((infl - 1) * float64(in.Link.MinRtt)); queue < c.o.MinQueueDelay {
+		infl = min(infl, 1) // too little delay to be a queue
+	}
+	c.sig[SignalInflation] = up(c.sig[SignalInflation], infl, inflationEntry, inflationExit)
 	c.sig[SignalErrors] = up(c.sig[SignalErrors], in.Link.ErrorRate, errorEntry, errorExit)
 	if in.Link.InflightMsgs > 0 && !in.Link.LastAckAt.IsZero() {
 		if now.Sub(in.Link.LastAckAt) >= max(3*in.Link.RTO, 5*time.Second) {
@@ -214,9 +225,9 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 	}
 
 	// Demand ρ = smoothed pre-shedding ingress / target.
-	if first {
-		c.demand = in.IngressBytesPerSec
-	} else {
+	if !first {
+		// The first tick has no interval to weigh; a burst in it must not
+		// count as a sustained rate.
 		c.demand = ewma(c.demand, in.IngressBytesPerSec, dt, c.o.DemandTau)
 	}
 	rho := 0.0

@@ -9,7 +9,33 @@ import (
 
 func sec(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 
-func inflation(v float64) Inputs { return Inputs{Link: Snapshot{Inflation: v}} }
+// inflation is the input of a 40 ms path whose round-minimum RTT is v ×
+// its minimum.
+func inflation(v float64) Inputs {
+	return Inputs{Link: Snapshot{Inflation: v, MinRtt: 40 * time.Millisecond}}
+}
+
+// TestControllerInflationFloor checks that RTT inflation on a
+// sub-millisecond path counts only once the queueing delay reaches
+// MinQueueDelay: a loopback's scheduling noise is not a queue.
+func TestControllerInflationFloor(t *testing.T) {
+	for _, tc := range []struct {
+		minRtt    time.Duration
+		inflation float64
+		want      int
+	}{
+		{500 * time.Microsecond, 6, 0},  // 2.5 ms of queue: noise
+		{500 * time.Microsecond, 12, 1}, // 5.5 ms: ≥ 4 but the level enters one confirm at a time
+		{40 * time.Millisecond, 1.6, 1},
+	} {
+		c, _ := NewController(ControllerOptions{})
+		in := Inputs{Link: Snapshot{Inflation: tc.inflation, MinRtt: tc.minRtt}}
+		c.EvaluateAt(sec(0), in)
+		if got := c.EvaluateAt(sec(0.25), in); got < tc.want || (tc.want == 0 && got != 0) {
+			t.Errorf("min RTT %v inflation %v: level %d, want ≥ %d", tc.minRtt, tc.inflation, got, tc.want)
+		}
+	}
+}
 
 func mustController(t testing.TB) *Controller {
 	t.Helper()
@@ -93,9 +119,20 @@ func TestControllerLinkDownAndErrors(t *testing.T) {
 func TestControllerDemandAndBacklog(t *testing.T) {
 	c := mustController(t)
 	in := Inputs{Link: Snapshot{Target: 1000}, IngressBytesPerSec: 1600}
-	c.EvaluateAt(sec(0), in)
-	if got := c.EvaluateAt(sec(0.25), in); got != 2 {
-		t.Errorf("ρ=1.6: level %d, want 2", got)
+	// Ingress is smoothed over DemandTau (5 s): a sustained ρ = 1.6 passes
+	// 1.0 after 5·ln(1.6/0.6) ≈ 4.9 s and 1.5 after 5·ln(16) ≈ 13.9 s (plus
+	// a confirming tick each); a one-tick burst moves nothing.
+	want := map[int]int{0: 0, 1: 0, 18: 0, 22: 1, 54: 1, 60: 2} // tick (250 ms) → level
+	for i := 0; i <= 60; i++ {
+		got := c.EvaluateAt(sec(float64(i)/4), in)
+		if w, ok := want[i]; ok && got != w {
+			t.Errorf("ρ=1.6 held %vs: level %d, want %d", float64(i)/4, got, w)
+		}
+	}
+	c = mustController(t)
+	c.EvaluateAt(sec(0), Inputs{Link: Snapshot{Target: 1000}, IngressBytesPerSec: 100_000})
+	if got := c.EvaluateAt(sec(0.25), Inputs{Link: Snapshot{Target: 1000}}); got != 0 {
+		t.Errorf("one burst tick: level %d, want 0", got)
 	}
 	// backlog growing 1 MB/s with 20 MB of room: time to full 20 s → L3.
 	c = mustController(t)
@@ -139,7 +176,7 @@ func (c *Controller) clone() *Controller {
 
 func randomInputs(rng *rand.Rand) Inputs {
 	return Inputs{
-		Link:               Snapshot{Inflation: 1 + 4*rng.Float64(), ErrorRate: 0.4 * rng.Float64() * rng.Float64(), Target: 1000},
+		Link:               Snapshot{Inflation: 1 + 4*rng.Float64(), MinRtt: 40 * time.Millisecond, ErrorRate: 0.4 * rng.Float64() * rng.Float64(), Target: 1000},
 		IngressBytesPerSec: rng.Int64N(3500),
 		Sojourn:            time.Duration(rng.IntN(400)) * time.Millisecond,
 		BacklogBytes:       rng.Int64N(1000),

@@ -428,9 +428,13 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 			e.enterCruise(now)
 			break
 		}
-		if e.upBw*4 < e.startBw*5 { // grew < 25%
+		switch {
+		case r.bwFull == 0:
+			// An app-limited round says nothing about the pipe being full
+			// (BBR's full-pipe rule skips them too).
+		case e.upBw*4 < e.startBw*5: // grew < 25%
 			e.stall++
-		} else {
+		default:
 			e.stall = 0
 		}
 		e.startBw = max(e.startBw, e.upBw)

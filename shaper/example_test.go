@@ -35,7 +35,7 @@ func ExampleController() {
 	}
 	for i, infl := range []float64{1.2, 1.7, 1.7, 2.6, 2.6} {
 		now := t0.Add(time.Duration(i) * 250 * time.Millisecond)
-		fmt.Print(c.EvaluateAt(now, shaper.Inputs{Link: shaper.Snapshot{Inflation: infl}}), " ")
+		fmt.Print(c.EvaluateAt(now, shaper.Inputs{Link: shaper.Snapshot{Inflation: infl, MinRtt: 40 * time.Millisecond}}), " ")
 	}
 	fmt.Println()
 	// Output:

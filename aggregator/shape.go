@@ -1,0 +1,283 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/priority"
+	"github.com/sluicehq/sluice/shaper"
+)
+
+// link is the node's shaper: the token-bucket lanes, the link-health
+// estimator, the degradation controller and the retrier. They are pure
+// state machines; link holds them under one mutex, feeds them the clock,
+// and runs the tick that turns link health into a target rate and a
+// degradation level.
+type link struct {
+	n        *Node
+	unshaped bool
+	window   chan struct{} // the one FIFO window of all classes when unshaped
+
+	mu      sync.Mutex
+	lanes   *shaper.Lanes
+	est     *shaper.Estimator
+	ctl     *shaper.Controller
+	retrier *shaper.Retrier
+	nextID  uint64
+
+	level       atomic.Int32
+	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change
+	transitions atomic.Uint64
+
+	ingress     atomic.Int64 // bytes accepted by Ingest, before any shedding
+	lastIngress int64
+	snap        atomic.Pointer[LinkStats]
+}
+
+// LinkStats is the shaper's view of the upstream link.
+type LinkStats struct {
+	Level       int           // degradation level 0..3
+	Transitions uint64        // level changes since New
+	Capacity    int64         // estimated capacity, bytes/s
+	Target      int64         // min(Link.Ceil, Capacity) × Headroom, bytes/s
+	Pacing      int64         // rate the lanes are given now (Target, or a probe), bytes/s
+	Delivery    int64         // latest delivery-rate sample, bytes/s
+	MinRTT      time.Duration // minimum ack RTT over the last 10 s
+	SRTT        time.Duration // smoothed ack RTT
+	ErrorRate   float64       // failed attempts per attempt, smoothed
+	InFlight    int64         // bytes published and not yet acknowledged
+	Probe       string        // estimator state: cruise, up, startup, probe_rtt
+	Signals     [5]int        // raw level per signal: inflation, errors, demand, queue, time to full
+}
+
+func newLink(n *Node) (*link, error) {
+	o := n.opts
+	k := &link{n: n, unshaped: o.Link.Unshaped}
+	ch := make(chan struct{})
+	k.changed.Store(&ch)
+	k.snap.Store(&LinkStats{})
+	if k.unshaped {
+		k.window = make(chan struct{}, o.MaxInFlight)
+	}
+	var err error
+	var target priority.Rate
+	if o.Link.Ceil > 0 {
+		target.BytesPerSec = int64(float64(o.Link.Ceil) * o.Link.Headroom)
+	}
+	maxMsg := 64 << 10
+	for i := range o.Classes {
+		_, mb, _ := batchLimits(&o.Classes[i])
+		maxMsg = max(maxMsg, mb)
+	}
+	if k.lanes, err = shaper.NewLanes(o.Classes, target, shaper.LanesOptions{MaxMsgBytes: maxMsg}); err != nil {
+		return nil, err
+	}
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	if k.est, err = shaper.NewEstimator(shaper.EstimatorOptions{
+		LinkCeil: o.Link.Ceil, Headroom: o.Link.Headroom, Rand: rnd.Float64,
+	}); err != nil {
+		return nil, err
+	}
+	if k.ctl, err = shaper.NewController(shaper.ControllerOptions{}); err != nil {
+		return nil, err
+	}
+	if k.retrier, err = shaper.NewRetrier(shaper.RetryOptions{
+		Backoff: shaper.Backoff{Base: o.RetryMin, Cap: o.RetryMax},
+		// Past the duplicate window a retry could store a second copy.
+		Horizon: max(o.DuplicateWindow-20*time.Second, o.DuplicateWindow/2),
+		Budget:  shaper.BudgetOptions{Ratio: o.RetryBudget},
+		Rand:    rnd.Float64,
+	}); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Level returns the current degradation level.
+func (k *link) Level() int { return int(k.level.Load()) }
+
+// levelChanged returns a channel closed at the next level change.
+func (k *link) levelChanged() <-chan struct{} { return *k.changed.Load() }
+
+// run is the tick goroutine.
+func (k *link) run() {
+	t := time.NewTicker(k.n.opts.Link.Tick)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-k.n.ctx.Done():
+			return
+		case now := <-t.C:
+			k.tick(now, now.Sub(last))
+			last = now
+		}
+	}
+}
+
+func (k *link) tick(now time.Time, dt time.Duration) {
+	in := k.ingress.Load()
+	ingress := int64(float64(in-k.lastIngress) / max(dt.Seconds(), 1e-3))
+	k.lastIngress = in
+	backlog, sojourn := k.n.backlog(now)
+	sp := k.n.spool.Stats()
+
+	k.mu.Lock()
+	k.est.SetBacklogAt(now, backlog > 0)
+	snap := k.est.SnapshotAt(now)
+	k.lanes.SetTargetAt(now, priority.Rate{BytesPerSec: k.est.PacingRateAt(now)})
+	level := k.Level()
+	if !k.unshaped {
+		level = k.ctl.EvaluateAt(now, shaper.Inputs{
+			Link:               snap,
+			IngressBytesPerSec: ingress,
+			Sojourn:            sojourn,
+			BacklogBytes:       sp.Bytes,
+			CapBytes:           k.n.opts.Spool.MaxBytes,
+			LinkDown:           k.n.opts.Conn.Status() != nats.CONNECTED,
+		})
+	}
+	prev := k.Level()
+	if level != prev {
+		k.lanes.SetLevelAt(now, level)
+		k.est.SetLevelAt(now, level)
+	}
+	st := k.ctl.Status()
+	k.mu.Unlock()
+
+	k.snap.Store(&LinkStats{
+		Level: level, Transitions: k.transitions.Load(),
+		Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Delivery: snap.DeliveryRate,
+		MinRTT: snap.MinRtt, SRTT: snap.SRTT, ErrorRate: snap.ErrorRate, InFlight: snap.InflightBytes,
+		Probe: snap.State.String(), Signals: st.Signals,
+	})
+	if level != prev {
+		k.level.Store(int32(level))
+		k.transitions.Add(1)
+		ch := make(chan struct{})
+		close(*k.changed.Swap(&ch))
+		k.n.opts.Logger.Info("degradation level changed", "from", prev, "to", level,
+			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
+			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
+	}
+}
+
+// reserve waits until class id may send bytes under the lanes, and
+// returns true; or false when the node stops, or when the class is deferred
+// at the current level and drain is closed (its batch stays claimed in the
+// spool and is sent after the next start).
+func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
+	if k.unshaped {
+		return true
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		now := time.Now()
+		k.mu.Lock()
+		r := k.lanes.ReserveAt(now, id, bytes)
+		deferred := !r.OK && r.At.IsZero()
+		if deferred && isClosed(drain) {
+			k.lanes.SetBacklogAt(now, id, 0) // leaving: hold nobody back
+		}
+		changed := k.levelChanged()
+		k.mu.Unlock()
+		switch {
+		case r.OK:
+			return true
+		case deferred && isClosed(drain):
+			return false
+		}
+		var tc <-chan time.Time
+		if !deferred {
+			if timer == nil {
+				timer = time.NewTimer(r.At.Sub(now))
+			} else {
+				timer.Reset(r.At.Sub(now))
+			}
+			tc = timer.C
+		}
+		wake := drain
+		if isClosed(drain) {
+			wake = nil
+		}
+		select {
+		case <-k.n.ctx.Done():
+			k.mu.Lock()
+			k.lanes.SetBacklogAt(time.Now(), id, 0)
+			k.mu.Unlock()
+			return false
+		case <-wake:
+		case <-changed:
+		case <-tc:
+		}
+	}
+}
+
+// onSend records a publish attempt of bytes and returns its id.
+func (k *link) onSend(bytes int, first bool, limited bool) uint64 {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.nextID++
+	k.est.OnSendAt(now, k.nextID, bytes, limited)
+	if first {
+		k.retrier.OnFirstSendAt(now)
+	}
+	return k.nextID
+}
+
+func (k *link) onAck(id uint64) {
+	k.mu.Lock()
+	k.est.OnAckAt(time.Now(), id)
+	k.mu.Unlock()
+}
+
+// onFailure records a failed attempt and decides what happens next.
+func (k *link) onFailure(id uint64, a shaper.Attempt) shaper.Decision {
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.est.OnErrorAt(now, id, a.Outcome)
+	a.Level = k.Level()
+	return k.retrier.OnFailureAt(now, a)
+}
+
+// tryRetry asks the budget for one retry now.
+func (k *link) tryRetry() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.retrier.Budget().TryRetryAt(time.Now())
+}
+
+// outcome classifies a publish error for the shaper.
+func outcome(err error) shaper.Outcome {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return shaper.OutcomeAck
+	case errors.Is(err, nats.ErrMaxPayload):
+		return shaper.OutcomePayloadTooLarge
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return shaper.OutcomeTimeout
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+		return shaper.OutcomeNoResponders
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected):
+		return shaper.OutcomeDisconnected
+	case errors.As(err, &apiErr) && apiErr.Code == 503:
+		return shaper.OutcomeUnavailable
+	}
+	return shaper.OutcomeOther
+}
