@@ -285,6 +285,20 @@ func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
 	return bytes, sojourn
 }
 
+// wireRatio is the bytes published per raw byte so far, over all classes
+// (1 before anything was published).
+func (n *Node) wireRatio() float64 {
+	var raw, wire uint64
+	for _, l := range n.lanes {
+		raw += l.stats.rawBytes.Load()
+		wire += l.stats.wireBytes.Load()
+	}
+	if raw == 0 || wire == 0 {
+		return 1
+	}
+	return float64(wire) / float64(raw)
+}
+
 // SpoolID returns the id of the node's spool, the first part of every
 // batch's Nats-Msg-Id.
 func (n *Node) SpoolID() string { return n.spool.ID() }

@@ -124,7 +124,9 @@ func (k *link) run() {
 
 func (k *link) tick(now time.Time, dt time.Duration) {
 	in := k.ingress.Load()
-	ingress := int64(float64(in-k.lastIngress) / max(dt.Seconds(), 1e-3))
+	// Demand is compared with a target in wire bytes: scale raw ingress by
+	// the compression seen so far (1 before the first batch).
+	ingress := int64(float64(in-k.lastIngress) / max(dt.Seconds(), 1e-3) * k.n.wireRatio())
 	k.lastIngress = in
 	backlog, sojourn := k.n.backlog(now)
 	sp := k.n.spool.Stats()

@@ -31,6 +31,9 @@ type nodeConfig struct {
 	DrainTimeout time.Duration
 	LogFormat    string
 	LogLevel     string
+	LinkMbit     float64
+	Headroom     float64
+	Unshaped     bool
 }
 
 // fileConfig is the YAML file of --config. Its keys mirror the flags; a
@@ -48,6 +51,9 @@ type fileConfig struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	LogFormat    string        `yaml:"log_format"`
 	LogLevel     string        `yaml:"log_level"`
+	LinkMbit     float64       `yaml:"link_mbit"`
+	Headroom     float64       `yaml:"headroom"`
+	Unshaped     bool          `yaml:"unshaped"`
 }
 
 func (c *nodeConfig) flags(fs *flag.FlagSet) {
@@ -63,6 +69,9 @@ func (c *nodeConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long to keep shipping the spool before exiting; what is left is sent after the next start")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.Float64Var(&c.LinkMbit, "link-mbit", 0, "capacity of the upstream link in `Mbit/s`, if known; 0 = measure it from acks")
+	fs.Float64Var(&c.Headroom, "headroom", 0.8, "fraction of the link capacity the shaper plans to use, in (0, 1]")
+	fs.BoolVar(&c.Unshaped, "unshaped", false, "turn the shaper off: one FIFO window for all classes, no degradation (for comparison)")
 }
 
 // load applies the --config file, if any, under the flags that were set.
@@ -93,6 +102,15 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 	str("log-level", &c.LogLevel, f.LogLevel)
 	if !set["drain-timeout"] && f.DrainTimeout != 0 {
 		c.DrainTimeout = f.DrainTimeout
+	}
+	if !set["link-mbit"] && f.LinkMbit != 0 {
+		c.LinkMbit = f.LinkMbit
+	}
+	if !set["headroom"] && f.Headroom != 0 {
+		c.Headroom = f.Headroom
+	}
+	if !set["unshaped"] && f.Unshaped {
+		c.Unshaped = true
 	}
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("%w (after applying %s)", err, c.Config)
@@ -153,6 +171,10 @@ func (c *nodeConfig) validate() error {
 		return errors.New("nats listen address is empty and no upstream is given")
 	case c.DrainTimeout <= 0:
 		return fmt.Errorf("drain timeout %v: want > 0", c.DrainTimeout)
+	case c.LinkMbit < 0:
+		return fmt.Errorf("link capacity %v Mbit/s: want ≥ 0", c.LinkMbit)
+	case !(c.Headroom > 0 && c.Headroom <= 1):
+		return fmt.Errorf("headroom %v: want a fraction in (0, 1]", c.Headroom)
 	case c.Stream == "" || strings.ContainsAny(c.Stream, ".*> \t"):
 		return fmt.Errorf("stream name %q: want a non-empty name without '.', '*', '>' or spaces", c.Stream)
 	case c.Subject == "" || strings.ContainsAny(c.Subject, "*> \t") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, "."):

@@ -59,13 +59,13 @@ func TestParseConfig(t *testing.T) {
 func TestConfigFileAndFlags(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(path, []byte("node: from-file\nlisten: 127.0.0.1:9999\nfsync: never\ndrain_timeout: 5s\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("node: from-file\nlisten: 127.0.0.1:9999\nfsync: never\ndrain_timeout: 5s\nlink_mbit: 20\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	var c nodeConfig
 	c.flags(fs)
-	if err := fs.Parse([]string{"--config", path, "--listen", "127.0.0.1:7777"}); err != nil {
+	if err := fs.Parse([]string{"--config", path, "--listen", "127.0.0.1:7777", "--headroom", "0.7"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.load(fs); err != nil {
@@ -73,7 +73,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 	}
 	want := nodeConfig{Config: path, Node: "from-file", DataDir: "./sluice-data", Listen: "127.0.0.1:7777",
 		NATSListen: "127.0.0.1:4222", Stream: "SLUICE", Subject: "sluice", Fsync: "never", DrainTimeout: 5 * time.Second,
-		LogFormat: "text", LogLevel: "info"}
+		LogFormat: "text", LogLevel: "info", LinkMbit: 20, Headroom: 0.7}
 	if c != want {
 		t.Errorf("got %+v\nwant %+v", c, want)
 	}
@@ -124,6 +124,8 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"run", "--log-format", "xml"}, wantErr: errAny},
 		{args: []string{"run", "--drain-timeout", "0s"}, wantErr: errAny},
 		{args: []string{"run", "--stream", "A.B"}, wantErr: errAny},
+		{args: []string{"run", "--headroom", "1.5"}, wantErr: errAny},
+		{args: []string{"run", "--link-mbit", "-1"}, wantErr: errAny},
 		{args: []string{"sink", "-h"}, wantErr: flag.ErrHelp, wantStderr: "Usage: sluice sink --upstream URL"},
 		{args: []string{"sink"}, wantErr: errUsage, wantStderr: "--upstream is required"},
 		{args: []string{"sink", "--upstream", "nats://127.0.0.1:1", "--idle-exit", "-1s"}, wantErr: errAny},

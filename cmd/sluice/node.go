@@ -106,7 +106,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		Stream:  c.Stream,
 		Subject: c.Subject,
 		Spool:   spool.Options{Fsync: fsync},
-		Logger:  log,
+		Link: aggregator.Link{
+			Ceil:     int64(c.LinkMbit * 1e6 / 8),
+			Headroom: c.Headroom,
+			Unshaped: c.Unshaped,
+		},
+		Logger: log,
 	})
 	if err != nil {
 		return err
