@@ -36,6 +36,11 @@ type lane struct {
 
 	maxEvents, maxBytes int
 	linger              time.Duration
+	// urgent: the class is still sent at level 1 (critical, ingest), so its
+	// offered load and queueing are degradation signals. A bulk class
+	// (deferred or throttled from level 1) exceeding the link is what the
+	// spool is for; it must not degrade the others.
+	urgent bool
 
 	wake         chan struct{} // a token per Ingest, capacity 1
 	pendingBytes atomic.Int64  // raw bytes ingested but not yet cut into a batch
@@ -100,6 +105,8 @@ func newLane(n *Node, id int, window chan struct{}) (*lane, error) {
 		l.window = make(chan struct{}, n.opts.MaxInFlight)
 	}
 	l.maxEvents, l.maxBytes, l.linger = batchLimits(c)
+	k := c.ActionAt(1).Kind
+	l.urgent = k != priority.ActionDefer && k != priority.ActionThrottle
 	return l, nil
 }
 

@@ -186,7 +186,9 @@ func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error
 	l.stats.ingested.Add(uint64(len(events)))
 	l.stats.ingestedBytes.Add(uint64(size))
 	l.pendingBytes.Add(int64(size))
-	n.link.ingress.Add(int64(size))
+	if l.urgent {
+		n.link.ingress.Add(int64(size))
+	}
 	l.notify()
 	return nil
 }
@@ -267,10 +269,10 @@ func (n *Node) classNames() string {
 	return strings.Join(names, ", ")
 }
 
-// backlog returns the raw bytes ingested and not yet cut into batches, and
-// the longest time a batch ready to go has been waiting (CoDel's sojourn),
-// over the classes that are not deferred. Throttled classes wait by policy,
-// so their waits are not a standing queue.
+// backlog returns the raw bytes ingested and not yet cut into batches by
+// the classes that are not deferred, and the longest time a batch of an
+// urgent class has been waiting to go (CoDel's sojourn). Bulk classes wait
+// by design when the link is full, so their waits are not a standing queue.
 func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
 	for _, l := range n.lanes {
 		act, _ := l.action()
@@ -278,7 +280,7 @@ func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
 			continue
 		}
 		bytes += l.pendingBytes.Load()
-		if w := l.waiting.Load(); w != 0 && act.Kind != priority.ActionThrottle {
+		if w := l.waiting.Load(); w != 0 && l.urgent {
 			sojourn = max(sojourn, now.Sub(time.Unix(0, w)))
 		}
 	}
