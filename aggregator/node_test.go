@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -320,5 +321,53 @@ func shutdown(t testing.TB, srv *server.Server) {
 	defer cancel()
 	if err := embedded.Shutdown(ctx, srv); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSplitTooLarge runs against a server whose max_payload is 4 KiB:
+// batches compressed above it are split until they fit, and a single event
+// larger than it is counted and logged, not retried forever.
+func TestSplitTooLarge(t *testing.T) {
+	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir(), Port: -1, MaxPayload: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(t, srv) })
+	nc := connect(t, srv.ClientURL())
+	n := newNode(t, t.TempDir(), nc, nil)
+
+	// Random hex does not compress: 40 such events make a ~24 KiB batch.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var evs [][]byte
+	for i := range 40 {
+		pad := make([]byte, 300)
+		for j := range pad {
+			pad[j] = "0123456789abcdef"[rnd.IntN(16)]
+		}
+		evs = append(evs, fmt.Appendf(nil, `{"id":"ingest-%d","pad":"%s"}`, i, pad))
+	}
+	huge := fmt.Appendf(nil, `{"id":"huge","pad":"%s"}`, strings.Repeat("0123456789abcdef", 600)) // 9.6 KB
+	// Randomize huge too, so it stays above 4 KiB compressed.
+	for j := 20; j < len(huge)-3; j++ {
+		huge[j] = "0123456789abcdef"[rnd.IntN(16)]
+	}
+	if err := n.Ingest(context.Background(), "ingest", evs...); err != nil {
+		t.Fatal(err)
+	}
+	seen := collect(t, nc, 40, 20*time.Second)
+	exactlyOnce(t, seen, 40, "ingest")
+	if err := n.Ingest(context.Background(), "ingest", huge); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.Stats().Classes["ingest"].TooLarge == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := n.Stats().Classes["ingest"]
+	if st.Splits == 0 || st.TooLarge != 1 || st.Acked != 40 {
+		t.Fatalf("splits %d, too large %d, acked %d; want > 0, 1, 40", st.Splits, st.TooLarge, st.Acked)
+	}
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown after a too-large event: %v", err)
 	}
 }

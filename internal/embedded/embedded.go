@@ -44,6 +44,9 @@ type Options struct {
 	// large cost in throughput. Default false: the server's own default
 	// (fsync every 2 minutes).
 	SyncAlways bool
+	// MaxPayload is the largest message the server accepts, in bytes.
+	// Default 0: the server's default, 1 MB.
+	MaxPayload int32
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	// Default DefaultReadyTimeout.
 	ReadyTimeout time.Duration
@@ -80,6 +83,7 @@ func Start(opts Options) (*server.Server, error) {
 		SyncAlways: opts.SyncAlways,
 		NoSigs:     true, // the binary owns signal handling
 		NoLog:      opts.Logger == nil,
+		MaxPayload: opts.MaxPayload,
 	}
 	s, err := server.NewServer(so)
 	if err != nil {
