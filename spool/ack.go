@@ -1,18 +1,18 @@
 package spool
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Ack acknowledges the events of r (typically when upstream acknowledged the
 // batch). Acks may arrive out of order and may repeat. Once every seq of a
 // sealed segment is acknowledged its file is deleted. The cursor reaches
-// meta.db lazily (next Claim, Sync, Close, or within about a second of
-// appends): after a crash, a range acknowledged but not persisted is read again.
+// meta.db lazily (Sync, Close, a new segment, or within about a second of
+// commits): after a crash, a range acknowledged but not persisted is read
+// again.
 func (s *Spool) Ack(class string, r Range) error {
 	if !ValidClass(class) {
 		return fmt.Errorf("spool: ack %q: %w", class, ErrInvalidClass)
@@ -81,10 +81,16 @@ func (s *Spool) removeSegLocked(c *class, seg *segment, qerr error) {
 	s.closeIdleLocked(c, seg)
 }
 
-// Claim durably records (fsync, except under FsyncNever) that r was cut as
-// one batch, before the batch is published, so that after a restart the same
-// range is republished as the same batch. Claims fully acknowledged are
-// forgotten.
+// Claim durably records that r was cut as one batch, before the batch is
+// published, so that after a restart the same range is republished as the
+// same batch. It returns once the claim is committed and fsynced (except
+// under FsyncNever). A claim replaces an earlier one with the same First (a
+// batch split in two: claim [first, mid], then [mid+1, last]). Claims fully
+// acknowledged are forgotten.
+//
+// The claim is written to the class's tail segment in the group commit of
+// the appends queued with it (see the package doc), so while appends flow it
+// costs no fsync of its own.
 func (s *Spool) Claim(class string, r Range) error {
 	if !ValidClass(class) {
 		return fmt.Errorf("spool: claim %q: %w", class, ErrInvalidClass)
@@ -103,31 +109,25 @@ func (s *Spool) Claim(class string, r Range) error {
 	if r.First == 0 || r.Last < r.First || r.Last > last {
 		return fmt.Errorf("spool: claim %s %v (last %d): %w", class, r, last, ErrInvalidRange)
 	}
-	s.metaMu.Lock()
-	err := s.writeMetaLocked(func(tx *bolt.Tx) error {
-		b, err := metaClassBucket(tx, class)
-		if err != nil {
-			return err
-		}
-		cb, err := b.CreateBucketIfNotExists(bucketClaims)
-		if err != nil {
-			return err
-		}
-		return cb.Put(seqKey(r.First), seqKey(r.Last))
-	})
-	s.metaMu.Unlock()
-	if err != nil {
+	q := &appendReq{claim: r, wake: make(chan struct{}, 1)}
+	if err := s.submit(context.Background(), c, q); err != nil {
 		return fmt.Errorf("spool: claim %s %v: %w", class, r, err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if q.err != nil {
+		return fmt.Errorf("spool: claim %s %v: %w", class, r, q.err)
+	}
+	return nil
+}
+
+// setClaimLocked records r in memory, replacing a claim with the same First.
+// c.mu is held.
+func (c *class) setClaimLocked(r Range) {
 	i, found := slices.BinarySearchFunc(c.claims, r.First, func(x Range, f uint64) int { return cmpU64(x.First, f) })
 	if found {
 		c.claims[i] = r
 	} else {
 		c.claims = slices.Insert(c.claims, i, r)
 	}
-	return nil
 }
 
 // Claims returns the recorded claims of the class not yet fully acknowledged,

@@ -11,12 +11,14 @@ import (
 )
 
 // Group commit (leader/follower, as in LevelDB's writer queue). Each Append
-// queues a request on its class. The caller that finds no leader becomes the
-// leader: it takes the requests at the head of the queue that fit in the
-// tail segment, commits them in one bbolt transaction, publishes the results
-// and hands leadership to the request now at the head of the queue (if any).
-// No goroutine is started: every leader is an Append caller, and every caller
-// returns only after its own request has been committed or refused.
+// or Claim queues a request on its class. The caller that finds no leader
+// becomes the leader: it takes the requests at the head of the queue that fit
+// in the tail segment, commits them in one bbolt transaction, publishes the
+// results and hands leadership to the request now at the head of the queue
+// (if any). No goroutine is started: every leader is an Append or Claim
+// caller, and every caller returns only after its own request has been
+// committed or refused. A claim thus rides the commit of the appends queued
+// with it and costs no fsync of its own while appends flow.
 
 const (
 	reqQueued   = iota // waiting in the queue; may still be cancelled
@@ -25,15 +27,33 @@ const (
 	reqDone            // r and err are set
 )
 
+// appendReq is one queued request: the events of an Append (n > 0), or the
+// range of a Claim (claim.First > 0).
 type appendReq struct {
 	rec    []byte
 	n      uint64 // events
 	bytes  uint64 // event bytes (without framing)
+	claim  Range  // claim to record; First 0: none
 	r      Range
 	err    error
 	state  int           // guarded by class.wmu
 	wake   chan struct{} // buffered 1; signalled once, when done or promoted
 	leader bool
+}
+
+// claimDisk is the estimated file growth of one claim entry.
+const claimDisk = 32
+
+// disk estimates the file bytes the request adds to a segment.
+func (q *appendReq) disk() int64 {
+	var n int64
+	if q.n > 0 {
+		n = estDisk(len(q.rec))
+	}
+	if q.claim.First > 0 {
+		n += claimDisk
+	}
+	return n
 }
 
 // estDisk estimates the file bytes a record of n bytes adds to a segment:
@@ -79,13 +99,23 @@ func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Rang
 		return Range{}, err
 	}
 
+	if err := s.submit(ctx, c, q); err != nil {
+		return Range{}, err
+	}
+	return q.r, q.err
+}
+
+// submit queues q on the class and returns once it has been committed or
+// refused (q.r, q.err set), leading commits when its turn comes. ctx can end
+// the wait only while q is still queued; then ctx.Err() is returned.
+func (s *Spool) submit(ctx context.Context, c *class, q *appendReq) error {
 	c.wmu.Lock()
 	c.queue = append(c.queue, q)
 	if !c.leading {
 		c.leading = true
 		c.wmu.Unlock()
 		s.lead(c)
-		return q.r, q.err
+		return nil
 	}
 	c.wmu.Unlock()
 	select {
@@ -95,7 +125,7 @@ func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Rang
 		if q.state == reqQueued {
 			c.removeLocked(q)
 			c.wmu.Unlock()
-			return Range{}, ctx.Err()
+			return ctx.Err()
 		}
 		c.wmu.Unlock()
 		<-q.wake
@@ -103,7 +133,7 @@ func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Rang
 	if q.leader {
 		s.lead(c)
 	}
-	return q.r, q.err
+	return nil
 }
 
 // removeLocked removes a cancelled request from the queue. c.wmu is held.
@@ -124,7 +154,7 @@ func (s *Spool) lead(c *class) {
 	var batch []*appendReq
 	var sum int64
 	for _, q := range c.queue {
-		est := estDisk(len(q.rec))
+		est := q.disk()
 		if len(batch) > 0 && sum+est > room {
 			break
 		}
@@ -234,8 +264,8 @@ func (s *Spool) batchRoom(c *class) int64 {
 func (s *Spool) roomLimit() int64 { return s.hardBound - s.allocSize - 32<<10 }
 
 // commit applies the caps to batch, then commits the admitted requests in one
-// transaction, rolling to a new segment first if the tail is full. It sets
-// r or err of every request.
+// transaction, rolling to a new segment first if the tail is full (or, for
+// claims alone, missing). It sets r or err of every request.
 func (s *Spool) commit(c *class, batch []*appendReq) {
 	ok := s.admit(c, batch)
 	if len(ok) == 0 {
@@ -246,9 +276,11 @@ func (s *Spool) commit(c *class, batch []*appendReq) {
 			q.err = err
 		}
 	}
-	var need int64
+	var need int64 // of the events; claims fit in any tail
 	for _, q := range ok {
-		need += estDisk(len(q.rec))
+		if q.n > 0 {
+			need += estDisk(len(q.rec))
+		}
 	}
 	if err := s.ensureRoom(c, need); err != nil {
 		fail(ok, fmt.Errorf("spool: append %s: roll segment: %w", c.name, err))
@@ -286,8 +318,10 @@ func (s *Spool) commit(c *class, batch []*appendReq) {
 	}
 }
 
-// admit applies the caps and the class's Overflow policy to each request in
-// order, setting err of refused ones, and returns the admitted ones.
+// admit applies the caps and the class's Overflow policy to each request of
+// events in order, setting err of refused ones, and returns the admitted ones.
+// Claims are always admitted: they take a few bytes, and shipping (which a
+// claim precedes) is what frees space.
 func (s *Spool) admit(c *class, batch []*appendReq) []*appendReq {
 	if c.opts.MaxBytes == 0 && s.opts.MaxBytes == 0 {
 		return batch
@@ -295,6 +329,10 @@ func (s *Spool) admit(c *class, batch []*appendReq) []*appendReq {
 	ok := batch[:0:0]
 	var pending int64
 	for _, q := range batch {
+		if q.n == 0 {
+			ok = append(ok, q)
+			continue
+		}
 		need := estDisk(len(q.rec))
 		for {
 			c.mu.Lock()
@@ -348,12 +386,13 @@ func (s *Spool) dropOldest(c *class) bool {
 	return true
 }
 
-// ensureRoom rolls to a new segment if there is no tail, the tail reached
-// SegmentBytes, or need does not fit in it.
+// ensureRoom rolls to a new segment if there is no tail, or if events
+// (need > 0) are to be written and the tail reached SegmentBytes or need does
+// not fit in it. Claims alone (need 0) go to any tail.
 func (s *Spool) ensureRoom(c *class, need int64) error {
 	c.mu.Lock()
 	t := c.tail
-	roll := t == nil || t.size >= s.opts.SegmentBytes || t.last >= t.first && t.size+need > s.roomLimit()
+	roll := t == nil || need > 0 && (t.size >= s.opts.SegmentBytes || t.last >= t.first && t.size+need > s.roomLimit())
 	c.mu.Unlock()
 	if !roll {
 		return nil
@@ -367,21 +406,38 @@ func (c *class) tailEmpty() bool {
 	return c.tail == nil || c.tail.last < c.tail.first
 }
 
-// put commits reqs to the tail in one transaction and publishes the result.
-// Only the leader calls it.
+// put commits reqs to the tail in one transaction (records in bucket "r",
+// claims in bucket "c") and publishes the result. Only the leader calls it.
 func (s *Spool) put(c *class, reqs []*appendReq) error {
 	c.mu.Lock()
 	tail, first := c.tail, c.next
 	c.mu.Unlock()
 	keys := make([]byte, 8*len(reqs))
+	claims := false
 	err := tail.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		if b == nil {
 			return fmt.Errorf("segment %s: missing bucket: %w", tail.path, ErrCorrupt)
 		}
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
+		var cb *bolt.Bucket
 		seq := first
 		for i, q := range reqs {
+			if q.claim.First > 0 {
+				if cb == nil {
+					var err error
+					if cb, err = tx.CreateBucketIfNotExists(bucketSegClaims); err != nil {
+						return err
+					}
+				}
+				if err := cb.Put(seqKey(q.claim.First), seqKey(q.claim.Last)); err != nil {
+					return err
+				}
+				claims = true
+			}
+			if q.n == 0 {
+				continue
+			}
 			k := keys[i*8 : i*8+8]
 			binary.BigEndian.PutUint64(k, seq)
 			if err := b.Put(k, q.rec); err != nil {
@@ -399,24 +455,42 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 	c.mu.Lock()
 	seq := first
 	for _, q := range reqs {
+		if q.claim.First > 0 {
+			c.setClaimLocked(q.claim)
+			q.r = q.claim
+		}
+		if q.n == 0 {
+			continue
+		}
 		q.r = Range{seq, seq + q.n - 1}
 		seq += q.n
 		c.appended += q.n
 		c.appendedBytes += q.bytes
 	}
 	c.next = seq
-	tail.last = seq - 1
+	if seq > first {
+		tail.last = seq - 1
+	} else {
+		c.claimCommits++
+	}
 	delta := size - tail.size
 	tail.size = size
 	c.bytes += delta
 	c.commits++
 	c.mu.Unlock()
 	s.bytes.Add(delta)
-	if s.opts.Fsync == FsyncInterval && now.Sub(tail.syncedAt) >= s.opts.FsyncInterval {
+	if s.opts.Fsync == FsyncInterval && (claims || now.Sub(tail.syncedAt) >= s.opts.FsyncInterval) {
 		// The records are committed and acknowledged under this policy; a
-		// failed fsync is reported but does not fail the appends.
+		// failed fsync is reported but does not fail the appends. A claim
+		// must be durable before it returns (a batch's identity survives a
+		// power loss too), so it fails if the fsync does.
 		if err := tail.db.Sync(); err != nil {
 			s.opts.Logger.Error("spool: fsync segment", "file", tail.path, "err", err)
+			for _, q := range reqs {
+				if q.claim.First > 0 {
+					q.err = fmt.Errorf("fsync %s: %w", tail.path, err)
+				}
+			}
 		}
 		tail.syncedAt = now
 	}

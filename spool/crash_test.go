@@ -14,7 +14,12 @@ import (
 )
 
 // crashChild appends in a loop from 4 goroutines and prints each acknowledged
-// append as "first last tag size" until it is killed.
+// append as "first last tag size" until it is killed. A fifth goroutine acts
+// as the batcher: it acknowledges the claims found at Open (as if
+// republished), then claims what was appended, splitting some claims in two
+// (the first half replaces the whole), printing "c first last" before each
+// Claim and "C first last" once it returned, and acknowledges claims in order
+// some claims behind, so that segments are deleted under the claims.
 func crashChild(dir, round string) {
 	s, err := Open(dir, Options{SegmentBytes: mib})
 	if err != nil {
@@ -41,11 +46,62 @@ func crashChild(dir, round string) {
 			}
 		})
 	}
+	wg.Go(func() {
+		fail := func(err error) {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(4)
+		}
+		start := s.Acked("crash")
+		for _, r := range s.Claims("crash") {
+			if err := s.Ack("crash", r); err != nil {
+				fail(err)
+			}
+			start = max(start, r.Last)
+		}
+		claim := func(r Range) {
+			mu.Lock()
+			fmt.Fprintf(out, "c %d %d\n", r.First, r.Last)
+			out.Flush()
+			mu.Unlock()
+			if err := s.Claim("crash", r); err != nil {
+				fail(err)
+			}
+			mu.Lock()
+			fmt.Fprintf(out, "C %d %d\n", r.First, r.Last)
+			out.Flush()
+			mu.Unlock()
+		}
+		var claimed []Range
+		for next := start + 1; ; {
+			last := s.Last("crash")
+			if last < next {
+				time.Sleep(100 * time.Microsecond)
+				continue
+			}
+			r := Range{next, min(last, next+uint64(rand.IntN(300)))}
+			claim(r)
+			if r.Len() > 1 && rand.IntN(3) == 0 {
+				mid := r.First + r.Len()/2 - 1
+				claim(Range{r.First, mid})
+				claim(Range{mid + 1, r.Last})
+				claimed = append(claimed, Range{r.First, mid}, Range{mid + 1, r.Last})
+			} else {
+				claimed = append(claimed, r)
+			}
+			next = r.Last + 1
+			for ; len(claimed) > 5; claimed = claimed[1:] {
+				if err := s.Ack("crash", claimed[0]); err != nil {
+					fail(err)
+				}
+			}
+		}
+	})
 	wg.Wait()
 }
 
-// TestCrash kills (SIGKILL) a process appending to the spool at a random
-// moment, several times, and checks that every acknowledged event is there.
+// TestCrash kills (SIGKILL) a process appending to and claiming in the spool
+// at a random moment, several times, and checks that every acknowledged event
+// not acknowledged upstream is there, and every claim whose Claim returned.
 func TestCrash(t *testing.T) {
 	if dir := os.Getenv("SPOOL_CRASH_CHILD"); dir != "" {
 		crashChild(dir, os.Getenv("SPOOL_CRASH_ROUND"))
@@ -61,6 +117,9 @@ func TestCrash(t *testing.T) {
 		size int
 	}
 	var acks []ack
+	claims := map[uint64]uint64{}   // First -> Last of each returned Claim
+	inflight := map[uint64]uint64{} // First -> Last of a Claim not (yet) returned
+	nclaims := 0
 	for round := range 4 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrash$")
 		cmd.Env = append(os.Environ(), "SPOOL_CRASH_CHILD="+dir, fmt.Sprint("SPOOL_CRASH_ROUND=", round))
@@ -79,7 +138,17 @@ func TestCrash(t *testing.T) {
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
 				var a ack
-				if _, err := fmt.Sscanf(sc.Text(), "%d %d %s %d", &a.r.First, &a.r.Last, &a.tag, &a.size); err == nil {
+				var r Range
+				var kind string
+				if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &kind, &r.First, &r.Last); err == nil && (kind == "c" || kind == "C") {
+					if kind == "c" {
+						inflight[r.First] = r.Last
+					} else {
+						delete(inflight, r.First)
+						claims[r.First] = r.Last
+						nclaims++
+					}
+				} else if _, err := fmt.Sscanf(sc.Text(), "%d %d %s %d", &a.r.First, &a.r.Last, &a.tag, &a.size); err == nil {
 					got = append(got, a)
 				}
 			}
@@ -92,7 +161,7 @@ func TestCrash(t *testing.T) {
 		if stderr.Len() > 0 {
 			t.Fatalf("child: %s", stderr.String())
 		}
-		t.Logf("round %d: %d appends acknowledged before kill -9", round, len(got))
+		t.Logf("round %d: %d appends acknowledged before kill -9; %d claims returned in all", round, len(got), nclaims)
 		acks = append(acks, got...)
 
 		s, err := Open(dir, Options{SegmentBytes: mib})
@@ -102,19 +171,38 @@ func TestCrash(t *testing.T) {
 		if q := s.Stats().Quarantined; q != 0 {
 			t.Errorf("round %d: %d files quarantined after a process crash", round, q)
 		}
+		acked := s.Acked("crash")
 		seen := map[uint64]bool{}
 		for _, a := range acks {
-			i := 0
-			_, err := s.Read("crash", a.r.First, int(a.r.Len()), 0, func(e Entry) error {
-				if e.Seq != a.r.First+uint64(i) || !bytes.Equal(e.Data, event(a.tag, i, a.size)) || seen[e.Seq] {
-					t.Errorf("%s: seq %d (want %d) data %.20q", a.tag, e.Seq, a.r.First+uint64(i), e.Data)
+			if a.r.Last <= acked {
+				continue // acknowledged upstream: may be deleted
+			}
+			from := max(a.r.First, acked+1)
+			want := a.r.Last - from + 1
+			i := uint64(0)
+			_, err := s.Read("crash", from, int(want), 0, func(e Entry) error {
+				if e.Seq != from+i || !bytes.Equal(e.Data, event(a.tag, int(e.Seq-a.r.First), a.size)) || seen[e.Seq] {
+					t.Errorf("%s: seq %d (want %d) data %.20q", a.tag, e.Seq, from+i, e.Data)
 				}
 				seen[e.Seq] = true
 				i++
 				return nil
 			})
-			if err != nil || uint64(i) != a.r.Len() {
-				t.Fatalf("%s %v: read %d events: %v", a.tag, a.r, i, err)
+			if err != nil || i != want {
+				t.Fatalf("%s %v: read %d events from %d: %v", a.tag, a.r, i, from, err)
+			}
+		}
+		found := map[uint64]uint64{}
+		for _, r := range s.Claims("crash") {
+			found[r.First] = r.Last
+		}
+		for f, l := range claims {
+			if l <= acked {
+				continue // acknowledged upstream: may be forgotten
+			}
+			if g, ok := found[f]; !ok || g != l && g != inflight[f] {
+				t.Errorf("round %d: claim {%d %d} returned before the kill, after reopen found last %d (%v); acked %d",
+					round, f, l, g, ok, acked)
 			}
 		}
 		checkConsistent(t, s)

@@ -18,7 +18,7 @@
 // # Layout
 //
 //	dir/ID                          random 128-bit hex id of this spool (temp + rename + fsync)
-//	dir/meta.db                     bbolt: per class, ack cursor, claims, newest segment's first seq
+//	dir/meta.db                     bbolt: per class, ack cursor, newest segment's first seq
 //	dir/<class>/seg-<first>.db      bbolt segment, <first> is its first seq as %020d
 //	dir/quarantine/                 damaged files moved aside, named <class>.<file>.<UTC time>
 //
@@ -28,8 +28,10 @@
 //	[version=1][CRC32C of the rest, 4 bytes][append time unix ns, 8 bytes]
 //	[uvarint count] count × ([uvarint len][event])
 //
-// and in bucket "m" its class, first seq and format version. Keys only grow,
-// so pages are filled completely (FillPercent 1.0). A segment is the tail
+// in bucket "m" its class, first seq and format version, and in bucket "c"
+// (made at the first claim) the claims committed while it was the tail: key
+// the 8-byte big-endian First, value the 8-byte Last. Record keys only grow,
+// so their pages are filled completely (FillPercent 1.0). A segment is the tail
 // until its file reaches Options.SegmentBytes; then it is sealed (fsynced if
 // commits were not) and a new tail starts at the next seq. bbolt's MaxSize is
 // the hard bound 1.25 × SegmentBytes; an Append whose encoded events cannot
@@ -39,10 +41,35 @@
 //
 // # Group commit
 //
-// Concurrent Appends on one class queue up; the first becomes leader and
-// commits the queued requests that fit the tail in one bbolt transaction (one
-// fsync for all), wakes the others with their ranges, and hands leadership to
-// the next waiter. Classes commit independently.
+// Concurrent Appends and Claims on one class queue up; the first becomes
+// leader and commits the queued requests that fit the tail in one bbolt
+// transaction (one fsync for all), wakes the others with their ranges, and
+// hands leadership to the next waiter. Classes commit independently.
+//
+// # Claims
+//
+// A batch's range is claimed before its first publish so that a restart
+// republishes the identical batch. A Claim is a request on the class's
+// commit queue like an Append: written to the tail segment's bucket "c" in
+// the same transaction as the appends queued with it, so while appends flow
+// a claim costs no fsync of its own (an idle class's claim commits alone, one
+// commit as before), and Claim returns once that commit is durable (under
+// FsyncInterval a commit carrying a claim is fsynced at once). A claim
+// replaces an earlier one with the same First (a split batch).
+//
+// Open reads the claims of meta.db (where versions before this layout kept
+// them, with an fsync of their own each), then of every segment from the
+// oldest to the newest, a later claim with the same First replacing an
+// earlier one; claims fully acknowledged are dropped. Live claims found only
+// in meta.db are written to the tail and deleted from meta.db, so an upgrade
+// loses none and no stale copy outlives its replacement.
+//
+// Deletion cannot lose a live claim: a claim written while segment S was the
+// tail covers seqs issued by then, so its Last is at most the last seq S can
+// hold, and S is deleted only once sealed and acknowledged through that seq
+// (or dropped whole by DropOldest, its seqs then counted as dropped). A new
+// tail starts without claims; those of the old one stay in it until it is
+// deleted.
 //
 // # Reading and deletion
 //
@@ -71,8 +98,8 @@
 // never refuses to start because of one bad segment. A damaged record or a
 // bbolt panic met in a sealed segment while reading quarantines it the same
 // way and the read goes on with the next segment. A damaged meta.db is
-// quarantined and rebuilt empty (Error log): claims and unpersisted cursor
-// progress are lost, so ranges may be re-sent. If the tail is lost, the next
+// quarantined and rebuilt empty (Error log): unpersisted cursor progress is
+// lost, so ranges may be re-sent; claims live in the segments and are kept. If the tail is lost, the next
 // seq becomes its first seq plus the hard bound (no record could have reached
 // it; an event takes at least one byte) or the reservation kept in meta.db,
 // whichever is higher, and a new tail is created at once. Acked(class) after
@@ -89,8 +116,17 @@
 //   - A reader that publishes to an at-most-once-deduplicating upstream
 //     (JetStream with Nats-Msg-Id) must Claim a range before its first
 //     publish and republish exactly the claimed ranges after a restart.
-//   - The ack cursor is persisted lazily (Claim, Sync, Close, or about every
-//     second of appends): after a crash, acknowledged ranges may be read again.
+//   - The ack cursor is persisted lazily (Sync, Close, a new segment, or
+//     about every second of commits): after a crash, acknowledged ranges may
+//     be read again.
+//   - A quarantined segment takes its claims with it (logged at Warn): the
+//     ranges they covered that are still live are cut again, maybe
+//     differently, so those ranges alone are delivered at least once rather
+//     than exactly once. A segment quarantined while reading keeps its
+//     claims in memory until the next Open. A claim whose replacement (same
+//     First) was in a quarantined segment comes back in its older form.
+//   - Versions before claims moved to the segments ignore bucket "c": a
+//     downgrade loses the claims, with the same effect.
 //   - DropOldest works on whole segments (SegmentBytes of events at a time),
 //     and may seal a small tail early to drop it.
 //   - Caps are on disk bytes of segment files, including bbolt's page

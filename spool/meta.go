@@ -17,9 +17,11 @@ import (
 //	"cursor"   8 bytes: persisted contiguous ack cursor (lazily written)
 //	"hwm"      8 bytes: first seq of the newest segment ever created
 //	"reserved" 8 bytes: a seq no record of that segment can reach (hwm + hard bound)
-//	"claims"   bucket: 8-byte First -> 8-byte Last of each claimed range
+//	"claims"   bucket: 8-byte First -> 8-byte Last of each claimed range,
+//	           written only by versions before claims moved to the segments;
+//	           read at Open, moved to the tail segment and deleted
 //
-// Losing meta.db loses only claims and cursor progress (ranges are re-sent and
+// Losing meta.db loses only cursor progress (ranges are re-sent and
 // deduplicated upstream); hwm/reserved only matter if the tail segment is also
 // lost.
 var (

@@ -15,14 +15,16 @@ import (
 )
 
 // A segment is one bbolt file dir/<class>/seg-<first seq %020d>.db holding
-// the records of seqs first..last in bucket "r", and in bucket "m" its class,
-// first seq and format version.
+// the records of seqs first..last in bucket "r", in bucket "m" its class,
+// first seq and format version, and in bucket "c" (made at the first claim)
+// the claims committed while it was the tail: 8-byte First -> 8-byte Last.
 var (
-	bucketRecords = []byte("r")
-	bucketSegMeta = []byte("m")
-	keyClass      = []byte("class")
-	keyFirst      = []byte("first")
-	keyVersion    = []byte("version")
+	bucketRecords   = []byte("r")
+	bucketSegMeta   = []byte("m")
+	bucketSegClaims = []byte("c")
+	keyClass        = []byte("class")
+	keyFirst        = []byte("first")
+	keyVersion      = []byte("version")
 )
 
 // lockTimeout bounds the wait for a bbolt file lock, so that a second process
@@ -139,8 +141,10 @@ func (s *Spool) createSegment(class string, first uint64) (*segment, error) {
 }
 
 // checkSegment verifies an open segment: buckets, its metadata, the key and
-// CRC of its first and last records. It returns the last seq stored.
-func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, err error) {
+// CRC of its first and last records. It returns the last seq stored and the
+// claims recorded in it, ascending; malformed claim entries are counted in
+// bad and skipped (a lost claim only makes its range at-least-once).
+func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, claims []Range, bad int, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -168,6 +172,21 @@ func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, err err
 		if got := m.Get(keyVersion); !bytes.Equal(got, []byte{recordVersion}) {
 			return corrupt("segment version %v", got)
 		}
+		if cb := tx.Bucket(bucketSegClaims); cb != nil {
+			_ = cb.ForEach(func(k, v []byte) error {
+				if len(k) != 8 || len(v) != 8 {
+					bad++
+					return nil
+				}
+				r := Range{binary.BigEndian.Uint64(k), binary.BigEndian.Uint64(v)}
+				if r.First == 0 || r.Last < r.First {
+					bad++
+					return nil
+				}
+				claims = append(claims, r)
+				return nil
+			})
+		}
 		c := r.Cursor()
 		k, v := c.First()
 		if k == nil {
@@ -191,31 +210,36 @@ func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, err err
 		last = binary.BigEndian.Uint64(k) + rec.count - 1
 		return nil
 	})
-	return last, err
+	return last, claims, bad, err
 }
 
 // openSegment opens and checks an existing segment file read-only (a
-// writable open of a damaged file could touch every page first). The tail is
-// then reopened writable; a sealed segment is reopened only when read.
-func (s *Spool) openSegment(class, path string, first uint64, tail bool) (*segment, error) {
+// writable open of a damaged file could touch every page first), returning
+// it and the claims recorded in it. The tail is then reopened writable; a
+// sealed segment is reopened only when read.
+func (s *Spool) openSegment(class, path string, first uint64, tail bool) (*segment, []Range, error) {
 	db, err := s.openSegDB(path, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	last, err := checkSegment(db, class, first)
+	last, claims, bad, err := checkSegment(db, class, first)
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if bad > 0 {
+		s.opts.Logger.Warn("spool: malformed claims skipped; their ranges may be cut and sent again",
+			"file", path, "claims", bad)
 	}
 	seg := &segment{first: first, last: last, path: path, size: fileSize(path), syncedAt: s.now()}
 	if tail {
 		if seg.db, err = s.openSegDB(path, false); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return seg, nil
+	return seg, claims, nil
 }
 
 // quarantine moves a damaged file to dir/quarantine/ and logs it. class is ""

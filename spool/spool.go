@@ -67,6 +67,7 @@ type class struct {
 	bytes     int64
 
 	appended, appendedBytes, acked, commits uint64
+	claimCommits                            uint64 // commits of claims alone, without events
 	dropped                                 map[string]uint64
 }
 
@@ -151,20 +152,35 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 	}
 	slices.Sort(firsts)
 
+	// Claims: those of meta.db (written by older versions) are the oldest,
+	// then each segment's in seq order; a later claim with the same First
+	// replaces an earlier one (a split batch).
+	claims := map[uint64]uint64{}
+	fromMeta := map[uint64]bool{}
+	for _, r := range mc.claims {
+		claims[r.First] = r.Last
+		fromMeta[r.First] = true
+	}
 	var lost []Range // sealed segments quarantined: their seqs are gone
 	tailLost := uint64(0)
 	for i, first := range firsts {
 		path := filepath.Join(dir, segName(first))
 		isTail := i == len(firsts)-1
-		seg, err := s.openSegment(name, path, first, isTail)
+		seg, segClaims, err := s.openSegment(name, path, first, isTail)
 		if err == nil {
 			c.segs = append(c.segs, seg)
+			for _, r := range segClaims {
+				claims[r.First] = r.Last
+				delete(fromMeta, r.First)
+			}
 			continue
 		}
 		if !isCorruption(err) {
 			return fmt.Errorf("spool: open %s: %w", path, err)
 		}
 		s.quarantine(path, name, err)
+		s.opts.Logger.Warn("spool: claims recorded in a quarantined segment are lost; ranges they covered will be cut again and may be delivered twice",
+			"class", name, "file", path)
 		if isTail {
 			tailLost = first
 		} else {
@@ -218,11 +234,19 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 	if rebuilt {
 		c.persisted = 0
 	}
-	for _, r := range mc.claims {
-		if !c.acks.covered(r) {
-			c.claims = append(c.claims, r)
+	var migrate []Range // live claims only meta.db holds
+	for first, last := range claims {
+		r := Range{first, last}
+		if r.Last >= c.next || c.acks.covered(r) {
+			continue // fully acknowledged (or beyond any seq issued: damaged)
+		}
+		c.claims = append(c.claims, r)
+		if fromMeta[first] {
+			migrate = append(migrate, r)
 		}
 	}
+	slices.SortFunc(c.claims, func(a, b Range) int { return cmpU64(a.First, b.First) })
+	slices.SortFunc(migrate, func(a, b Range) int { return cmpU64(a.First, b.First) })
 	for _, seg := range c.segs {
 		c.bytes += seg.size
 	}
@@ -236,7 +260,52 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 			return fmt.Errorf("spool: open class %s: new tail: %w", name, err)
 		}
 	}
+	if len(mc.claims) > 0 {
+		if err := s.migrateClaims(c, migrate); err != nil {
+			return fmt.Errorf("spool: open class %s: migrate claims from meta.db: %w", name, err)
+		}
+	}
 	return nil
+}
+
+// migrateClaims moves the live claims that an older version recorded in
+// meta.db to the tail segment (one commit), then deletes meta.db's claims of
+// the class. A crash in between leaves both copies, equal, meta.db's being
+// the older. Claims left in meta.db would outlive a newer replacement whose
+// segment was deleted and come back at a later Open.
+func (s *Spool) migrateClaims(c *class, claims []Range) error {
+	if len(claims) > 0 {
+		reqs := make([]*appendReq, len(claims))
+		for i, r := range claims {
+			reqs[i] = &appendReq{claim: r}
+		}
+		s.commit(c, reqs)
+		for _, q := range reqs {
+			if q.err != nil {
+				return q.err
+			}
+		}
+		if s.opts.Fsync == FsyncNever {
+			c.mu.Lock()
+			t := c.tail
+			c.mu.Unlock()
+			if err := t.db.Sync(); err != nil {
+				return err
+			}
+		}
+	}
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	return s.writeMetaLocked(func(tx *bolt.Tx) error {
+		b, err := metaClassBucket(tx, c.name)
+		if err != nil {
+			return err
+		}
+		if b.Bucket(bucketClaims) == nil {
+			return nil
+		}
+		return b.DeleteBucket(bucketClaims)
+	})
 }
 
 // loadID returns the spool's id, creating dir/ID (atomically) if needed.
@@ -491,7 +560,7 @@ type ClassStats struct {
 	Appended      uint64            // events appended since Open
 	AppendedBytes uint64            // event bytes appended since Open
 	Acked         uint64            // events newly acknowledged since Open
-	Commits       uint64            // bbolt commits of appends since Open (< Append calls under group commit)
+	Commits       uint64            // bbolt commits of appends and claims since Open (< Append + Claim calls under group commit)
 	Dropped       map[string]uint64 // events lost since Open, by reason: "drop_oldest", "drop_newest", "quarantine"
 }
 

@@ -4,14 +4,18 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 )
 
 // benchAppend appends b.N calls of 1000 × 1 KB events (fsync always) from
 // writers goroutines sharing one class.
-func benchAppend(b *testing.B, writers int) {
+func benchAppend(b *testing.B, writers int) { benchAppendN(b, writers, 1000, 1024) }
+
+// benchAppendN appends b.N calls of per events of size bytes.
+func benchAppendN(b *testing.B, writers, per, size int) {
 	s := openT(b, b.TempDir(), Options{})
-	evs := events("bench", 1000, 1024)
-	b.SetBytes(1000 * 1024)
+	evs := events("bench", per, size)
+	b.SetBytes(int64(per * size))
 	b.ReportAllocs()
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -32,13 +36,17 @@ func benchAppend(b *testing.B, writers int) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(b.N*per)/b.Elapsed().Seconds(), "events/s")
 	st := s.Stats().Classes["bench"]
-	b.ReportMetric(float64(st.Commits), "commits")
+	b.ReportMetric(float64(b.N)/float64(st.Commits), "calls/commit")
 }
 
 func BenchmarkAppend(b *testing.B)          { benchAppend(b, 1) }
 func BenchmarkAppendParallel8(b *testing.B) { benchAppend(b, 8) }
+
+// BenchmarkAppendHTTPLike8 is the shape of the foundation benchmark's
+// ingest: 8 producers, 100 events of 650 bytes a call.
+func BenchmarkAppendHTTPLike8(b *testing.B) { benchAppendN(b, 8, 100, 650) }
 
 // BenchmarkRead reads 1 KB events in batches of 1000 from a spool of 100k
 // events spread over several segments.
@@ -68,4 +76,63 @@ func BenchmarkRead(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkAppendWithClaims8 is BenchmarkAppendHTTPLike8 with a batcher
+// beside the producers: one goroutine claims each ~1000 appended events as
+// they become available, as the aggregator does before publishing a batch.
+func BenchmarkAppendWithClaims8(b *testing.B) {
+	const writers, per, size, batch = 8, 100, 650, 1000
+	s := openT(b, b.TempDir(), Options{})
+	evs := events("bench", per, size)
+	b.SetBytes(int64(per * size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	calls := make(chan struct{}, b.N)
+	for range b.N {
+		calls <- struct{}{}
+	}
+	close(calls)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range calls {
+				if _, err := s.Append(context.Background(), "bench", evs); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	claims := 0
+	var cwg sync.WaitGroup
+	cwg.Go(func() {
+		next := uint64(1)
+		for {
+			last := s.Last("bench")
+			if last >= next+batch-1 {
+				if err := s.Claim("bench", Range{next, next + batch - 1}); err != nil {
+					b.Error(err)
+					return
+				}
+				claims++
+				next += batch
+				continue
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Microsecond):
+			}
+		}
+	})
+	wg.Wait()
+	b.StopTimer()
+	close(done)
+	cwg.Wait()
+	b.ReportMetric(float64(b.N*per)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(claims)/b.Elapsed().Seconds(), "claims/s")
+	st := s.Stats().Classes["bench"]
+	b.ReportMetric(float64(b.N)/float64(st.Commits), "calls/commit")
 }
