@@ -227,7 +227,7 @@ func (l *lane) ship() {
 		}
 		lingerUntil = time.Time{}
 
-		b, err := l.cut(next, 0, l.maxEvents, l.maxBytes, false, act, level)
+		b, err := l.cut(next, 0, l.maxEvents, l.batchBytes(), false, act, level)
 		if err == nil && b != nil {
 			if err = sp.Claim(l.name, b.r); err != nil {
 				l.putBody(b.body)
@@ -346,6 +346,32 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act p
 }
 
 var errStopRead = errors.New("stop read")
+
+// Batch air time: a batch takes at most this long on the wire at the
+// link's target rate (but is never cut below minBatchBytes raw). A batch
+// is the shaper's packet: once on the wire nothing overtakes it, so a
+// critical batch queued behind a bulk batch waits for all of it. HTB
+// relies on 1500-byte packets for the same reason.
+const (
+	batchAirtime  = 25 * time.Millisecond
+	minBatchBytes = 16 << 10
+)
+
+// batchBytes is the raw size bound of the next batch: the class's MaxBytes,
+// or less on a slow link, so that the batch compressed (at the class's
+// observed ratio) fits in batchAirtime at the link's target.
+func (l *lane) batchBytes() int {
+	target := l.n.link.snap.Load().Target
+	if l.n.link.unshaped || target <= 0 {
+		return l.maxBytes
+	}
+	ratio := 1.0
+	if raw, wire := l.stats.rawBytes.Load(), l.stats.wireBytes.Load(); raw > 0 && wire > 0 {
+		ratio = float64(wire) / float64(raw)
+	}
+	airtime := float64(target) * batchAirtime.Seconds() / ratio
+	return int(min(max(airtime, minBatchBytes), float64(l.maxBytes)))
+}
 
 // spoolTrouble logs a spool failure and waits before the shipper tries
 // again. It returns false if the node stops meanwhile.

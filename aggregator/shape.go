@@ -71,12 +71,10 @@ func newLink(n *Node) (*link, error) {
 	if o.Link.Ceil > 0 {
 		target.BytesPerSec = int64(float64(o.Link.Ceil) * o.Link.Headroom)
 	}
-	maxMsg := 64 << 10
-	for i := range o.Classes {
-		_, mb, _ := batchLimits(&o.Classes[i])
-		maxMsg = max(maxMsg, mb)
-	}
-	if k.lanes, err = shaper.NewLanes(o.Classes, target, shaper.LanesOptions{MaxMsgBytes: maxMsg}); err != nil {
+	// Bucket depths follow the batches' air time (see lane.batchBytes), not
+	// their byte bounds: a deep link bucket is a burst into the bottleneck's
+	// queue that critical batches then wait behind.
+	if k.lanes, err = shaper.NewLanes(o.Classes, target, shaper.LanesOptions{}); err != nil {
 		return nil, err
 	}
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))

@@ -71,7 +71,7 @@ func BenchmarkFoundation(b *testing.B) {
 				return Result{}, err
 			}
 			defer nc.Close()
-			return RunSluice(ctx, nc, dir, events, total, 8, 100, aggregator.Options{})
+			return RunSluice(ctx, nc, dir, events, total, benchProducers(), 100, aggregator.Options{})
 		})
 	})
 	b.Run("naive", func(b *testing.B) {
@@ -84,4 +84,11 @@ func BenchmarkFoundation(b *testing.B) {
 			return RunNaive(ctx, nc, events, total, 256)
 		})
 	})
+}
+
+func benchProducers() int {
+	if v, err := strconv.Atoi(os.Getenv("SLUICE_BENCH_PRODUCERS")); err == nil && v > 0 {
+		return v
+	}
+	return 8
 }

@@ -469,7 +469,11 @@ func (e *Estimator) cut(r roundStats) {
 		lo = min(lo, e.bwLo)
 	}
 	next := max(r.bwMax, lo*7/10)
-	if e.standing && e.ackRate > 0 {
+	// Only a round with more to send than it sent (bandwidth-limited, or
+	// paced with a backlog) measures the bottleneck by its ack clock; with
+	// nothing waiting, the ack rate is just what was offered, and taking it
+	// would collapse the estimate to the trickle of a quiet class.
+	if e.standing && e.ackRate > 0 && (r.bwFull > 0 || e.backlogged) {
 		next = min(next, max(e.ackRate, r.bwMax))
 	}
 	e.bwLo = max(min(next, lo), e.o.MinRate)
