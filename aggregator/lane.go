@@ -437,27 +437,27 @@ func (l *lane) publish(b *batch, id uint64) {
 	b.fut, b.err = l.n.js.PublishMsgAsync(b.msg)
 }
 
-// ack is the acker goroutine.
+// ack is the acker goroutine. Each batch in flight is delivered on its
+// own goroutine (at most MaxInFlight), so that one batch waiting for the
+// link or the retry budget never holds back the acks of the batches behind
+// it: those acks are what tells a waiting batch the link is back, and what
+// frees room in flight. The spool takes acks in any order.
 func (l *lane) ack() {
+	var wg sync.WaitGroup
 	for b := range l.inflight {
-		ok := l.deliver(b)
-		l.putBody(b.body)
-		<-l.window
-		if !ok {
-			l.stats.inflight.Add(-1)
-			for range l.inflight { // abandoned at a hard stop: they stay claimed
-				l.stats.inflight.Add(-1)
-				<-l.window
+		wg.Go(func() {
+			ok := l.deliver(b)
+			l.putBody(b.body)
+			<-l.window
+			if l.stats.inflight.Add(-1) == 0 && ok {
+				// Maybe idle: give a fully acknowledged tail segment back to the disk.
+				if err := l.n.spool.Trim(l.name); err != nil {
+					l.n.opts.Logger.Error("trim spool", "class", l.name, "err", err)
+				}
 			}
-			return
-		}
-		if l.stats.inflight.Add(-1) == 0 {
-			// Maybe idle: give a fully acknowledged tail segment back to the disk.
-			if err := l.n.spool.Trim(l.name); err != nil {
-				l.n.opts.Logger.Error("trim spool", "class", l.name, "err", err)
-			}
-		}
+		})
 	}
+	wg.Wait()
 }
 
 // deliver waits for b's ack, retrying and splitting as the shaper decides,
@@ -498,16 +498,15 @@ func (l *lane) deliver(b *batch) bool {
 			}
 		default:
 			// Backlog (budget, horizon, attempts, level) or a failure
-			// retrying cannot fix: the batch stays claimed, never dropped;
-			// try again when the budget allows, at most every RetryMax.
+			// retrying cannot fix: the batch stays claimed, never dropped.
+			// It goes again as soon as the link shows life (an ack of any
+			// batch: then it is a send like any other, paced and capped in
+			// flight), or, while the link stays dead, when the retry budget
+			// allows, at most every RetryMax. So a dead link sees about one
+			// attempt a second, and a recovered one drains at once.
 			l.stats.budgetDenied.Add(1)
-			for {
-				if !sleep(l.n.ctx, jitter(l.n.opts.RetryMax)) {
-					return false
-				}
-				if k.tryRetry() {
-					break
-				}
+			if !l.awaitLink() {
+				return false
 			}
 		}
 		if !k.reserve(l.id, b.size(), nil) {
@@ -515,6 +514,28 @@ func (l *lane) deliver(b *batch) bool {
 		}
 		l.stats.retries.Add(1)
 		l.publish(b, k.onSend(b.size(), false, false))
+	}
+}
+
+// awaitLink waits until a batch held back by the retry budget may go
+// again; false if the node stops first.
+func (l *lane) awaitLink() bool {
+	k := l.n.link
+	alive := k.aliveAfter()
+	for {
+		t := time.NewTimer(jitter(l.n.opts.RetryMax))
+		select {
+		case <-l.n.ctx.Done():
+			t.Stop()
+			return false
+		case <-alive:
+			t.Stop()
+			return true
+		case <-t.C:
+		}
+		if k.tryRetry() {
+			return true
+		}
 	}
 }
 
@@ -574,16 +595,23 @@ func (l *lane) split(b *batch, cause error) bool {
 	return true
 }
 
-// wait returns b's ack or the error that ended its attempt.
+// wait returns b's ack or the error that ended its attempt. The client
+// times out an async publish after AckTimeout; wait does not rely on it
+// alone (an attempt that never ends would hold its bytes in flight in the
+// estimator for good): past twice AckTimeout, the attempt has timed out.
 func (l *lane) wait(b *batch) (*jetstream.PubAck, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
+	t := time.NewTimer(2 * l.n.opts.AckTimeout)
+	defer t.Stop()
 	select {
 	case ack := <-b.fut.Ok():
 		return ack, nil
 	case err := <-b.fut.Err():
 		return nil, err
+	case <-t.C:
+		return nil, jetstream.ErrAsyncPublishTimeout
 	case <-l.n.ctx.Done():
 		return nil, context.Canceled
 	}

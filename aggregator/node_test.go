@@ -45,7 +45,10 @@ func newNode(t testing.TB, dir string, nc *nats.Conn, mod func(*aggregator.Optio
 		Conn:       nc,
 		AckTimeout: time.Second,
 		RetryMax:   200 * time.Millisecond,
-		Logger:     slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Recover from the outages these tests make in seconds, not the
+		// 30 s that three default dwells take.
+		Link:   aggregator.Link{Dwell: time.Second},
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&opts)
@@ -248,6 +251,9 @@ func TestRestartWithBacklog(t *testing.T) {
 	startAt(t, srvDir, port)
 	n = newNode(t, dir, nc, nil)
 	seen := collect(t, nc, 4000, 30*time.Second)
+	if len(seen) != 4000 {
+		t.Logf("stats: %+v", n.Stats())
+	}
 	exactlyOnce(t, seen, 2000, "ingest", "replication")
 }
 

@@ -81,6 +81,10 @@ type Link struct {
 	// Tick is how often link health is evaluated and the degradation level
 	// updated. Default 250ms.
 	Tick time.Duration
+	// Dwell is the least time between two steps down of the degradation
+	// level (it falls one level per dwell, so a link back from level 3
+	// takes three dwells to reach level 0). Default 10s.
+	Dwell time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -137,6 +141,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Link.Tick <= 0 {
 		o.Link.Tick = 250 * time.Millisecond
+	}
+	if o.Link.Dwell <= 0 {
+		o.Link.Dwell = 10 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

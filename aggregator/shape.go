@@ -34,10 +34,14 @@ type link struct {
 
 	level       atomic.Int32
 	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change
+	acked       atomic.Pointer[chan struct{}] // closed and replaced at each ack or failure
+	alive       atomic.Pointer[chan struct{}] // closed and replaced at each ack
 	transitions atomic.Uint64
 
 	ingress     atomic.Int64 // bytes accepted by Ingest, before any shedding
 	lastIngress int64
+	downSince   time.Time    // when the connection was first seen not connected; zero while connected
+	lastOutcome atomic.Int64 // unix ns of the last ack or failure
 	snap        atomic.Pointer[LinkStats]
 }
 
@@ -60,9 +64,10 @@ type LinkStats struct {
 func newLink(n *Node) (*link, error) {
 	o := n.opts
 	k := &link{n: n, unshaped: o.Link.Unshaped}
-	ch := make(chan struct{})
+	ch, ach, lch := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	k.changed.Store(&ch)
-	k.snap.Store(&LinkStats{})
+	k.acked.Store(&ach)
+	k.alive.Store(&lch)
 	if k.unshaped {
 		k.window = make(chan struct{}, o.MaxInFlight)
 	}
@@ -83,9 +88,12 @@ func newLink(n *Node) (*link, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if k.ctl, err = shaper.NewController(shaper.ControllerOptions{}); err != nil {
+	if k.ctl, err = shaper.NewController(shaper.ControllerOptions{Dwell: o.Link.Dwell, MaxDwell: max(o.Link.Dwell, 2*time.Minute)}); err != nil {
 		return nil, err
 	}
+	// Batch sizes follow the target from the first batch on.
+	snap := k.est.SnapshotAt(time.Now())
+	k.snap.Store(&LinkStats{Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Probe: snap.State.String()})
 	if k.retrier, err = shaper.NewRetrier(shaper.RetryOptions{
 		Backoff: shaper.Backoff{Base: o.RetryMin, Cap: o.RetryMax},
 		// Past the duplicate window a retry could store a second copy.
@@ -128,20 +136,37 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	k.lastIngress = in
 	backlog, sojourn := k.n.backlog(now)
 	sp := k.n.spool.Stats()
+	// The link is down once the connection has been away for a second: a
+	// reconnect in progress (or a first connect just after start) is not
+	// an outage worth level 3 and its 30 s of dwell on the way back.
+	if k.n.opts.Conn.Status() == nats.CONNECTED {
+		k.downSince = time.Time{}
+	} else if k.downSince.IsZero() {
+		k.downSince = now
+	}
+	linkDown := !k.downSince.IsZero() && now.Sub(k.downSince) >= time.Second
 
 	k.mu.Lock()
 	k.est.SetBacklogAt(now, backlog > 0)
 	snap := k.est.SnapshotAt(now)
+	health := snap
+	if now.Sub(time.Unix(0, k.lastOutcome.Load())) > staleAfter {
+		// Nothing sent has ended, well or badly, for a while: the error
+		// rate and the in-flight count are from an older link. Left as
+		// they are, a level-3 link that defers everything never measures
+		// anything again and stays at level 3.
+		health.ErrorRate, health.InflightMsgs = 0, 0
+	}
 	k.lanes.SetTargetAt(now, priority.Rate{BytesPerSec: k.est.PacingRateAt(now)})
 	level := k.Level()
 	if !k.unshaped {
 		level = k.ctl.EvaluateAt(now, shaper.Inputs{
-			Link:               snap,
+			Link:               health,
 			IngressBytesPerSec: ingress,
 			Sojourn:            sojourn,
 			BacklogBytes:       sp.Bytes,
 			CapBytes:           k.n.opts.Spool.MaxBytes,
-			LinkDown:           k.n.opts.Conn.Status() != nats.CONNECTED,
+			LinkDown:           linkDown,
 		})
 	}
 	prev := k.Level()
@@ -169,14 +194,20 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	}
 }
 
-// reserve waits until class id may send bytes under the lanes, and
-// returns true; or false when the node stops, or when the class is deferred
-// at the current level and drain is closed (its batch stays claimed in the
-// spool and is sent after the next start).
+// reserve waits until class id may send bytes, and returns true; or false
+// when the node stops, or when the class is deferred at the current level
+// and drain is closed (its batch stays claimed in the spool and is sent
+// after the next start). A batch may go when the lanes admit it and the
+// bytes in flight stay under the estimator's cap of about two bandwidth-
+// delay products (BBR's cwnd): the pacing rate bounds how fast the
+// bottleneck's queue grows, the cap bounds how deep it gets when the
+// capacity falls faster than the estimate. Critical batches may exceed the
+// cap, so that bulk in flight never holds them back.
 func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 	if k.unshaped {
 		return true
 	}
+	critical := k.n.opts.Classes[id].Critical
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -186,12 +217,17 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 	for {
 		now := time.Now()
 		k.mu.Lock()
-		r := k.lanes.ReserveAt(now, id, bytes)
-		deferred := !r.OK && r.At.IsZero()
+		snap := k.est.SnapshotAt(now)
+		full := !critical && snap.InflightBytes > 0 && snap.InflightBytes+int64(bytes) > snap.InflightCapBytes
+		var r shaper.Reservation
+		if !full {
+			r = k.lanes.ReserveAt(now, id, bytes)
+		}
+		deferred := !full && !r.OK && r.At.IsZero()
 		if deferred && isClosed(drain) {
 			k.lanes.SetBacklogAt(now, id, 0) // leaving: hold nobody back
 		}
-		changed := k.levelChanged()
+		changed, acked := k.levelChanged(), *k.acked.Load()
 		k.mu.Unlock()
 		switch {
 		case r.OK:
@@ -201,12 +237,20 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 		}
 		var tc <-chan time.Time
 		if !deferred {
+			wait := 100 * time.Millisecond // in-flight full: an ack wakes us first
+			if !full {
+				wait = r.At.Sub(now)
+			}
 			if timer == nil {
-				timer = time.NewTimer(r.At.Sub(now))
+				timer = time.NewTimer(wait)
 			} else {
-				timer.Reset(r.At.Sub(now))
+				timer.Reset(wait)
 			}
 			tc = timer.C
+		}
+		var ackc <-chan struct{}
+		if full {
+			ackc = acked
 		}
 		wake := drain
 		if isClosed(drain) {
@@ -220,9 +264,16 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 			return false
 		case <-wake:
 		case <-changed:
+		case <-ackc:
 		case <-tc:
 		}
 	}
+}
+
+// signalAck wakes the lanes waiting for room in flight.
+func (k *link) signalAck() {
+	ch := make(chan struct{})
+	close(*k.acked.Swap(&ch))
 }
 
 // onSend records a publish attempt of bytes and returns its id.
@@ -238,20 +289,33 @@ func (k *link) onSend(bytes int, first bool, limited bool) uint64 {
 	return k.nextID
 }
 
+// staleAfter: error signals with no attempt ending for this long are stale.
+const staleAfter = 5 * time.Second
+
 func (k *link) onAck(id uint64) {
+	k.lastOutcome.Store(time.Now().UnixNano())
 	k.mu.Lock()
 	k.est.OnAckAt(time.Now(), id)
 	k.mu.Unlock()
+	k.signalAck()
+	ch := make(chan struct{})
+	close(*k.alive.Swap(&ch))
 }
+
+// aliveAfter returns a channel closed at the next successful ack.
+func (k *link) aliveAfter() <-chan struct{} { return *k.alive.Load() }
 
 // onFailure records a failed attempt and decides what happens next.
 func (k *link) onFailure(id uint64, a shaper.Attempt) shaper.Decision {
 	now := time.Now()
+	k.lastOutcome.Store(now.UnixNano())
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.est.OnErrorAt(now, id, a.Outcome)
 	a.Level = k.Level()
-	return k.retrier.OnFailureAt(now, a)
+	d := k.retrier.OnFailureAt(now, a)
+	k.signalAck()
+	return d
 }
 
 // tryRetry asks the budget for one retry now.

@@ -67,8 +67,9 @@ type Outcome struct {
 	Scenario string
 	Shaped   bool
 	Windows  []Window
-	// End to end (ingest → consumer) latency per class, ms.
-	P50, P99 map[string]float64
+	// End to end (ingest → consumer) latency per class, ms, over the whole
+	// run and over the events delivered after the first Warmup.
+	P50, P99, P99Steady map[string]float64
 	// Exactly-once check, per class.
 	Acknowledged, Delivered, Duplicates map[string]uint64
 	// DegradedBatches counts batches whose headers said fields were dropped.
@@ -119,10 +120,10 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 	defer node.Close()
 
 	out := &Outcome{Scenario: sc.Name, Shaped: shaped,
-		P50: map[string]float64{}, P99: map[string]float64{},
+		P50: map[string]float64{}, P99: map[string]float64{}, P99Steady: map[string]float64{},
 		Acknowledged: map[string]uint64{}, Delivered: map[string]uint64{}, Duplicates: map[string]uint64{},
 		DegradedBatches: map[string]uint64{}}
-	cons, err := consume(ctx, direct, opts.Stream)
+	cons, err := consume(ctx, direct, opts.Stream, time.Now().Add(Warmup))
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 						out.Delivered[name] = cs.classes[name].delivered
 						out.Duplicates[name] = cs.classes[name].duplicates
 						out.DegradedBatches[name] = cs.classes[name].degraded
-						out.P50[name], out.P99[name] = cons.quantiles(name)
+						out.P50[name], out.P99[name], out.P99Steady[name] = cons.quantiles(name)
 					}
 					return out, nil
 				}
@@ -301,6 +302,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // consumer reads the stream beside the link and measures, per class,
 // delivered events, duplicates and end-to-end latency.
 type consumer struct {
+	warm    int64 // unix ns: events delivered after it count as steady state
 	mu      sync.Mutex
 	cc      jetstream.ConsumeContext
 	classes map[string]*consClass
@@ -310,12 +312,16 @@ type consClass struct {
 	delivered, duplicates, degraded uint64
 	seen                            map[string]struct{}
 	lat                             []float64 // ms, all events
+	steady                          []float64 // ms, events delivered after warm
 	win                             []float64 // ms, since the last windowP99
 }
 
 type consSnap struct{ classes map[string]consClass }
 
-func consume(ctx context.Context, nc *nats.Conn, stream string) (*consumer, error) {
+// Warmup is the start of a run left out of the steady-state latency.
+const Warmup = 5 * time.Second
+
+func consume(ctx context.Context, nc *nats.Conn, stream string, warm time.Time) (*consumer, error) {
 	if stream == "" {
 		stream = "SLUICE"
 	}
@@ -323,7 +329,7 @@ func consume(ctx context.Context, nc *nats.Conn, stream string) (*consumer, erro
 	if err != nil {
 		return nil, err
 	}
-	c := &consumer{classes: map[string]*consClass{}}
+	c := &consumer{classes: map[string]*consClass{}, warm: warm.UnixNano()}
 	// The node creates the stream; wait for it.
 	var oc jetstream.Consumer
 	for {
@@ -366,6 +372,9 @@ func consume(ctx context.Context, nc *nats.Conn, stream string) (*consumer, erro
 			cl.delivered++
 			ms := float64(now-ts) / 1e6
 			cl.lat = append(cl.lat, ms)
+			if now > c.warm {
+				cl.steady = append(cl.steady, ms)
+			}
 			cl.win = append(cl.win, ms)
 		}
 	})
@@ -399,14 +408,14 @@ func (c *consumer) windowP99(class string) float64 {
 	return p
 }
 
-func (c *consumer) quantiles(class string) (p50, p99 float64) {
+func (c *consumer) quantiles(class string) (p50, p99, p99steady float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := c.classes[class]
 	if cl == nil {
-		return 0, 0
+		return 0, 0, 0
 	}
-	return quantile(cl.lat, 0.5), quantile(cl.lat, 0.99)
+	return quantile(cl.lat, 0.5), quantile(cl.lat, 0.99), quantile(cl.steady, 0.99)
 }
 
 func quantile(xs []float64, q float64) float64 {

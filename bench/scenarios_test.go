@@ -105,6 +105,8 @@ func BenchmarkScenarios(b *testing.B) {
 				if s.sc.Name == "critical-protection" {
 					b.ReportMetric(shaped.P99["critical"]/idleP99, "critical-p99/idle")
 					b.ReportMetric(base.P99["critical"]/idleP99, "base-critical-p99/idle")
+					b.ReportMetric(shaped.P99Steady["critical"]/idleP99, "critical-steady-p99/idle")
+					b.ReportMetric(base.P99Steady["critical"]/idleP99, "base-critical-steady-p99/idle")
 				}
 				s.report(b, shaped, base)
 				checkExactlyOnce(b, shaped)

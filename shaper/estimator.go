@@ -20,6 +20,14 @@ const (
 )
 
 // ProbeState is the estimator's probing phase.
+// maxProbeLevel is the highest degradation level at which the estimator
+// still probes upward. shaping-notes proposes 1; in the node a level-2 link
+// whose capacity came back was never probed, so the low estimate kept the
+// level at 2 (demand over a stale target) and the level kept the estimate
+// low. Probing costs one round at 1.25 × C every 2–3 s. At level 3 (link
+// down, critical only) it does not probe.
+const maxProbeLevel = 2
+
 type ProbeState uint8
 
 const (
@@ -256,7 +264,7 @@ func (e *Estimator) SetBacklogAt(now time.Time, backlogged bool) {
 }
 
 // SetLevelAt tells the estimator the degradation level; it probes upward
-// only at level ≤ 1.
+// only at level ≤ 2 (maxProbeLevel).
 func (e *Estimator) SetLevelAt(now time.Time, level int) {
 	e.level = level
 	e.tick(now)
@@ -499,7 +507,12 @@ func (e *Estimator) tick(now time.Time) {
 			e.rttRoundsAtStart = e.rounds
 			return
 		}
-		if e.backlogged && e.level <= 1 && !e.probeAt.IsZero() && !now.Before(e.probeAt) {
+		if e.o.LinkCeil > 0 && e.capacity() >= e.o.LinkCeil {
+			// Already at the configured ceiling: a probe could only find
+			// what the operator said is not there, and would overshoot.
+			break
+		}
+		if e.backlogged && e.level <= maxProbeLevel && !e.probeAt.IsZero() && !now.Before(e.probeAt) {
 			e.cPrev = e.capacity()
 			e.bwLoSaved = e.bwLo
 			e.bwLo = 0
@@ -507,7 +520,7 @@ func (e *Estimator) tick(now time.Time) {
 			e.state, e.stateAt, e.probeStart = StateUp, now, now
 		}
 	case StateUp, StateStartup:
-		if e.level > 1 {
+		if e.level > maxProbeLevel {
 			if e.state == StateUp {
 				e.bwLo = e.bwLoSaved
 			}
@@ -526,7 +539,7 @@ func (e *Estimator) PacingRateAt(now time.Time) int64 {
 // NextEventAt returns when the estimator's pacing can next change by time
 // alone (the probe timer), or zero.
 func (e *Estimator) NextEventAt(now time.Time) time.Time {
-	if e.state == StateCruise && e.backlogged && e.level <= 1 && !e.probeAt.IsZero() {
+	if e.state == StateCruise && e.backlogged && e.level <= maxProbeLevel && !e.probeAt.IsZero() {
 		return later(now, e.probeAt)
 	}
 	return time.Time{}
