@@ -20,6 +20,10 @@ const (
 )
 
 // ProbeState is the estimator's probing phase.
+// minRttSlack is the least tolerance within which an RTT sample confirms
+// MinRtt (see OnAckAt).
+const minRttSlack = 500 * time.Microsecond
+
 // maxProbeLevel is the highest degradation level at which the estimator
 // still probes upward. shaping-notes proposes 1; in the node a level-2 link
 // whose capacity came back was never probed, so the low estimate kept the
@@ -318,8 +322,16 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 	}
 	rtt := now.Sub(p.sentTime)
 	if rtt > 0 {
-		if e.minRtt == 0 || rtt <= e.minRtt {
+		switch {
+		case e.minRtt == 0 || rtt <= e.minRtt:
 			e.minRtt, e.minRttT = rtt, now
+		case rtt <= e.minRtt+max(e.minRtt/20, minRttSlack):
+			// A sample within 5% of MinRtt shows the path still has no
+			// standing queue: MinRtt is confirmed without a ProbeRTT.
+			// (BBR re-measures only on a new minimum; with jitter that
+			// meant a ProbeRTT every 10 s, each costing ~15% of a second's
+			// goodput at 2 BDP in flight.)
+			e.minRttT = now
 		}
 		e.rto.Sample(rtt)
 		if e.r.rttMin == 0 || rtt < e.r.rttMin {

@@ -358,3 +358,46 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// TestMinRttConfirmedWithinSlack: RTT samples that jitter just above the
+// minimum (no standing queue) keep MinRtt fresh, so a busy sender is never
+// sent into ProbeRTT by jitter alone; a path whose every sample sits well
+// above the minimum still probes.
+func TestMinRttConfirmedWithinSlack(t *testing.T) {
+	for _, tc := range []struct {
+		jitter    time.Duration
+		wantProbe bool
+	}{
+		{time.Millisecond, false},     // 40 → 41 ms: within 5%
+		{10 * time.Millisecond, true}, // 40 → 50 ms: a queue, or a longer path
+	} {
+		e, err := NewEstimator(EstimatorOptions{LinkCeil: 2_500_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.SetBacklogAt(t0, true)
+		type pending struct {
+			id uint64
+			at time.Time
+		}
+		var q []pending
+		probed := false
+		for i := range 3000 { // 30 s, one batch every 10 ms
+			now := t0.Add(time.Duration(i) * 10 * time.Millisecond)
+			for len(q) > 0 && !q[0].at.After(now) {
+				e.OnAckAt(q[0].at, q[0].id)
+				q = q[1:]
+			}
+			rtt := 40 * time.Millisecond
+			if i > 0 {
+				rtt += tc.jitter
+			}
+			e.OnSendAt(now, uint64(i+1), 20_000, false)
+			q = append(q, pending{uint64(i + 1), now.Add(rtt)})
+			probed = probed || e.SnapshotAt(now).State == StateProbeRTT
+		}
+		if probed != tc.wantProbe {
+			t.Errorf("jitter %v: ProbeRTT entered %v, want %v", tc.jitter, probed, tc.wantProbe)
+		}
+	}
+}
