@@ -49,6 +49,7 @@ type Window struct {
 	Target    int64 // bytes/s
 	Capacity  int64 // bytes/s
 	Attempts  uint64
+	Signals   [5]int // the controller's raw level per signal: inflation, errors, demand, queue, time to full
 	Classes   map[string]WindowClass
 }
 
@@ -156,7 +157,7 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 		case now := <-tick.C:
 			ls, ns, cs := link.Stats(), node.Stats(), cons.snapshot()
 			w := Window{T: now.Sub(start).Seconds(), LinkBytes: ls.Sub(prevLink).Upstream.Bytes,
-				Level: ns.Link.Level, Target: ns.Link.Target, Capacity: ns.Link.Capacity,
+				Level: ns.Link.Level, Target: ns.Link.Target, Capacity: ns.Link.Capacity, Signals: ns.Link.Signals,
 				Classes: map[string]WindowClass{}}
 			for name, c := range ns.Classes {
 				p := prevNode.Classes[name]
