@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -75,6 +76,9 @@ type Outcome struct {
 	Acknowledged, Delivered, Duplicates map[string]uint64
 	// DegradedBatches counts batches whose headers said fields were dropped.
 	DegradedBatches map[string]uint64
+	// BatchesAtLevel counts delivered batches per class by the level in
+	// their Sluice-Level header.
+	BatchesAtLevel map[string]map[int]uint64
 	// Drained: every acknowledged event was delivered before the drain
 	// time ran out.
 	Drained bool
@@ -123,7 +127,7 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 	out := &Outcome{Scenario: sc.Name, Shaped: shaped,
 		P50: map[string]float64{}, P99: map[string]float64{}, P99Steady: map[string]float64{},
 		Acknowledged: map[string]uint64{}, Delivered: map[string]uint64{}, Duplicates: map[string]uint64{},
-		DegradedBatches: map[string]uint64{}}
+		DegradedBatches: map[string]uint64{}, BatchesAtLevel: map[string]map[int]uint64{}}
 	cons, err := consume(ctx, direct, opts.Stream, time.Now().Add(Warmup))
 	if err != nil {
 		return nil, err
@@ -193,6 +197,7 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 						out.Delivered[name] = cs.classes[name].delivered
 						out.Duplicates[name] = cs.classes[name].duplicates
 						out.DegradedBatches[name] = cs.classes[name].degraded
+						out.BatchesAtLevel[name] = cs.classes[name].levels
 						out.P50[name], out.P99[name], out.P99Steady[name] = cons.quantiles(name)
 					}
 					return out, nil
@@ -311,6 +316,7 @@ type consumer struct {
 
 type consClass struct {
 	delivered, duplicates, degraded uint64
+	levels                          map[int]uint64 // batches by Sluice-Level
 	seen                            map[string]struct{}
 	lat                             []float64 // ms, all events
 	steady                          []float64 // ms, events delivered after warm
@@ -357,12 +363,13 @@ func consume(ctx context.Context, nc *nats.Conn, stream string, warm time.Time) 
 		defer c.mu.Unlock()
 		cl := c.classes[b.Class]
 		if cl == nil {
-			cl = &consClass{seen: map[string]struct{}{}}
+			cl = &consClass{seen: map[string]struct{}{}, levels: map[int]uint64{}}
 			c.classes[b.Class] = cl
 		}
 		if len(b.Dropped) > 0 {
 			cl.degraded++
 		}
+		cl.levels[b.Level]++
 		for _, ev := range b.Events {
 			ts, id := parseEvent(ev)
 			if _, dup := cl.seen[id]; dup {
@@ -392,7 +399,7 @@ func (c *consumer) snapshot() consSnap {
 	defer c.mu.Unlock()
 	s := consSnap{classes: map[string]consClass{}}
 	for n, cl := range c.classes {
-		s.classes[n] = consClass{delivered: cl.delivered, duplicates: cl.duplicates, degraded: cl.degraded}
+		s.classes[n] = consClass{delivered: cl.delivered, duplicates: cl.duplicates, degraded: cl.degraded, levels: maps.Clone(cl.levels)}
 	}
 	return s
 }

@@ -187,14 +187,21 @@ func reportUtilization(b *testing.B, shaped, base *Outcome) {
 }
 
 func reportStep(b *testing.B, shaped, base *Outcome) {
-	var repl, degraded uint64
+	var degraded uint64
 	for _, w := range shaped.Windows {
 		if w.Level >= 1 {
-			repl += w.Classes["replication"].WireBytes
 			degraded += w.Classes["ingest"].Degraded
 		}
 	}
-	b.ReportMetric(float64(repl), "replication-bytes-while-deferred")
+	// Every batch says the level it was cut at; replication is deferred
+	// from level 1, so none of its batches may carry a level ≥ 1.
+	var repl uint64
+	for lv, n := range shaped.BatchesAtLevel["replication"] {
+		if lv >= 1 {
+			repl += n
+		}
+	}
+	b.ReportMetric(float64(repl), "replication-batches-cut-while-deferred")
 	b.ReportMetric(float64(degraded), "ingest-degraded-batches")
 	b.ReportMetric(converge(shaped.Windows, 20, func(w Window) bool { return w.Level >= 1 && w.Target <= 5*mbit }), "s-to-converge-down")
 	b.ReportMetric(converge(shaped.Windows, 50, func(w Window) bool { return w.Target >= 15*mbit }), "s-to-converge-up")
@@ -220,11 +227,11 @@ func reportOutage(b *testing.B, shaped, base *Outcome) {
 		var before, n float64
 		peak := 0.0
 		for _, w := range o.Windows {
-			switch {
-			case w.T > 5 && w.T <= 20:
+			switch { // whole windows only: the outage is (20 s, 50 s]
+			case w.T > 5.5 && w.T < 19.5:
 				before += float64(w.Attempts)
 				n++
-			case w.T > 20 && w.T <= 50:
+			case w.T > 20.5 && w.T < 50.5:
 				peak = max(peak, float64(w.Attempts))
 			}
 		}
