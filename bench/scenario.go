@@ -144,7 +144,8 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 		if acked[ld.Class] == nil {
 			acked[ld.Class] = new(atomic.Uint64)
 		}
-		gens.Go(func() { generate(runCtx, node, ld, start, sc.Duration, acked[ld.Class]) })
+		count := acked[ld.Class]
+		gens.Go(func() { generate(runCtx, node, ld, start, sc.Duration, count) })
 	}
 
 	// One window a second until the load ends and the backlog drains.

@@ -1,0 +1,63 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/linkemu"
+)
+
+func TestParseEvent(t *testing.T) {
+	ev := newEventGen(Load{Class: "ingest", Size: 300}).next(1, 1234567)[0]
+	ts, id := parseEvent(ev)
+	if ts != 1234567 || id != "ingest-0" {
+		t.Fatalf("parseEvent(%s) = %d, %q", ev, ts, id)
+	}
+	if ts, id := parseEvent([]byte(`{"x":1}`)); ts != 0 || id != `{"x":1}` {
+		t.Fatalf("foreign event: %d, %q", ts, id)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for q, want := range map[float64]float64{0.5: 5, 0.9: 9, 0.99: 10, 1: 10} {
+		if got := quantile(xs, q); got != want {
+			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
+		}
+	}
+	if quantile(nil, 0.5) != 0 {
+		t.Error("quantile of nothing")
+	}
+}
+
+// TestScenarioSmoke runs a 3 s scenario through the harness, shaped and
+// unshaped, to keep the benchmark's machinery honest in CI: every
+// acknowledged event is delivered once and latency is measured.
+func TestScenarioSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a link emulator and a NATS server for ~10 s")
+	}
+	sc := Scenario{
+		Name: "smoke", Link: linkAt(20 * linkemu.Mbit), Duration: 3 * time.Second, Drain: 10 * time.Second,
+		Loads: []Load{{Class: "critical", Rate: 100, Size: 300}, {Class: "ingest", Rate: 500, Size: 600, Entropy: 0.3}},
+		Node:  nodeOptions(),
+	}
+	for _, shaped := range []bool{true, false} {
+		out, err := sc.Run(context.Background(), t.TempDir(), shaped, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !out.Drained {
+			t.Errorf("shaped=%v: not drained: acknowledged %v, delivered %v", shaped, out.Acknowledged, out.Delivered)
+		}
+		for class, n := range out.Acknowledged {
+			if n == 0 || out.Delivered[class] != n || out.Duplicates[class] != 0 {
+				t.Errorf("shaped=%v %s: acknowledged %d, delivered %d, duplicates %d", shaped, class, n, out.Delivered[class], out.Duplicates[class])
+			}
+			if p := out.P99[class]; p < 40 || p > 5000 {
+				t.Errorf("shaped=%v %s: p99 %.1f ms over a 40 ms RTT link", shaped, class, p)
+			}
+		}
+	}
+}
