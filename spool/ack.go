@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -122,7 +123,7 @@ func (s *Spool) Claim(class string, r Range) error {
 // setClaimLocked records r in memory, replacing a claim with the same First.
 // c.mu is held.
 func (c *class) setClaimLocked(r Range) {
-	i, found := slices.BinarySearchFunc(c.claims, r.First, func(x Range, f uint64) int { return cmpU64(x.First, f) })
+	i, found := slices.BinarySearchFunc(c.claims, r.First, func(x Range, f uint64) int { return cmp.Compare(x.First, f) })
 	if found {
 		c.claims[i] = r
 	} else {
@@ -146,14 +147,4 @@ func (s *Spool) Claims(class string) []Range {
 		}
 	}
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

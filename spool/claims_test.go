@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"cmp"
 	"encoding/binary"
 	"math/rand/v2"
 	"path/filepath"
@@ -24,7 +25,7 @@ func (m claimModel) live(cursor uint64) []Range {
 			out = append(out, Range{f, l})
 		}
 	}
-	slices.SortFunc(out, func(a, b Range) int { return cmpU64(a.First, b.First) })
+	slices.SortFunc(out, func(a, b Range) int { return cmp.Compare(a.First, b.First) })
 	return out
 }
 

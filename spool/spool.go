@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -245,8 +246,8 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 			migrate = append(migrate, r)
 		}
 	}
-	slices.SortFunc(c.claims, func(a, b Range) int { return cmpU64(a.First, b.First) })
-	slices.SortFunc(migrate, func(a, b Range) int { return cmpU64(a.First, b.First) })
+	slices.SortFunc(c.claims, func(a, b Range) int { return cmp.Compare(a.First, b.First) })
+	slices.SortFunc(migrate, func(a, b Range) int { return cmp.Compare(a.First, b.First) })
 	for _, seg := range c.segs {
 		c.bytes += seg.size
 	}
@@ -395,18 +396,8 @@ func (s *Spool) classList() []*class {
 	for _, c := range s.classes {
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b *class) int { return cmpString(a.name, b.name) })
+	slices.SortFunc(out, func(a, b *class) int { return cmp.Compare(a.name, b.name) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Classes returns the classes with data on disk or appended since Open, sorted.
