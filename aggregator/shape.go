@@ -152,10 +152,12 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	health := snap
 	if now.Sub(time.Unix(0, k.lastOutcome.Load())) > staleAfter {
 		// Nothing sent has ended, well or badly, for a while: the error
-		// rate and the in-flight count are from an older link. Left as
-		// they are, a level-3 link that defers everything never measures
-		// anything again and stays at level 3.
-		health.ErrorRate, health.InflightMsgs = 0, 0
+		// rate, RTT inflation and in-flight count describe an older link.
+		// Left as they are, a node whose level defers the traffic that
+		// would measure the link never measures it again and keeps the
+		// level for good (seen: level 1 held by the inflation of the last
+		// burst before replication was deferred).
+		health.ErrorRate, health.Inflation, health.InflightMsgs = 0, 0, 0
 	}
 	k.lanes.SetTargetAt(now, priority.Rate{BytesPerSec: k.est.PacingRateAt(now)})
 	level := k.Level()
