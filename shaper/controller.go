@@ -2,6 +2,7 @@ package shaper
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -28,8 +29,14 @@ const (
 var (
 	inflationEntry = [3]float64{1.5, 2.5, 4}
 	errorEntry     = [3]float64{0.02, 0.10, 0.30}
-	demandEntry    = [3]float64{1.0, 1.5, 3}
-	ttfEntry       = [3]time.Duration{30 * time.Minute, 5 * time.Minute, 30 * time.Second}
+	// Demand alone never reaches level 3 (shaping-notes proposes ρ ≥ 3):
+	// overload is what the spool absorbs, and level 3 defers every class
+	// but critical, which stops the very traffic that measures the link,
+	// so a low estimate after a step down kept demand at 3 and the level
+	// at 3 with it. Level 3 is for a failing link (errors, link down) and a
+	// spool about to fill.
+	demandEntry = [3]float64{1.0, 1.5, math.Inf(1)}
+	ttfEntry    = [3]time.Duration{30 * time.Minute, 5 * time.Minute, 30 * time.Second}
 )
 
 const (

@@ -129,6 +129,15 @@ func TestControllerDemandAndBacklog(t *testing.T) {
 			t.Errorf("ρ=1.6 held %vs: level %d, want %d", float64(i)/4, got, w)
 		}
 	}
+	// Demand alone stops at level 2, however high: level 3 would defer
+	// the traffic that measures the link.
+	c = mustController(t)
+	for i := 0; i <= 240; i++ {
+		c.EvaluateAt(sec(float64(i)/4), Inputs{Link: Snapshot{Target: 1000}, IngressBytesPerSec: 10_000})
+	}
+	if c.Level() != 2 {
+		t.Errorf("ρ=10 held 60 s: level %d, want 2", c.Level())
+	}
 	c = mustController(t)
 	c.EvaluateAt(sec(0), Inputs{Link: Snapshot{Target: 1000}, IngressBytesPerSec: 100_000})
 	if got := c.EvaluateAt(sec(0.25), Inputs{Link: Snapshot{Target: 1000}}); got != 0 {
