@@ -60,8 +60,9 @@
 // Five signals map to raw levels with Schmitt hysteresis: RTT inflation
 // (1.5/2.5/4, exit ×0.8), error rate (2%/10%/30%, exit ×0.5; no ack for
 // max(3·RTO, 5 s) with in-flight → 3), demand ρ = smoothed pre-shedding
-// ingress / Target (1/1.5, exit ×0.8; never level 3: overload is the spool's), a CoDel-style standing queue
-// (target 150 ms, interval 1 s → 1; and backlog growing 10 s → 2), backlog
+// ingress / Target (1/1.5, exit ×0.8; never level 3: overload is the
+// spool's), a CoDel-style standing queue (target 150 ms, interval 1 s →
+// 1; and backlog growing 10 s → 2), backlog
 // time-to-full (30 min/5 min/30 s, exit ×2). Up: raw above the level on 2
 // consecutive ticks (to the smaller of the two), LinkDown → 3 at once. Down:
 // one step per dwell (10 s), only if the max raw over the last dwell is
