@@ -147,6 +147,7 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	linkDown := !k.downSince.IsZero() && now.Sub(k.downSince) >= time.Second
 
 	k.mu.Lock()
+	k.est.SetLinkDownAt(now, linkDown)
 	k.est.SetBacklogAt(now, backlog > 0)
 	snap := k.est.SnapshotAt(now)
 	health := snap
@@ -200,11 +201,15 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 // when the node stops, or when the class is deferred at the current level
 // and drain is closed (its batch stays claimed in the spool and is sent
 // after the next start). A batch may go when the lanes admit it and the
-// bytes in flight stay under the estimator's cap of about two bandwidth-
-// delay products (BBR's cwnd): the pacing rate bounds how fast the
+// bytes in flight leave room under the estimator's cap (two bandwidth-
+// delay products, BBR's cwnd): the pacing rate bounds how fast the
 // bottleneck's queue grows, the cap bounds how deep it gets when the
-// capacity falls faster than the estimate. Critical batches may exceed the
-// cap, so that bulk in flight never holds them back.
+// capacity falls faster than the estimate. A batch larger than half the
+// cap needs only half the cap free, so a batch cut for a faster link is
+// not held back for as long as other classes keep anything in flight.
+// Critical batches may exceed the cap, so that bulk in flight never holds
+// them back. Waits are re-evaluated at least every tick, as the target
+// and the cap move.
 func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 	if k.unshaped {
 		return true
@@ -220,7 +225,8 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 		now := time.Now()
 		k.mu.Lock()
 		snap := k.est.SnapshotAt(now)
-		full := !critical && snap.InflightBytes > 0 && snap.InflightBytes+int64(bytes) > snap.InflightCapBytes
+		full := !critical && snap.InflightBytes > 0 &&
+			snap.InflightBytes+min(int64(bytes), snap.InflightCapBytes/2) > snap.InflightCapBytes
 		var r shaper.Reservation
 		if !full {
 			r = k.lanes.ReserveAt(now, id, bytes)
@@ -239,9 +245,9 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 		}
 		var tc <-chan time.Time
 		if !deferred {
-			wait := 100 * time.Millisecond // in-flight full: an ack wakes us first
+			wait := k.n.opts.Link.Tick // in-flight full: an ack wakes us first
 			if !full {
-				wait = r.At.Sub(now)
+				wait = min(r.At.Sub(now), wait)
 			}
 			if timer == nil {
 				timer = time.NewTimer(wait)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,14 +123,26 @@ func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
 	mode := map[bool]string{true: "shaped", false: "unshaped"}[shaped]
 	ctx, cancel := context.WithTimeout(context.Background(), sc.Duration+sc.Drain+2*time.Minute)
 	defer cancel()
+	dir := os.Getenv("SLUICE_BENCH_OUT")
+	if dir != "" {
+		// The node's log (level changes with their signals) beside the
+		// timeline: a window's signals are sampled at its end and miss
+		// what raised the level between two samples.
+		os.MkdirAll(dir, 0o755)
+		f, err := os.Create(filepath.Join(dir, sc.Name+"-"+mode+".log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		sc.Node.Logger = slog.New(slog.NewTextHandler(f, nil))
+	}
 	out, err := sc.Run(ctx, b.TempDir(), shaped, func(line string) {
 		fmt.Fprintf(os.Stderr, "%s/%s %s\n", sc.Name, mode, line)
 	})
 	if err != nil {
 		b.Fatalf("%s %s: %v", sc.Name, mode, err)
 	}
-	if dir := os.Getenv("SLUICE_BENCH_OUT"); dir != "" {
-		os.MkdirAll(dir, 0o755)
+	if dir != "" {
 		data, _ := json.MarshalIndent(out, "", " ")
 		os.WriteFile(filepath.Join(dir, sc.Name+"-"+mode+".json"), data, 0o644)
 	}

@@ -106,6 +106,7 @@ type Controller struct {
 	firstAbove  time.Time // CoDel
 	growingFrom time.Time
 	transitions int64
+	outageAt    time.Time // when LinkDown began; zero when the link is up
 }
 
 type rawAt struct {
@@ -220,6 +221,9 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 
 	// RTT inflation and errors.
 	infl := in.Link.Inflation
+	if in.Link.Probing {
+		infl = 0 // the probe's own queue
+	}
 	if queue := time.Duration((infl - 1) * float64(in.Link.MinRtt)); queue < c.o.MinQueueDelay {
 		infl = min(infl, 1) // too little delay to be a queue
 	}
@@ -272,7 +276,10 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 		c.growingFrom = time.Time{}
 	}
 	q := 0
-	if standing {
+	// A queue that stands but shrinks is a backlog draining at the link's
+	// rate: what the level would shed is what the link is catching up on,
+	// and deferring classes would only make the backlog older.
+	if standing && c.growth >= 0 {
 		q = 1
 		if !c.growingFrom.IsZero() && now.Sub(c.growingFrom) >= DefaultGrowthFor {
 			q = 2
@@ -288,10 +295,30 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 
 	switch {
 	case in.LinkDown:
+		if c.outageAt.IsZero() {
+			c.outageAt = now
+		}
 		if c.level < 3 {
 			c.enter(now, 3)
 		}
 		c.upCount = 0
+	case !c.outageAt.IsZero() && in.Link.LastAckAt.After(c.outageAt):
+		// The link is back and delivering. An outage is not congestion:
+		// the level goes straight to what the signals say now, with no
+		// dwell and no anti-flap, and the queue signal, which measured
+		// the outage's backlog, starts again.
+		c.outageAt = time.Time{}
+		c.hist = c.hist[:0]
+		c.dwell = c.o.Dwell
+		c.lastLeft = [4]time.Time{}
+		c.firstAbove, c.growingFrom, c.growth = time.Time{}, time.Time{}, 0
+		c.sig[SignalQueue] = 0
+		raw = 0
+		for _, s := range c.sig {
+			raw = max(raw, s)
+		}
+		c.record(now, raw)
+		c.enter(now, raw)
 	case raw > c.level:
 		if c.upCount == 0 || raw < c.upMin {
 			c.upMin = raw

@@ -295,3 +295,73 @@ func TestControllerAntiFlap(t *testing.T) {
 		t.Errorf("level %d after doubled dwell", c.Level())
 	}
 }
+
+// An outage is not congestion: once the link delivers again, the level
+// goes straight to what the signals say, with no dwell, and the queue
+// signal forgets the backlog the outage built. Without an ack since the
+// outage began, the level falls only by the dwell rule.
+func TestControllerOutageRecovery(t *testing.T) {
+	c := mustController(t)
+	soj := Inputs{Sojourn: time.Second, BacklogBytes: 1 << 20}
+	for i := 0; i <= 40; i++ { // 10 s down with a growing, standing backlog
+		in := soj
+		in.LinkDown = true
+		in.BacklogBytes += int64(i) << 20
+		if got := c.EvaluateAt(sec(float64(i)/4), in); got != 3 {
+			t.Fatalf("t=%vs link down: level %d", float64(i)/4, got)
+		}
+	}
+	in := soj
+	in.Link.LastAckAt = sec(-1) // the last ack is from before the outage
+	if got := c.EvaluateAt(sec(10.25), in); got < 2 {
+		t.Fatalf("connected, no ack yet: level %d, want one step per dwell at most", got)
+	}
+	in.Link.LastAckAt = sec(10.4)
+	if got := c.EvaluateAt(sec(10.5), in); got != 0 {
+		t.Fatalf("delivering again: level %d, want 0 (status %+v)", got, c.Status())
+	}
+	if c.Status().Dwell != DefaultDwell {
+		t.Errorf("dwell %v after an outage, want %v", c.Status().Dwell, DefaultDwell)
+	}
+	// Real congestion right after still raises the level, confirmed.
+	bad := inflation(2)
+	bad.Link.LastAckAt = sec(10.7)
+	c.EvaluateAt(sec(10.75), bad)
+	if got := c.EvaluateAt(sec(11), bad); got != 1 {
+		t.Errorf("inflation 2 after recovery: level %d, want 1", got)
+	}
+}
+
+// A standing queue that shrinks is a backlog draining at the link's rate,
+// not congestion; one that grows is.
+func TestControllerDrainingQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delta int64 // backlog change per tick
+		want  int
+	}{
+		{"draining", -100_000, 0},
+		{"growing", +100_000, 1},
+	} {
+		c := mustController(t)
+		for i := 0; i <= 12; i++ {
+			c.EvaluateAt(sec(float64(i)/4), Inputs{Sojourn: 400 * time.Millisecond, BacklogBytes: 10_000_000 + int64(i)*tc.delta})
+		}
+		if got := c.Status().Signals[SignalQueue]; got != tc.want {
+			t.Errorf("%s: queue signal %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A probe's own queue is not the link's: inflation is ignored while the
+// estimator says it is probing.
+func TestControllerIgnoresProbeInflation(t *testing.T) {
+	c := mustController(t)
+	in := inflation(3)
+	in.Link.Probing = true
+	for i := range 8 {
+		if got := c.EvaluateAt(sec(float64(i)/4), in); got != 0 {
+			t.Fatalf("probing, inflation 3: level %d, want 0", got)
+		}
+	}
+}

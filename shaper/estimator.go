@@ -94,6 +94,10 @@ type Snapshot struct {
 	// Inflation is the smaller of the last two rounds' minimum RTTs over
 	// MinRtt (1 = no queue); 0 before two rounds.
 	Inflation float64
+	// Probing is true while the estimator probes upward and for the two
+	// rounds after: a probe sends above capacity on purpose, so the
+	// inflation of those rounds is its own doing, not the link's.
+	Probing bool
 	// ErrorRate is the per-round error fraction, EWMA α = 1/8.
 	ErrorRate        float64
 	InflightBytes    int64
@@ -187,6 +191,9 @@ type Estimator struct {
 	rttRoundsAtStart int64
 	backlogged       bool
 	level            int
+	linkDown         bool
+	probeEndRound    int64     // e.rounds when the last probe ended
+	upSince          time.Time // when the link last came back; earlier attempts' errors are the outage's
 }
 
 // NewEstimator returns an estimator in Startup at the initial rate.
@@ -265,6 +272,20 @@ func (e *Estimator) pacing() int64 {
 func (e *Estimator) SetBacklogAt(now time.Time, backlogged bool) {
 	e.backlogged = backlogged
 	e.tick(now)
+}
+
+// SetLinkDownAt tells the estimator whether the connection to the
+// upstream is down. When it comes back, the error rate starts again from
+// zero and attempts sent before then no longer count as errors when they
+// fail: they describe the outage, and left in the rate they would hold the
+// node degraded for the many rounds the EWMA takes to forget them.
+func (e *Estimator) SetLinkDownAt(now time.Time, down bool) {
+	if e.linkDown && !down {
+		e.upSince = now
+		e.errPPM = 0
+		e.r.errs = 0
+	}
+	e.linkDown = down
 }
 
 // SetLevelAt tells the estimator the degradation level; it probes upward
@@ -382,9 +403,13 @@ func (e *Estimator) OnErrorAt(now time.Time, id uint64, o Outcome) {
 	}
 	delete(e.inflight, id)
 	e.inflightBytes -= p.bytes
-	if o.IsError() {
+	switch {
+	case o.IsError() && p.sentTime.Before(e.upSince):
+		// Sent before the link came back: it failed because of the
+		// outage, which is over, not because of the link as it is now.
+	case o.IsError():
 		e.r.errs++
-	} else {
+	default:
 		e.r.acks++
 	}
 	e.endRoundIf(now, p)
@@ -438,7 +463,15 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 				e.state, e.stateAt = StateStartup, now
 				e.startBw, e.stall = e.upBw, 0
 			} else {
+				// Not enough for Startup, but what the probe delivered
+				// uncongested is there: a lower bound from an older cut
+				// must not hold C under it (seen: C stuck at 0.88 of a
+				// link whose configured ceiling capped the probe below
+				// the 1.15 needed for Startup).
 				e.bwLo = e.bwLoSaved
+				if e.bwLo > 0 {
+					e.bwLo = max(e.bwLo, min(e.upBw, e.pacing()))
+				}
 				e.enterCruise(now)
 			}
 		}
@@ -500,6 +533,9 @@ func (e *Estimator) cut(r roundStats) {
 }
 
 func (e *Estimator) enterCruise(now time.Time) {
+	if e.state == StateUp || e.state == StateStartup {
+		e.probeEndRound = e.rounds
+	}
 	e.state, e.stateAt = StateCruise, now
 	jitter := time.Duration(math.Round(max(0, min(e.rnd(), 1)) * float64(time.Second)))
 	e.probeAt = now.Add(e.o.ProbeInterval + jitter)
@@ -572,6 +608,7 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 	if e.minRtt > 0 && e.lastRttMin > 0 && e.prevRttMin > 0 {
 		s.Inflation = float64(min(e.lastRttMin, e.prevRttMin)) / float64(e.minRtt)
 	}
+	s.Probing = e.state == StateUp || e.state == StateStartup || (e.probeEndRound > 0 && e.rounds < e.probeEndRound+2)
 	avg := max(e.avgMsg, 1)
 	bdp := mulDiv(c, int64(e.minRtt), nano)
 	s.InflightCapBytes = max(4*avg, 2*bdp)

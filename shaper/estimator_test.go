@@ -401,3 +401,57 @@ func TestMinRttConfirmedWithinSlack(t *testing.T) {
 		}
 	}
 }
+
+// Errors of attempts sent before the link came back describe the outage:
+// they do not count once the link is up, and the error rate starts at 0.
+func TestEstimatorOutageErrorsForgotten(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{LinkCeil: 10 * mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		e.OnSendAt(ms(i), uint64(i), 1000, false)
+	}
+	e.SetLinkDownAt(ms(100), true)
+	for i := range 4 {
+		e.OnErrorAt(ms(200+i), uint64(i), OutcomeTimeout)
+	}
+	e.SetLinkDownAt(ms(300), false)
+	if r := e.SnapshotAt(ms(300)).ErrorRate; r != 0 {
+		t.Fatalf("error rate %v right after the link came back, want 0", r)
+	}
+	for i := 4; i < 8; i++ { // sent before the outage, failing after it
+		e.OnErrorAt(ms(400+i), uint64(i), OutcomeTimeout)
+	}
+	for i := 8; i < 16; i++ { // sent after: acked
+		e.OnSendAt(ms(500+i), uint64(i), 1000, false)
+		e.OnAckAt(ms(560+i), uint64(i))
+	}
+	if s := e.SnapshotAt(ms(700)); s.ErrorRate != 0 || s.InflightMsgs != 0 {
+		t.Errorf("after the outage: error rate %v, in flight %d; want 0, 0", s.ErrorRate, s.InflightMsgs)
+	}
+}
+
+// A probe capped by LinkCeil can never show the 1.15 × C that Startup
+// needs when C is already within 1/1.15 of the ceiling (seen: C stuck at
+// 17.5 of a 20 Mbit/s link after a step back up). What the probe delivered
+// uncongested must lift the lower bound of an older cut.
+func TestEstimatorProbeLiftsLowerBound(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{LinkCeil: 10 * mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.maxBw, e.minRtt = 10*mb, 40*time.Millisecond
+	e.state, e.stateAt, e.probeStart = StateUp, t0, t0
+	e.cPrev, e.bwLoSaved = 88*mb/10, 88*mb/10
+	e.upBw, e.upSamples = 98*mb/10, DefaultMinRoundSamples
+	e.r.acks = DefaultMinRoundSamples
+	e.endRoundIf(t0.Add(time.Second), sentPkt{})
+	s := e.SnapshotAt(t0.Add(time.Second))
+	if s.State != StateCruise || s.Capacity != 98*mb/10 {
+		t.Errorf("after a capped probe that delivered 9.8 MB/s: %v, C = %d; want cruise at 9.8 MB/s", s.State, s.Capacity)
+	}
+	if !s.Probing {
+		t.Error("Probing false in the round right after the probe")
+	}
+}
