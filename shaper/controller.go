@@ -106,7 +106,7 @@ type Controller struct {
 	firstAbove  time.Time // CoDel
 	growingFrom time.Time
 	transitions int64
-	outageAt    time.Time // when LinkDown began; zero when the link is up
+	outageAt    time.Time // when the link was first seen failing (down, stalled, ≥ 30% errors); zero when it is not
 }
 
 type rawAt struct {
@@ -293,20 +293,22 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 	}
 	c.record(now, raw)
 
+	if (in.LinkDown || c.sig[SignalErrors] == 3) && c.outageAt.IsZero() {
+		c.outageAt = now
+	}
 	switch {
 	case in.LinkDown:
-		if c.outageAt.IsZero() {
-			c.outageAt = now
-		}
 		if c.level < 3 {
 			c.enter(now, 3)
 		}
 		c.upCount = 0
-	case !c.outageAt.IsZero() && in.Link.LastAckAt.After(c.outageAt):
-		// The link is back and delivering. An outage is not congestion:
-		// the level goes straight to what the signals say now, with no
-		// dwell and no anti-flap, and the queue signal, which measured
-		// the outage's backlog, starts again.
+	case !c.outageAt.IsZero() && c.sig[SignalErrors] == 0 && in.Link.LastAckAt.After(c.outageAt):
+		// The link failed (down, stalled, or most attempts failing) and
+		// is delivering again without errors. An outage is not
+		// congestion: the level goes straight to what the signals say
+		// now, with no dwell and no anti-flap, and the queue signal,
+		// which measured the outage's backlog, starts again. (A flaky
+		// link keeps its error rate up, and stays on the dwell rule.)
 		c.outageAt = time.Time{}
 		c.hist = c.hist[:0]
 		c.dwell = c.o.Dwell

@@ -365,3 +365,30 @@ func TestControllerIgnoresProbeInflation(t *testing.T) {
 		}
 	}
 }
+
+// A blackhole never shows as a disconnect: most attempts fail and the
+// level reaches 3 by the error signal. Once acks come back without errors
+// the level follows the signals at once; a link still failing some of its
+// attempts stays on the dwell rule.
+func TestControllerErrorOutageRecovery(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		errRate float64 // after the acks come back
+		want    int
+	}{
+		{"clean", 0, 0},
+		{"flaky", 0.05, 3},
+	} {
+		c := mustController(t)
+		for i := 0; i <= 120; i++ { // 30 s of failing attempts
+			c.EvaluateAt(sec(float64(i)/4), Inputs{Link: Snapshot{ErrorRate: 0.9, LastAckAt: sec(-1)}})
+		}
+		if c.Level() != 3 {
+			t.Fatalf("%s: failing link at level %d", tc.name, c.Level())
+		}
+		got := c.EvaluateAt(sec(30.25), Inputs{Link: Snapshot{ErrorRate: tc.errRate, LastAckAt: sec(30.1)}})
+		if got != tc.want {
+			t.Errorf("%s: level %d after acks came back, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -274,6 +274,11 @@ func (e *Estimator) SetBacklogAt(now time.Time, backlogged bool) {
 	e.tick(now)
 }
 
+// outageGap is the silence after which the next ack counts as the link
+// coming back: the controller's stall rule (no ack for max(3·RTO, 5 s)
+// with attempts in flight) at its floor.
+const outageGap = 5 * time.Second
+
 // SetLinkDownAt tells the estimator whether the connection to the
 // upstream is down. When it comes back, the error rate starts again from
 // zero and attempts sent before then no longer count as errors when they
@@ -337,6 +342,11 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 	e.inflightBytes -= p.bytes
 	e.delivered += p.bytes
 	e.deliveredTime = now
+	if !e.lastAck.IsZero() && now.Sub(e.lastAck) >= outageGap {
+		// The first ack after a silence: the link is back (a blackhole
+		// never shows as a disconnect), see SetLinkDownAt.
+		e.upSince, e.errPPM, e.r.errs = now, 0, 0
+	}
 	e.lastAck = now
 	if e.appLimitedTo != 0 && e.delivered > e.appLimitedTo {
 		e.appLimitedTo = 0

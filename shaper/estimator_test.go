@@ -455,3 +455,31 @@ func TestEstimatorProbeLiftsLowerBound(t *testing.T) {
 		t.Error("Probing false in the round right after the probe")
 	}
 }
+
+// The first ack after a silence of outageGap ends an outage the estimator
+// saw only as failures (a blackhole): the error rate restarts at 0.
+func TestEstimatorSilenceThenAck(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{LinkCeil: 10 * mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uint64(0)
+	for i := range 8 { // acks, then failures only
+		e.OnSendAt(ms(10*i), id, 1000, false)
+		e.OnAckAt(ms(10*i+5), id)
+		id++
+	}
+	for i := range 40 {
+		e.OnSendAt(ms(100+100*i), id, 1000, false)
+		e.OnErrorAt(ms(150+100*i), id, OutcomeTimeout)
+		id++
+	}
+	if r := e.SnapshotAt(ms(4100)).ErrorRate; r < 0.3 {
+		t.Fatalf("error rate %v while failing", r)
+	}
+	e.OnSendAt(ms(6000), id, 1000, false)
+	e.OnAckAt(ms(6040), id)
+	if r := e.SnapshotAt(ms(6040)).ErrorRate; r != 0 {
+		t.Errorf("error rate %v after the first ack following 6 s of silence, want 0", r)
+	}
+}
