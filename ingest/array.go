@@ -1,0 +1,23 @@
+package ingest
+
+// decodeArray decodes the body of POST /v1/events when it is a JSON array
+// of objects: each element that is a JSON object of at most maxEvent bytes
+// becomes an event, as it is (compacted if it spans lines); any other
+// element is rejected. Events have no ID.
+//
+// Errors: "events: empty body", "events: body is not a JSON array: starts
+// with '{'", "events: invalid JSON at byte N: …" when the array's
+// structure is broken (an unterminated string, an unclosed bracket).
+func decodeArray(body []byte, maxEvent int) (Decoded, error) {
+	d := newDecoder("events", body, maxEvent)
+	if err := d.startsWith(body, '[', "array"); err != nil {
+		return Decoded{}, err
+	}
+	return d.result(d.elements(body, 0, func(line int, raw []byte) {
+		if err := checkEvent(raw, maxEvent); err != nil {
+			d.reject(line, err.Error())
+			return
+		}
+		d.keep(line, raw, nil, false)
+	}))
+}
