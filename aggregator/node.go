@@ -137,6 +137,20 @@ func (n *Node) goFunc(f func()) {
 // A full class returns an error wrapping ErrFull (policy block) or
 // ErrDropped (policy drop_newest); after Shutdown begins, ErrClosed.
 func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error {
+	return n.ingest(ctx, class, events, true)
+}
+
+// IngestValid is Ingest for events the caller has already checked, as
+// package ingest's decoders do: each one JSON object on one line (no '\n'
+// or '\r') of at most MaxEventBytes. It skips Ingest's validation, a
+// tenth of the node's CPU on the HTTP path; an event that breaks the rule
+// is stored and shipped as it is, and one line holding two events reaches
+// consumers as two. Ingest is the safe choice for anything else.
+func (n *Node) IngestValid(ctx context.Context, class string, events [][]byte) error {
+	return n.ingest(ctx, class, events, false)
+}
+
+func (n *Node) ingest(ctx context.Context, class string, events [][]byte, check bool) error {
 	l := n.byName[class]
 	if l == nil {
 		return fmt.Errorf("%w: %q is not configured (classes: %s)", ErrInvalidClass, class, n.classNames())
@@ -156,6 +170,10 @@ func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error
 	var size int
 	in := events
 	for i, ev := range in {
+		if !check {
+			size += len(ev)
+			continue
+		}
 		norm, err := n.normalize(ev)
 		if err != nil {
 			return fmt.Errorf("event %d: %w", i, err)

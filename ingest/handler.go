@@ -1,18 +1,17 @@
 package ingest
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
+	"sync"
+	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -24,168 +23,409 @@ type Sink interface {
 	Ingest(ctx context.Context, class string, events ...[]byte) error
 }
 
-// NewHandler returns the handler of POST /v1/events and GET /healthz.
-func NewHandler(sink Sink, opts Options) http.Handler {
+// ValidSink is a Sink that can skip validating events the handler has
+// already checked (one JSON object on one line each): *aggregator.Node's
+// IngestValid. The handler uses it when its Sink has it.
+type ValidSink interface {
+	IngestValid(ctx context.Context, class string, events [][]byte) error
+}
+
+// Handler serves the ingest endpoints (see the package documentation).
+type Handler struct {
+	sink   Sink
+	valid  ValidSink // sink, if it is one
+	opts   Options
+	keys   *keyring
+	dedup  *dedup
+	router *priority.Router
+	mux    *http.ServeMux
+	stats  handlerCounters
+	bufs   sync.Pool // *requestBufs
+}
+
+// NewHandler returns the handler of the ingest endpoints, or an error
+// wrapping ErrInvalidOptions when a key or the router is invalid.
+func NewHandler(sink Sink, opts Options) (*Handler, error) {
 	opts.setDefaults()
-	h := &handler{sink: sink, opts: opts}
+	if !spool.ValidClass(opts.DefaultClass) {
+		return nil, fmt.Errorf("%w: default class %q", ErrInvalidOptions, opts.DefaultClass)
+	}
+	kr, err := newKeyring(opts.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	h := &Handler{sink: sink, opts: opts, keys: kr, router: opts.Router}
+	h.valid, _ = sink.(ValidSink)
+	if opts.DedupWindow > 0 {
+		h.dedup = newDedup(opts.DedupWindow, opts.DedupEntries)
+	}
+	h.bufs.New = func() any { return new(requestBufs) }
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/events", h.events)
 	mux.HandleFunc("/healthz", h.healthz)
+	post := func(path, source string, decode decodeFunc) {
+		mux.Handle(path, h.endpoint(source, http.MethodPost, decode))
+	}
+	post("/v1/events", sourceEvents, decodeEvents)
+	post("/v1/batch", sourceSegment, segmentCall("batch"))
+	for _, call := range segmentTypes {
+		post("/v1/"+call, sourceSegment, segmentCall(call))
+	}
+	post("/com.snowplowanalytics.snowplow/tp2", sourceSnowplow, func(_ *http.Request, body []byte, max int) (Decoded, error) {
+		return decodeSnowplow(body, max)
+	})
+	mux.Handle("/i", h.endpoint(sourceSnowplow, http.MethodGet, func(r *http.Request, _ []byte, max int) (Decoded, error) {
+		return decodeSnowplowQuery(r.URL.RawQuery, max)
+	}))
+	for _, p := range []string{"/batch", "/capture", "/e"} {
+		post(p, sourcePostHog, decodePostHogBody)
+		post(p+"/", sourcePostHog, decodePostHogBody)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such path: "+r.URL.Path)
 	})
-	return mux
+	h.mux = mux
+	return h, nil
 }
 
-type handler struct {
-	sink Sink
-	opts Options
+// Sources: the source endpoint of an event, for routing rules
+// (priority.Rule.Source) and for scoping event ids when the write key
+// names no source.
+const (
+	sourceEvents   = "events"
+	sourceSegment  = "segment"
+	sourceSnowplow = "snowplow"
+	sourcePostHog  = "posthog"
+)
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// decodeFunc turns a request and its decoded body into events; max is
+// Options.MaxEventBytes.
+type decodeFunc func(r *http.Request, body []byte, max int) (Decoded, error)
+
+func decodeEvents(_ *http.Request, body []byte, max int) (Decoded, error) {
+	if c, ok := firstNonSpace(body); ok && c == '[' {
+		return decodeArray(body, max)
+	}
+	events, rejected := parseNDJSON(body, max, nil, nil)
+	d := Decoded{Rejected: rejected, Events: make([]Event, len(events))}
+	for i, ev := range events {
+		d.Events[i].Body = ev
+	}
+	return d, nil
 }
 
-// response is the body of a request that reached validation.
+func segmentCall(call string) decodeFunc {
+	return func(_ *http.Request, body []byte, max int) (Decoded, error) {
+		return decodeSegment(body, call, max)
+	}
+}
+
+func decodePostHogBody(_ *http.Request, body []byte, max int) (Decoded, error) {
+	return decodePostHog(body, max)
+}
+
+// response is the body of a request that reached decoding.
 type response struct {
-	Error    string      `json:"error,omitempty"`
-	Accepted int         `json:"accepted"`
-	Dropped  int         `json:"dropped,omitempty"`
-	Rejected []Rejection `json:"rejected"`
-	Omitted  int         `json:"rejected_omitted,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	Accepted   int         `json:"accepted"`
+	Duplicates int         `json:"duplicates,omitempty"`
+	Dropped    int         `json:"dropped,omitempty"`
+	Rejected   []Rejection `json:"rejected"`
+	Omitted    int         `json:"rejected_omitted,omitempty"`
 }
 
-func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+// requestBufs are the per-request slices, pooled.
+type requestBufs struct {
+	keys   []dedupKey
+	events []Event
+	groups map[string]*classGroup
+	order  []string
+	stamp  []byte
+	arena  []byte
+}
+
+// classGroup is the events of one class in a request.
+type classGroup struct {
+	bodies [][]byte
+	keys   []dedupKey
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	io.WriteString(w, "ok\n")
+	w.Write([]byte("ok\n"))
 }
 
-func (h *handler) events(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST")
-		return
+// endpoint returns the handler of one ingest endpoint.
+func (h *Handler) endpoint(source, method string, decode decodeFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			methodNotAllowed(w, method)
+			return
+		}
+		h.stats.requests.Add(1)
+		status := h.serve(w, r, source, decode)
+		if status >= 400 {
+			h.stats.failed.Add(1)
+		}
+	})
+}
+
+// serve handles one request and returns its status.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, decode decodeFunc) int {
+	explicit := r.URL.Query().Get("class")
+	if explicit == "" {
+		explicit = r.Header.Get("X-Sluice-Class")
 	}
-	class := r.URL.Query().Get("class")
-	if class == "" {
-		class = r.Header.Get("X-Sluice-Class")
+	if explicit != "" && !spool.ValidClass(explicit) {
+		return writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid class %q: want 1-64 bytes of [A-Za-z0-9_-], not \"quarantine\"", explicit))
 	}
-	if class == "" {
-		class = h.opts.DefaultClass
-	}
-	if !spool.ValidClass(class) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid class %q: want 1-64 bytes of [A-Za-z0-9_-], not \"quarantine\"", class))
-		return
-	}
-	body, status, err := h.readBody(w, r)
+	// A key in the headers is checked before the body is read.
+	presented, err := presentedKey(r.Header)
 	if err != nil {
-		writeError(w, status, err.Error())
-		return
+		return h.unauthorized(w, err)
 	}
-	events, rejected := parseNDJSON(body, h.opts.MaxEventBytes, nil, nil)
-	resp := response{Rejected: rejected}
+	var match keyMatch
+	if presented != "" {
+		var status int
+		if match, status, err = h.keys.authorize(presented); err != nil {
+			return h.writeStatus(w, status, err)
+		}
+	}
+
+	var body []byte
+	if method := r.Method; method != http.MethodGet {
+		if h.opts.MaxBodyBytes > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
+		}
+		b, status, err := decodeBody(r, bodyLimits{MaxBodyBytes: h.opts.MaxBodyBytes, MaxDecodedBytes: h.opts.MaxDecodedBytes})
+		if err != nil {
+			if status == http.StatusUnsupportedMediaType {
+				w.Header().Set("Accept-Encoding", acceptEncoding)
+			}
+			return writeError(w, status, err.Error())
+		}
+		defer b.Release() // after the Sink: the events alias the body
+		body = b.Bytes()
+	}
+	dec, err := decode(r, body, h.opts.MaxEventBytes)
+	if err != nil {
+		return writeError(w, http.StatusBadRequest, err.Error())
+	}
+	if presented == "" && h.keys.enabled() {
+		// No key in the headers: the one in the body, if any.
+		var status int
+		if match, status, err = h.keys.authorize(dec.WriteKey); err != nil {
+			return h.writeStatus(w, status, err)
+		}
+	}
+	resp := response{Rejected: dec.Rejected}
 	if n := len(resp.Rejected) - h.opts.MaxRejected; n > 0 {
 		resp.Rejected, resp.Omitted = resp.Rejected[:h.opts.MaxRejected], n
 	}
 	if resp.Rejected == nil {
 		resp.Rejected = []Rejection{}
 	}
-	if len(events) == 0 {
-		if len(rejected) == 0 {
+	h.stats.rejected.Add(uint64(len(dec.Rejected)))
+	if len(dec.Events) == 0 {
+		switch {
+		case len(dec.Rejected) > 0:
+			resp.Error = fmt.Sprintf("no valid events: %d rejected", len(dec.Rejected))
+		case source == sourceEvents:
 			resp.Error = "empty body: no events"
+		default:
+			// An SDK's empty batch (a flush with nothing in it) is not an error.
+			return h.ok(w, r, resp)
+		}
+		return writeJSON(w, http.StatusBadRequest, resp)
+	}
+
+	bufs := h.bufs.Get().(*requestBufs)
+	defer h.putBufs(bufs)
+	events := dec.Events
+	scope := source
+	if match.Source != "" {
+		scope = match.Source
+	}
+	var keys []dedupKey
+	if h.dedup != nil {
+		keys = bufs.keys[:0]
+		for i := range events {
+			keys = append(keys, h.dedup.key(scope, events[i].ID))
+		}
+		var dups int
+		now := h.opts.Now()
+		keys, events, dups = dedupFilterAt(h.dedup, now, keys, events)
+		bufs.keys = keys
+		resp.Duplicates = dups
+		h.stats.duplicates.Add(uint64(dups))
+		if len(events) == 0 {
+			return h.ok(w, r, resp)
+		}
+	}
+
+	// Classify and stamp, into one arena sized for the request so that no
+	// append moves the events already in it.
+	prefix := h.opts.stampPrefix(bufs.stamp[:0], h.opts.Now())
+	bufs.stamp = prefix
+	arena := bufs.arena[:0]
+	if len(prefix) > 0 {
+		size := 0
+		for i := range events {
+			size += len(events[i].Body) + len(prefix) + 1
+		}
+		if cap(arena) < size {
+			arena = make([]byte, 0, size)
+		}
+	}
+	if bufs.groups == nil {
+		bufs.groups = make(map[string]*classGroup)
+	}
+	bufs.order = bufs.order[:0]
+	for i := range events {
+		class := explicit
+		if class == "" {
+			class = match.Class
+		}
+		if class == "" && h.router != nil {
+			class = h.router.Route(source, events[i].Body)
+		}
+		if class == "" {
+			class = h.opts.DefaultClass
+		}
+		g := bufs.groups[class]
+		if g == nil {
+			g = new(classGroup)
+			bufs.groups[class] = g
+		}
+		if len(g.bodies) == 0 {
+			bufs.order = append(bufs.order, class)
+		}
+		ev := events[i].Body
+		if len(prefix) > 0 {
+			start := len(arena)
+			arena = appendStamped(arena, prefix, ev)
+			ev = arena[start:len(arena):len(arena)]
+		}
+		g.bodies = append(g.bodies, ev)
+		if keys != nil {
+			g.keys = append(g.keys, keys[i])
+		}
+	}
+	bufs.arena = arena
+
+	// One Sink call per class, in the order the classes appeared.
+	for _, class := range bufs.order {
+		g := bufs.groups[class]
+		if h.valid != nil {
+			err = h.valid.IngestValid(r.Context(), class, g.bodies)
 		} else {
-			resp.Error = fmt.Sprintf("no valid events: %d lines rejected", len(rejected))
+			err = h.sink.Ingest(r.Context(), class, g.bodies...)
 		}
-		writeJSON(w, http.StatusBadRequest, resp)
-		return
+		switch {
+		case err == nil:
+			resp.Accepted += len(g.bodies)
+			if h.dedup != nil {
+				h.dedup.commitAt(h.opts.Now(), g.keys)
+			}
+		case errors.Is(err, aggregator.ErrDropped):
+			resp.Dropped += len(g.bodies)
+		default:
+			h.stats.accepted.Add(uint64(resp.Accepted))
+			return h.sinkError(w, class, len(g.bodies), resp, err)
+		}
 	}
-	err = h.sink.Ingest(r.Context(), class, events...)
+	h.stats.accepted.Add(uint64(resp.Accepted))
+	h.stats.dropped.Add(uint64(resp.Dropped))
+	return h.ok(w, r, resp)
+}
+
+// ok answers a request whose good events are all durable (or dropped by a
+// drop_newest class, or repeats). Snowplow's pixel (GET /i) gets a pixel.
+func (h *Handler) ok(w http.ResponseWriter, r *http.Request, resp response) int {
+	if r.Method == http.MethodGet {
+		w.Header().Set("Content-Type", "image/gif")
+		w.Header().Set("Cache-Control", "no-cache, no-store, must-revalidate")
+		w.WriteHeader(http.StatusOK)
+		w.Write(pixelGIF)
+		return http.StatusOK
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// pixelGIF is a transparent 1×1 GIF, what Snowplow's collector answers to
+// GET /i.
+var pixelGIF = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x01D\x00;")
+
+// sinkError answers a request whose class refused its events. What earlier
+// classes took is durable and counted in "accepted"; a client retrying
+// the whole request repeats those, and the dedup window drops the repeats
+// of events that have ids.
+func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp response, err error) int {
+	resp.Error = err.Error()
+	status := http.StatusInternalServerError
 	switch {
-	case err == nil:
-		resp.Accepted = len(events)
-		writeJSON(w, http.StatusOK, resp)
-	case errors.Is(err, aggregator.ErrDropped):
-		resp.Dropped = len(events)
-		writeJSON(w, http.StatusOK, resp)
 	case errors.Is(err, aggregator.ErrFull):
-		w.Header().Set("Retry-After", strconv.Itoa(DefaultRetryAfterFull))
-		writeError(w, http.StatusTooManyRequests, err.Error())
+		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
+		status = http.StatusTooManyRequests
 	case errors.Is(err, aggregator.ErrClosed):
-		w.Header().Set("Retry-After", strconv.Itoa(DefaultRetryAfterClose))
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
+		status = http.StatusServiceUnavailable
 	case errors.Is(err, aggregator.ErrTooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
-	case errors.Is(err, aggregator.ErrInvalidEvent):
-		writeError(w, http.StatusBadRequest, err.Error())
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, aggregator.ErrInvalidEvent), errors.Is(err, aggregator.ErrInvalidClass):
+		status = http.StatusBadRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The client went away or the server's deadline passed before
+		// the events were taken: nothing of this class is durable.
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
 	default:
-		h.opts.Logger.Error("ingest failed", "class", class, "events", len(events), "err", err)
-		writeError(w, http.StatusInternalServerError, err.Error())
+		h.opts.Logger.Error("ingest failed", "class", class, "events", n, "err", err)
 	}
+	return writeJSON(w, status, resp)
 }
 
-// readBody reads the request body within the limits, decompressing gzip.
-// On error it returns the status to answer.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := h.opts.MaxBodyBytes
-	if r.ContentLength > limit {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, limit)
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds the limit of %d bytes", limit)
-		}
-		return nil, http.StatusBadRequest, fmt.Errorf("reading body: %v", err)
-	}
-	body := buf.Bytes()
-	enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
-	switch {
-	case enc == "gzip" || enc == "x-gzip":
-	case enc == "" || enc == "identity":
-		if !bytes.HasPrefix(body, gzipMagic) {
-			return body, 0, nil
-		}
-		// A gzip body without its header: SDKs do send these, and NDJSON
-		// never starts with 0x1f.
-	default:
-		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Encoding %q: want gzip or identity", enc)
-	}
-	return gunzip(body, h.opts.MaxDecodedBytes)
+func (h *Handler) unauthorized(w http.ResponseWriter, err error) int {
+	return h.writeStatus(w, http.StatusUnauthorized, err)
 }
 
-var gzipMagic = []byte{0x1f, 0x8b}
-
-func gunzip(body []byte, limit int64) ([]byte, int, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(body))
-	if err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("gzip: %v", err)
+func (h *Handler) writeStatus(w http.ResponseWriter, status int, err error) int {
+	if status == http.StatusUnauthorized {
+		h.stats.unauthorized.Add(1)
+		w.Header().Set("WWW-Authenticate", authChallenge)
 	}
-	var out bytes.Buffer
-	n, err := out.ReadFrom(io.LimitReader(zr, limit+1))
-	if err != nil {
-		return nil, http.StatusBadRequest, fmt.Errorf("gzip: %v", err)
-	}
-	if n > limit {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("decompressed body exceeds the limit of %d bytes", limit)
-	}
-	return out.Bytes(), 0, nil
+	return writeError(w, status, err.Error())
 }
 
-func methodNotAllowed(w http.ResponseWriter, allow string) {
+func (h *Handler) putBufs(b *requestBufs) {
+	if cap(b.arena) > 4<<20 || cap(b.keys) > 1<<16 || len(b.groups) > 16 {
+		return // an outsized request: let it go
+	}
+	for _, g := range b.groups {
+		clear(g.bodies)
+		g.bodies, g.keys = g.bodies[:0], g.keys[:0]
+	}
+	h.bufs.Put(b)
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) int {
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, "method not allowed: use "+allow)
+	return writeError(w, http.StatusMethodNotAllowed, "method not allowed: use "+allow)
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, struct {
+func writeError(w http.ResponseWriter, status int, msg string) int {
+	return writeJSON(w, status, struct {
 		Error string `json:"error"`
 	}{msg})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any) int {
 	b, err := json.Marshal(v)
 	if err != nil { // cannot happen for our types
 		b = []byte(`{"error":"internal: encoding response"}`)
@@ -195,4 +435,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
+	return status
 }
+
+// timeNow is Options.Now's default.
+func timeNow() time.Time { return time.Now() }

@@ -34,6 +34,10 @@ type nodeConfig struct {
 	LinkMbit     float64
 	Headroom     float64
 	Unshaped     bool
+
+	// From the file only.
+	Ingest     ingestConfig
+	NATSIngest natsIngestConfig
 }
 
 // fileConfig is the YAML file of --config. Its keys mirror the flags; a
@@ -54,6 +58,9 @@ type fileConfig struct {
 	LinkMbit     float64       `yaml:"link_mbit"`
 	Headroom     float64       `yaml:"headroom"`
 	Unshaped     bool          `yaml:"unshaped"`
+
+	Ingest     ingestConfig     `yaml:"ingest"`
+	NATSIngest natsIngestConfig `yaml:"nats_ingest"`
 }
 
 func (c *nodeConfig) flags(fs *flag.FlagSet) {
@@ -112,6 +119,7 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 	if !set["unshaped"] && f.Unshaped {
 		c.Unshaped = true
 	}
+	c.Ingest, c.NATSIngest = f.Ingest, f.NATSIngest
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("%w (after applying %s)", err, c.Config)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %+v\nwant %+v", got, tt.want)
 			}
 		})
@@ -74,7 +75,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 	want := nodeConfig{Config: path, Node: "from-file", DataDir: "./sluice-data", Listen: "127.0.0.1:7777",
 		NATSListen: "127.0.0.1:4222", Stream: "SLUICE", Subject: "sluice", Fsync: "never", DrainTimeout: 5 * time.Second,
 		LogFormat: "text", LogLevel: "info", LinkMbit: 20, Headroom: 0.7}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v\nwant %+v", c, want)
 	}
 

@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -99,7 +102,19 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	}
 	defer nc.Close()
 
+	classes := priority.Defaults(int64(c.LinkMbit * 1e6 / 8))
+	iopts, err := c.Ingest.options(c.Node, classes)
+	if err != nil {
+		return err
+	}
+	iopts.Logger = log
+	handler, err := ingest.NewHandler(nil, iopts) // validated before the node starts
+	if err != nil {
+		return fmt.Errorf("config: ingest: %w", err)
+	}
+
 	node, err := aggregator.New(aggregator.Options{
+		Classes: classes,
 		Node:    c.Node,
 		Dir:     filepath.Join(c.DataDir, "spool"),
 		Conn:    nc,
@@ -123,14 +138,29 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		}
 	}()
 
+	if handler, err = ingest.NewHandler(node, iopts); err != nil {
+		return err
+	}
+	var natsIn *natsIngest
+	if nopts, ok := c.NATSIngest.natsOptions(iopts.Router, c.Subject); ok {
+		if natsIn, err = startNATSIngest(ctx, c.NATSIngest.URL, nc, node, nopts, log); err != nil {
+			return err
+		}
+		defer natsIn.stop(context.Background()) // idempotent; on early returns
+	}
+
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           ingest.NewHandler(node, ingest.Options{Logger: log}),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// A body slower than this is cut off; an ack waits for the spool's
+		// fsync, milliseconds.
+		ReadTimeout:  time.Minute,
+		WriteTimeout: time.Minute,
+		IdleTimeout:  2 * time.Minute,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -153,6 +183,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
+	}
+	if natsIn != nil { // intake stops before the node drains
+		natsIn.stop(sctx)
 	}
 	nodeDown = true
 	start := time.Now()
@@ -180,4 +213,49 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("bad port %q", p)
 	}
 	return host, port, nil
+}
+
+// natsIngest is the node's NATS source and the connection it owns, if any.
+type natsIngest struct {
+	src  *ingest.NATSSource
+	own  *nats.Conn // nil when the source shares the node's connection
+	log  *slog.Logger
+	once sync.Once
+}
+
+// startNATSIngest subscribes to the configured subjects, on url or, when
+// it is empty, on the node's own connection.
+func startNATSIngest(ctx context.Context, url string, nc *nats.Conn, node *aggregator.Node, opts ingest.NATSOptions, log *slog.Logger) (*natsIngest, error) {
+	opts.Logger = log
+	in := &natsIngest{log: log}
+	if url != "" {
+		own, err := nats.Connect(url, nats.Name("sluice ingest"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+		if err != nil {
+			return nil, fmt.Errorf("nats ingest %s: %w", url, err)
+		}
+		in.own, nc = own, own
+	}
+	src, err := ingest.StartNATS(ctx, nc, node, opts)
+	if err != nil {
+		if in.own != nil {
+			in.own.Close()
+		}
+		return nil, fmt.Errorf("config: nats_ingest: %w", err)
+	}
+	in.src = src
+	log.Info("nats ingest started", "subscriptions", len(opts.Subscriptions))
+	return in, nil
+}
+
+// stop shuts the source down (what it already took finishes) and closes
+// its own connection.
+func (in *natsIngest) stop(ctx context.Context) {
+	in.once.Do(func() {
+		if err := in.src.Shutdown(ctx); err != nil {
+			in.log.Warn("nats ingest shutdown", "err", err)
+		}
+		if in.own != nil {
+			in.own.Close()
+		}
+	})
 }

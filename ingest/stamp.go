@@ -1,0 +1,64 @@
+package ingest
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/jsonx"
+)
+
+// The members the handler stamps on every event it accepts, first in the
+// object. An event that already has a member of either name loses it: the
+// node's clock and name are the ones that count, as a collector's
+// receivedAt is in Segment's model.
+const (
+	StampReceivedAt = "receivedAt" // RFC 3339 UTC with milliseconds, e.g. "2026-11-26T01:02:03.456Z"
+	StampNode       = "sluiceNode" // Options.Node
+)
+
+// stampLayout is receivedAt's format: what Segment's API sets.
+const stampLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// stampPrefix appends the stamp members for a request received at now:
+// `"receivedAt":"…","sluiceNode":"…"`, or nothing when stamping is off.
+func (o *Options) stampPrefix(dst []byte, now time.Time) []byte {
+	if o.NoStamp {
+		return dst
+	}
+	dst = append(dst, `"`+StampReceivedAt+`":"`...)
+	dst = now.UTC().AppendFormat(dst, stampLayout)
+	dst = append(dst, `","`+StampNode+`":`...)
+	return jsonx.AppendQuote(dst, []byte(o.Node))
+}
+
+// appendStamped appends to dst the event ev (one valid JSON object) with
+// the members of prefix first and without members of the stamped names.
+// With an empty prefix it appends ev as it is. The result is at most
+// len(ev)+len(prefix)+1 bytes.
+func appendStamped(dst, prefix, ev []byte) []byte {
+	if len(prefix) == 0 {
+		return append(dst, ev...)
+	}
+	dst = append(dst, '{')
+	dst = append(dst, prefix...)
+	if !bytes.Contains(ev, []byte(`"`+StampReceivedAt+`"`)) && !bytes.Contains(ev, []byte(`"`+StampNode+`"`)) &&
+		!bytes.Contains(ev, []byte(`\u`)) {
+		// The common case: ev has neither member, under any spelling.
+		rest := bytes.TrimLeft(ev[1:], " \t\r\n")
+		if rest[0] != '}' {
+			dst = append(dst, ',')
+		}
+		return append(dst, rest...)
+	}
+	// A member of a stamped name, or an escape that might spell one:
+	// rebuild from the members, whose names come decoded.
+	jsonx.Members(ev, func(m jsonx.Member) error {
+		if k := string(m.Key); k == StampReceivedAt || k == StampNode {
+			return nil
+		}
+		dst = append(dst, ',')
+		dst = append(dst, ev[m.Start:m.End]...)
+		return nil
+	})
+	return append(dst, '}')
+}
