@@ -2,6 +2,7 @@ package aggregator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -68,4 +69,59 @@ func Example() {
 	// sluice.ingest edge-1 ingest 2
 	// {"type":"page","name":"/pricing"}
 	// {"type":"track","event":"signup"}
+}
+
+// Ingest's errors tell an embedding service what to do with the events it
+// was given: drop or fix them (invalid, too large, unknown class), retry
+// later (full), or stop sending (closed). A cancelled context leaves
+// nothing behind.
+func ExampleNode_Ingest_errors() {
+	dir, _ := os.MkdirTemp("", "sluice-example")
+	defer os.RemoveAll(dir)
+	srv, err := embedded.Start(embedded.Options{Dir: dir + "/nats", Port: -1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer embedded.Shutdown(context.Background(), srv)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	node, err := aggregator.New(aggregator.Options{Node: "edge-1", Dir: dir + "/spool", Conn: nc})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+
+	handle := func(err error) string {
+		switch {
+		case err == nil:
+			return "durable"
+		case errors.Is(err, aggregator.ErrInvalidEvent), errors.Is(err, aggregator.ErrTooLarge),
+			errors.Is(err, aggregator.ErrInvalidClass):
+			return "refused: fix the events"
+		case errors.Is(err, aggregator.ErrFull):
+			return "full: retry later"
+		case errors.Is(err, aggregator.ErrClosed):
+			return "closed: stop sending"
+		case errors.Is(err, context.Canceled):
+			return "cancelled: nothing kept"
+		}
+		return "unexpected: " + err.Error()
+	}
+	fmt.Println(handle(node.Ingest(ctx, "ingest", []byte(`{"type":"page"}`))))
+	fmt.Println(handle(node.Ingest(ctx, "ingest", []byte(`{"type":"page"}`), []byte(`not json`))))
+	fmt.Println(handle(node.Ingest(ctx, "clicks", []byte(`{"type":"page"}`))))
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	fmt.Println(handle(node.Ingest(cancelled, "ingest", []byte(`{"type":"page"}`))))
+	node.Shutdown(ctx)
+	fmt.Println(handle(node.Ingest(ctx, "ingest", []byte(`{"type":"page"}`))))
+	// Output:
+	// durable
+	// refused: fix the events
+	// refused: fix the events
+	// cancelled: nothing kept
+	// closed: stop sending
 }

@@ -136,6 +136,12 @@ func (n *Node) goFunc(f func()) {
 // error (wrapping ErrInvalidEvent or ErrTooLarge) names its index.
 // A full class returns an error wrapping ErrFull (policy block) or
 // ErrDropped (policy drop_newest); after Shutdown begins, ErrClosed.
+//
+// ctx bounds the wait for the spool's group commit: if it ends before the
+// events were taken into a commit, Ingest returns an error wrapping
+// ctx.Err() and none of them is kept; once taken, Ingest waits for the
+// commit (an fsync, milliseconds) whatever ctx says, so that its answer is
+// always exact.
 func (n *Node) Ingest(ctx context.Context, class string, events ...[]byte) error {
 	return n.ingest(ctx, class, events, true)
 }
