@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -51,6 +52,13 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		return err
 	}
 	fsync, _ := spool.ParseFsync(c.Fsync) // validated by load
+	if c.Node == "" {
+		// The node's name is stamped on events and batch headers alike.
+		c.Node = "sluice"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.Node = h
+		}
+	}
 	log, natsLog := newLogger(c.LogFormat, c.LogLevel, stderr)
 
 	upstream := c.Upstream
