@@ -241,14 +241,18 @@ func TestEndpoints(t *testing.T) {
 		{name: "empty segment batch", path: "/v1/batch", body: `{"batch":[]}`, status: 200},
 		{name: "wrong method", method: "GET", path: "/v1/batch", status: 405},
 		{name: "not json", path: "/batch/", body: `hello`, status: 400},
+		{name: "batch over MaxEvents", path: "/v1/events", body: strings.Repeat(`{"a":1}`+"\n", 4), status: 413},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := &recordingSink{}
-			h := newHandler(t, sink, ingest.Options{})
+			h := newHandler(t, sink, ingest.Options{MaxEvents: 3})
 			x := do(t, h, cmpOr(tt.method, "POST"), tt.path, tt.header, tt.body)
 			if x.status != tt.status {
 				t.Fatalf("status %d, want %d: %s", x.status, tt.status, x.body)
+			}
+			if tt.status == 413 && !strings.Contains(x.body, "batch of 4 events exceeds the limit of 3 events") {
+				t.Errorf("413 body %s", x.body)
 			}
 			n := 0
 			for _, c := range sink.calls {

@@ -217,6 +217,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	if err != nil {
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
+	if n := len(dec.Events) + len(dec.Rejected); n > h.opts.MaxEvents {
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", n, h.opts.MaxEvents))
+	}
 	if presented == "" && h.keys.enabled() {
 		// No key in the headers: the one in the body, if any.
 		var status int

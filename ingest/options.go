@@ -13,6 +13,7 @@ const (
 	DefaultMaxBodyBytes    = 8 << 20
 	DefaultMaxEventBytes   = 1 << 20
 	DefaultMaxRejected     = 100
+	DefaultMaxEvents       = 10_000
 	DefaultRetryAfterFull  = 1 // seconds
 	DefaultRetryAfterClose = 5 // seconds
 	DefaultDedupWindow     = 10 * time.Minute
@@ -53,6 +54,9 @@ type Options struct {
 	// is rejected on its own. Default 1 MiB, the aggregator's default
 	// MaxEventBytes (the stamp adds about 70 bytes to it).
 	MaxEventBytes int
+	// MaxEvents bounds the events (valid or not) of one request; a larger
+	// batch gets 413 and none of it is kept. Default 10,000.
+	MaxEvents int
 	// MaxRejected bounds the rejections listed in a response. Default 100.
 	MaxRejected int
 	// RetryAfterFull and RetryAfterClose are the Retry-After seconds of a
@@ -76,6 +80,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxEventBytes <= 0 {
 		o.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = DefaultMaxEvents
 	}
 	if o.MaxRejected <= 0 {
 		o.MaxRejected = DefaultMaxRejected

@@ -16,11 +16,13 @@ import (
 //	decodeSnowplowQuery Snowplow GET /i (the pixel)
 //	decodePostHog       PostHog /batch/, /capture/, /e/
 //
-// They never decode an event into a map or struct: jsonx scans the
-// envelope and each event's top-level members, and every event is
-// validated with jsonx.Object. An event that needs no change aliases the
-// body; one that does (a member added, stripped or renamed, or white space
-// with newlines removed) is built in one buffer per request.
+// They never decode an event into a map or struct. jsonx.Members scans
+// the envelope without validating what the decoder ignores, jsonx.Elements
+// splits the batch array, and jsonx.ObjectMembers validates each element
+// exactly as jsonx.Object does while listing its top-level members, in one
+// pass. An event that needs no change aliases the body; one that does (a
+// member added, stripped or renamed, or white space with newlines removed)
+// is built in one buffer per request.
 //
 // The rules all decoders share:
 //
@@ -44,6 +46,15 @@ import (
 //   - Where a member that matters appears twice, the last one counts, as in
 //     encoding/json and JavaScript; members are matched by their name with
 //     escapes decoded.
+//
+// Caveats:
+//
+//   - Where an element ends is found by counting brackets outside strings,
+//     not by matching them, so an element with a stray or mismatched
+//     bracket can take its neighbours with it or make the whole body
+//     unusable. JSON that a serializer wrote never has one.
+//   - Events alias the body: it must stay untouched (not go back to a
+//     pool) until the events are durable.
 
 // Event is one decoded event on its way to the spool.
 type Event struct {

@@ -26,9 +26,11 @@ type ingestConfig struct {
 	// DedupEntries how many at most (default 1,000,000).
 	DedupWindow  time.Duration `yaml:"dedup_window"`
 	DedupEntries int           `yaml:"dedup_entries"`
-	// MaxBodyBytes and MaxEventBytes bound a request body and one event.
+	// MaxBodyBytes, MaxEventBytes and MaxEvents bound a request body, one
+	// event, and the events of one request.
 	MaxBodyBytes  int64 `yaml:"max_body_bytes"`
 	MaxEventBytes int   `yaml:"max_event_bytes"`
+	MaxEvents     int   `yaml:"max_events"`
 	// Stamp adds "receivedAt" and "sluiceNode" to every event; default true.
 	Stamp *bool `yaml:"stamp"`
 }
@@ -121,6 +123,7 @@ func (c ingestConfig) options(node string, classes []priority.Class) (ingest.Opt
 		DedupEntries:  c.DedupEntries,
 		MaxBodyBytes:  c.MaxBodyBytes,
 		MaxEventBytes: c.MaxEventBytes,
+		MaxEvents:     c.MaxEvents,
 	}, nil
 }
 
