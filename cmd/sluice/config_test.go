@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/priority"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -154,3 +156,58 @@ func TestCommandLine(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+func TestIngestConfig(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "web.key")
+	if err := os.WriteFile(keyFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parseConfig([]byte(`
+ingest:
+  keys:
+    - key_file: ` + keyFile + `
+      source: web
+  routes:
+    - field: event
+      equals: ["Order Completed"]
+      class: critical
+  dedup_window: 5m
+  max_events: 500
+nats_ingest:
+  subscriptions:
+    - subject: events.>
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := f.Ingest.options("edge-1", priority.Defaults(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(opts.Keys) != 1 || opts.Keys[0].Key != "s3cret" || opts.Keys[0].Source != "web" ||
+		opts.DedupWindow != 5*time.Minute || opts.MaxEvents != 500 || opts.Node != "edge-1" {
+		t.Errorf("options %+v", opts)
+	}
+	if got := opts.Router.Route("segment", []byte(`{"event":"Order Completed"}`)); got != "critical" {
+		t.Errorf("routed to %q", got)
+	}
+	if n, ok := f.NATSIngest.natsOptions(opts.Router, "sluice"); !ok || n.ExcludeSubjects[0] != "sluice.>" {
+		t.Errorf("nats options %+v %v", n, ok)
+	}
+
+	for _, tt := range []struct{ yaml, want string }{
+		{"ingest:\n  routes:\n    - class: nope\n", "unknown class \"nope\""},
+		{"ingest:\n  keys:\n    - key: a\n      key_file: b\n", "both key and key_file"},
+		{"ingest:\n  keys:\n    - key_file: /nonexistent/key\n", "no such file"},
+		{"ingest:\n  dedup: 1m\n", "line 2: field dedup not found"},
+	} {
+		f, err := parseConfig([]byte(tt.yaml))
+		if err == nil {
+			_, err = f.Ingest.options("n", priority.Defaults(0))
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error %v, want %q", tt.yaml, err, tt.want)
+		}
+	}
+}
