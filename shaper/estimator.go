@@ -274,6 +274,10 @@ func (e *Estimator) SetBacklogAt(now time.Time, backlogged bool) {
 	e.tick(now)
 }
 
+// nearCeilPct: a capacity at or above this percentage of LinkCeil is not
+// probed; its lower bound is dropped instead (see tick).
+const nearCeilPct = 95
+
 // outageGap is the silence after which the next ack counts as the link
 // coming back: the controller's stall rule (no ack for max(3·RTO, 5 s)
 // with attempts in flight) at its floor.
@@ -570,7 +574,19 @@ func (e *Estimator) tick(now time.Time) {
 			// what the operator said is not there, and would overshoot.
 			break
 		}
-		if e.backlogged && e.level <= maxProbeLevel && !e.probeAt.IsZero() && !now.Before(e.probeAt) {
+		due := e.backlogged && e.level <= maxProbeLevel && !e.probeAt.IsZero() && !now.Before(e.probeAt)
+		if due && e.o.LinkCeil > 0 && e.bwLo > 0 && e.capacity()*100 >= e.o.LinkCeil*nearCeilPct {
+			// Within 5% of the ceiling, a probe at 1.25·C is capped at
+			// the ceiling and shows nothing Startup could use, but its
+			// pacing lands a few percent over the target for a round
+			// (seen: +6% windows every 3 s). Instead, forget the lower
+			// bound, as BBRv2 does after a probe cycle without loss: the
+			// pacing rises by at most 5%, and a real limit cuts it again.
+			e.bwLo = 0
+			e.enterCruise(now)
+			break
+		}
+		if due {
 			e.cPrev = e.capacity()
 			e.bwLoSaved = e.bwLo
 			e.bwLo = 0

@@ -483,3 +483,26 @@ func TestEstimatorSilenceThenAck(t *testing.T) {
 		t.Errorf("error rate %v after the first ack following 6 s of silence, want 0", r)
 	}
 }
+
+// Within 5% of the ceiling the estimator does not probe (the probe would be
+// capped at the ceiling and overshoot the target for a round); it drops
+// the lower bound instead, and C returns to the ceiling.
+func TestEstimatorNearCeilingNoProbe(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{LinkCeil: 10 * mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.maxBw, e.bwLo, e.minRtt = 10*mb, 96*mb/10, 40*time.Millisecond
+	e.state, e.stateAt, e.probeAt = StateCruise, t0, t0.Add(time.Second)
+	e.SetBacklogAt(t0.Add(2*time.Second), true)
+	s := e.SnapshotAt(t0.Add(2 * time.Second))
+	if s.State != StateCruise || s.Capacity != 10*mb || s.Pacing != 8*mb {
+		t.Errorf("near the ceiling: %v C %d pacing %d; want cruise at C = ceiling, pacing 0.8 of it", s.State, s.Capacity, s.Pacing)
+	}
+	// Further below the ceiling it probes as before.
+	e.bwLo, e.probeAt = 8*mb, t0.Add(3*time.Second)
+	e.SetBacklogAt(t0.Add(4*time.Second), true)
+	if s := e.SnapshotAt(t0.Add(4 * time.Second)); s.State != StateUp {
+		t.Errorf("at 0.8 of the ceiling: %v, want a probe", s.State)
+	}
+}
