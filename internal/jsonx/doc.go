@@ -8,6 +8,15 @@
 // on valid input and scans the bodies of strings eight bytes at a time.
 // [HasNewline] is the companion check for newline-delimited storage.
 //
+// The SDK decoders of package ingest walk request bodies without decoding
+// them into maps: [Elements] splits an array into its raw elements,
+// [Members] lists an object's top-level members with their positions (and
+// [ObjectMembers] does so while validating, in one pass), [Unquote] and
+// [AppendQuote] convert strings as encoding/json and JavaScript do, and
+// [AppendCompact] removes white space as json.Compact does. The scanners
+// check structure only: a malformed element or value reaches the caller,
+// to be refused on its own.
+//
 // # Caveats
 //
 //   - Object validates; it does not decode. Duplicate keys are accepted and
