@@ -34,6 +34,8 @@ type lane struct {
 	subj   string
 	fields *priority.FieldSet
 
+	failing atomic.Bool // a batch has failed twice and none was acked since: logged once per episode
+
 	maxEvents, maxBytes int
 	linger              time.Duration
 	// urgent: the class is still sent at level 1 (critical, ingest), so its
@@ -465,12 +467,11 @@ func (l *lane) ack() {
 // stops first.
 func (l *lane) deliver(b *batch) bool {
 	k := l.n.link
-	down := false
 	for {
 		ack, err := l.wait(b)
 		if err == nil {
 			k.onAck(b.attempt)
-			if down {
+			if l.failing.CompareAndSwap(true, false) {
 				l.n.opts.Logger.Info("upstream publishing again", "class", l.name)
 			}
 			if ack.Duplicate {
@@ -485,8 +486,7 @@ func (l *lane) deliver(b *batch) bool {
 		l.stats.errors.Add(1)
 		o := outcome(err)
 		d := k.onFailure(b.attempt, shaper.Attempt{FirstSent: b.firstSent, N: b.attempts, Outcome: o, Critical: l.class.Critical})
-		if !down && b.attempts >= 2 {
-			down = true
+		if b.attempts >= 2 && l.failing.CompareAndSwap(false, true) {
 			l.n.opts.Logger.Warn("upstream publish failing, retrying", "class", l.name, "outcome", o.String(), "err", err)
 		}
 		switch d.Disposition {
