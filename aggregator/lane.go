@@ -410,11 +410,14 @@ func (l *lane) send(b *batch) bool {
 	case <-l.n.ctx.Done():
 		return false
 	}
-	if !l.n.link.reserve(l.id, b.size(), l.n.drain) {
+	ok, held := l.n.link.reserveHeld(l.id, b.size(), l.n.drain)
+	if !ok {
 		<-l.window
 		return false
 	}
-	limited := l.n.spool.Last(l.name) <= b.r.Last // nothing else to send right now
+	// Limited by the sender, not the link: nothing else to send right
+	// now, or admitted without waiting.
+	limited := !held || l.n.spool.Last(l.name) <= b.r.Last
 	l.publish(b, l.n.link.onSend(b.size(), true, limited))
 	l.stats.batches.Add(1)
 	l.stats.published.Add(uint64(b.count))

@@ -211,8 +211,16 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 // them back. Waits are re-evaluated at least every tick, as the target
 // and the cap move.
 func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
+	ok, _ := k.reserveHeld(id, bytes, drain)
+	return ok
+}
+
+// reserveHeld is reserve that also says whether the send was held back
+// (by pacing, the in-flight cap or the level) before it was admitted: the
+// estimator reads a send the shaper never held as limited by the sender.
+func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool) {
 	if k.unshaped {
-		return true
+		return true, false
 	}
 	critical := k.n.opts.Classes[id].Critical
 	var timer *time.Timer
@@ -239,10 +247,11 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 		k.mu.Unlock()
 		switch {
 		case r.OK:
-			return true
+			return true, held
 		case deferred && isClosed(drain):
-			return false
+			return false, held
 		}
+		held = true
 		var tc <-chan time.Time
 		if !deferred {
 			wait := k.n.opts.Link.Tick // in-flight full: an ack wakes us first
@@ -269,7 +278,7 @@ func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
 			k.mu.Lock()
 			k.lanes.SetBacklogAt(time.Now(), id, 0)
 			k.mu.Unlock()
-			return false
+			return false, held
 		case <-wake:
 		case <-changed:
 		case <-ackc:

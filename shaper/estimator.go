@@ -117,6 +117,7 @@ type sentPkt struct {
 	firstSentTime time.Time
 	sentTime      time.Time
 	appLimited    bool
+	senderLimited bool // OnSendAt's limited: the shaper did not hold this send back
 }
 
 type roundStats struct {
@@ -127,6 +128,10 @@ type roundStats struct {
 	// ack clock: bytes delivered after the round's first ack, and when
 	firstAck   time.Time
 	ackedAfter int64
+	// throttled: an attempt acked in the round had been held back by the
+	// shaper (pacing or the in-flight cap), so the sender was limited by
+	// the link's model, not by itself.
+	throttled bool
 }
 
 // ackRate is the round's ack-clock rate; with a standing queue all round
@@ -305,9 +310,11 @@ func (e *Estimator) SetLevelAt(now time.Time, level int) {
 }
 
 // OnSendAt records that attempt id of bytes reached the socket at now.
-// limited is true when the send was limited by having nothing else to send
-// (not by the in-flight cap); samples taken while cruising below capacity
-// are treated as app-limited in any case. Every attempt, retries included,
+// limited is true when the shaper did not hold the send back: the sender
+// had nothing else to send, or was admitted at once (neither pacing nor the
+// in-flight cap made it wait). Its samples are app-limited, and a round of
+// only such sends never reads a standing queue as congestion. Samples taken
+// while cruising below capacity are treated as app-limited in any case. Every attempt, retries included,
 // needs its own id (its own reply inbox), so no sample is ambiguous.
 func (e *Estimator) OnSendAt(now time.Time, id uint64, bytes int, limited bool) {
 	e.tick(now)
@@ -319,7 +326,7 @@ func (e *Estimator) OnSendAt(now time.Time, id uint64, bytes int, limited bool) 
 	}
 	b := int64(max(bytes, 0))
 	e.inflight[id] = sentPkt{bytes: b, delivered: e.delivered, deliveredTime: e.deliveredTime,
-		firstSentTime: e.firstSentTime, sentTime: now, appLimited: e.appLimitedTo != 0}
+		firstSentTime: e.firstSentTime, sentTime: now, appLimited: e.appLimitedTo != 0, senderLimited: limited}
 	e.inflightBytes += b
 	if e.avgMsg == 0 {
 		e.avgMsg = b
@@ -397,6 +404,7 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 			e.upSamples++
 		}
 	}
+	e.r.throttled = e.r.throttled || !p.senderLimited
 	if e.r.firstAck.IsZero() {
 		e.r.firstAck = now
 	} else {
@@ -449,7 +457,12 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 	e.prevRttMin, e.lastRttMin = e.lastRttMin, r.rttMin
 	// congestion: ≥ 2% errors, or a standing queue.
 	e.congested = r.errs*50 >= r.acks+r.errs
-	e.standing = r.rttMin > 0 && e.minRtt > 0 && 2*r.rttMin >= 3*e.minRtt &&
+	// A standing queue is congestion only in a round where the shaper held
+	// a send back: a sender limited by its own CPU (a loopback, a fast
+	// LAN) sees its acks queue behind its own work, and reading that as
+	// the link's queue cut C to the node's CPU rate and degraded traffic
+	// on a healthy link.
+	e.standing = r.throttled && r.rttMin > 0 && e.minRtt > 0 && 2*r.rttMin >= 3*e.minRtt &&
 		r.rttMin-e.minRtt >= max(5*time.Millisecond, e.rto.RTTVar()*5/2)
 	e.congested = e.congested || e.standing
 	e.ackRate = r.ackRate(now)

@@ -506,3 +506,42 @@ func TestEstimatorNearCeilingNoProbe(t *testing.T) {
 		t.Errorf("at 0.8 of the ceiling: %v, want a probe", s.State)
 	}
 }
+
+// A sender limited by its own CPU sees its acks queue behind its own work
+// (a loopback: 1 ms RTT rising to 10 ms). That is not the link's queue: C
+// is cut only when the shaper was holding sends back.
+func TestEstimatorSelfQueueNotCongestion(t *testing.T) {
+	for _, tc := range []struct {
+		limited bool // OnSendAt's limited: the shaper held nothing back
+		cut     bool
+	}{
+		{limited: true, cut: false},
+		{limited: false, cut: true},
+	} {
+		e, err := NewEstimator(EstimatorOptions{LinkCeil: 100 * mb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, now := uint64(0), t0
+		send := func(rtt time.Duration) {
+			for range 8 {
+				id++
+				e.OnSendAt(now, id, 10_000, tc.limited)
+				e.OnAckAt(now.Add(rtt), id)
+				now = now.Add(time.Millisecond)
+			}
+			now = now.Add(rtt)
+		}
+		for range 20 {
+			send(time.Millisecond)
+		}
+		before := e.SnapshotAt(now).Capacity
+		for range 40 {
+			send(10 * time.Millisecond)
+		}
+		after := e.SnapshotAt(now).Capacity
+		if cut := after < before*9/10; cut != tc.cut {
+			t.Errorf("limited=%v: C %d → %d, cut %v, want %v", tc.limited, before, after, cut, tc.cut)
+		}
+	}
+}
