@@ -13,6 +13,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -36,6 +38,8 @@ type nodeConfig struct {
 	Unshaped     bool
 
 	// From the file only.
+	Spool      spoolConfig
+	Classes    []classConfig
 	Ingest     ingestConfig
 	NATSIngest natsIngestConfig
 }
@@ -59,8 +63,42 @@ type fileConfig struct {
 	Headroom     float64       `yaml:"headroom"`
 	Unshaped     bool          `yaml:"unshaped"`
 
+	Spool      spoolConfig      `yaml:"spool"`
+	Classes    []classConfig    `yaml:"classes"`
 	Ingest     ingestConfig     `yaml:"ingest"`
 	NATSIngest natsIngestConfig `yaml:"nats_ingest"`
+}
+
+// spoolConfig is the "spool" section: disk caps and fsync timing.
+type spoolConfig struct {
+	// MaxBytes caps all classes' segments together: "50GiB" or bytes; 0
+	// (default) is unlimited. A class's own cap is classes[].max_bytes.
+	MaxBytes string `yaml:"max_bytes"`
+	// FsyncInterval is the longest time between fsyncs under fsync:
+	// interval; default 1s.
+	FsyncInterval time.Duration `yaml:"fsync_interval"`
+	// SegmentBytes is the size of one segment file; default 64MiB.
+	SegmentBytes string `yaml:"segment_bytes"`
+}
+
+// options returns the spool options of c.
+func (c spoolConfig) options(fsync spool.Fsync) (spool.Options, error) {
+	o := spool.Options{Fsync: fsync, FsyncInterval: c.FsyncInterval}
+	var err error
+	if c.MaxBytes != "" {
+		if o.MaxBytes, err = parseSize(c.MaxBytes); err != nil {
+			return o, fmt.Errorf("spool.max_bytes: %w", err)
+		}
+	}
+	if c.SegmentBytes != "" {
+		if o.SegmentBytes, err = parseSize(c.SegmentBytes); err != nil {
+			return o, fmt.Errorf("spool.segment_bytes: %w", err)
+		}
+	}
+	if c.FsyncInterval < 0 {
+		return o, fmt.Errorf("spool.fsync_interval %v: want > 0", c.FsyncInterval)
+	}
+	return o, nil
 }
 
 func (c *nodeConfig) flags(fs *flag.FlagSet) {
@@ -119,7 +157,7 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 	if !set["unshaped"] && f.Unshaped {
 		c.Unshaped = true
 	}
-	c.Ingest, c.NATSIngest = f.Ingest, f.NATSIngest
+	c.Spool, c.Classes, c.Ingest, c.NATSIngest = f.Spool, f.Classes, f.Ingest, f.NATSIngest
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("%w (after applying %s)", err, c.Config)
 	}
@@ -143,6 +181,10 @@ func readConfigFile(path string) (fileConfig, error) {
 
 func parseConfig(data []byte) (fileConfig, error) {
 	var f fileConfig
+	data, err := expandEnv(data, nil)
+	if err != nil {
+		return f, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
@@ -158,6 +200,20 @@ func parseConfig(data []byte) (fileConfig, error) {
 			return f, errors.New(strings.Join(msgs, "; "))
 		}
 		return f, err
+	}
+	// The lines of the class entries, for errors about their values.
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) == 1 {
+		root := doc.Content[0]
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if root.Content[i].Value == "classes" {
+				for j, n := range root.Content[i+1].Content {
+					if j < len(f.Classes) {
+						f.Classes[j].line = n.Line
+					}
+				}
+			}
+		}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -219,4 +275,38 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, *slog.Logger) {
 		nl = max(l, slog.LevelWarn)
 	}
 	return mk(l), mk(nl).With("component", "nats-server")
+}
+
+// resolved is a configuration turned into the options of each part, with
+// every value checked: what `sluice validate` reports and `sluice run`
+// starts from.
+type resolved struct {
+	classes []priority.Class
+	spool   spool.Options
+	ingest  ingest.Options
+	nats    ingest.NATSOptions
+	hasNATS bool
+}
+
+// resolve builds and checks the options of c without starting anything.
+func (c *nodeConfig) resolve() (*resolved, error) {
+	fsync, err := spool.ParseFsync(c.Fsync)
+	if err != nil {
+		return nil, err
+	}
+	var r resolved
+	if r.classes, err = buildClasses(c.Classes, int64(c.LinkMbit*1e6/8)); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if r.spool, err = c.Spool.options(fsync); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if r.ingest, err = c.Ingest.options(c.Node, r.classes); err != nil {
+		return nil, err
+	}
+	if _, err := ingest.NewHandler(nil, r.ingest); err != nil {
+		return nil, fmt.Errorf("config: ingest: %w", err)
+	}
+	r.nats, r.hasNATS = c.NATSIngest.natsOptions(r.ingest.Router, c.Subject)
+	return &r, nil
 }

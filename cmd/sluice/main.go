@@ -1,7 +1,9 @@
 // Command sluice is the sluice edge aggregator.
 //
-//	sluice run    run a node: HTTP ingest → durable spool → NATS JetStream
-//	sluice sink   read batches from the stream and write their events as NDJSON
+//	sluice run             run a node: HTTP ingest → durable spool → NATS JetStream
+//	sluice sink            read batches from the stream and write their events as NDJSON
+//	sluice validate FILE   check a config file without starting
+//	sluice config default  print the default config, every key commented
 //
 // Run `sluice help` for the flags.
 package main
@@ -45,6 +47,8 @@ local spool, and are shipped in compressed batches to NATS JetStream.
 Usage:
   sluice run  [flags]   run a node (embedded NATS server unless --upstream is given)
   sluice sink [flags]   write the events of the stream as NDJSON
+  sluice validate FILE  check a config file (every key, class, route and key file) without starting
+  sluice config default print the default config file, every key with its default and a comment
   sluice help           print this help
 
 Run 'sluice run -h' or 'sluice sink -h' for the flags of a command.
@@ -63,6 +67,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runNode(ctx, rest, stdout, stderr, nil)
 	case "sink":
 		return runSink(ctx, rest, stdout, stderr)
+	case "validate":
+		return runValidate(rest, stdout, stderr)
+	case "config":
+		if len(rest) != 1 || rest[0] != "default" {
+			fmt.Fprintf(stderr, "sluice config: want 'sluice config default'\n")
+			return errUsage
+		}
+		_, err := stdout.Write(defaultConfig)
+		return err
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -20,7 +20,6 @@ import (
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/embedded"
-	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -60,6 +59,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		}
 	}
 	log, natsLog := newLogger(c.LogFormat, c.LogLevel, stderr)
+	r, err := c.resolve()
+	if err != nil {
+		return err
+	}
+	classes, spoolOpts, iopts := r.classes, r.spool, r.ingest
+	iopts.Logger = log
 
 	upstream := c.Upstream
 	if upstream == "" {
@@ -110,17 +115,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	}
 	defer nc.Close()
 
-	classes := priority.Defaults(int64(c.LinkMbit * 1e6 / 8))
-	iopts, err := c.Ingest.options(c.Node, classes)
-	if err != nil {
-		return err
-	}
-	iopts.Logger = log
-	handler, err := ingest.NewHandler(nil, iopts) // validated before the node starts
-	if err != nil {
-		return fmt.Errorf("config: ingest: %w", err)
-	}
-
 	node, err := aggregator.New(aggregator.Options{
 		Classes: classes,
 		Node:    c.Node,
@@ -128,7 +122,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		Conn:    nc,
 		Stream:  c.Stream,
 		Subject: c.Subject,
-		Spool:   spool.Options{Fsync: fsync},
+		Spool:   spoolOpts,
 		Link: aggregator.Link{
 			Ceil:     int64(c.LinkMbit * 1e6 / 8),
 			Headroom: c.Headroom,
@@ -146,12 +140,13 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		}
 	}()
 
-	if handler, err = ingest.NewHandler(node, iopts); err != nil {
+	handler, err := ingest.NewHandler(node, iopts)
+	if err != nil {
 		return err
 	}
 	var natsIn *natsIngest
-	if nopts, ok := c.NATSIngest.natsOptions(iopts.Router, c.Subject); ok {
-		if natsIn, err = startNATSIngest(ctx, c.NATSIngest.URL, nc, node, nopts, log); err != nil {
+	if r.hasNATS {
+		if natsIn, err = startNATSIngest(ctx, c.NATSIngest.URL, nc, node, r.nats, log); err != nil {
 			return err
 		}
 		defer natsIn.stop(context.Background()) // idempotent; on early returns
