@@ -200,6 +200,42 @@ func (l *Lanes) SetTargetAt(now time.Time, target priority.Rate) {
 	l.rescale(now)
 }
 
+// SetClassesAt replaces the classes' settings at now, as a config reload
+// does: rates, ceilings, priorities, weights, criticality and plans. The
+// classes must be the same, by name and in the same order, and pass
+// priority.Validate; otherwise nothing changes and the error says why.
+// Tokens and counters carry over; a class that moves to another priority
+// starts at that priority's virtual clock, so it neither gains nor loses
+// credit.
+func (l *Lanes) SetClassesAt(now time.Time, classes []priority.Class) error {
+	if len(classes) != len(l.classes) {
+		return fmt.Errorf("%w: %d classes, want the same %d", ErrInvalidOptions, len(classes), len(l.classes))
+	}
+	for i := range classes {
+		if classes[i].Name != l.classes[i].Name {
+			return fmt.Errorf("%w: class %d is %q, want %q", ErrInvalidOptions, i, classes[i].Name, l.classes[i].Name)
+		}
+	}
+	if err := priority.Validate(classes, priority.Rate{}); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	l.classes = append(l.classes[:0:0], classes...)
+	for i := range classes {
+		c := &l.classes[i]
+		ln := &l.lanes[i]
+		if ln.prio != c.Priority {
+			ln.prio = c.Priority
+			ln.gv, ln.bv = l.gclock[ln.prio], l.bclock[ln.prio]
+		}
+		ln.weight = int64(c.EffectiveWeight())
+		ln.critical = c.Critical
+		ln.ceilB.reconfigure(now, c.Ceil.BytesPerSec, l.depthB(c.Ceil.BytesPerSec, l.opts.ClassDepth))
+		ln.ceilM.reconfigure(now, c.Ceil.MsgsPerSec, depthM(c.Ceil.MsgsPerSec, l.opts.ClassDepth))
+	}
+	l.rescale(now)
+	return nil
+}
+
 // SetLevelAt applies each class's plan at degradation level (0..3): Defer
 // stops the class, Throttle removes its guarantee (borrow only). Field
 // dropping is the batcher's business.

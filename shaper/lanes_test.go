@@ -424,3 +424,42 @@ func TestLanesCriticalProtectedReserve(t *testing.T) {
 		}
 	}
 }
+
+// A reload changes a class's ceiling and priority in place: admission
+// follows at once; a different class set is refused and changes nothing.
+func TestLanesSetClasses(t *testing.T) {
+	cs := []priority.Class{
+		{Name: "a", Priority: 0, Ceil: priority.Rate{MsgsPerSec: 10}},
+		{Name: "b", Priority: 1, Ceil: priority.Rate{MsgsPerSec: 10}},
+	}
+	l := mustLanes(t, cs, priority.Rate{}, LanesOptions{})
+	sent := func(class int, at time.Time) int {
+		n := 0
+		for l.ReserveAt(at, class, 100).OK {
+			n++
+		}
+		return n
+	}
+	if n := sent(0, t0); n != 2 { // ceil bucket depth: 2 msgs
+		t.Fatalf("before: a sent %d at once, want 2", n)
+	}
+	up := append([]priority.Class(nil), cs...)
+	up[0].Ceil.MsgsPerSec = 100
+	if err := l.SetClassesAt(ms(1000), up); err != nil {
+		t.Fatal(err)
+	}
+	if n := sent(0, ms(2000)); n != 10 { // 100 ms of depth at 100/s
+		t.Errorf("after raising a's ceiling to 100/s: %d at once, want 10", n)
+	}
+	if s := l.SnapshotAt(ms(2000)); s.Classes[0].Ceil.MsgsPerSec != 100 {
+		t.Errorf("snapshot ceil %+v", s.Classes[0].Ceil)
+	}
+	for _, bad := range [][]priority.Class{cs[:1], {cs[1], cs[0]}, {cs[0], {Name: "b", Priority: 99}}} {
+		if err := l.SetClassesAt(ms(3000), bad); err == nil {
+			t.Errorf("SetClassesAt(%v) accepted", bad)
+		}
+	}
+	if s := l.SnapshotAt(ms(3000)); s.Classes[0].Ceil.MsgsPerSec != 100 {
+		t.Errorf("a refused reload changed the ceiling: %+v", s.Classes[0].Ceil)
+	}
+}
