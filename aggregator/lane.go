@@ -27,22 +27,13 @@ import (
 // under the retry budget, splits batches too large for the server, and
 // acknowledges acked ranges to the spool.
 type lane struct {
-	n      *Node
-	id     int // index in the node's classes and the shaper's lanes
-	class  *priority.Class
-	name   string
-	subj   string
-	fields *priority.FieldSet
+	n    *Node
+	id   int // index in the node's classes and the shaper's lanes
+	name string
+	subj string
+	cfg  atomic.Pointer[laneConfig] // replaced whole by Reconfigure
 
 	failing atomic.Bool // a batch has failed twice and none was acked since: logged once per episode
-
-	maxEvents, maxBytes int
-	linger              time.Duration
-	// urgent: the class is still sent at level 1 (critical, ingest), so its
-	// offered load and queueing are degradation signals. A bulk class
-	// (deferred or throttled from level 1) exceeding the link is what the
-	// spool is for; it must not degrade the others.
-	urgent bool
 
 	wake         chan struct{} // a token per Ingest, capacity 1
 	pendingBytes atomic.Int64  // raw bytes ingested but not yet cut into a batch
@@ -56,6 +47,32 @@ type lane struct {
 	bufs sync.Pool // compressed bodies, returned after their ack
 
 	stats laneStats
+}
+
+// laneConfig is what a lane reads of its class. A reload replaces it whole;
+// a batch being cut keeps the one it started with.
+type laneConfig struct {
+	class               priority.Class
+	fields              *priority.FieldSet
+	maxEvents, maxBytes int
+	linger              time.Duration
+	// urgent: the class is still sent at level 1 (critical, ingest), so its
+	// offered load and queueing are degradation signals. A bulk class
+	// (deferred or throttled from level 1) exceeding the link is what the
+	// spool is for; it must not degrade the others.
+	urgent bool
+}
+
+func newLaneConfig(c priority.Class) (*laneConfig, error) {
+	fields, err := priority.NewFieldSet(c.Fields)
+	if err != nil {
+		return nil, err
+	}
+	lc := &laneConfig{class: c, fields: fields}
+	lc.maxEvents, lc.maxBytes, lc.linger = batchLimits(&lc.class)
+	k := c.ActionAt(1).Kind
+	lc.urgent = k != priority.ActionDefer && k != priority.ActionThrottle
+	return lc, nil
 }
 
 type batch struct {
@@ -80,7 +97,7 @@ func (b *batch) size() int { return len(b.msg.Data) }
 
 func newLane(n *Node, id int, window chan struct{}) (*lane, error) {
 	c := &n.opts.Classes[id]
-	fields, err := priority.NewFieldSet(c.Fields)
+	cfg, err := newLaneConfig(*c)
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +110,8 @@ func newLane(n *Node, id int, window chan struct{}) (*lane, error) {
 	l := &lane{
 		n:        n,
 		id:       id,
-		class:    c,
 		name:     c.Name,
 		subj:     n.opts.Subject + "." + c.Name,
-		fields:   fields,
 		wake:     make(chan struct{}, 1),
 		window:   window,
 		inflight: make(chan *batch, n.opts.MaxInFlight),
@@ -106,9 +121,7 @@ func newLane(n *Node, id int, window chan struct{}) (*lane, error) {
 	if l.window == nil {
 		l.window = make(chan struct{}, n.opts.MaxInFlight)
 	}
-	l.maxEvents, l.maxBytes, l.linger = batchLimits(c)
-	k := c.ActionAt(1).Kind
-	l.urgent = k != priority.ActionDefer && k != priority.ActionThrottle
+	l.cfg.Store(cfg)
 	return l, nil
 }
 
@@ -133,7 +146,7 @@ func (l *lane) action() (priority.Action, int) {
 		return priority.Action{}, 0
 	}
 	level := l.n.link.Level()
-	return l.class.ActionAt(level), level
+	return l.cfg.Load().class.ActionAt(level), level
 }
 
 // ship is the shipper goroutine.
@@ -176,6 +189,7 @@ func (l *lane) ship() {
 		}
 		draining := isClosed(l.n.drain)
 		act, level := l.action()
+		cfg := l.cfg.Load()
 		wait := time.Duration(-1) // block until woken
 		switch {
 		case unsent == 0:
@@ -191,10 +205,10 @@ func (l *lane) ship() {
 				deferred = true
 				l.stats.deferrals.Add(1)
 			}
-		case !draining && l.linger > 0 && unsent < uint64(l.maxEvents) && l.pendingBytes.Load() < int64(l.maxBytes):
+		case !draining && cfg.linger > 0 && unsent < uint64(cfg.maxEvents) && l.pendingBytes.Load() < int64(cfg.maxBytes):
 			now := time.Now()
 			if lingerUntil.IsZero() {
-				lingerUntil = now.Add(l.linger)
+				lingerUntil = now.Add(cfg.linger)
 			}
 			wait = max(lingerUntil.Sub(now), 0)
 		default:
@@ -229,7 +243,7 @@ func (l *lane) ship() {
 		}
 		lingerUntil = time.Time{}
 
-		b, err := l.cut(next, 0, l.maxEvents, l.batchBytes(), false, act, level)
+		b, err := l.cut(next, 0, cfg.maxEvents, l.batchBytes(), false, act, level)
 		if err == nil && b != nil {
 			if err = sp.Claim(l.name, b.r); err != nil {
 				l.putBody(b.body)
@@ -268,13 +282,14 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act p
 	sp := l.n.spool
 	raw := l.raw[:0]
 	b := &batch{level: level}
+	cfg := l.cfg.Load()
 	var drop *priority.Paths
 	if act.Kind == priority.ActionDropFields {
-		drop = l.fields.Below(act.MinFieldPriority)
+		drop = cfg.fields.Below(act.MinFieldPriority)
 	}
 	var expireBefore int64
-	if l.class.MaxAge > 0 && !l.n.link.unshaped {
-		expireBefore = time.Now().Add(-l.class.MaxAge).UnixNano()
+	if cfg.class.MaxAge > 0 && !l.n.link.unshaped {
+		expireBefore = time.Now().Add(-cfg.class.MaxAge).UnixNano()
 	}
 	var read spool.Range
 	var expired uint64
@@ -364,15 +379,16 @@ const (
 // observed ratio) fits in batchAirtime at the link's target.
 func (l *lane) batchBytes() int {
 	target := l.n.link.snap.Load().Target
+	maxBytes := l.cfg.Load().maxBytes
 	if l.n.link.unshaped || target <= 0 {
-		return l.maxBytes
+		return maxBytes
 	}
 	ratio := 1.0
 	if raw, wire := l.stats.rawBytes.Load(), l.stats.wireBytes.Load(); raw > 0 && wire > 0 {
 		ratio = float64(wire) / float64(raw)
 	}
 	airtime := float64(target) * batchAirtime.Seconds() / ratio
-	return int(min(max(airtime, minBatchBytes), float64(l.maxBytes)))
+	return int(min(max(airtime, minBatchBytes), float64(maxBytes)))
 }
 
 // spoolTrouble logs a spool failure and waits before the shipper tries
@@ -488,7 +504,7 @@ func (l *lane) deliver(b *batch) bool {
 		}
 		l.stats.errors.Add(1)
 		o := outcome(err)
-		d := k.onFailure(b.attempt, shaper.Attempt{FirstSent: b.firstSent, N: b.attempts, Outcome: o, Critical: l.class.Critical})
+		d := k.onFailure(b.attempt, shaper.Attempt{FirstSent: b.firstSent, N: b.attempts, Outcome: o, Critical: l.cfg.Load().class.Critical})
 		if b.attempts >= 2 && l.failing.CompareAndSwap(false, true) {
 			l.n.opts.Logger.Warn("upstream publish failing, retrying", "class", l.name, "outcome", o.String(), "err", err)
 		}

@@ -38,6 +38,8 @@ type Node struct {
 	lanes  []*lane          // one per class, in Options.Classes order (then classes found only in the spool)
 	byName map[string]*lane // classes Ingest accepts
 
+	reconf sync.Mutex // serializes Reconfigure
+
 	mu      sync.RWMutex // guards closing; Ingest holds it for reading
 	closing bool
 	ingests sync.WaitGroup // Ingest calls past the closing check
@@ -210,7 +212,7 @@ func (n *Node) ingest(ctx context.Context, class string, events [][]byte, check 
 	l.stats.ingested.Add(uint64(len(events)))
 	l.stats.ingestedBytes.Add(uint64(size))
 	l.pendingBytes.Add(int64(size))
-	if l.urgent {
+	if l.cfg.Load().urgent {
 		n.link.ingress.Add(int64(size))
 	}
 	l.notify()
@@ -304,7 +306,7 @@ func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
 			continue
 		}
 		bytes += l.pendingBytes.Load()
-		if w := l.waiting.Load(); w != 0 && l.urgent {
+		if w := l.waiting.Load(); w != 0 && l.cfg.Load().urgent {
 			sojourn = max(sojourn, now.Sub(time.Unix(0, w)))
 		}
 	}

@@ -222,7 +222,7 @@ func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool)
 	if k.unshaped {
 		return true, false
 	}
-	critical := k.n.opts.Classes[id].Critical
+	critical := k.n.lanes[id].cfg.Load().class.Critical
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
