@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -280,5 +281,34 @@ func TestBombRefused(t *testing.T) {
 	body, _ := io.ReadAll(rec.Body)
 	if rec.Code != 413 || !strings.Contains(string(body), "1048576") {
 		t.Errorf("bomb: %d %s", rec.Code, body)
+	}
+}
+
+// A reload swaps keys and routes for the next request; an invalid one
+// changes nothing.
+func TestReconfigure(t *testing.T) {
+	sink := &recordingSink{}
+	h := newHandler(t, sink, ingest.Options{Keys: []ingest.Key{{Key: "old"}}})
+	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"new"}}, `{"a":1}`); x.status != 401 {
+		t.Fatalf("new key before the reload: %d", x.status)
+	}
+	rt, err := priority.NewRouter(nil, []priority.Rule{{Field: "a", Class: "critical"}}, "ingest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Reconfigure([]ingest.Key{{Key: "new"}}, rt, ""); err != nil {
+		t.Fatal(err)
+	}
+	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"new"}}, `{"a":1}`); x.status != 200 || sink.calls[0].class != "critical" {
+		t.Fatalf("after the reload: %d %+v", x.status, sink.calls)
+	}
+	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"old"}}, `{"a":1}`); x.status != 401 {
+		t.Errorf("old key after the reload: %d", x.status)
+	}
+	if err := h.Reconfigure([]ingest.Key{{Key: "k"}, {Key: "k"}}, nil, ""); !errors.Is(err, ingest.ErrInvalidOptions) {
+		t.Errorf("duplicate keys: %v", err)
+	}
+	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"new"}}, `{"a":1}`); x.status != 200 {
+		t.Errorf("a refused reload changed the keys: %d", x.status)
 	}
 }

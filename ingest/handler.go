@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
@@ -32,15 +33,14 @@ type ValidSink interface {
 
 // Handler serves the ingest endpoints (see the package documentation).
 type Handler struct {
-	sink   Sink
-	valid  ValidSink // sink, if it is one
-	opts   Options
-	keys   *keyring
-	dedup  *dedup
-	router *priority.Router
-	mux    *http.ServeMux
-	stats  handlerCounters
-	bufs   sync.Pool // *requestBufs
+	sink  Sink
+	valid ValidSink // sink, if it is one
+	opts  Options
+	live  atomic.Pointer[routing] // replaced whole by Reconfigure
+	dedup *dedup
+	mux   *http.ServeMux
+	stats handlerCounters
+	bufs  sync.Pool // *requestBufs
 }
 
 // NewHandler returns the handler of the ingest endpoints, or an error
@@ -54,7 +54,8 @@ func NewHandler(sink Sink, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	h := &Handler{sink: sink, opts: opts, keys: kr, router: opts.Router}
+	h := &Handler{sink: sink, opts: opts}
+	h.live.Store(&routing{keys: kr, router: opts.Router, defaultClass: opts.DefaultClass})
 	h.valid, _ = sink.(ValidSink)
 	if opts.DedupWindow > 0 {
 		h.dedup = newDedup(opts.DedupWindow, opts.DedupEntries)
@@ -85,6 +86,34 @@ func NewHandler(sink Sink, opts Options) (*Handler, error) {
 	})
 	h.mux = mux
 	return h, nil
+}
+
+// routing is what a reload may change: the write keys and how events are
+// classified.
+type routing struct {
+	keys         *keyring
+	router       *priority.Router
+	defaultClass string
+}
+
+// Reconfigure replaces the write keys, the router and the default class
+// (Options.Keys, Router, DefaultClass) while the handler serves: a
+// request in progress finishes with the configuration it started with.
+// On an invalid key or class nothing changes and the error wraps
+// ErrInvalidOptions.
+func (h *Handler) Reconfigure(keys []Key, router *priority.Router, defaultClass string) error {
+	if defaultClass == "" {
+		defaultClass = DefaultClass
+	}
+	if !spool.ValidClass(defaultClass) {
+		return fmt.Errorf("%w: default class %q", ErrInvalidOptions, defaultClass)
+	}
+	kr, err := newKeyring(keys)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	h.live.Store(&routing{keys: kr, router: router, defaultClass: defaultClass})
+	return nil
 }
 
 // Sources: the source endpoint of an event, for routing rules
@@ -185,6 +214,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	if explicit != "" && !spool.ValidClass(explicit) {
 		return writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid class %q: want 1-64 bytes of [A-Za-z0-9_-], not \"quarantine\"", explicit))
 	}
+	live := h.live.Load() // one request, one configuration
 	// A key in the headers is checked before the body is read.
 	presented, err := presentedKey(r.Header)
 	if err != nil {
@@ -193,7 +223,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	var match keyMatch
 	if presented != "" {
 		var status int
-		if match, status, err = h.keys.authorize(presented); err != nil {
+		if match, status, err = live.keys.authorize(presented); err != nil {
 			return h.writeStatus(w, status, err)
 		}
 	}
@@ -220,10 +250,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	if n := len(dec.Events) + len(dec.Rejected); n > h.opts.MaxEvents {
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", n, h.opts.MaxEvents))
 	}
-	if presented == "" && h.keys.enabled() {
+	if presented == "" && live.keys.enabled() {
 		// No key in the headers: the one in the body, if any.
 		var status int
-		if match, status, err = h.keys.authorize(dec.WriteKey); err != nil {
+		if match, status, err = live.keys.authorize(dec.WriteKey); err != nil {
 			return h.writeStatus(w, status, err)
 		}
 	}
@@ -295,11 +325,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 		if class == "" {
 			class = match.Class
 		}
-		if class == "" && h.router != nil {
-			class = h.router.Route(source, events[i].Body)
+		if class == "" && live.router != nil {
+			class = live.router.Route(source, events[i].Body)
 		}
 		if class == "" {
-			class = h.opts.DefaultClass
+			class = live.defaultClass
 		}
 		g := bufs.groups[class]
 		if g == nil {
