@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,6 +49,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	flagged := c // before the file: what a reload starts from
 	if err := c.load(fs); err != nil {
 		return err
 	}
@@ -156,8 +159,27 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	if err != nil {
 		return err
 	}
+	rl := &reloader{flagged: flagged, fs: fs, running: c, node: node, handler: handler, log: log}
+	mux := http.NewServeMux()
+	mux.Handle("/", handler)
+	mux.HandleFunc("/-/reload", rl.serveReload)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := rl.reload(); err != nil {
+					log.Error("config reload refused", "err", err)
+				}
+			}
+		}
+	}()
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		// A body slower than this is cut off; an ack waits for the spool's
 		// fsync, milliseconds.
@@ -182,17 +204,23 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		runErr = fmt.Errorf("http: %w", err)
 	}
 
+	// Intake stops first: the NATS source, then the node, whose Ingest
+	// answers ErrClosed at once, so HTTP producers get 503 with
+	// Retry-After (and /readyz fails) while the spool drains. The server
+	// closes after the drain.
 	sctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
-	}
-	if natsIn != nil { // intake stops before the node drains
+	if natsIn != nil {
 		natsIn.stop(sctx)
 	}
 	nodeDown = true
 	start := time.Now()
 	err = node.Shutdown(sctx)
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	if herr := srv.Shutdown(hctx); herr != nil {
+		log.Warn("http shutdown", "err", herr)
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		log.Warn("drain timed out: the rest stays in the spool and is sent after the next start",

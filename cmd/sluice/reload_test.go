@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/embedded"
+)
+
+// TestReloadUnderLoad rewrites the config file while producers post: a
+// new write key and a new ceiling apply without a restart, an invalid file
+// and a change that needs a restart are refused with the old config kept,
+// and every acknowledged event reaches the stream once.
+func TestReloadUnderLoad(t *testing.T) {
+	srv := embedded.StartTest(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const base = "ingest:\n  keys:\n    - {key: ${SLUICE_TEST_KEY_A}, source: a}\n"
+	t.Setenv("SLUICE_TEST_KEY_A", "key-a")
+	write(base)
+	addr, stop := startNode(t, "--config", cfg, "--upstream", srv.ClientURL(), "--data-dir", filepath.Join(dir, "data"))
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	send := func(key string, body []byte) (int, postResult) {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/events", bytes.NewReader(body))
+		req.Header.Set("X-Sluice-Key", key)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, postResult{}
+		}
+		defer res.Body.Close()
+		var r postResult
+		json.NewDecoder(res.Body).Decode(&r)
+		return res.StatusCode, r
+	}
+	reload := func() (int, string) {
+		res, err := client.Post("http://"+addr+"/-/reload", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+
+	// Producers post with key a throughout.
+	var mu sync.Mutex
+	want := map[int]bool{}
+	var next atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				first := int(next.Add(20)) - 20
+				if status, r := send("key-a", events(first, 20)); status == 200 && r.Accepted == 20 {
+					mu.Lock()
+					for i := first; i < first+20; i++ {
+						want[i] = true
+					}
+					mu.Unlock()
+				} else if status != 200 {
+					t.Errorf("post under reloads: %d %+v", status, r)
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	if status, _ := send("key-b", events(1_000_000, 1)); status != 401 {
+		t.Fatalf("key b before the reload: %d", status)
+	}
+	write(base + "    - {key: key-b, source: b}\nclasses:\n  - name: critical\n  - name: ingest\n    ceil: 5MiB/s\n  - name: replication\n  - name: backfill\n")
+	if status, body := reload(); status != 200 {
+		t.Fatalf("reload: %d %s", status, body)
+	}
+	if status, r := send("key-b", events(2_000_000, 1)); status != 200 {
+		t.Errorf("key b after the reload: %d %+v", status, r)
+	} else {
+		mu.Lock()
+		want[2_000_000] = true
+		mu.Unlock()
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	for _, tc := range []struct{ file, want string }{
+		{"ingest:\n  keys: [{key: x}]\n  colour: red\n", "field colour not found"},
+		{"subject: elsewhere\n" + base, "changed keys need a restart: [subject]"},
+		{"classes:\n  - name: ingest\n    compression: best\n", "needs a restart"},
+	} {
+		write(tc.file)
+		if status, body := reload(); status != 400 || !strings.Contains(body, tc.want) {
+			t.Errorf("reload of %q: %d %s, want 400 with %q", tc.file, status, body, tc.want)
+		}
+	}
+	if status, _ := send("key-b", events(3_000_000, 1)); status != 200 {
+		t.Errorf("key b after refused reloads: %d (the good config must stay)", status)
+	} else {
+		mu.Lock()
+		want[3_000_000] = true
+		mu.Unlock()
+	}
+
+	// SIGHUP does the same.
+	write(base + "    - {key: key-c, source: c}\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, _ := send("key-c", events(4_000_000, 1))
+		if status == 200 {
+			mu.Lock()
+			want[4_000_000] = true
+			mu.Unlock()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("key c not accepted 5 s after SIGHUP: %d", status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	close(done)
+	wg.Wait()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := streamIDs(t, srv.ClientURL(), "SLUICE")
+	checkExactlyOnce(t, got, want)
+	if len(want) < 100 {
+		t.Errorf("only %d events acknowledged under load", len(want))
+	}
+}
