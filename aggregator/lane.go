@@ -524,8 +524,18 @@ func (l *lane) deliver(b *batch) bool {
 			// allows, at most every RetryMax. So a dead link sees about one
 			// attempt a second, and a recovered one drains at once.
 			l.stats.budgetDenied.Add(1)
-			if !l.awaitLink() {
+			probe, ok := l.awaitLink()
+			if !ok {
 				return false
+			}
+			if probe && k.Level() == 3 && !l.cfg.Load().class.Critical {
+				// The link failed: level 3 defers this class, and with
+				// nothing sent nothing would tell the node the link is
+				// back (a blackhole never disconnects). The budget's
+				// retry, about one a second, goes out as the probe.
+				l.stats.retries.Add(1)
+				l.publish(b, k.onSend(b.size(), false, true))
+				continue
 			}
 		}
 		if !k.reserve(l.id, b.size(), nil) {
@@ -537,8 +547,10 @@ func (l *lane) deliver(b *batch) bool {
 }
 
 // awaitLink waits until a batch held back by the retry budget may go
-// again; false if the node stops first.
-func (l *lane) awaitLink() bool {
+// again: after an ack of any batch (the link is alive), or when the budget
+// allows a retry (probe: the link may still be dead). ok is false if the
+// node stops first.
+func (l *lane) awaitLink() (probe, ok bool) {
 	k := l.n.link
 	alive := k.aliveAfter()
 	for {
@@ -546,14 +558,14 @@ func (l *lane) awaitLink() bool {
 		select {
 		case <-l.n.ctx.Done():
 			t.Stop()
-			return false
+			return false, false
 		case <-alive:
 			t.Stop()
-			return true
+			return false, true
 		case <-t.C:
 		}
 		if k.tryRetry() {
-			return true
+			return true, true
 		}
 	}
 }
