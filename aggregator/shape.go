@@ -180,6 +180,11 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	st := k.ctl.Status()
 	k.mu.Unlock()
 
+	if prev := k.snap.Load(); prev.Probe != snap.State.String() {
+		k.n.opts.Logger.Debug("link estimator", "from", prev.Probe, "to", snap.State.String(),
+			"capacity_bps", snap.Capacity*8, "max_bw_bps", snap.MaxBw*8, "bw_lo_bps", snap.BwLo*8,
+			"delivery_bps", snap.DeliveryRate*8, "min_rtt", snap.MinRtt, "rounds", snap.Rounds)
+	}
 	k.snap.Store(&LinkStats{
 		Level: level, Transitions: k.transitions.Load(),
 		Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Delivery: snap.DeliveryRate,

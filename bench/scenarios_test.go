@@ -134,7 +134,7 @@ func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
 			b.Fatal(err)
 		}
 		defer f.Close()
-		sc.Node.Logger = slog.New(slog.NewTextHandler(f, nil))
+		sc.Node.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	out, err := sc.Run(ctx, b.TempDir(), shaped, func(line string) {
 		fmt.Fprintf(os.Stderr, "%s/%s %s\n", sc.Name, mode, line)
