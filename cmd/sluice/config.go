@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/ingest"
@@ -38,10 +39,12 @@ type nodeConfig struct {
 	Unshaped     bool
 
 	// From the file only.
-	Spool      spoolConfig
-	Classes    []classConfig
-	Ingest     ingestConfig
-	NATSIngest natsIngestConfig
+	TLS          serverTLS
+	UpstreamAuth natsAuth
+	Spool        spoolConfig
+	Classes      []classConfig
+	Ingest       ingestConfig
+	NATSIngest   natsIngestConfig
 }
 
 // fileConfig is the YAML file of --config. Its keys mirror the flags; a
@@ -63,10 +66,12 @@ type fileConfig struct {
 	Headroom     float64       `yaml:"headroom"`
 	Unshaped     bool          `yaml:"unshaped"`
 
-	Spool      spoolConfig      `yaml:"spool"`
-	Classes    []classConfig    `yaml:"classes"`
-	Ingest     ingestConfig     `yaml:"ingest"`
-	NATSIngest natsIngestConfig `yaml:"nats_ingest"`
+	TLS          serverTLS        `yaml:"tls"`
+	UpstreamAuth natsAuth         `yaml:"upstream_auth"`
+	Spool        spoolConfig      `yaml:"spool"`
+	Classes      []classConfig    `yaml:"classes"`
+	Ingest       ingestConfig     `yaml:"ingest"`
+	NATSIngest   natsIngestConfig `yaml:"nats_ingest"`
 }
 
 // spoolConfig is the "spool" section: disk caps and fsync timing.
@@ -157,6 +162,7 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 	if !set["unshaped"] && f.Unshaped {
 		c.Unshaped = true
 	}
+	c.TLS, c.UpstreamAuth = f.TLS, f.UpstreamAuth
 	c.Spool, c.Classes, c.Ingest, c.NATSIngest = f.Spool, f.Classes, f.Ingest, f.NATSIngest
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("%w (after applying %s)", err, c.Config)
@@ -281,11 +287,13 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, *slog.Logger) {
 // every value checked: what `sluice validate` reports and `sluice run`
 // starts from.
 type resolved struct {
-	classes []priority.Class
-	spool   spool.Options
-	ingest  ingest.Options
-	nats    ingest.NATSOptions
-	hasNATS bool
+	classes  []priority.Class
+	spool    spool.Options
+	ingest   ingest.Options
+	nats     ingest.NATSOptions
+	hasNATS  bool
+	tls      *tlsReloader  // nil without tls.cert_file
+	natsOpts []nats.Option // upstream TLS and credentials
 }
 
 // resolve builds and checks the options of c without starting anything.
@@ -308,5 +316,11 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 		return nil, fmt.Errorf("config: ingest: %w", err)
 	}
 	r.nats, r.hasNATS = c.NATSIngest.natsOptions(r.ingest.Router, c.Subject)
+	if r.tls, err = c.TLS.reloader(); err != nil {
+		return nil, fmt.Errorf("config: tls: %w", err)
+	}
+	if r.natsOpts, err = c.UpstreamAuth.options(); err != nil {
+		return nil, fmt.Errorf("config: upstream_auth: %w", err)
+	}
 	return &r, nil
 }

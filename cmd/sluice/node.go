@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -95,11 +96,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		log.Info("embedded nats-server started", "url", upstream, "store", dir)
 	}
 
-	nc, err := nats.Connect(upstream,
-		nats.Name("sluice "+c.Node),
+	shown := redactURL(upstream)
+	nopts := append([]nats.Option{
+		nats.Name("sluice " + c.Node),
 		nats.MaxReconnects(-1),          // the node outlives any outage of the upstream
 		nats.RetryOnFailedConnect(true), // and may start before it
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		// No outbound buffer while disconnected: publishes fail at once and
 		// the lanes retry them from the spool, which is the buffer.
 		nats.ReconnectBufSize(-1),
@@ -107,14 +109,23 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 			if err == nil {
 				return // our own Close
 			}
-			log.Warn("upstream disconnected", "url", upstream, "err", err)
+			log.Warn("upstream disconnected", "url", shown, "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("upstream connected", "url", nc.ConnectedUrlRedacted())
 		}),
-	)
+		// With RetryOnFailedConnect a wrong credential or certificate
+		// never fails Connect: say why each attempt fails.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("upstream connect failed", "url", shown, "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("upstream error", "url", shown, "err", err)
+		}),
+	}, r.natsOpts...)
+	nc, err := nats.Connect(upstream, nopts...)
 	if err != nil {
-		return fmt.Errorf("upstream %s: %w", upstream, err)
+		return fmt.Errorf("upstream %s: %w", shown, err)
 	}
 	defer nc.Close()
 
@@ -188,8 +199,16 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		IdleTimeout:  2 * time.Minute,
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "upstream", upstream,
+	scheme := "http"
+	if r.tls != nil {
+		srv.TLSConfig = r.tls.config()
+		scheme = "https"
+		rl.hooks = append(rl.hooks, func(*nodeConfig) error { return r.tls.reload() })
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "upstream", shown,
 		"stream", c.Stream, "subject", c.Subject+".<class>", "spool", node.SpoolID(),
 		"data_dir", c.DataDir, "fsync", fsync.String())
 	if hooks.listening != nil {
@@ -289,4 +308,18 @@ func (in *natsIngest) stop(ctx context.Context) {
 			in.own.Close()
 		}
 	})
+}
+
+// redactURL hides a password or token in a NATS URL for logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	} else {
+		u.User = url.User("REDACTED")
+	}
+	return u.String()
 }

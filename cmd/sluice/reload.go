@@ -95,6 +95,7 @@ func fixedChanges(a, b *nodeConfig) []string {
 		{"ingest.dedup_window", a.Ingest.DedupWindow, b.Ingest.DedupWindow}, {"ingest.dedup_entries", a.Ingest.DedupEntries, b.Ingest.DedupEntries},
 		{"ingest.max_body_bytes", a.Ingest.MaxBodyBytes, b.Ingest.MaxBodyBytes}, {"ingest.max_event_bytes", a.Ingest.MaxEventBytes, b.Ingest.MaxEventBytes},
 		{"ingest.max_events", a.Ingest.MaxEvents, b.Ingest.MaxEvents}, {"ingest.stamp", a.Ingest.Stamp, b.Ingest.Stamp},
+		{"tls", a.TLS, b.TLS}, {"upstream_auth", a.UpstreamAuth, b.UpstreamAuth},
 	}
 	var out []string
 	for _, f := range fixed {

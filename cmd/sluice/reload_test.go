@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -153,4 +154,36 @@ func TestReloadUnderLoad(t *testing.T) {
 	if len(want) < 100 {
 		t.Errorf("only %d events acknowledged under load", len(want))
 	}
+}
+
+// TestRunHTTPS: with tls in the config, sluice run serves ingest over
+// HTTPS only.
+func TestRunHTTPS(t *testing.T) {
+	srv := embedded.StartTest(t)
+	ca := newTestCA(t, "run-ca")
+	cert := ca.issue("127.0.0.1", true)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("tls:\n  cert_file: "+cert.certFile+"\n  key_file: "+cert.keyFile+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := startNode(t, "--config", cfg, "--upstream", srv.ClientURL(), "--data-dir", filepath.Join(dir, "data"))
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool()}}}
+	res, err := client.Post("https://"+addr+"/v1/events", "application/x-ndjson", bytes.NewReader(events(0, 3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(b), `"accepted":3`) {
+		t.Fatalf("https post: %d %s", res.StatusCode, b)
+	}
+	if res, err := http.Post("http://"+addr+"/v1/events", "application/x-ndjson", bytes.NewReader(events(3, 1))); err == nil && res.StatusCode == 200 {
+		t.Errorf("plain http accepted on a TLS listener")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := streamIDs(t, srv.ClientURL(), "SLUICE")
+	checkExactlyOnce(t, got, map[int]bool{0: true, 1: true, 2: true})
 }
