@@ -111,9 +111,10 @@ func (n *Node) Stats() Stats {
 }
 
 // histogram counts durations in logarithmic buckets, 8 per doubling, from
-// 1µs to about 18 minutes. Lock-free: observe is one atomic add.
+// 1µs to about 18 minutes. Lock-free: observe is two atomic adds.
 type histogram struct {
 	buckets [histBuckets]atomic.Uint64
+	sum     atomic.Int64 // nanoseconds, for Histogram.Sum
 	max     atomic.Int64
 }
 
@@ -137,6 +138,7 @@ func histUpper(i int) time.Duration {
 
 func (h *histogram) observe(d time.Duration) {
 	h.buckets[histIndex(d)].Add(1)
+	h.sum.Add(int64(d))
 	for {
 		m := h.max.Load()
 		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
