@@ -42,7 +42,8 @@
 // (interval = max(send, ack elapsed), samples shorter than MinRtt dropped,
 // app-limited marking), rounds per BBR, MaxBw = windowed max over 10 rounds
 // (app-limited samples only raise it; it persists without samples), MinRtt
-// over 10 s with a ProbeRTT-lite refresh, SRTT/RTO per RFC 6298, error rate
+// over 10 s with a ProbeRTT-lite refresh (no drain: pacing at the target
+// keeps the node's own queue empty), SRTT/RTO per RFC 6298, error rate
 // per round with an EWMA of 1/8. A round is congested at ≥ 2% errors or when
 // its minimum RTT is ≥ 1.5 × MinRtt and ≥ max(5 ms, 2.5·rttvar) above it;
 // then BwLo = max(bw_latest, 0.7·min(BwLo, MaxBw)), or, when the queue stood

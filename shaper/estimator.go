@@ -651,13 +651,12 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 	avg := max(e.avgMsg, 1)
 	bdp := mulDiv(c, int64(e.minRtt), nano)
 	s.InflightCapBytes = max(4*avg, 2*bdp)
-	if e.state == StateProbeRTT {
-		// BBR drains to 4 packets; at the target (0.8 C) a queue
-		// drains under any cap below 1 BDP, and 3/4 of one keeps the
-		// rate within a few percent while it does (1/2 cost the
-		// utilization scenario −11% in the second of each ProbeRTT).
-		s.InflightCapBytes = max(avg, bdp*3/4)
-	}
+	// No drain in ProbeRTT (BBR's cwnd of 4 packets, or half a BDP):
+	// the lanes pace at the target, 0.8 C, which keeps the node's own
+	// queue empty, so ProbeRTT only re-reads the minimum RTT of a round
+	// of batches as they are sent. Draining cost the utilization
+	// scenario −11% in the second of each ProbeRTT, and the minimum it
+	// read held the same batches' serialization anyway.
 	s.InflightCapMsgs = (s.InflightCapBytes + avg - 1) / avg
 	return s
 }

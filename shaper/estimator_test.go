@@ -546,16 +546,18 @@ func TestEstimatorSelfQueueNotCongestion(t *testing.T) {
 	}
 }
 
-// In ProbeRTT the in-flight cap is 3/4 of a BDP: below one, so a queue
-// drains and the minimum RTT shows, and near the target, so goodput holds.
+// ProbeRTT does not drain: the pacing at the target keeps the node's own
+// queue empty, and a drained pipe cost a tenth of a second's goodput.
 func TestEstimatorProbeRTTCap(t *testing.T) {
 	e, err := NewEstimator(EstimatorOptions{LinkCeil: 10 * mb})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.maxBw, e.minRtt, e.avgMsg = 10*mb, 40*time.Millisecond, 1000
-	e.state, e.stateAt = StateProbeRTT, t0
-	if got, want := e.SnapshotAt(t0).InflightCapBytes, int64(10*mb*40/1000*3/4); got != want {
-		t.Errorf("ProbeRTT cap %d, want %d (3/4 BDP)", got, want)
+	e.state, e.stateAt = StateCruise, t0
+	cruise := e.SnapshotAt(t0).InflightCapBytes
+	e.state = StateProbeRTT
+	if got := e.SnapshotAt(t0).InflightCapBytes; got != cruise || got != 2*10*mb*40/1000 {
+		t.Errorf("ProbeRTT cap %d, cruise cap %d; want both 2 BDP", got, cruise)
 	}
 }
