@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -186,4 +187,51 @@ func TestRunHTTPS(t *testing.T) {
 	}
 	got, _ := streamIDs(t, srv.ClientURL(), "SLUICE")
 	checkExactlyOnce(t, got, map[int]bool{0: true, 1: true, 2: true})
+}
+
+// TestDrain503: once SIGTERM (here: the context) stops intake, producers
+// get 503 with Retry-After while the spool drains, and /readyz fails; the
+// server closes only after the drain timeout.
+func TestDrain503(t *testing.T) {
+	// An upstream that never answers: the drain cannot finish, so the
+	// node stays in it for the whole --drain-timeout.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	addr, stop := startNode(t, "--upstream", "nats://"+ln.Addr().String(), "--data-dir", t.TempDir(), "--drain-timeout", "3s")
+	client := &http.Client{Timeout: 5 * time.Second}
+	if status, _, err := post(t.Context(), client, addr, "ingest", events(0, 5)); err != nil || status != 200 {
+		t.Fatalf("before the stop: %d %v", status, err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/events", bytes.NewReader(events(10, 1)))
+		res, err := client.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode == 503 {
+				if ra := res.Header.Get("Retry-After"); ra == "" {
+					t.Error("503 without Retry-After")
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 503 within 2 s of the stop: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if res, err := client.Get("http://" + addr + "/readyz"); err != nil || res.StatusCode != 503 {
+		t.Errorf("readyz while draining: %v %v", res, err)
+	} else {
+		res.Body.Close()
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
 }
