@@ -38,6 +38,8 @@ type nodeConfig struct {
 	Headroom     float64
 	Unshaped     bool
 
+	lines map[string]int // line of each key path in the file ("spool.max_bytes", "classes[0]")
+
 	// From the file only.
 	TLS          serverTLS
 	UpstreamAuth natsAuth
@@ -72,6 +74,8 @@ type fileConfig struct {
 	Classes      []classConfig    `yaml:"classes"`
 	Ingest       ingestConfig     `yaml:"ingest"`
 	NATSIngest   natsIngestConfig `yaml:"nats_ingest"`
+
+	lines map[string]int // line of each key path ("spool.max_bytes", "classes[0]")
 }
 
 // spoolConfig is the "spool" section: disk caps and fsync timing.
@@ -162,10 +166,10 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 	if !set["unshaped"] && f.Unshaped {
 		c.Unshaped = true
 	}
-	c.TLS, c.UpstreamAuth = f.TLS, f.UpstreamAuth
+	c.TLS, c.UpstreamAuth, c.lines = f.TLS, f.UpstreamAuth, f.lines
 	c.Spool, c.Classes, c.Ingest, c.NATSIngest = f.Spool, f.Classes, f.Ingest, f.NATSIngest
 	if err := c.validate(); err != nil {
-		return fmt.Errorf("%w (after applying %s)", err, c.Config)
+		return fmt.Errorf("config %s: %w", c.Config, err)
 	}
 	return nil
 }
@@ -207,18 +211,13 @@ func parseConfig(data []byte) (fileConfig, error) {
 		}
 		return f, err
 	}
-	// The lines of the class entries, for errors about their values.
+	// The line of every key, for errors about their values.
 	var doc yaml.Node
 	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) == 1 {
-		root := doc.Content[0]
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			if root.Content[i].Value == "classes" {
-				for j, n := range root.Content[i+1].Content {
-					if j < len(f.Classes) {
-						f.Classes[j].line = n.Line
-					}
-				}
-			}
+		f.lines = map[string]int{}
+		keyLines(doc.Content[0], "", f.lines)
+		for j := range f.Classes {
+			f.Classes[j].line = f.lines[fmt.Sprintf("classes[%d]", j)]
 		}
 	}
 	var extra yaml.Node
@@ -234,31 +233,31 @@ func parseConfig(data []byte) (fileConfig, error) {
 func (c *nodeConfig) validate() error {
 	switch {
 	case c.DataDir == "":
-		return errors.New("data dir is empty")
+		return c.keyErr("data_dir", errors.New("empty"))
 	case c.Listen == "":
-		return errors.New("listen address is empty")
+		return c.keyErr("listen", errors.New("empty"))
 	case c.Upstream == "" && c.NATSListen == "":
-		return errors.New("nats listen address is empty and no upstream is given")
+		return c.keyErr("nats_listen", errors.New("empty and no upstream is given"))
 	case c.DrainTimeout <= 0:
-		return fmt.Errorf("drain timeout %v: want > 0", c.DrainTimeout)
+		return c.keyErr("drain_timeout", fmt.Errorf("%v: want > 0", c.DrainTimeout))
 	case c.LinkMbit < 0:
-		return fmt.Errorf("link capacity %v Mbit/s: want ≥ 0", c.LinkMbit)
+		return c.keyErr("link_mbit", fmt.Errorf("%v Mbit/s: want ≥ 0", c.LinkMbit))
 	case !(c.Headroom > 0 && c.Headroom <= 1):
-		return fmt.Errorf("headroom %v: want a fraction in (0, 1]", c.Headroom)
+		return c.keyErr("headroom", fmt.Errorf("%v: want a fraction in (0, 1]", c.Headroom))
 	case c.Stream == "" || strings.ContainsAny(c.Stream, ".*> \t"):
-		return fmt.Errorf("stream name %q: want a non-empty name without '.', '*', '>' or spaces", c.Stream)
+		return c.keyErr("stream", fmt.Errorf("%q: want a non-empty name without '.', '*', '>' or spaces", c.Stream))
 	case c.Subject == "" || strings.ContainsAny(c.Subject, "*> \t") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, "."):
-		return fmt.Errorf("subject prefix %q: want tokens without wildcards or spaces", c.Subject)
+		return c.keyErr("subject", fmt.Errorf("%q: want tokens without wildcards or spaces", c.Subject))
 	}
 	if _, err := spool.ParseFsync(c.Fsync); err != nil {
-		return err
+		return c.keyErr("fsync", err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return fmt.Errorf("log format %q: want text or json", c.LogFormat)
+		return c.keyErr("log_format", fmt.Errorf("%q: want text or json", c.LogFormat))
 	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel)
+		return c.keyErr("log_level", fmt.Errorf("%q: want debug, info, warn or error", c.LogLevel))
 	}
 	return nil
 }
@@ -304,23 +303,60 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 	}
 	var r resolved
 	if r.classes, err = buildClasses(c.Classes, int64(c.LinkMbit*1e6/8)); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, c.fileErr(err)
 	}
 	if r.spool, err = c.Spool.options(fsync); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, c.fileErr(c.keyErr("spool", err))
 	}
 	if r.ingest, err = c.Ingest.options(c.Node, r.classes); err != nil {
-		return nil, err
+		return nil, c.fileErr(c.keyErr("ingest", err))
 	}
 	if _, err := ingest.NewHandler(nil, r.ingest); err != nil {
-		return nil, fmt.Errorf("config: ingest: %w", err)
+		return nil, c.fileErr(c.keyErr("ingest.keys", err))
 	}
 	r.nats, r.hasNATS = c.NATSIngest.natsOptions(r.ingest.Router, c.Subject)
 	if r.tls, err = c.TLS.reloader(); err != nil {
-		return nil, fmt.Errorf("config: tls: %w", err)
+		return nil, c.fileErr(c.keyErr("tls", err))
 	}
 	if r.natsOpts, err = c.UpstreamAuth.options(); err != nil {
-		return nil, fmt.Errorf("config: upstream_auth: %w", err)
+		return nil, c.fileErr(c.keyErr("upstream_auth", err))
 	}
 	return &r, nil
+}
+
+// keyLines records the line of every key path under n.
+func keyLines(n *yaml.Node, prefix string, out map[string]int) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			if prefix != "" {
+				k = prefix + "." + k
+			}
+			out[k] = n.Content[i].Line
+			keyLines(n.Content[i+1], k, out)
+		}
+	case yaml.SequenceNode:
+		for i, e := range n.Content {
+			k := fmt.Sprintf("%s[%d]", prefix, i)
+			out[k] = e.Line
+			keyLines(e, k, out)
+		}
+	}
+}
+
+// keyErr names key, and its line when the file set it, in err.
+func (c *nodeConfig) keyErr(key string, err error) error {
+	if line, ok := c.lines[key]; ok {
+		return fmt.Errorf("line %d: %s: %w", line, key, err)
+	}
+	return fmt.Errorf("%s: %w", key, err)
+}
+
+// fileErr names the config file in err.
+func (c *nodeConfig) fileErr(err error) error {
+	if c.Config == "" {
+		return fmt.Errorf("config: %w", err)
+	}
+	return fmt.Errorf("config %s: %w", c.Config, err)
 }

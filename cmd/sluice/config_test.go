@@ -52,6 +52,7 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			got.lines = nil // key lines have their own test
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %+v\nwant %+v", got, tt.want)
 			}
@@ -77,6 +78,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 	want := nodeConfig{Config: path, Node: "from-file", DataDir: "./sluice-data", Listen: "127.0.0.1:7777",
 		NATSListen: "127.0.0.1:4222", Stream: "SLUICE", Subject: "sluice", Fsync: "never", DrainTimeout: 5 * time.Second,
 		LogFormat: "text", LogLevel: "info", LinkMbit: 20, Headroom: 0.7}
+	c.lines = nil
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v\nwant %+v", c, want)
 	}
@@ -208,6 +210,34 @@ nats_ingest:
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// A bad value names the file, the line and the key.
+func TestConfigValueErrorsNameLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ yaml, want string }{
+		{"node: a\nfsync: sometimes\n", "line 2: fsync: "},
+		{"headroom: 1.5\n", "line 1: headroom: 1.5: want a fraction in (0, 1]"},
+		{"spool:\n  max_bytes: lots\n", "line 1: spool: spool.max_bytes: \"lots\""},
+		{"ingest:\n  routes:\n    - class: nope\n", "line 1: ingest: routes: "},
+		{"tls:\n  key_file: /x\n", "line 1: tls: "},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		var c nodeConfig
+		c.flags(fs)
+		c.Config = path
+		err := c.load(fs)
+		if err == nil {
+			_, err = c.resolve()
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: error %v\nwant the file and %q", tt.yaml, err, tt.want)
 		}
 	}
 }

@@ -77,7 +77,7 @@ func (c ingestConfig) router(classes []priority.Class) (*priority.Router, error)
 	}
 	rt, err := priority.NewRouter(classes, rules, def)
 	if err != nil {
-		return nil, fmt.Errorf("config: ingest.routes: %w", err)
+		return nil, fmt.Errorf("routes: %w", err)
 	}
 	return rt, nil
 }
@@ -89,11 +89,11 @@ func (c ingestConfig) keys() ([]ingest.Key, error) {
 		secret := k.Key
 		switch {
 		case k.Key != "" && k.KeyFile != "":
-			return nil, fmt.Errorf("config: ingest.keys[%d] (source %q): both key and key_file; want one", i, k.Source)
+			return nil, fmt.Errorf("keys[%d] (source %q): both key and key_file; want one", i, k.Source)
 		case k.KeyFile != "":
 			b, err := os.ReadFile(k.KeyFile)
 			if err != nil {
-				return nil, fmt.Errorf("config: ingest.keys[%d] (source %q): %w", i, k.Source, err)
+				return nil, fmt.Errorf("keys[%d] (source %q): %w", i, k.Source, err)
 			}
 			secret = strings.TrimSpace(string(b))
 		}
