@@ -17,7 +17,9 @@ import (
 // returned as is.
 //
 // Use it on the hot path instead of Object followed by Members: it reads b
-// once. It does not allocate when b is valid and no member name has an
+// once. Its scanner is Object's with the member bookkeeping added, kept as
+// a copy on purpose: Object as ObjectMembers(b, nil) measured 8-12% slower
+// (BenchmarkObject), and Object validates every ingested event. It does not allocate when b is valid and no member name has an
 // escape, and does not retain b.
 func ObjectMembers(b []byte, fn func(m Member) error) error {
 	n := len(b)
