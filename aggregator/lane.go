@@ -370,13 +370,14 @@ var errStopRead = errors.New("stop read")
 // critical batch queued behind a bulk batch waits for all of it. HTB
 // relies on 1500-byte packets for the same reason.
 const (
-	batchAirtime  = 25 * time.Millisecond
-	minBatchBytes = 16 << 10
+	batchAirtime  = shaper.DefaultBatchAirtime // 25 ms
+	minBatchBytes = shaper.MinBatchRawBytes    // 16 KiB
 )
 
 // batchBytes is the raw size bound of the next batch: the class's MaxBytes,
 // or less on a slow link, so that the batch compressed (at the class's
-// observed ratio) fits in batchAirtime at the link's target.
+// observed ratio) fits in batchAirtime at the link's target. The rule is
+// shaper's model, which `sluice plan` evaluates too.
 func (l *lane) batchBytes() int {
 	target := l.n.link.snap.Load().Target
 	maxBytes := l.cfg.Load().maxBytes
@@ -387,8 +388,7 @@ func (l *lane) batchBytes() int {
 	if raw, wire := l.stats.rawBytes.Load(), l.stats.wireBytes.Load(); raw > 0 && wire > 0 {
 		ratio = float64(wire) / float64(raw)
 	}
-	airtime := float64(target) * batchAirtime.Seconds() / ratio
-	return int(min(max(airtime, minBatchBytes), float64(maxBytes)))
+	return shaper.BatchRawBytes(target, batchAirtime, ratio, minBatchBytes, maxBytes)
 }
 
 // spoolTrouble logs a spool failure and waits before the shipper tries

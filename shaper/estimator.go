@@ -253,7 +253,8 @@ func (e *Estimator) capacity() int64 {
 	return max(c, e.o.MinRate)
 }
 
-func (e *Estimator) target() int64 { return mulDiv(e.capacity(), e.headroomPPM, 1_000_000) }
+// target is the model's rule (TargetRate), the one sluice plan evaluates.
+func (e *Estimator) target() int64 { return TargetRate(e.capacity(), e.o.LinkCeil, e.o.Headroom) }
 
 func (e *Estimator) capLink(r int64) int64 {
 	if e.o.LinkCeil > 0 {

@@ -3,6 +3,7 @@
 //	sluice run             run a node: HTTP ingest → durable spool → NATS JetStream
 //	sluice sink            read batches from the stream and write their events as NDJSON
 //	sluice validate FILE   check a config file without starting
+//	sluice plan FLOWS      evaluate the bottleneck model on a flow inventory
 //	sluice config default  print the default config, every key commented
 //
 // Run `sluice help` for the flags.
@@ -48,6 +49,7 @@ Usage:
   sluice run  [flags]   run a node (embedded NATS server unless --upstream is given)
   sluice sink [flags]   write the events of the stream as NDJSON
   sluice validate FILE  check a config file (every key, class, route and key file) without starting
+  sluice plan FLOWS     per-hop load before/after batching, bottleneck, recommended class config
   sluice config default print the default config file, every key with its default and a comment
   sluice help           print this help
 
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSink(ctx, rest, stdout, stderr)
 	case "validate":
 		return runValidate(rest, stdout, stderr)
+	case "plan":
+		return runPlan(rest, stdout, stderr)
 	case "config":
 		if len(rest) != 1 || rest[0] != "default" {
 			fmt.Fprintf(stderr, "sluice config: want 'sluice config default'\n")
