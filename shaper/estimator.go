@@ -148,9 +148,8 @@ func (r roundStats) ackRate(now time.Time) int64 {
 // BBR-style model (windowed max bandwidth, min RTT, a congestion-driven
 // lower bound), with upward probing. Not safe for concurrent use.
 type Estimator struct {
-	o           EstimatorOptions
-	headroomPPM int64
-	rnd         func() float64
+	o   EstimatorOptions
+	rnd func() float64
 
 	inflight      map[uint64]sentPkt
 	inflightBytes int64
@@ -231,7 +230,6 @@ func NewEstimator(o EstimatorOptions) (*Estimator, error) {
 		o.StaleAfter = DefaultStaleAfter
 	}
 	e := &Estimator{o: o, inflight: make(map[uint64]sentPkt), rnd: o.Rand}
-	e.headroomPPM = int64(math.Round(o.Headroom * 1e6))
 	if e.rnd == nil {
 		e.rnd = func() float64 { return 0.5 }
 	}
