@@ -50,6 +50,7 @@ Usage:
   sluice sink [flags]   write the events of the stream as NDJSON
   sluice validate FILE  check a config file (every key, class, route and key file) without starting
   sluice plan FLOWS     per-hop load before/after batching, bottleneck, recommended class config
+  sluice demo [flags]   the whole product in one command: a node, a degrading link, live lanes
   sluice config default print the default config file, every key with its default and a comment
   sluice help           print this help
 
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runValidate(rest, stdout, stderr)
 	case "plan":
 		return runPlan(rest, stdout, stderr)
+	case "demo":
+		return runDemo(ctx, rest, stdout, stderr)
 	case "config":
 		if len(rest) != 1 || rest[0] != "default" {
 			fmt.Fprintf(stderr, "sluice config: want 'sluice config default'\n")
