@@ -23,7 +23,6 @@ import (
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/internal/linkemu"
-	"github.com/sluicehq/sluice/internal/ops"
 	"github.com/sluicehq/sluice/priority"
 )
 
@@ -195,22 +194,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	sampler, err := ops.NewSampler(node, ops.SamplerOptions{Name: "demo"})
+	mux, stopOps, err := nodeMux("demo", node, handler, nil, log)
 	if err != nil {
 		return err
 	}
-	opsCtx, stopOps := context.WithCancel(context.Background())
 	defer stopOps()
-	go sampler.Run(opsCtx)
-	opsHandler, err := ops.NewHandler(ops.Sources{Node: node, Ingest: handler}, ops.Options{Sampler: sampler, Logger: log})
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", handler)
-	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "GET /api/v1/status"} {
-		mux.Handle(p, opsHandler)
-	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err

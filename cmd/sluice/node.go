@@ -23,7 +23,6 @@ import (
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/embedded"
-	"github.com/sluicehq/sluice/internal/ops"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -172,26 +171,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		return err
 	}
 	rl := &reloader{flagged: flagged, fs: fs, running: c, node: node, handler: handler, log: log}
-	sampler, err := ops.NewSampler(node, ops.SamplerOptions{Name: c.Node})
-	if err != nil {
-		return err
-	}
-	sctxOps, stopOps := context.WithCancel(context.Background())
-	defer stopOps()
-	go sampler.Run(sctxOps)
-	src := ops.Sources{Node: node, Ingest: handler}
+	var natsSrc *ingest.NATSSource
 	if natsIn != nil {
-		src.NATS = natsIn.src
+		natsSrc = natsIn.src
 	}
-	opsHandler, err := ops.NewHandler(src, ops.Options{Sampler: sampler, Logger: log})
+	mux, stopOps, err := nodeMux(c.Node, node, handler, natsSrc, log)
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", handler)
-	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "GET /api/v1/status"} {
-		mux.Handle(p, opsHandler)
-	}
+	defer stopOps()
 	mux.HandleFunc("/-/reload", rl.serveReload)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/ops"
+)
+
+// nodeMux serves a node on one listener: the ingest endpoints, and the
+// operations endpoints (metrics, health, the status page and its JSON)
+// backed by a sampler it starts. stop ends the sampler. natsSrc may be nil.
+func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSrc *ingest.NATSSource, log *slog.Logger) (mux *http.ServeMux, stop func(), err error) {
+	sampler, err := ops.NewSampler(node, ops.SamplerOptions{Name: name})
+	if err != nil {
+		return nil, nil, err
+	}
+	src := ops.Sources{Node: node, Ingest: handler}
+	if natsSrc != nil {
+		src.NATS = natsSrc
+	}
+	opsHandler, err := ops.NewHandler(src, ops.Options{Sampler: sampler, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go sampler.Run(ctx)
+	mux = http.NewServeMux()
+	mux.Handle("/", handler)
+	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz", "GET /{$}", "GET /api/v1/status"} {
+		mux.Handle(p, opsHandler)
+	}
+	return mux, cancel, nil
+}
