@@ -69,7 +69,7 @@ func newLaneConfig(c priority.Class) (*laneConfig, error) {
 		return nil, err
 	}
 	lc := &laneConfig{class: c, fields: fields}
-	lc.maxEvents, lc.maxBytes, lc.linger = batchLimits(&lc.class)
+	lc.maxEvents, lc.maxBytes, lc.linger = c.Batch.Limits()
 	k := c.ActionAt(1).Kind
 	lc.urgent = k != priority.ActionDefer && k != priority.ActionThrottle
 	return lc, nil

@@ -174,18 +174,6 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// batchLimits returns a class's batch bounds with defaults for zero values.
-func batchLimits(c *priority.Class) (maxEvents, maxBytes int, linger time.Duration) {
-	maxEvents, maxBytes, linger = c.Batch.MaxEvents, c.Batch.MaxBytes, c.Batch.Linger
-	if maxEvents <= 0 {
-		maxEvents = 1000
-	}
-	if maxBytes <= 0 {
-		maxBytes = 768 << 10 // compressed, under JetStream's default 1 MB max_payload
-	}
-	return maxEvents, maxBytes, linger
-}
-
 // zstdLevel maps a class's compression name to a zstd level. "" is fastest:
 // on real SDK events in 1000-event batches it compresses as well as zstd's
 // default level (about 13×) and faster.

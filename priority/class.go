@@ -29,6 +29,25 @@ type Batch struct {
 	Linger    time.Duration // longest wait for a batch to fill; 0 = send at once
 }
 
+// Default batch bounds, for a Batch whose MaxEvents or MaxBytes is zero.
+const (
+	DefaultBatchMaxEvents = 1000
+	DefaultBatchMaxBytes  = 768 << 10 // compressed, under JetStream's default 1 MB max_payload
+)
+
+// Limits returns b's bounds with the defaults for zero values: what the
+// node cuts batches by, and what sluice plan models.
+func (b Batch) Limits() (maxEvents, maxBytes int, linger time.Duration) {
+	maxEvents, maxBytes, linger = b.MaxEvents, b.MaxBytes, b.Linger
+	if maxEvents <= 0 {
+		maxEvents = DefaultBatchMaxEvents
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultBatchMaxBytes
+	}
+	return maxEvents, maxBytes, linger
+}
+
 // Compression levels (zstd). The empty string means CompressionDefault.
 const (
 	CompressionFastest = "fastest"

@@ -460,7 +460,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 			p.Flows = append(p.Flows, fp)
 			continue
 		}
-		maxEvents, maxBytes, linger := classBatch(class)
+		maxEvents, maxBytes, linger := class.Batch.Limits()
 		if sample != nil {
 			ratio, err := sampleRatio(sample, class, target, f.EventsPerSec)
 			if err != nil {
@@ -512,7 +512,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	// Per flow: formation + Σ (wait + own service) against the budget.
 	for i := range p.Flows {
 		fp := &p.Flows[i]
-		_, _, linger := classBatch(classOf[fp.Class])
+		_, _, linger := classOf[fp.Class].Batch.Limits()
 		lat := min(linger.Seconds(), (fp.EventsPerBatch-1)/fp.EventsPerSec)
 		cost := shaper.MsgCost(fp.BatchWireBytes, shaper.DefaultOverheadBytes)
 		stable := true
@@ -601,19 +601,6 @@ func hopLoad(l shaper.Load, c shaper.Capacity, headroom float64) load {
 		out.QueueWaitSeconds = &s
 	}
 	return out
-}
-
-// classBatch returns a class's batch bounds as the node applies them
-// (aggregator's batchLimits: 1000 events and 768 KiB when unset).
-func classBatch(c *priority.Class) (maxEvents, maxBytes int, linger time.Duration) {
-	maxEvents, maxBytes, linger = c.Batch.MaxEvents, c.Batch.MaxBytes, c.Batch.Linger
-	if maxEvents <= 0 {
-		maxEvents = 1000
-	}
-	if maxBytes <= 0 {
-		maxBytes = 768 << 10
-	}
-	return maxEvents, maxBytes, linger
 }
 
 // parseBandwidth parses a hop's bandwidth, in bit/s: a rate with a unit
@@ -735,7 +722,7 @@ func sampleRatio(data []byte, c *priority.Class, target int64, rate float64) (fl
 		return 0, err
 	}
 	defer enc.Close()
-	maxEvents, maxBytes, linger := classBatch(c)
+	maxEvents, maxBytes, linger := c.Batch.Limits()
 	frac, lastN := 1.0, -1
 	var raw, dst []byte
 	for range 4 {
