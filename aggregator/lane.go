@@ -146,7 +146,12 @@ func (l *lane) action() (priority.Action, int) {
 		return priority.Action{}, 0
 	}
 	level := l.n.link.Level()
-	return l.cfg.Load().class.ActionAt(level), level
+	act := l.cfg.Load().class.ActionAt(level)
+	if act.Kind == priority.ActionDefer && l.n.link.probing.Load() {
+		// A probe is filled from deferred backlog (shaper.Lanes.SetProbingAt).
+		act = priority.Action{Kind: priority.ActionThrottle}
+	}
+	return act, level
 }
 
 // ship is the shipper goroutine.

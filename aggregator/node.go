@@ -301,11 +301,12 @@ func (n *Node) classNames() string {
 // by design when the link is full, so their waits are not a standing queue.
 func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
 	for _, l := range n.lanes {
-		act, _ := l.action()
-		if act.Kind == priority.ActionDefer {
+		// Deferred backlog counts too: the estimator probes only with
+		// data waiting, and a probe is filled from deferred classes.
+		bytes += l.pendingBytes.Load()
+		if act, _ := l.action(); act.Kind == priority.ActionDefer {
 			continue
 		}
-		bytes += l.pendingBytes.Load()
 		if w := l.waiting.Load(); w != 0 && l.cfg.Load().urgent {
 			sojourn = max(sojourn, now.Sub(time.Unix(0, w)))
 		}

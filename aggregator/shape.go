@@ -33,7 +33,8 @@ type link struct {
 	nextID  uint64
 
 	level       atomic.Int32
-	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change
+	probing     atomic.Bool                   // the estimator probes: deferred classes may borrow
+	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when probing starts or ends
 	acked       atomic.Pointer[chan struct{}] // closed and replaced at each ack or failure
 	alive       atomic.Pointer[chan struct{}] // closed and replaced at each ack
 	transitions atomic.Uint64
@@ -109,8 +110,15 @@ func newLink(n *Node) (*link, error) {
 // Level returns the current degradation level.
 func (k *link) Level() int { return int(k.level.Load()) }
 
-// levelChanged returns a channel closed at the next level change.
+// levelChanged returns a channel closed at the next level change, or
+// when a probe starts or ends (deferred classes may send during a probe).
 func (k *link) levelChanged() <-chan struct{} { return *k.changed.Load() }
+
+// wakeLevel closes the levelChanged channel.
+func (k *link) wakeLevel() {
+	ch := make(chan struct{})
+	close(*k.changed.Swap(&ch))
+}
 
 // run is the tick goroutine.
 func (k *link) run() {
@@ -178,7 +186,13 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 		k.est.SetLevelAt(now, level)
 	}
 	st := k.ctl.Status()
+	// A probe is filled from the deferred classes' backlog (see
+	// shaper.Lanes.SetProbingAt).
+	state := k.est.SnapshotAt(now).State
+	probing := !k.unshaped && (state == shaper.StateUp || state == shaper.StateStartup)
+	k.lanes.SetProbingAt(now, probing)
 	k.mu.Unlock()
+	probeChanged := k.probing.Swap(probing) != probing
 
 	if prev := k.snap.Load(); prev.Probe != snap.State.String() {
 		k.n.opts.Logger.Debug("link estimator", "from", prev.Probe, "to", snap.State.String(),
@@ -194,11 +208,12 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	if level != prev {
 		k.level.Store(int32(level))
 		k.transitions.Add(1)
-		ch := make(chan struct{})
-		close(*k.changed.Swap(&ch))
+		k.wakeLevel()
 		k.n.opts.Logger.Info("degradation level changed", "from", prev, "to", level,
 			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
 			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
+	} else if probeChanged {
+		k.wakeLevel()
 	}
 }
 

@@ -106,6 +106,7 @@ type Lanes struct {
 	lanes   []lane
 	target  priority.Rate
 	level   int
+	probing bool // the estimator probes: deferred classes may borrow
 	linkB   bucket
 	linkM   bucket
 	scaleB  int64 // guarantee scale in ppm
@@ -247,6 +248,22 @@ func (l *Lanes) SetLevelAt(now time.Time, level int) {
 // Level returns the current degradation level.
 func (l *Lanes) Level() int { return l.level }
 
+// SetProbingAt tells the lanes whether the estimator is probing upward.
+// While it probes, a class deferred at the level is throttled instead
+// (borrow only, after every class with a guarantee): a probe paces above
+// the capacity estimate, and only data that is waiting can show whether
+// the link carries more. Without it, a node whose level defers its bulk
+// classes has nothing to fill a probe with once its urgent traffic fits
+// the estimate, so an estimate left low by an outage or a step down
+// never rises and the level that defers the bulk never falls (seen: 12 s
+// at 0.5 Mbit/s on a link back at 20 Mbit/s).
+func (l *Lanes) SetProbingAt(now time.Time, probing bool) {
+	if l.probing != probing {
+		l.probing = probing
+		l.rescale(now)
+	}
+}
+
 // rescale recomputes effective guarantees: eff_c = rate_c × s with
 // s = clamp((T − Σ critical rate) / Σ other active rates, 0, 1).
 func (l *Lanes) rescale(now time.Time) {
@@ -255,8 +272,8 @@ func (l *Lanes) rescale(now time.Time) {
 		c := &l.classes[i]
 		ln := &l.lanes[i]
 		act := c.ActionAt(l.level).Kind
-		ln.deferred = act == priority.ActionDefer
-		if ln.deferred || act == priority.ActionThrottle {
+		ln.deferred = act == priority.ActionDefer && !l.probing
+		if act == priority.ActionDefer || act == priority.ActionThrottle {
 			continue
 		}
 		if c.Critical {
@@ -288,7 +305,7 @@ func (l *Lanes) rescale(now time.Time) {
 				effM = mulDiv(effM, max(0, l.target.MsgsPerSec-critM), sumM)
 			}
 		}
-		if ln.deferred || act == priority.ActionThrottle {
+		if act == priority.ActionDefer || act == priority.ActionThrottle {
 			effB, effM = 0, 0
 		}
 		ln.effB, ln.effM = effB, effM

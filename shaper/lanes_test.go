@@ -268,6 +268,36 @@ func TestLanesGuaranteeScaling(t *testing.T) {
 	}
 }
 
+// TestLanesProbingLiftsDeferral: while the estimator probes, a class
+// deferred at the level borrows after the others, with no guarantee; when
+// the probe ends it is deferred again.
+func TestLanesProbingLiftsDeferral(t *testing.T) {
+	cs := priority.Defaults(1_000_000)
+	l := mustLanes(t, cs, priority.Rate{BytesPerSec: 350_000}, LanesOptions{})
+	l.SetLevelAt(t0, 1)
+	if res := l.ReserveAt(t0, 2, 1000); res.OK || !res.At.IsZero() {
+		t.Fatalf("deferred class reservation %+v", res)
+	}
+	l.SetProbingAt(t0, true)
+	s := l.SnapshotAt(t0)
+	if s.Classes[2].Deferred || s.Classes[2].Rate.BytesPerSec != 0 || s.Classes[1].Rate.BytesPerSec != 250_000 {
+		t.Fatalf("probing: %+v", s.Classes)
+	}
+	// Ingest waits with a batch: it is served before replication borrows.
+	l.SetBacklogAt(t0, 1, 300_000)
+	if res := l.ReserveAt(t0, 2, 100_000); res.OK || res.Phase != PhaseBorrow || res.At.IsZero() {
+		t.Errorf("replication admitted before a waiting ingest: %+v", res)
+	}
+	l.SetBacklogAt(t0, 1, 0)
+	if res := l.ReserveAt(t0, 2, 1000); !res.OK || res.Phase != PhaseBorrow {
+		t.Errorf("replication while probing: %+v", res)
+	}
+	l.SetProbingAt(t0, false)
+	if res := l.ReserveAt(t0, 2, 1000); res.OK || !res.At.IsZero() {
+		t.Errorf("deferred again after the probe: %+v", res)
+	}
+}
+
 // randomLanes builds a random valid configuration.
 func randomLanes(rng *rand.Rand) ([]priority.Class, int64) {
 	link := int64(100_000 + rng.IntN(10_000_000))

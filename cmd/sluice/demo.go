@@ -110,6 +110,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	duration := fs.Duration("duration", 60*time.Second, "stop after this long (the link schedule scales to it)")
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP address of the status page and the ingest endpoints")
 	dataDir := fs.String("data-dir", "", "keep the spool and the NATS store here (default: a temporary directory, removed at exit)")
+	logLevel := fs.String("log-level", "warn", "log `level` on stderr: debug, info, warn or error (debug shows every shaper decision)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: sluice demo [flags]\n\n"+
 			"Runs the whole product in one process: an embedded NATS server behind an emulated\n"+
@@ -134,7 +135,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "sluice demo: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return errUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(dir, "nats"), Port: -1})
 	if err != nil {
