@@ -377,3 +377,36 @@ func TestSplitTooLarge(t *testing.T) {
 		t.Fatalf("shutdown after a too-large event: %v", err)
 	}
 }
+
+// TestLingerOnlyUnderOneBatch: a backlog larger than one batch (cut to a
+// few ms of air time) but under the class's MaxBytes goes out at once,
+// not one batch per linger. With a 2 s linger the old rule took 2 s a
+// batch: about 20 s for these events.
+func TestLingerOnlyUnderOneBatch(t *testing.T) {
+	srv := embedded.StartTest(t)
+	nc := connect(t, srv.ClientURL())
+	classes := priority.Defaults(200_000)
+	for i := range classes {
+		if classes[i].Name == priority.ClassReplication {
+			classes[i].Batch = priority.Batch{MaxEvents: 100_000, MaxBytes: 4 << 20, Linger: 2 * time.Second}
+		}
+	}
+	n := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) {
+		o.Classes = classes
+		o.Link.Ceil = 200_000 // bytes/s: batches of about 25 ms = 4 KB of wire
+	})
+	start := time.Now()
+	ingest(t, n, priority.ClassReplication, 0, 20_000, 1000) // ~2 MB raw: many batches, under MaxBytes
+	seen := collect(t, nc, 20_000, 30*time.Second)
+	took := time.Since(start)
+	exactlyOnce(t, seen, 20_000, priority.ClassReplication)
+	st := n.Stats().Classes[priority.ClassReplication]
+	t.Logf("%d batches in %s", st.Batches, took)
+	if st.Batches < 5 {
+		t.Fatalf("%d batches: the test needs several", st.Batches)
+	}
+	// One linger at most (the last partial batch), and time to send.
+	if took > 8*time.Second {
+		t.Errorf("took %s for %d batches: lingered between full batches", took, st.Batches)
+	}
+}
