@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,12 @@ type Load struct {
 	Size     int           // approximate event size in bytes
 	Entropy  float64       // fraction of the event that is random (incompressible), 0..1
 	From, To time.Duration // when the load runs; To 0 = to the end
+	// Events, if set, are real events (JSON objects) to cycle through
+	// instead of generated ones; Size and Entropy are then unused.
+	Events [][]byte `json:"-"`
+	// ID prefixes the events' ids; default Class. Two loads of one class
+	// need different ones.
+	ID string `json:",omitempty"`
 }
 
 // Scenario is a run of a node over an emulated link to a real NATS server.
@@ -42,38 +49,61 @@ type Scenario struct {
 	Node     aggregator.Options // Conn, Dir filled in by Run
 }
 
+// Mode is how a scenario's events reach the stream.
+type Mode string
+
+const (
+	// ModeSluice: a node with its shaper on.
+	ModeSluice Mode = "sluice"
+	// ModeUnshaped: a node with the shaper off (Link.Unshaped): one FIFO
+	// window for every class, no degradation.
+	ModeUnshaped Mode = "unshaped"
+	// ModeNaive: no node; one JetStream publish per event (see naive).
+	ModeNaive Mode = "naive"
+)
+
+// Modes are every mode, the node's first.
+var Modes = []Mode{ModeSluice, ModeUnshaped, ModeNaive}
+
 // Window is one second of a run.
 type Window struct {
-	T         float64 // seconds since the start, end of the window
-	LinkBytes int64   // bytes the link carried upstream (node → server)
-	Level     int
-	Target    int64 // bytes/s
-	Capacity  int64 // bytes/s
-	Attempts  uint64
-	Signals   [5]int // the controller's raw level per signal: inflation, errors, demand, queue, time to full
-	Classes   map[string]WindowClass
+	T          float64 // seconds since the start, end of the window
+	LinkBytes  int64   // bytes the link carried upstream (node → server)
+	Level      int
+	Target     int64  // bytes/s
+	Capacity   int64  // bytes/s
+	Attempts   uint64 // publish attempts: first sends and retries
+	FirstSends uint64 // publish attempts that were not retries
+	Signals    [5]int // the controller's raw level per signal: inflation, errors, demand, queue, time to full
+	Classes    map[string]WindowClass
 }
 
 // WindowClass is one class in one window.
 type WindowClass struct {
-	Ingested  uint64  // events accepted
-	Delivered uint64  // events delivered to the stream's consumer
-	WireBytes uint64  // compressed bytes published (first sends)
-	P99       float64 // ms, end-to-end latency of events delivered in the window
-	Backlog   uint64  // events spooled and not acknowledged
-	Degraded  uint64  // batches delivered with dropped-field headers
+	Ingested      uint64  // events accepted
+	Delivered     uint64  // events delivered to the stream's consumer
+	WireBytes     uint64  // bytes published (first sends)
+	P50, P95, P99 float64 // ms, end-to-end latency of events delivered in the window
+	Backlog       uint64  // events accepted and not yet acknowledged by the stream
+	Degraded      uint64  // batches delivered with dropped-field headers
+	Dropped       uint64  // events lost on purpose: refused, expired by age, or dropped by a full client queue
 }
 
 // Outcome is what a scenario run measured.
 type Outcome struct {
 	Scenario string
+	Mode     Mode
 	Shaped   bool
 	Windows  []Window
 	// End to end (ingest → consumer) latency per class, ms, over the whole
 	// run and over the events delivered after the first Warmup.
 	P50, P99, P99Steady map[string]float64
-	// Exactly-once check, per class.
-	Acknowledged, Delivered, Duplicates map[string]uint64
+	// Offered counts the events the generator made; Acknowledged those the
+	// node accepted (durable), or, naive, those JetStream acknowledged.
+	Offered, Acknowledged, Delivered, Duplicates map[string]uint64
+	// Dropped counts events lost on purpose (refused, expired, or dropped
+	// by the naive client's full queue).
+	Dropped map[string]uint64
 	// DegradedBatches counts batches whose headers said fields were dropped.
 	DegradedBatches map[string]uint64
 	// BatchesAtLevel counts delivered batches per class by the level in
@@ -82,13 +112,22 @@ type Outcome struct {
 	// Drained: every acknowledged event was delivered before the drain
 	// time ran out.
 	Drained bool
-	Final   aggregator.Stats
+	// FirstSends and Attempts count publishes over the run (attempts
+	// include retries).
+	FirstSends, Attempts uint64
+	Final                aggregator.Stats
 }
 
-// Run runs the scenario once, shaped or not, with the NATS server in a
-// child process, and returns what it measured. progress, if not nil,
-// receives one line per second.
-func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress func(string)) (*Outcome, error) {
+// ingester is where a generator offers its events: a node, or the naive
+// client.
+type ingester interface {
+	Ingest(ctx context.Context, class string, evs ...[]byte) error
+}
+
+// Run runs the scenario once in mode, with the NATS server in a child
+// process, and returns what it measured. progress, if not nil, receives
+// each one-second window as it ends.
+func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func(Window)) (*Outcome, error) {
 	srv, err := StartServer(dir + "/nats")
 	if err != nil {
 		return nil, err
@@ -114,19 +153,51 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 
 	opts := sc.Node
 	opts.Dir, opts.Conn = dir+"/spool", nc
-	opts.Link.Unshaped = !shaped
+	opts.Link.Unshaped = mode == ModeUnshaped
 	if opts.Node == "" {
 		opts.Node = "bench"
 	}
-	node, err := aggregator.New(opts)
-	if err != nil {
-		return nil, err
+	if opts.Stream == "" {
+		opts.Stream = "SLUICE"
 	}
-	defer node.Close()
+	if opts.Subject == "" {
+		opts.Subject = "sluice"
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		node *aggregator.Node
+		nv   *naive
+		sink ingester
+	)
+	if mode == ModeNaive {
+		if err := createStream(ctx, direct, opts); err != nil {
+			return nil, err
+		}
+		var classes []string
+		for _, ld := range sc.Loads {
+			if !slices.Contains(classes, ld.Class) {
+				classes = append(classes, ld.Class)
+			}
+		}
+		if nv, err = newNaive(runCtx, nc, opts.Subject, classes); err != nil {
+			return nil, err
+		}
+		defer nv.stop()
+		defer cancel()
+		sink = nv
+	} else {
+		if node, err = aggregator.New(opts); err != nil {
+			return nil, err
+		}
+		defer node.Close()
+		sink = node
+	}
 
-	out := &Outcome{Scenario: sc.Name, Shaped: shaped,
+	out := &Outcome{Scenario: sc.Name, Mode: mode, Shaped: mode == ModeSluice,
 		P50: map[string]float64{}, P99: map[string]float64{}, P99Steady: map[string]float64{},
-		Acknowledged: map[string]uint64{}, Delivered: map[string]uint64{}, Duplicates: map[string]uint64{},
+		Offered: map[string]uint64{}, Acknowledged: map[string]uint64{}, Delivered: map[string]uint64{},
+		Duplicates: map[string]uint64{}, Dropped: map[string]uint64{},
 		DegradedBatches: map[string]uint64{}, BatchesAtLevel: map[string]map[int]uint64{}}
 	cons, err := consume(ctx, direct, opts.Stream, time.Now().Add(Warmup))
 	if err != nil {
@@ -134,23 +205,28 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 	}
 	defer cons.stop()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	start := time.Now()
 	go link.Run(runCtx, sc.Schedule)
 	var gens sync.WaitGroup
-	acked := make(map[string]*atomic.Uint64)
+	counts := make(map[string]*genCount)
 	for _, ld := range sc.Loads {
-		if acked[ld.Class] == nil {
-			acked[ld.Class] = new(atomic.Uint64)
+		if counts[ld.Class] == nil {
+			counts[ld.Class] = new(genCount)
 		}
-		count := acked[ld.Class]
-		gens.Go(func() { generate(runCtx, node, ld, start, sc.Duration, count) })
+		count := counts[ld.Class]
+		gens.Go(func() { generate(runCtx, sink, ld, start, sc.Duration, count) })
+	}
+	// acked is what the exactly-once check holds the stream to.
+	acked := func(class string) uint64 {
+		if nv != nil {
+			return nv.classes[class].acked.Load()
+		}
+		return counts[class].acked.Load()
 	}
 
 	// One window a second until the load ends and the backlog drains.
 	prevLink := link.Stats()
-	prevNode := node.Stats()
+	prev := sc.sample(node, nv, counts)
 	prevCons := cons.snapshot()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -160,52 +236,134 @@ func (sc Scenario) Run(ctx context.Context, dir string, shaped bool, progress fu
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case now := <-tick.C:
-			ls, ns, cs := link.Stats(), node.Stats(), cons.snapshot()
+			ls, cur, cs := link.Stats(), sc.sample(node, nv, counts), cons.snapshot()
 			w := Window{T: now.Sub(start).Seconds(), LinkBytes: ls.Sub(prevLink).Upstream.Bytes,
-				Level: ns.Link.Level, Target: ns.Link.Target, Capacity: ns.Link.Capacity, Signals: ns.Link.Signals,
+				Attempts: cur.attempts - prev.attempts, FirstSends: cur.firstSends - prev.firstSends,
 				Classes: map[string]WindowClass{}}
-			for name, c := range ns.Classes {
-				p := prevNode.Classes[name]
-				w.Attempts += c.Batches - p.Batches + c.Retries - p.Retries
+			if node != nil {
+				w.Level, w.Target, w.Capacity, w.Signals = cur.link.Level, cur.link.Target, cur.link.Capacity, cur.link.Signals
+			}
+			for name, c := range cur.classes {
+				p := prev.classes[name]
 				d := cs.classes[name]
-				w.Classes[name] = WindowClass{
-					Ingested: c.Ingested - p.Ingested, WireBytes: c.WireBytes - p.WireBytes,
+				wc := WindowClass{
+					Ingested: c.ingested - p.ingested, WireBytes: c.wire - p.wire,
 					Delivered: d.delivered - prevCons.classes[name].delivered,
 					Degraded:  d.degraded - prevCons.classes[name].degraded,
-					P99:       cons.windowP99(name), Backlog: c.Depth,
+					Backlog:   c.backlog, Dropped: c.dropped - p.dropped,
 				}
+				wc.P50, wc.P95, wc.P99 = cons.windowQuantiles(name)
+				w.Classes[name] = wc
 			}
 			out.Windows = append(out.Windows, w)
-			prevLink, prevNode, prevCons = ls, ns, cs
+			prevLink, prev, prevCons = ls, cur, cs
 			if progress != nil {
-				progress(w.String())
+				progress(w)
 			}
-			if now.Sub(start) >= sc.Duration {
-				cancel()
-				drained := true
-				for name, a := range acked {
-					if cs.classes[name].delivered < a.Load() {
-						drained = false
-					}
-				}
-				if drained || now.After(drainBy) {
-					out.Drained = drained
-					gens.Wait()
-					out.Final = node.Stats()
-					cs = cons.snapshot()
-					for name, a := range acked {
-						out.Acknowledged[name] = a.Load()
-						out.Delivered[name] = cs.classes[name].delivered
-						out.Duplicates[name] = cs.classes[name].duplicates
-						out.DegradedBatches[name] = cs.classes[name].degraded
-						out.BatchesAtLevel[name] = cs.classes[name].levels
-						out.P50[name], out.P99[name], out.P99Steady[name] = cons.quantiles(name)
-					}
-					return out, nil
+			if now.Sub(start) < sc.Duration {
+				continue
+			}
+			cancel()
+			drained := true
+			for name := range counts {
+				if cs.classes[name].delivered < acked(name) || cur.classes[name].backlog > 0 {
+					drained = false
 				}
 			}
+			if !drained && !now.After(drainBy) {
+				continue
+			}
+			out.Drained = drained
+			gens.Wait()
+			if nv != nil {
+				// The stream has acknowledged what the consumer may not
+				// have read yet: give it a moment.
+				for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+					behind := false
+					for name := range counts {
+						behind = behind || cons.snapshot().classes[name].delivered < acked(name)
+					}
+					if !behind {
+						break
+					}
+				}
+			}
+			if node != nil {
+				out.Final = node.Stats()
+			}
+			cs = cons.snapshot()
+			cur = sc.sample(node, nv, counts)
+			out.FirstSends, out.Attempts = cur.firstSends, cur.attempts
+			for name, c := range counts {
+				out.Offered[name] = c.offered.Load()
+				out.Acknowledged[name] = acked(name)
+				out.Dropped[name] = cur.classes[name].dropped
+				out.Delivered[name] = cs.classes[name].delivered
+				out.Duplicates[name] = cs.classes[name].duplicates
+				out.DegradedBatches[name] = cs.classes[name].degraded
+				out.BatchesAtLevel[name] = cs.classes[name].levels
+				out.P50[name], out.P99[name], out.P99Steady[name] = cons.quantiles(name)
+			}
+			return out, nil
 		}
 	}
+}
+
+// createStream creates the stream a node would, for the naive baseline.
+func createStream(ctx context.Context, nc *nats.Conn, o aggregator.Options) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	dup := o.DuplicateWindow
+	if dup <= 0 {
+		dup = 10 * time.Minute
+	}
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: o.Stream, Subjects: []string{o.Subject + ".>"},
+		Storage: jetstream.FileStorage, Duplicates: dup})
+	return err
+}
+
+// genCount is a generator's count of one class's events.
+type genCount struct {
+	offered, acked, refused atomic.Uint64
+}
+
+// sample is the counters of a run at an instant, whatever its mode.
+type sample struct {
+	link                 aggregator.LinkStats
+	firstSends, attempts uint64
+	classes              map[string]sampleClass
+}
+
+type sampleClass struct {
+	ingested, wire, backlog, dropped uint64
+}
+
+func (sc Scenario) sample(node *aggregator.Node, nv *naive, counts map[string]*genCount) sample {
+	s := sample{classes: map[string]sampleClass{}}
+	if nv != nil {
+		for name, c := range nv.classes {
+			s.firstSends += c.firstSends.Load()
+			s.attempts += c.attempts.Load()
+			s.classes[name] = sampleClass{ingested: counts[name].acked.Load(), wire: c.wire.Load(),
+				backlog: nv.backlog(name), dropped: c.dropped.Load()}
+		}
+		return s
+	}
+	st := node.Stats()
+	s.link = st.Link
+	for name, c := range st.Classes {
+		s.firstSends += c.Batches
+		s.attempts += c.Batches + c.Retries
+		var dropped uint64
+		for _, n := range c.Dropped {
+			dropped += n
+		}
+		s.classes[name] = sampleClass{ingested: c.Ingested, wire: c.WireBytes, backlog: c.Depth,
+			dropped: c.Refused + c.Expired + dropped}
+	}
+	return s
 }
 
 func (w Window) String() string {
@@ -221,13 +379,16 @@ func (w Window) String() string {
 			continue
 		}
 		s += fmt.Sprintf(" | %s in %d out %d p99 %.0fms backlog %d", n, c.Ingested, c.Delivered, c.P99, c.Backlog)
+		if c.Dropped > 0 {
+			s += fmt.Sprintf(" dropped %d", c.Dropped)
+		}
 	}
 	return s
 }
 
-// generate offers ld's load to node from start until the load's end, and
-// counts the events acknowledged.
-func generate(ctx context.Context, node *aggregator.Node, ld Load, start time.Time, dur time.Duration, acked *atomic.Uint64) {
+// generate offers ld's load to sink from start until the load's end, and
+// counts the events offered and accepted.
+func generate(ctx context.Context, sink ingester, ld Load, start time.Time, dur time.Duration, count *genCount) {
 	to := ld.To
 	if to == 0 {
 		to = dur
@@ -254,8 +415,11 @@ func generate(ctx context.Context, node *aggregator.Node, ld Load, start time.Ti
 			continue
 		}
 		evs := g.next(n, time.Now().UnixNano())
-		if err := node.Ingest(ctx, ld.Class, evs...); err == nil {
-			acked.Add(uint64(n))
+		count.offered.Add(uint64(n))
+		if err := sink.Ingest(ctx, ld.Class, evs...); err == nil {
+			count.acked.Add(uint64(n))
+		} else {
+			count.refused.Add(uint64(n))
 		}
 	}
 }
@@ -269,6 +433,9 @@ type eventGen struct {
 }
 
 func newEventGen(ld Load) *eventGen {
+	if ld.ID == "" {
+		ld.ID = ld.Class
+	}
 	g := &eventGen{ld: ld, pad: make([]byte, max(ld.Size-130, 0))}
 	g.random = int(float64(len(g.pad)) * ld.Entropy)
 	for i := range g.pad {
@@ -280,13 +447,21 @@ func newEventGen(ld Load) *eventGen {
 func (g *eventGen) next(n int, ts int64) [][]byte {
 	evs := make([][]byte, n)
 	for i := range evs {
+		if len(g.ld.Events) > 0 {
+			// A real event, with the id and creation time the consumer
+			// measures put first.
+			real := g.ld.Events[g.seq%len(g.ld.Events)]
+			evs[i] = append(fmt.Appendf(nil, `{"ts":%d,"id":"%s-%d",`, ts, g.ld.ID, g.seq), real[1:]...)
+			g.seq++
+			continue
+		}
 		if g.random > 0 {
 			raw := make([]byte, g.random*3/4+1)
 			rand.Read(raw)
 			copy(g.pad, base64.RawStdEncoding.EncodeToString(raw))
 		}
 		evs[i] = fmt.Appendf(nil, `{"ts":%d,"id":"%s-%d","type":"track","context":{"userAgent":"bench/1.0","library":{"name":"sluice-bench"}},"_metadata":{"gen":"bench"},"pad":"%s"}`,
-			ts, g.ld.Class, g.seq, g.pad)
+			ts, g.ld.ID, g.seq, g.pad)
 		g.seq++
 	}
 	return evs
@@ -355,10 +530,17 @@ func consume(ctx context.Context, nc *nats.Conn, stream string, warm time.Time) 
 	}
 	c.cc, err = oc.Consume(func(m jetstream.Msg) {
 		now := time.Now().UnixNano()
-		b, err := dec.Decode(nats.Header(m.Headers()), m.Data())
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench: decode:", err)
-			return
+		var b wire.Batch
+		if h := nats.Header(m.Headers()); h.Get(wire.HdrCount) != "" {
+			if b, err = dec.Decode(h, m.Data()); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: decode:", err)
+				return
+			}
+		} else {
+			// The naive baseline: one event per message, its class the
+			// subject's last token.
+			subj := m.Subject()
+			b = wire.Batch{Class: subj[strings.LastIndexByte(subj, '.')+1:], Count: 1, Events: [][]byte{m.Data()}}
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -405,16 +587,19 @@ func (c *consumer) snapshot() consSnap {
 	return s
 }
 
-func (c *consumer) windowP99(class string) float64 {
+// windowQuantiles returns the latency quantiles of class's events
+// delivered since its last call.
+func (c *consumer) windowQuantiles(class string) (p50, p95, p99 float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := c.classes[class]
 	if cl == nil {
-		return 0
+		return 0, 0, 0
 	}
-	p := quantile(cl.win, 0.99)
+	slices.Sort(cl.win)
+	p50, p95, p99 = sortedQuantile(cl.win, 0.5), sortedQuantile(cl.win, 0.95), sortedQuantile(cl.win, 0.99)
 	cl.win = cl.win[:0]
-	return p
+	return p50, p95, p99
 }
 
 func (c *consumer) quantiles(class string) (p50, p99, p99steady float64) {
@@ -428,12 +613,17 @@ func (c *consumer) quantiles(class string) (p50, p99, p99steady float64) {
 }
 
 func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
-	return s[min(len(s)-1, int(math.Ceil(q*float64(len(s))))-1)]
+	return sortedQuantile(s, q)
+}
+
+// sortedQuantile is the q-quantile of sorted s (nearest rank), 0 if empty.
+func sortedQuantile(s []float64, q float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, max(0, int(math.Ceil(q*float64(len(s))))-1))]
 }
 
 // parseEvent reads the "ts" and "id" a generated event starts with.

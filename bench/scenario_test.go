@@ -43,22 +43,22 @@ func TestScenarioSmoke(t *testing.T) {
 		Loads: []Load{{Class: "critical", Rate: 100, Size: 300}, {Class: "ingest", Rate: 500, Size: 600, Entropy: 0.3}},
 		Node:  nodeOptions(),
 	}
-	for _, shaped := range []bool{true, false} {
-		out, err := sc.Run(context.Background(), t.TempDir(), shaped, nil)
+	for _, mode := range Modes {
+		out, err := sc.Run(context.Background(), t.TempDir(), mode, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !out.Drained {
-			t.Errorf("shaped=%v: not drained: acknowledged %v, delivered %v", shaped, out.Acknowledged, out.Delivered)
+			t.Errorf("%s: not drained: acknowledged %v, delivered %v", mode, out.Acknowledged, out.Delivered)
 		}
 		for class, n := range out.Acknowledged {
 			if n == 0 || out.Delivered[class] != n || out.Duplicates[class] != 0 {
-				t.Errorf("shaped=%v %s: acknowledged %d, delivered %d, duplicates %d", shaped, class, n, out.Delivered[class], out.Duplicates[class])
+				t.Errorf("%s %s: acknowledged %d, delivered %d, duplicates %d", mode, class, n, out.Delivered[class], out.Duplicates[class])
 			}
 			// The consumer reads the stream beside the link: an event
 			// crosses only its upstream half, 20 ms one way.
 			if p := out.P99[class]; p < 20 || p > 5000 {
-				t.Errorf("shaped=%v %s: p99 %.1f ms over a link of 20 ms each way", shaped, class, p)
+				t.Errorf("%s %s: p99 %.1f ms over a link of 20 ms each way", mode, class, p)
 			}
 		}
 	}

@@ -121,6 +121,7 @@ func BenchmarkScenarios(b *testing.B) {
 func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
 	b.Helper()
 	mode := map[bool]string{true: "shaped", false: "unshaped"}[shaped]
+	m := map[bool]Mode{true: ModeSluice, false: ModeUnshaped}[shaped]
 	ctx, cancel := context.WithTimeout(context.Background(), sc.Duration+sc.Drain+2*time.Minute)
 	defer cancel()
 	dir := os.Getenv("SLUICE_BENCH_OUT")
@@ -136,8 +137,8 @@ func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
 		defer f.Close()
 		sc.Node.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	out, err := sc.Run(ctx, b.TempDir(), shaped, func(line string) {
-		fmt.Fprintf(os.Stderr, "%s/%s %s\n", sc.Name, mode, line)
+	out, err := sc.Run(ctx, b.TempDir(), m, func(w Window) {
+		fmt.Fprintf(os.Stderr, "%s/%s %s\n", sc.Name, mode, w)
 	})
 	if err != nil {
 		b.Fatalf("%s %s: %v", sc.Name, mode, err)

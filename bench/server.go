@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/embedded"
@@ -52,12 +53,17 @@ type Server struct {
 }
 
 // StartServer re-executes the running binary (which must call
-// ServeIfChild) as a NATS server storing in dir, on a free port.
+// ServeIfChild first thing: a test binary in TestMain, a command in main)
+// as a NATS server storing in dir, on a free port.
 func StartServer(dir string) (*Server, error) { return StartServerAt(dir, -1) }
 
 // StartServerAt is StartServer on the given port.
 func StartServerAt(dir string, port int) (*Server, error) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	var args []string
+	if testing.Testing() {
+		args = []string{"-test.run=^$"} // a test binary: run no tests before TestMain serves
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), serverEnv+"="+dir, fmt.Sprintf("%s_PORT=%d", serverEnv, port))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

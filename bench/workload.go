@@ -51,6 +51,9 @@ func SDKEvents(n int) ([][]byte, string, error) {
 	return out, "sdk_wire_from_apache (real SDK events)", nil
 }
 
+// ReadNDJSON returns the non-empty lines of the NDJSON file at path.
+func ReadNDJSON(path string) ([][]byte, error) { return readNDJSON(path) }
+
 func readNDJSON(path string) ([][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -4,6 +4,8 @@
 //	sluice sink            read batches from the stream and write their events as NDJSON
 //	sluice validate FILE   check a config file without starting
 //	sluice plan FLOWS      evaluate the bottleneck model on a flow inventory
+//	sluice demo            the whole product in one command over an emulated link
+//	sluice bench           blast-radius scenarios with baselines, HTML report
 //	sluice config default  print the default config, every key commented
 //
 // Run `sluice help` for the flags.
@@ -18,9 +20,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sluicehq/sluice/bench"
 )
 
 func main() {
+	if bench.ServeIfChild() { // sluice bench runs its NATS server as a child of itself
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -51,6 +58,7 @@ Usage:
   sluice validate FILE  check a config file (every key, class, route and key file) without starting
   sluice plan FLOWS     per-hop load before/after batching, bottleneck, recommended class config
   sluice demo [flags]   the whole product in one command: a node, a degrading link, live lanes
+  sluice bench [flags]  blast-radius scenarios against unshaped and naive baselines; HTML report
   sluice config default print the default config file, every key with its default and a comment
   sluice help           print this help
 
@@ -76,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPlan(rest, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
 	case "config":
 		if len(rest) != 1 || rest[0] != "default" {
 			fmt.Fprintf(stderr, "sluice config: want 'sluice config default'\n")

@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"testing"
+
+	"github.com/sluicehq/sluice/bench"
 )
 
 // envMain makes the test binary act as the sluice binary, so the kill -9
@@ -10,6 +12,9 @@ import (
 const envMain = "SLUICE_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
+	if bench.ServeIfChild() { // sluice bench's NATS server child
+		os.Exit(0)
+	}
 	if os.Getenv(envMain) == "1" {
 		main()
 		os.Exit(0)
