@@ -4,6 +4,7 @@
 //	sluice sink            read batches from the stream and write their events as NDJSON
 //	sluice validate FILE   check a config file without starting
 //	sluice plan FLOWS      evaluate the bottleneck model on a flow inventory
+//	sluice spool check DIR report a spool directory, read-only
 //	sluice demo            the whole product in one command over an emulated link
 //	sluice bench           blast-radius scenarios with baselines, HTML report
 //	sluice config default  print the default config, every key commented
@@ -57,6 +58,7 @@ Usage:
   sluice sink [flags]   write the events of the stream as NDJSON
   sluice validate FILE  check a config file (every key, class, route and key file) without starting
   sluice plan FLOWS     per-hop load before/after batching, bottleneck, recommended class config
+  sluice spool check DIR  report a spool's classes, damaged files and quarantine, read-only
   sluice demo [flags]   the whole product in one command: a node, a degrading link, live lanes
   sluice bench [flags]  blast-radius scenarios against unshaped and naive baselines; HTML report
   sluice config default print the default config file, every key with its default and a comment
@@ -80,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSink(ctx, rest, stdout, stderr)
 	case "validate":
 		return runValidate(rest, stdout, stderr)
+	case "spool":
+		return runSpool(rest, stdout, stderr)
 	case "plan":
 		return runPlan(rest, stdout, stderr)
 	case "demo":
