@@ -197,6 +197,7 @@ type Estimator struct {
 	level            int
 	linkDown         bool
 	probeEndRound    int64     // e.rounds when the last probe ended
+	drainFrom        int64     // e.rounds when Startup ended and Drain began; 0 = not draining
 	upSince          time.Time // when the link last came back; earlier attempts' errors are the outage's
 }
 
@@ -262,6 +263,9 @@ func (e *Estimator) capLink(r int64) int64 {
 }
 
 func (e *Estimator) pacing() int64 {
+	if e.drainFrom > 0 && e.state == StateCruise {
+		return max(e.target()/2, e.o.MinRate)
+	}
 	switch e.state {
 	case StateStartup:
 		return e.capLink(2 * max(e.startBw, e.capacity()))
@@ -276,6 +280,14 @@ func (e *Estimator) pacing() int64 {
 func (e *Estimator) SetBacklogAt(now time.Time, backlogged bool) {
 	e.backlogged = backlogged
 	e.tick(now)
+}
+
+// maxDrainRounds bounds Drain (see enterCruise).
+const maxDrainRounds = 8
+
+// bdp is the bandwidth-delay product C × MinRtt in bytes, 0 before an RTT.
+func (e *Estimator) bdp() int64 {
+	return int64(float64(e.capacity()) * e.minRtt.Seconds())
 }
 
 // nearCeilPct: a capacity at or above this percentage of LinkCeil is not
@@ -363,10 +375,26 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 	}
 	rtt := now.Sub(p.sentTime)
 	if rtt > 0 {
+		// The queue-delay measures (MinRtt, each round's minimum, and so
+		// inflation) leave out the attempt's own transmission time at C:
+		// a bulk batch sized to 25 ms of air time took 20 ms longer than
+		// a small critical one, and a round of only bulk batches read as
+		// 1.5× inflation on an idle link (seen: level 1 at 5 Mbit/s).
+		// SRTT and the RTO keep the whole RTT. The time is taken at the
+		// configured LinkCeil, the fastest the link can be: it never
+		// takes away more than the attempt's real transmission time, and
+		// it does not move with the estimate (subtracting at C or MaxBw
+		// fed back: a cut raised the subtraction, lowered MinRtt, made the
+		// next rounds look queued and cut C again, to a tenth of the link
+		// in the sims). Without a ceiling, nothing is taken away.
+		q := rtt
+		if e.o.LinkCeil > 0 {
+			q = max(rtt-time.Duration(mulDiv(p.bytes, nano, e.o.LinkCeil)), rtt/2)
+		}
 		switch {
-		case e.minRtt == 0 || rtt <= e.minRtt:
-			e.minRtt, e.minRttT = rtt, now
-		case rtt <= e.minRtt+max(e.minRtt/20, minRttSlack):
+		case e.minRtt == 0 || q <= e.minRtt:
+			e.minRtt, e.minRttT = q, now
+		case q <= e.minRtt+max(e.minRtt/20, minRttSlack):
 			// A sample within 5% of MinRtt shows the path still has no
 			// standing queue: MinRtt is confirmed without a ProbeRTT.
 			// (BBR re-measures only on a new minimum; with jitter that
@@ -375,11 +403,11 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 			e.minRttT = now
 		}
 		e.rto.Sample(rtt)
-		if e.r.rttMin == 0 || rtt < e.r.rttMin {
-			e.r.rttMin = rtt
+		if e.r.rttMin == 0 || q < e.r.rttMin {
+			e.r.rttMin = q
 		}
-		if e.state == StateProbeRTT && (e.rttProbeMin == 0 || rtt < e.rttProbeMin) {
-			e.rttProbeMin = rtt
+		if e.state == StateProbeRTT && (e.rttProbeMin == 0 || q < e.rttProbeMin) {
+			e.rttProbeMin = q
 		}
 	}
 	s = Sample{RTT: rtt, AppLimited: p.appLimited}
@@ -476,6 +504,10 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 		e.maxBw = wmax
 	}
 
+	if e.drainFrom > 0 && (e.state != StateCruise || e.inflightBytes <= e.bdp() || e.rounds >= e.drainFrom+maxDrainRounds) {
+		e.drainFrom = 0
+		e.probeEndRound = e.rounds // its queue is the probe's: excused for two more rounds
+	}
 	switch e.state {
 	case StateUp:
 		e.upRounds++
@@ -562,6 +594,15 @@ func (e *Estimator) enterCruise(now time.Time) {
 	if e.state == StateUp || e.state == StateStartup {
 		e.probeEndRound = e.rounds
 	}
+	if e.state == StateStartup {
+		// BBR's Drain: Startup paced at up to 2·C (or the ceiling) and
+		// left up to a BDP queued at the bottleneck. Cruising at 0.8·C
+		// drains it at 0.2·C, several rounds of inflated RTT that the
+		// controller read as congestion (seen on a 5 Mbit/s link: level
+		// 1 and the bulk classes deferred a second after start). Pace at
+		// half the target until the bytes in flight fit one BDP.
+		e.drainFrom = max(e.rounds, 1)
+	}
 	e.state, e.stateAt = StateCruise, now
 	jitter := time.Duration(math.Round(max(0, min(e.rnd(), 1)) * float64(time.Second)))
 	e.probeAt = now.Add(e.o.ProbeInterval + jitter)
@@ -646,7 +687,7 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 	if e.minRtt > 0 && e.lastRttMin > 0 && e.prevRttMin > 0 {
 		s.Inflation = float64(min(e.lastRttMin, e.prevRttMin)) / float64(e.minRtt)
 	}
-	s.Probing = e.state == StateUp || e.state == StateStartup || (e.probeEndRound > 0 && e.rounds < e.probeEndRound+2)
+	s.Probing = e.state == StateUp || e.state == StateStartup || e.drainFrom > 0 || (e.probeEndRound > 0 && e.rounds < e.probeEndRound+2)
 	avg := max(e.avgMsg, 1)
 	bdp := mulDiv(c, int64(e.minRtt), nano)
 	s.InflightCapBytes = max(4*avg, 2*bdp)

@@ -561,3 +561,37 @@ func TestEstimatorProbeRTTCap(t *testing.T) {
 		t.Errorf("ProbeRTT cap %d, cruise cap %d; want both 2 BDP", got, cruise)
 	}
 }
+
+// Drain: when Startup ends it has left up to a BDP queued; the estimator
+// paces at half the target, counts as probing (its inflation is its own),
+// and cruises at the target once the bytes in flight fit one BDP, within
+// maxDrainRounds.
+func TestEstimatorDrainAfterStartup(t *testing.T) {
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 20 * mb}, &linkSim{rate: func(time.Time) int64 { return 5 * mb }})
+	var sawDrain, drained bool
+	var startupEnd int64
+	r.run(t0.Add(5*time.Second), func(now time.Time, s Snapshot) {
+		switch {
+		case s.State == StateStartup:
+		case r.e.drainFrom > 0:
+			if !sawDrain {
+				startupEnd = s.Rounds
+			}
+			sawDrain = true
+			if s.Pacing != s.Target/2 || !s.Probing {
+				t.Fatalf("%v: draining with pacing %d (target %d), probing %v", now.Sub(t0), s.Pacing, s.Target, s.Probing)
+			}
+			if s.Rounds > startupEnd+maxDrainRounds {
+				t.Fatalf("%v: still draining after %d rounds", now.Sub(t0), s.Rounds-startupEnd)
+			}
+		case sawDrain && !drained && s.State == StateCruise:
+			drained = true
+			if s.Pacing != s.Target {
+				t.Fatalf("%v: after the drain pacing %d, target %d", now.Sub(t0), s.Pacing, s.Target)
+			}
+		}
+	})
+	if !sawDrain || !drained {
+		t.Fatalf("drain seen %v, ended %v", sawDrain, drained)
+	}
+}

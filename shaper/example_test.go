@@ -17,14 +17,15 @@ func ExampleLanes_ReserveAt() {
 	}
 	critical, _ := lanes.Class(priority.ClassCritical)
 	backfill, _ := lanes.Class(priority.ClassBackfill)
-	// Critical batches go first until its ceil bucket is empty; backfill
-	// then waits for the link bucket to hold its batch again.
+	// Critical batches go first until the link bucket (50 ms at the
+	// target) is empty; backfill then waits for it to hold its batch
+	// again: one batch time at 800 kB/s.
 	for lanes.ReserveAt(t0, critical, 32<<10).OK {
 	}
 	r := lanes.ReserveAt(t0, backfill, 32<<10)
 	fmt.Println(r.OK, r.Phase, r.At.Sub(t0))
 	// Output:
-	// false borrow 1.28ms
+	// false borrow 41.28ms
 }
 
 func ExampleController() {

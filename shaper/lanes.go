@@ -48,7 +48,8 @@ const (
 // LanesOptions tunes Lanes. The zero value is the recommended design.
 type LanesOptions struct {
 	// MaxMsgBytes is the largest message (batch) the lanes expect, in bytes;
-	// every bucket is at least 2× this deep. Default 64 KiB, at most 64 MiB.
+	// every class bucket is at least 2× this deep. Default 64 KiB, at most
+	// 64 MiB.
 	MaxMsgBytes int
 	// OverheadBytes is added to every message's cost (headers, framing).
 	// Default 256; negative means none.
@@ -56,8 +57,10 @@ type LanesOptions struct {
 	// ClassDepth is the rate and ceil buckets' depth in time at their rate:
 	// depth = max(2×MaxMsgBytes, ClassDepth×rate). Default 100 ms.
 	ClassDepth time.Duration
-	// LinkDepth is the link bucket's depth in time at the target rate.
-	// Default 50 ms.
+	// LinkDepth is the link bucket's depth in time at the target rate,
+	// with no floor of MaxMsgBytes: a message deeper than the bucket is
+	// admitted when the bucket is full and leaves it in debt, so the link
+	// never bursts more than one message over LinkDepth. Default 50 ms.
 	LinkDepth time.Duration
 }
 
@@ -157,7 +160,7 @@ func NewLanes(classes []priority.Class, target priority.Rate, opts LanesOptions)
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	l := &Lanes{opts: opts, classes: classes, lanes: make([]lane, len(classes)), target: target}
-	l.linkB = newBucket(target.BytesPerSec, l.depthB(target.BytesPerSec, opts.LinkDepth))
+	l.linkB = newBucket(target.BytesPerSec, l.linkDepthB(target.BytesPerSec))
 	l.linkM = newBucket(target.MsgsPerSec, depthM(target.MsgsPerSec, opts.LinkDepth))
 	for i := range classes {
 		c := &classes[i]
@@ -178,6 +181,14 @@ func (l *Lanes) depthB(rate int64, d time.Duration) int64 {
 	return max(2*int64(l.opts.MaxMsgBytes), mulDiv(min(rate, maxRate), int64(d), nano))
 }
 
+// linkDepthB is the link bucket's depth in bytes: LinkDepth at rate, at
+// least one packet. A floor of 2×MaxMsgBytes, as the class buckets have,
+// let a 5 Mbit/s link take 128 KiB at once, 200 ms of its time: the
+// standing queue read as RTT inflation and degraded the node.
+func (l *Lanes) linkDepthB(rate int64) int64 {
+	return max(1500, mulDiv(min(rate, maxRate), int64(l.opts.LinkDepth), nano))
+}
+
 func depthM(rate int64, d time.Duration) int64 {
 	return max(2, mulDiv(min(rate, maxRate), int64(d), nano))
 }
@@ -196,7 +207,7 @@ func (l *Lanes) Class(name string) (int, bool) {
 // unlimited) and rescales the guarantees.
 func (l *Lanes) SetTargetAt(now time.Time, target priority.Rate) {
 	l.target = target
-	l.linkB.reconfigure(now, target.BytesPerSec, l.depthB(target.BytesPerSec, l.opts.LinkDepth))
+	l.linkB.reconfigure(now, target.BytesPerSec, l.linkDepthB(target.BytesPerSec))
 	l.linkM.reconfigure(now, target.MsgsPerSec, depthM(target.MsgsPerSec, l.opts.LinkDepth))
 	l.rescale(now)
 }

@@ -493,3 +493,26 @@ func TestLanesSetClasses(t *testing.T) {
 		t.Errorf("a refused reload changed the ceiling: %+v", s.Classes[0].Ceil)
 	}
 }
+
+// TestLanesLinkBurst: after an idle second the link admits LinkDepth at the
+// target and at most one message more, whatever MaxMsgBytes says: a 5
+// Mbit/s link once took 128 KiB (2 × MaxMsgBytes) at once, 200 ms queued.
+func TestLanesLinkBurst(t *testing.T) {
+	const target = 500_000 // bytes/s: a 5 Mbit/s link at 80%
+	cs := priority.Defaults(625_000)
+	l := mustLanes(t, cs, priority.Rate{BytesPerSec: target}, LanesOptions{OverheadBytes: -1})
+	now := t0.Add(time.Second)
+	var burst int
+	for l.ReserveAt(now, 3, 10_000).OK { // backfill: borrows the link
+		burst += 10_000
+	}
+	depth := target * int(DefaultLinkDepth) / int(time.Second)
+	if burst < depth-10_000 || burst > depth+10_000 {
+		t.Errorf("burst %d bytes, want about LinkDepth at the target (%d)", burst, depth)
+	}
+	// A message deeper than the bucket still goes, alone, when it is full.
+	now = now.Add(time.Second)
+	if !l.ReserveAt(now, 3, 100_000).OK || l.ReserveAt(now, 3, 1000).OK {
+		t.Error("a message deeper than the link bucket: not admitted alone when full")
+	}
+}
