@@ -550,9 +550,15 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 		}
 		e.startBw = max(e.startBw, e.upBw)
 		e.upBw = 0
-		if e.stall >= 3 {
+		// At the configured ceiling the pipe is full by definition: a
+		// sender whose demand is near the link sends some attempts
+		// unheld, their samples are app-limited, and the three
+		// bandwidth-limited rounds the stall rule needs may never come
+		// (seen: 15 s of Startup paced at the ceiling, the link at 99%).
+		atCeil := e.o.LinkCeil > 0 && max(e.startBw, r.bwMax)*100 >= e.o.LinkCeil*nearCeilPct
+		if e.stall >= 3 || atCeil {
 			e.bwLo = 0
-			e.maxBw = max(e.startBw, e.maxBw)
+			e.maxBw = max(e.startBw, e.maxBw, min(r.bwMax, e.o.LinkCeil))
 			e.enterCruise(now)
 		}
 	case StateProbeRTT:

@@ -595,3 +595,15 @@ func TestEstimatorDrainAfterStartup(t *testing.T) {
 		t.Fatalf("drain seen %v, ended %v", sawDrain, drained)
 	}
 }
+
+// Startup ends at the configured ceiling even when demand near the link
+// makes most rounds app-limited (the stall rule then never sees three
+// bandwidth-limited rounds, and Startup paced at the ceiling for good).
+func TestEstimatorStartupEndsAtCeiling(t *testing.T) {
+	r := newSimRun(t, EstimatorOptions{LinkCeil: 5 * mb}, &linkSim{rate: func(time.Time) int64 { return 5 * mb }})
+	r.offered = 5 * mb * 97 / 100
+	r.run(t0.Add(3*time.Second), nil)
+	if s := r.e.SnapshotAt(r.now); s.State == StateStartup || s.Pacing > s.Target {
+		t.Errorf("after 3 s: %v, pacing %d, target %d", s.State, s.Pacing, s.Target)
+	}
+}
