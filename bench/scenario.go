@@ -69,6 +69,7 @@ var Modes = []Mode{ModeSluice, ModeUnshaped, ModeNaive}
 type Window struct {
 	T          float64 // seconds since the start, end of the window
 	LinkBytes  int64   // bytes the link carried upstream (node → server)
+	LinkQueue  int64   // bytes waiting at the upstream bottleneck at the end of the window
 	Level      int
 	Target     int64  // bytes/s
 	Capacity   int64  // bytes/s
@@ -83,6 +84,7 @@ type WindowClass struct {
 	Ingested      uint64  // events accepted
 	Delivered     uint64  // events delivered to the stream's consumer
 	WireBytes     uint64  // bytes published (first sends)
+	Batches       uint64  // messages published (first sends): batches, or events for the naive client
 	P50, P95, P99 float64 // ms, end-to-end latency of events delivered in the window
 	Backlog       uint64  // events accepted and not yet acknowledged by the stream
 	Degraded      uint64  // batches delivered with dropped-field headers
@@ -237,7 +239,7 @@ func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func
 			return nil, ctx.Err()
 		case now := <-tick.C:
 			ls, cur, cs := link.Stats(), sc.sample(node, nv, counts), cons.snapshot()
-			w := Window{T: now.Sub(start).Seconds(), LinkBytes: ls.Sub(prevLink).Upstream.Bytes,
+			w := Window{T: now.Sub(start).Seconds(), LinkBytes: ls.Sub(prevLink).Upstream.Bytes, LinkQueue: ls.Upstream.Queued,
 				Attempts: cur.attempts - prev.attempts, FirstSends: cur.firstSends - prev.firstSends,
 				Classes: map[string]WindowClass{}}
 			if node != nil {
@@ -247,7 +249,7 @@ func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func
 				p := prev.classes[name]
 				d := cs.classes[name]
 				wc := WindowClass{
-					Ingested: c.ingested - p.ingested, WireBytes: c.wire - p.wire,
+					Ingested: c.ingested - p.ingested, WireBytes: c.wire - p.wire, Batches: c.batches - p.batches,
 					Delivered: d.delivered - prevCons.classes[name].delivered,
 					Degraded:  d.degraded - prevCons.classes[name].degraded,
 					Backlog:   c.backlog, Dropped: c.dropped - p.dropped,
@@ -337,7 +339,7 @@ type sample struct {
 }
 
 type sampleClass struct {
-	ingested, wire, backlog, dropped uint64
+	ingested, wire, batches, backlog, dropped uint64
 }
 
 func (sc Scenario) sample(node *aggregator.Node, nv *naive, counts map[string]*genCount) sample {
@@ -346,7 +348,7 @@ func (sc Scenario) sample(node *aggregator.Node, nv *naive, counts map[string]*g
 		for name, c := range nv.classes {
 			s.firstSends += c.firstSends.Load()
 			s.attempts += c.attempts.Load()
-			s.classes[name] = sampleClass{ingested: counts[name].acked.Load(), wire: c.wire.Load(),
+			s.classes[name] = sampleClass{ingested: counts[name].acked.Load(), wire: c.wire.Load(), batches: c.firstSends.Load(),
 				backlog: nv.backlog(name), dropped: c.dropped.Load()}
 		}
 		return s
@@ -360,7 +362,7 @@ func (sc Scenario) sample(node *aggregator.Node, nv *naive, counts map[string]*g
 		for _, n := range c.Dropped {
 			dropped += n
 		}
-		s.classes[name] = sampleClass{ingested: c.Ingested, wire: c.WireBytes, backlog: c.Depth,
+		s.classes[name] = sampleClass{ingested: c.Ingested, wire: c.WireBytes, batches: c.Batches, backlog: c.Depth,
 			dropped: c.Refused + c.Expired + dropped}
 	}
 	return s

@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -53,6 +55,10 @@ type SuiteOptions struct {
 	Events [][]byte
 	// Progress receives one line per run per 5 s, and at each run's end.
 	Progress func(string)
+	// NodeLog, if set, is a file name: each node run writes its debug log
+	// (level changes with their signals, estimator states) beside it, as
+	// NAME-SCENARIO-MODE.log.
+	NodeLog string
 }
 
 // SuiteResult is one scenario's runs.
@@ -162,6 +168,15 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]SuiteResult, error) {
 			n++
 			sc := spec.Scenario
 			sc.Node = SuiteNode()
+			if o.NodeLog != "" && mode != ModeNaive {
+				base := strings.TrimSuffix(o.NodeLog, filepath.Ext(o.NodeLog))
+				f, err := os.Create(base + "-" + sc.Name + "-" + string(mode) + ".log")
+				if err != nil {
+					return out, err
+				}
+				defer f.Close()
+				sc.Node.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
 			dir, err := os.MkdirTemp(o.Dir, sc.Name+"-"+string(mode)+"-")
 			if err != nil {
 				return out, err

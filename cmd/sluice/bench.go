@@ -27,17 +27,33 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	scale := fs.Float64("scale", 1, "multiply every duration of the suite (1: about 25 minutes; 0.2 for a quick look)")
 	events := fs.String("events", "auto", "ingest events: auto (the real SDK events of $SLUICE_DATA or ../shared/data if present, else synthetic), synthetic, or an NDJSON file")
 	results := fs.String("results", "", "also replace the suite section of this Markdown file (bench/RESULTS.md) with the summary")
+	planPath := fs.String("plan", "", "instead of the suite: run the flows of this `FLOWS.yaml` inventory at their peak through its link hop and measure every hop against its headroom")
+	config := fs.String("config", "", "with --plan: the node's config `file` (default: the config the plan recommends)")
+	duration := fs.Duration("duration", 30*time.Second, "with --plan: how long the flows run")
+	nodeLog := fs.String("node-log", "", "write the node's debug log (every level change and estimator state) to this `file`; in the suite, one file per run beside it")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: sluice bench [flags]\n\n"+
 			"Runs the blast-radius suite: each scenario (steady, launch spike, backfill interference,\n"+
 			"replication storm, link step, outage, retry storm) over an emulated 20 Mbit/s link to a\n"+
 			"real NATS server, once with sluice, once with its shaper off and once as a naive\n"+
 			"one-publish-per-event client. Writes an HTML report with plots and a Markdown summary.\n"+
+			"With --plan, runs an inventory's flows instead (see docs/plan.md).\n"+
 			"Run it on an otherwise idle machine.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *planPath != "" {
+		if *duration < 10*time.Second {
+			fmt.Fprintln(stderr, "sluice bench: --duration must be at least 10s (5 s of warm-up are not measured)")
+			return errUsage
+		}
+		return runPlanBench(ctx, *planPath, *config, *duration, *nodeLog, stdout, stderr)
+	}
+	if *config != "" {
+		fmt.Fprintln(stderr, "sluice bench: --config needs --plan")
+		return errUsage
 	}
 	o := bench.SuiteOptions{Scale: *scale}
 	if *scale <= 0 {
@@ -85,6 +101,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer os.RemoveAll(tmp)
 	o.Dir = tmp
 	o.Progress = func(line string) { fmt.Fprintln(stderr, line) }
+	o.NodeLog = *nodeLog
 
 	meta := bench.ReportMeta{Command: strings.Join(append([]string{"sluice", "bench"}, args...), " "), Commit: gitCommit(), Started: time.Now(),
 		Machine: fmt.Sprintf("%d cores, %s/%s, %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version()),
