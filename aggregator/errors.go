@@ -13,6 +13,15 @@ var (
 	// backpressure (HTTP 429 with Retry-After) and retry later.
 	ErrFull = errors.New("aggregator: spool full")
 
+	// ErrNoSpace is returned by Ingest when the filesystem holding the spool
+	// is full (or its quota exhausted): nothing was kept. Unlike ErrFull it
+	// is no configured cap but a fault for an operator (or for upstream
+	// acknowledgements, which free segments) to clear. Callers answer HTTP
+	// 503 with Retry-After (not 507, which SDKs do not retry) and retry
+	// later; the error's text names files, so do not show it to producers.
+	// Node.DiskFull reports the state.
+	ErrNoSpace = errors.New("aggregator: spool disk full")
+
 	// ErrDropped is returned by Ingest when the class's overflow policy is
 	// drop_newest and the events were refused. They are counted, not kept.
 	ErrDropped = errors.New("aggregator: events dropped by overflow policy")

@@ -137,7 +137,8 @@ func (n *Node) goFunc(f func()) {
 // compacted to one line. If any event is invalid, none is kept and the
 // error (wrapping ErrInvalidEvent or ErrTooLarge) names its index.
 // A full class returns an error wrapping ErrFull (policy block) or
-// ErrDropped (policy drop_newest); after Shutdown begins, ErrClosed.
+// ErrDropped (policy drop_newest); a full disk, ErrNoSpace; after Shutdown
+// begins, ErrClosed.
 //
 // ctx bounds the wait for the spool's group commit: if it ends before the
 // events were taken into a commit, Ingest returns an error wrapping
@@ -202,6 +203,8 @@ func (n *Node) ingest(ctx context.Context, class string, events [][]byte, check 
 		return fmt.Errorf("%w: %w", ErrFull, err)
 	case errors.Is(err, spool.ErrDropped):
 		return fmt.Errorf("%w: %w", ErrDropped, err)
+	case errors.Is(err, spool.ErrNoSpace):
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
 	case errors.Is(err, spool.ErrTooLarge):
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	case errors.Is(err, spool.ErrClosed):

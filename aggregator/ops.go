@@ -20,6 +20,15 @@ func (n *Node) Accepting() bool {
 	return !n.closing
 }
 
+// DiskFull reports whether the filesystem holding the spool is full: an
+// Ingest failed with ErrNoSpace and no room has been seen since. It clears
+// by itself at the first commit more than a second after the last refusal,
+// or when DiskFull finds room: while the disk is full it checks at most
+// once a second by writing and removing a 64 KiB probe file (see
+// spool.Spool.NoSpace), so a node taken out of rotation because of it
+// still comes back. /readyz is 503 while it is true.
+func (n *Node) DiskFull() bool { return n.spool.NoSpace() }
+
 // ClassShape is one class as the shaper sees it at an instant: what it was
 // configured with and what the link and the degradation level make of it.
 type ClassShape struct {

@@ -18,8 +18,9 @@ import (
 
 // Sink takes the good events of a request. *aggregator.Node is one. Ingest
 // returns nil only once the events are durable; its errors are matched
-// against aggregator.ErrFull, ErrDropped, ErrClosed, ErrTooLarge and
-// ErrInvalidEvent to choose the status. It must not retain the slices.
+// against aggregator.ErrFull, ErrNoSpace, ErrDropped, ErrClosed,
+// ErrTooLarge and ErrInvalidEvent to choose the status. It must not retain
+// the slices.
 type Sink interface {
 	Ingest(ctx context.Context, class string, events ...[]byte) error
 }
@@ -406,6 +407,13 @@ func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp res
 	case errors.Is(err, aggregator.ErrFull):
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
 		status = http.StatusTooManyRequests
+	case errors.Is(err, aggregator.ErrNoSpace):
+		// 503, not 507: SDKs retry 503 with Retry-After and drop on 507.
+		// The spool logs the disk filling up (once, not per request); the
+		// error names files, which are no business of producers.
+		resp.Error = "spool disk full"
+		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
+		status = http.StatusServiceUnavailable
 	case errors.Is(err, aggregator.ErrClosed):
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
 		status = http.StatusServiceUnavailable

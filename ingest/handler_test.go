@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/sluicehq/sluice/aggregator"
@@ -185,6 +187,16 @@ func TestHandler(t *testing.T) {
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
 		{
+			name: "disk full: 503 with Retry-After, no path",
+			body: []byte(two),
+			sinkErr: fmt.Errorf("%w: %w", aggregator.ErrNoSpace,
+				fmt.Errorf("spool: append ingest: disk full: write /var/lib/sluice/spool/ingest/seg-00000000000000000001.db: %w", syscall.ENOSPC)),
+			wantStatus: 503,
+			wantBody:   `{"error":"spool disk full","accepted":0,"rejected":[]}`,
+			wantHeader: map[string]string{"Retry-After": "5"},
+			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
+		},
+		{
 			name:       "closed: 503 with Retry-After",
 			body:       []byte(two),
 			sinkErr:    aggregator.ErrClosed,
@@ -337,6 +349,8 @@ func TestHandler(t *testing.T) {
 			sink := &recordingSink{err: tt.sinkErr}
 			opts := tt.opts
 			opts.NoStamp = true // bodies compared byte for byte; stamping has its own test
+			var logs syncLog
+			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			h, err := ingest.NewHandler(sink, opts)
 			if err != nil {
 				t.Fatal(err)
@@ -380,6 +394,29 @@ func TestHandler(t *testing.T) {
 			}) {
 				t.Errorf("sink calls %q, want %q", sink.calls, tt.wantCalls)
 			}
+			// Only an unexpected sink error (500) is logged: the others are
+			// the producer's business, or logged once by the node.
+			if logged := logs.String(); (tt.wantStatus == 500) != strings.Contains(logged, "ingest failed") {
+				t.Errorf("log %q for status %d", logged, tt.wantStatus)
+			}
 		})
 	}
+}
+
+// syncLog collects log output written from the server's goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

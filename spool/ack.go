@@ -46,15 +46,17 @@ func (s *Spool) reclaimLocked(c *class) {
 }
 
 // dropSegLocked gives up the live events of sealed segment i (reason
-// "drop_oldest" or "quarantine"): they are counted, marked dropped, and its
-// file is deleted, or moved to quarantine/ if qerr is not nil.
-func (s *Spool) dropSegLocked(c *class, i int, reason string, qerr error) {
+// "drop_oldest" or "quarantine"): those from seq from on are counted as
+// dropped (the ones before it were delivered to a reader, whose acks are to
+// come), all are marked acknowledged, and its file is deleted, or moved to
+// quarantine/ if qerr is not nil.
+func (s *Spool) dropSegLocked(c *class, i int, from uint64, reason string, qerr error) {
 	seg := c.segs[i]
 	lo := seg.first
 	if i == 0 {
 		lo = 1 // everything below the oldest segment is acknowledged or dropped
 	}
-	c.dropped[reason] += c.acks.live(Range{seg.first, seg.last})
+	c.dropped[reason] += c.acks.live(Range{max(from, seg.first), c.upperLocked(i)})
 	c.acks.add(Range{lo, c.upperLocked(i)})
 	s.removeSegLocked(c, seg, qerr)
 	s.reclaimLocked(c)

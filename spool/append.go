@@ -283,7 +283,7 @@ func (s *Spool) commit(c *class, batch []*appendReq) {
 		}
 	}
 	if err := s.ensureRoom(c, need); err != nil {
-		fail(ok, fmt.Errorf("spool: append %s: roll segment: %w", c.name, err))
+		fail(ok, fmt.Errorf("spool: append %s: %w", c.name, s.noSpace(fmt.Errorf("roll segment: %w", err))))
 		return
 	}
 	err := s.put(c, ok)
@@ -292,7 +292,7 @@ func (s *Spool) commit(c *class, batch []*appendReq) {
 		// one request at a time if the batch still does not fit.
 		if !c.tailEmpty() {
 			if err := s.roll(c); err != nil {
-				fail(ok, fmt.Errorf("spool: append %s: roll segment: %w", c.name, err))
+				fail(ok, fmt.Errorf("spool: append %s: %w", c.name, s.noSpace(fmt.Errorf("roll segment: %w", err))))
 				return
 			}
 			err = s.put(c, ok)
@@ -309,10 +309,12 @@ func (s *Spool) commit(c *class, batch []*appendReq) {
 		}
 	}
 	if err != nil {
-		fail(ok, fmt.Errorf("spool: append %s: %w", c.name, err))
+		fail(ok, fmt.Errorf("spool: append %s: %w", c.name, s.noSpace(err)))
 	}
 	if s.now().UnixNano()-s.persistedAt.Load() >= cursorPersistEvery.Nanoseconds() {
-		if err := s.persistCursors(); err != nil {
+		if err := s.persistCursors(); isNoSpace(err) {
+			_ = s.noSpace(err) // logged once, when the disk fills
+		} else if err != nil {
 			s.opts.Logger.Error("spool: persist ack cursors", "err", err)
 		}
 	}
@@ -381,7 +383,7 @@ func (s *Spool) dropOldest(c *class) bool {
 		}
 		c.mu.Lock()
 	}
-	s.dropSegLocked(c, 0, "drop_oldest", nil)
+	s.dropSegLocked(c, 0, 0, "drop_oldest", nil)
 	c.mu.Unlock()
 	return true
 }
@@ -414,6 +416,7 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 	c.mu.Unlock()
 	keys := make([]byte, 8*len(reqs))
 	claims := false
+	full := s.fullAt.Load()
 	err := tail.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		if b == nil {
@@ -450,6 +453,7 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 	if err != nil {
 		return err
 	}
+	s.hasRoom(full)
 	size := fileSize(tail.path)
 	now := s.now()
 	c.mu.Lock()

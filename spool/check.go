@@ -27,14 +27,17 @@ const (
 	// segment's unacknowledged events are dropped (counted under
 	// "quarantine"); a lost tail makes seqs skip ahead so none is reused.
 	ActionQuarantine = "quarantine"
-	// ActionQuarantineOnRead: a sealed segment that passes Open's check but
-	// holds a damaged record. Its events up to the damage are served; when
-	// Read reaches the damage the file is quarantined and the rest dropped.
+	// ActionQuarantineOnRead: a segment that passes Open's check but holds
+	// a damaged record (Open checks a sealed segment's first and last
+	// records, and every record of the tail, which it then seals behind a
+	// new tail). Its events up to the damage are served; when Read reaches
+	// the damage the file is quarantined and the rest dropped.
 	ActionQuarantineOnRead = "quarantine_on_read"
-	// ActionReadError: the tail holds a damaged record after the records
-	// Open checks. Its events up to the damage are served; Read then fails
-	// with ErrCorrupt until the segment fills and is sealed, and is then
-	// quarantined as ActionQuarantineOnRead.
+	// ActionReadError was reported for a tail holding a damaged record,
+	// which Read refused with ErrCorrupt until the tail was sealed.
+	//
+	// Deprecated: Open now seals such a tail, which Check reports as
+	// ActionQuarantineOnRead.
 	ActionReadError = "read_error"
 	// ActionRebuild: meta.db is damaged or missing; Open quarantines it and
 	// starts an empty one. Cursor progress is lost: acknowledged ranges above
@@ -321,14 +324,11 @@ func checkClass(dir, name string, mc *metaClass, rep *Report) (ClassReport, erro
 			if sg.badSeq > sg.first {
 				served = fmt.Sprintf("seqs %d-%d are served", sg.first, sg.badSeq-1)
 			}
+			d.Action = ActionQuarantineOnRead
+			d.Effect = fmt.Sprintf("%s; when a read reaches seq %d the file is moved to quarantine/ and seqs %d-%d are dropped (%d not acknowledged)",
+				served, sg.badSeq, sg.badSeq, upper, n)
 			if tail {
-				d.Action = ActionReadError
-				d.Effect = fmt.Sprintf("%s; reading seq %d fails with corrupt data until the segment fills and is sealed, then it is moved to quarantine/ and seqs %d on are dropped (%d not acknowledged so far)",
-					served, sg.badSeq, sg.badSeq, n)
-			} else {
-				d.Action = ActionQuarantineOnRead
-				d.Effect = fmt.Sprintf("%s; when a read reaches seq %d the file is moved to quarantine/ and seqs %d-%d are dropped (%d not acknowledged)",
-					served, sg.badSeq, sg.badSeq, upper, n)
+				d.Effect = fmt.Sprintf("sealed at start, new events go to a new segment; %s", d.Effect)
 			}
 		}
 		if d.Action != "" {
@@ -382,15 +382,17 @@ func checkSegFile(dir, class string, sg *checkedSeg) error {
 		sg.open = err
 		return nil
 	}
-	sg.badSeq, sg.bad = scanSegment(db, sg.first, sg.last)
+	sg.badSeq, sg.bad = scanSegment(db, sg.first, sg.last, 0)
 	return nil
 }
 
 // scanSegment verifies every record of a segment that passed checkSegment:
 // keys contiguous from first to last, each record's CRC and framing. It
-// returns the first seq it could not verify and why, or 0 and nil.
-func scanSegment(db *bolt.DB, first, last uint64) (bad uint64, err error) {
-	want := first
+// returns the first seq it could not verify and why, or 0 and nil. With
+// maxBytes > 0 it stops, finding nothing, once it has verified that many
+// bytes of records.
+func scanSegment(db *bolt.DB, first, last uint64, maxBytes int64) (bad uint64, err error) {
+	want, scanned := first, int64(0)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -408,6 +410,9 @@ func scanSegment(db *bolt.DB, first, last uint64) (bad uint64, err error) {
 				return fmt.Errorf("record at seq %d: %w", want, err)
 			}
 			want += rec.count
+			if scanned += int64(len(v)); maxBytes > 0 && scanned >= maxBytes {
+				return nil
+			}
 		}
 		if want != last+1 {
 			return fmt.Errorf("records end at seq %d, want %d: %w", want-1, last, ErrCorrupt)

@@ -2,9 +2,9 @@ package spool
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,9 +139,9 @@ func TestCheckMetaAndID(t *testing.T) {
 }
 
 // TestCheckTail damages the tail segment. Lost whole, it is quarantined at
-// Open with an unknown end; with a bad record after the first and last
-// (which Open checks), Open keeps it and Read serves up to the damage, then
-// fails with ErrCorrupt as documented.
+// Open with an unknown end; with a bad record between the first and the
+// last, Open seals it behind a new tail, Read serves up to the damage,
+// quarantines it there and goes on: the class never stalls.
 func TestCheckTail(t *testing.T) {
 	t.Run("truncated", func(t *testing.T) {
 		dir := t.TempDir()
@@ -179,34 +179,58 @@ func TestCheckTail(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(segFiles(t, dir, "a")); n != 1 {
-			t.Fatalf("%d segments", n)
+		files := segFiles(t, dir, "a")
+		if len(files) != 1 {
+			t.Fatalf("%d segments", len(files))
 		}
 		const bad = 21 // the third append
-		flipIn(t, segFiles(t, dir, "a")[0], "call02-000000")
+		flipIn(t, files[0], "call02-000000")
 		rep := mustCheck(t, dir)
 		if len(rep.Damaged) != 1 {
 			t.Fatalf("damaged %+v", rep.Damaged)
 		}
-		if d := rep.Damaged[0]; d.Action != ActionReadError || d.Seqs != (Range{bad, 50}) || !strings.Contains(d.Reason, "crc") {
+		if d := rep.Damaged[0]; d.Action != ActionQuarantineOnRead || d.Seqs != (Range{bad, 50}) || !strings.Contains(d.Reason, "crc") ||
+			!strings.HasPrefix(d.Effect, "sealed at start") {
 			t.Fatalf("damage %+v", d)
 		}
 		if ca := classReport(t, rep, "a"); ca.Pending != bad-1 || ca.Lost != 51-bad {
 			t.Fatalf("class a: %+v", ca)
 		}
-		s = openT(t, dir, Options{SegmentBytes: mib})
-		if s.Stats().Quarantined != 0 {
-			t.Fatal("Open quarantined a tail whose first and last records are good")
+		var logs bytes.Buffer
+		opts := Options{SegmentBytes: mib, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+		s = openT(t, dir, opts)
+		if st := s.Stats(); st.Quarantined != 0 || st.Classes["a"].Segments != 2 || s.Last("a") != 50 {
+			t.Fatalf("Open: %+v, last %d; want the tail kept, sealed, and a new one", st, s.Last("a"))
 		}
-		n := 0
-		_, err = s.Read("a", 0, 0, 0, func(Entry) error { n++; return nil })
-		if !errors.Is(err, ErrCorrupt) || uint64(n) != bad-1 {
-			t.Fatalf("Read: %d events, %v; want %d, ErrCorrupt", n, err, bad-1)
+		if !strings.Contains(logs.String(), "damaged record in the tail segment") || !strings.Contains(logs.String(), "seq=21") {
+			t.Errorf("Open's log:\n%s", logs.String())
 		}
-		// Appends go on: the damage is before them, not in them.
-		mustAppend(t, s, "a", events("new", 1, 10))
-		if _, err := s.Append(context.Background(), "a", events("new", 1, 10)); err != nil {
+		// Appends go to the new tail; a read serves up to the damage,
+		// quarantines the old tail there, and goes on to them.
+		mustAppend(t, s, "a", events("new", 3, 10))
+		var seqs []uint64
+		next, err := s.Read("a", 0, 0, 0, func(e Entry) error { seqs = append(seqs, e.Seq); return nil })
+		var want []uint64
+		for seq := uint64(1); seq < bad; seq++ {
+			want = append(want, seq)
+		}
+		want = append(want, 51, 52, 53)
+		if err != nil || !slices.Equal(seqs, want) || next != 54 {
+			t.Fatalf("Read: %v, next %d, %v; want %v, 54", seqs, next, err, want)
+		}
+		st := s.Stats()
+		if st.Quarantined != 1 || st.Classes["a"].Dropped["quarantine"] != 51-bad || len(quarantined(t, dir)) != 1 {
+			t.Fatalf("after reading: quarantined %d, dropped %v", st.Quarantined, st.Classes["a"].Dropped)
+		}
+		if err := s.Ack("a", Range{1, 53}); err != nil {
 			t.Fatal(err)
+		}
+		checkConsistent(t, s)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if rep := mustCheck(t, dir); !rep.OK() {
+			t.Fatalf("after recovery: %+v", rep.Damaged)
 		}
 	})
 }

@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a new directory and unmounts it
@@ -64,7 +67,7 @@ func fillDisk(t *testing.T, s *Spool, prefix string) (acked map[string]Range, er
 		acked[tag] = r
 	}
 	for _, err := range errs {
-		if !errors.Is(err, syscall.ENOSPC) || errors.Is(err, ErrFull) ||
+		if !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, ErrNoSpace) || errors.Is(err, ErrFull) ||
 			!strings.HasPrefix(err.Error(), "spool: append a: ") || !strings.Contains(err.Error(), "no space left on device") {
 			t.Fatalf("append on a full disk: %v; want a spool error wrapping ENOSPC", err)
 		}
@@ -204,7 +207,7 @@ func TestDiskFullAtRoll(t *testing.T) {
 			switch {
 			case err == nil:
 				sites["none"] = true
-			case !errors.Is(err, syscall.ENOSPC) || !strings.HasPrefix(err.Error(), "spool: append a: "):
+			case !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, ErrNoSpace) || !strings.HasPrefix(err.Error(), "spool: append a: "):
 				t.Fatalf("append on a full disk: %v; want a spool error wrapping ENOSPC", err)
 			case strings.Contains(err.Error(), "meta.db"):
 				sites["meta.db"] = true
@@ -212,6 +215,10 @@ func TestDiskFullAtRoll(t *testing.T) {
 				sites["new segment"] = true
 			default:
 				sites["commit"] = true
+			}
+			// A failed roll leaves no half-made segment taking space.
+			if tmp, _ := filepath.Glob(filepath.Join(dir, "a", "*.tmp")); len(tmp) > 0 {
+				t.Fatalf("after %v: left %v", err, tmp)
 			}
 			if err := os.Remove(filler); err != nil {
 				t.Fatal(err)
@@ -244,4 +251,71 @@ func TestDiskFullAtRoll(t *testing.T) {
 			t.Errorf("no free space from 0 to 64 KiB made the %s step fail (saw %v)", site, sites)
 		}
 	}
+}
+
+// TestDiskFullState checks what the spool makes of a full disk beyond each
+// refused append: NoSpace reports it, from the first refusal until room is
+// seen again (by a commit, or by NoSpace's own probe when nobody appends),
+// and the log hears of it once each way, not per append. Time is synctest's,
+// so the one-second hold and probe interval pass at once.
+func TestDiskFullState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mnt := mountTmpfs(t, 8*mib)
+		filler := filepath.Join(mnt, "filler")
+		writeFiller(t, filler, 3*mib)
+		dir := filepath.Join(mnt, "spool")
+		var logs bytes.Buffer // the spool starts no goroutines: one writer at a time
+		s := openT(t, dir, Options{SegmentBytes: mib, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if s.NoSpace() {
+			t.Fatal("NoSpace before the disk filled")
+		}
+		count := func(msg string) int { return strings.Count(logs.String(), msg) }
+		const full, room = `msg="spool: disk full`, `msg="spool: disk has room again`
+
+		fillDisk(t, s, "full") // 20 refusals
+		if !s.NoSpace() || count(full) != 1 || count(room) != 0 {
+			t.Fatalf("full disk: NoSpace %v, log:\n%s", s.NoSpace(), logs.String())
+		}
+		// A second later NoSpace probes, finds no room, and says so quietly.
+		time.Sleep(spaceHold)
+		if !s.NoSpace() || count(full) != 1 || count(room) != 0 {
+			t.Fatalf("still full: NoSpace %v, log:\n%s", s.NoSpace(), logs.String())
+		}
+		// An operator frees space while nobody appends: the next probe,
+		// a second after the last, sees it.
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		if !s.NoSpace() {
+			t.Fatal("NoSpace probed again within a second")
+		}
+		time.Sleep(spaceHold)
+		if s.NoSpace() || count(full) != 1 || count(room) != 1 {
+			t.Fatalf("room again: NoSpace %v, log:\n%s", s.NoSpace(), logs.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, probeName)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("probe file left: %v", err)
+		}
+
+		// Full again; then room comes back and appends find it: the first
+		// commit a second after the last refusal clears the state.
+		writeFiller(t, filler, 2*mib)
+		fillDisk(t, s, "again")
+		if !s.NoSpace() || count(full) != 2 {
+			t.Fatalf("full again: NoSpace %v, log:\n%s", s.NoSpace(), logs.String())
+		}
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, s, "a", events("soon", 1, 1000))
+		if s.fullAt.Load() == 0 {
+			t.Fatal("a commit right after a refusal cleared the state")
+		}
+		time.Sleep(spaceHold)
+		mustAppend(t, s, "a", events("later", 1, 1000))
+		if s.fullAt.Load() != 0 || count(full) != 2 || count(room) != 2 {
+			t.Fatalf("after a commit: full since %d, log:\n%s", s.fullAt.Load(), logs.String())
+		}
+		checkConsistent(t, s)
+	})
 }

@@ -92,14 +92,18 @@
 // # Recovery
 //
 // Open checks every segment (bbolt open, buckets, metadata, key and CRC of its
-// first and last records, panics recovered). A damaged segment is moved to
-// quarantine/, logged at Warn and counted in Stats.Quarantined and, where its
-// seq bounds are known (a sealed segment), in Dropped["quarantine"]; the spool
-// never refuses to start because of one bad segment. A damaged record or a
-// bbolt panic met in a sealed segment while reading quarantines it the same
-// way and the read goes on with the next segment. A damaged meta.db is
-// quarantined and rebuilt empty (Error log): unpersisted cursor progress is
-// lost, so ranges may be re-sent; claims live in the segments and are kept. If the tail is lost, the next
+// first and last records, panics recovered) and every record of the tail. A
+// damaged segment is moved to quarantine/, logged at Warn and counted in
+// Stats.Quarantined and, where its seq bounds are known (a sealed segment), in
+// Dropped["quarantine"] (its events above the persisted cursor); the spool
+// never refuses to start because of one bad segment. A tail with a damaged
+// record in the middle is sealed as it is (Warn) and a new tail started after
+// it, so that appends and reads go on. A damaged record or a bbolt panic met
+// in a sealed segment while reading quarantines it the same way, counting the
+// events from the reader's position on, and the read goes on with the next
+// segment. A damaged meta.db is quarantined and rebuilt empty (Error log):
+// unpersisted cursor progress is lost, so ranges may be re-sent; claims live
+// in the segments and are kept. If the tail is lost, the next
 // seq becomes its first seq plus the hard bound (no record could have reached
 // it; an event takes at least one byte) or the reservation kept in meta.db,
 // whichever is higher, and a new tail is created at once. Acked(class) after
@@ -134,4 +138,9 @@
 //   - Segment files are deleted or moved while possibly still mapped by a
 //     reader; this relies on POSIX unlink/rename semantics.
 //   - The class name "quarantine" is reserved.
+//   - A full filesystem (ENOSPC) or quota (EDQUOT) fails appends with
+//     ErrNoSpace and nothing written; the spool logs a Warn when the disk
+//     fills and when it has room again, not per append. NoSpace reports the
+//     state and, while it lasts, checks for room at most once a second by
+//     writing a 64 KiB probe file (dir/.space-probe).
 package spool

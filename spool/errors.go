@@ -14,6 +14,15 @@ var (
 	// Nothing was written; the caller should apply backpressure and retry later.
 	ErrFull = errors.New("spool is full")
 
+	// ErrNoSpace is returned by Append (and Claim) when the filesystem
+	// holding the spool is full (ENOSPC) or the quota is exhausted (EDQUOT).
+	// Nothing was written; the error also wraps the system's, so
+	// errors.Is(err, syscall.ENOSPC) holds too. Unlike ErrFull it is no cap
+	// but a fault an operator must fix (or acknowledgements relieve);
+	// Spool.NoSpace reports the state, and appends resume by themselves once
+	// there is room.
+	ErrNoSpace = errors.New("disk full")
+
 	// ErrDropped is returned by Append when a cap would be exceeded and the
 	// class's Overflow policy is DropNewest: the events were refused and counted.
 	ErrDropped = errors.New("events dropped by overflow policy")

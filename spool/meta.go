@@ -40,7 +40,7 @@ type metaClass struct {
 // isCorruption reports whether a bbolt Open error means a damaged file rather
 // than an environment problem (lock held, permissions, I/O).
 func isCorruption(err error) bool {
-	if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, os.ErrPermission) || errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, os.ErrPermission) || errors.Is(err, os.ErrNotExist) || isNoSpace(err) {
 		return false
 	}
 	return true

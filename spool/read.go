@@ -39,8 +39,9 @@ func (e fnError) Error() string { return e.err.Error() }
 // An error from fn stops the read and is returned with next = the seq of the
 // event fn refused. fn runs under no spool lock but inside a bbolt read
 // transaction: it must not call Close. A damaged sealed segment met while
-// reading is quarantined and skipped; a damaged record in the tail returns
-// ErrCorrupt.
+// reading is quarantined and skipped; its events from the reader's position
+// on count as dropped. A record of the tail damaged since Open (which checks
+// them all) returns ErrCorrupt.
 func (s *Spool) Read(class string, from uint64, maxEvents, maxBytes int, fn func(Entry) error) (next uint64, err error) {
 	if !ValidClass(class) {
 		return from, fmt.Errorf("spool: read %q: %w", class, ErrInvalidClass)
@@ -72,7 +73,7 @@ func (s *Spool) Read(class string, from uint64, maxEvents, maxBytes int, fn func
 		next = max(next, seg.first)
 		if err := s.acquireLocked(c, seg); err != nil {
 			if sealed && isCorruption(err) {
-				s.dropSegLocked(c, i, "quarantine", err)
+				s.dropSegLocked(c, i, next, "quarantine", err)
 				c.mu.Unlock()
 				continue
 			}
@@ -90,7 +91,7 @@ func (s *Spool) Read(class string, from uint64, maxEvents, maxBytes int, fn func
 		if corrupt != nil && j >= 0 {
 			if sealed {
 				s.releaseLocked(c, seg)
-				s.dropSegLocked(c, j, "quarantine", corrupt)
+				s.dropSegLocked(c, j, next, "quarantine", corrupt)
 				c.mu.Unlock()
 				continue
 			}

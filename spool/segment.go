@@ -98,6 +98,7 @@ func (s *Spool) createSegment(class string, first uint64) (*segment, error) {
 	_ = os.Remove(tmp)
 	db, err := s.openSegDB(tmp, false)
 	if err != nil {
+		_ = os.Remove(tmp) // bbolt leaves a file it could not initialise (ENOSPC)
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -122,8 +123,10 @@ func (s *Spool) createSegment(class string, first uint64) (*segment, error) {
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
+	renamed := false
 	if err == nil {
 		err = os.Rename(tmp, path)
+		renamed = err == nil
 	}
 	if err == nil && s.opts.Fsync != FsyncNever {
 		err = syncDir(dir)
@@ -132,6 +135,9 @@ func (s *Spool) createSegment(class string, first uint64) (*segment, error) {
 		db, err = s.openSegDB(path, false)
 	}
 	if err != nil {
+		if renamed {
+			tmp = path // an empty segment nothing uses; left, it would block the next roll
+		}
 		_ = os.Remove(tmp)
 		return nil, err
 	}
@@ -141,9 +147,10 @@ func (s *Spool) createSegment(class string, first uint64) (*segment, error) {
 }
 
 // checkSegment verifies an open segment: buckets, its metadata, the key and
-// CRC of its first and last records. It returns the last seq stored and the
-// claims recorded in it, ascending; malformed claim entries are counted in
-// bad and skipped (a lost claim only makes its range at-least-once).
+// CRC of its first and last records (scanSegment verifies the others). It
+// returns the last seq stored and the claims recorded in it, ascending;
+// malformed claim entries are counted in bad and skipped (a lost claim only
+// makes its range at-least-once).
 func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, claims []Range, bad int, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -217,29 +224,43 @@ func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, claims 
 // writable open of a damaged file could touch every page first), returning
 // it and the claims recorded in it. The tail is then reopened writable; a
 // sealed segment is reopened only when read.
-func (s *Spool) openSegment(class, path string, first uint64, tail bool) (*segment, []Range, error) {
+//
+// The tail's records are all verified (a sealed segment's only when read):
+// a damaged one would otherwise fail every Read of the class until the tail
+// fills. A tail holding one is returned sealed (sealed true, not opened): the
+// caller starts a new tail after it, and Read quarantines it at the damage.
+func (s *Spool) openSegment(class, path string, first uint64, tail bool) (seg *segment, claims []Range, sealed bool, err error) {
 	db, err := s.openSegDB(path, true)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	last, claims, bad, err := checkSegment(db, class, first)
+	if err == nil && tail {
+		// At most the hard bound of records: a file is no larger, unless
+		// SegmentBytes was lowered since it was written.
+		if seq, serr := scanSegment(db, first, last, s.hardBound); serr != nil {
+			s.opts.Logger.Warn("spool: damaged record in the tail segment; sealing it and starting a new tail, it is quarantined when read reaches the damage",
+				"class", class, "file", path, "seq", seq, "reason", serr.Error())
+			sealed = true
+		}
+	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if bad > 0 {
 		s.opts.Logger.Warn("spool: malformed claims skipped; their ranges may be cut and sent again",
 			"file", path, "claims", bad)
 	}
-	seg := &segment{first: first, last: last, path: path, size: fileSize(path), syncedAt: s.now()}
-	if tail {
+	seg = &segment{first: first, last: last, path: path, size: fileSize(path), syncedAt: s.now()}
+	if tail && !sealed {
 		if seg.db, err = s.openSegDB(path, false); err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 	}
-	return seg, claims, nil
+	return seg, claims, sealed, nil
 }
 
 // quarantine moves a damaged file to dir/quarantine/ and logs it. class is ""

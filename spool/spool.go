@@ -45,6 +45,7 @@ type Spool struct {
 
 	bytes       atomic.Int64 // disk bytes of all segments
 	quarantined atomic.Int64
+	fullAt      atomic.Int64 // unix ns of the last append refused for lack of space; 0: room (see space.go)
 }
 
 // class is the state of one class. Lock order: Spool.metaMu, then class.mu;
@@ -99,6 +100,7 @@ func (s *Spool) open() error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("spool: open %s: %w", s.dir, err)
 	}
+	_ = os.Remove(filepath.Join(s.dir, probeName)) // left by a crash during NoSpace
 	metas, rebuilt, err := s.openMeta()
 	if err != nil {
 		return err
@@ -164,12 +166,14 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 	}
 	var lost []Range // sealed segments quarantined: their seqs are gone
 	tailLost := uint64(0)
+	tailSealed := false // the tail holds a damaged record: sealed, a new tail follows it
 	for i, first := range firsts {
 		path := filepath.Join(dir, segName(first))
 		isTail := i == len(firsts)-1
-		seg, segClaims, err := s.openSegment(name, path, first, isTail)
+		seg, segClaims, sealed, err := s.openSegment(name, path, first, isTail)
 		if err == nil {
 			c.segs = append(c.segs, seg)
+			tailSealed = sealed
 			for _, r := range segClaims {
 				claims[r.First] = r.Last
 				delete(fromMeta, r.First)
@@ -199,7 +203,7 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 	if len(firsts) > 0 {
 		maxFirst = firsts[len(firsts)-1]
 	}
-	needTail := len(c.segs) == 0 && len(firsts) > 0 // every file lost
+	needTail := len(c.segs) == 0 && len(firsts) > 0 || tailSealed // every file lost, or the tail sealed
 	if tailLost > 0 || mc.hwm > maxFirst {
 		needTail = true
 		c.next = max(c.next, mc.reserved, tailLost+uint64(s.hardBound))
@@ -208,16 +212,17 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 	}
 	c.next = max(c.next, mc.cursor+1)
 
-	cursor := min(mc.cursor, c.next-1)
-	if len(c.segs) > 0 {
-		cursor = max(cursor, c.segs[0].first-1)
-	} else {
-		cursor = c.next - 1
-	}
-	c.acks.cursor = cursor
+	// The lost ranges count against the persisted cursor, before it is
+	// raised past them to the oldest segment left.
+	c.acks.cursor = min(mc.cursor, c.next-1)
 	for _, r := range lost {
 		c.dropped["quarantine"] += c.acks.live(r)
 		c.acks.add(r)
+	}
+	if len(c.segs) > 0 {
+		c.acks.add(Range{1, c.segs[0].first - 1})
+	} else {
+		c.acks.add(Range{1, c.next - 1})
 	}
 	if needTail {
 		if len(c.segs) > 0 {

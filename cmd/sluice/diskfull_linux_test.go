@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -19,9 +20,11 @@ import (
 // TestDiskFullHTTP runs `sluice run` with its data_dir on an 8 MiB tmpfs and
 // an upstream that is down (so nothing drains), posts events until the
 // filesystem is full, then frees space. A full disk must be an error the
-// producer sees (never a silent drop, never a 200 for events not kept),
-// naming the cause; intake must resume once space returns; and every event
-// answered 200 must be in the spool, undamaged.
+// producer sees and retries (never a silent drop, never a 200 for events
+// not kept): 503 with Retry-After, saying the spool's disk is full without
+// naming files; /readyz must fail meanwhile. Intake and readiness must
+// resume once space returns, and every event answered 200 must be in the
+// spool, undamaged.
 func TestDiskFullHTTP(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
@@ -71,12 +74,36 @@ func TestDiskFullHTTP(t *testing.T) {
 		id += 50
 	}
 	t.Logf("after %d events accepted: HTTP %d %q", accepted, status, res.Error)
-	if res.Accepted != 0 || !strings.Contains(res.Error, "no space left on device") {
-		t.Fatalf("full disk: HTTP %d %+v; want an error naming the cause and nothing accepted", status, res)
+	if status != http.StatusServiceUnavailable || res.Accepted != 0 || res.Error != "spool disk full" {
+		t.Fatalf("full disk: HTTP %d %+v; want 503, spool disk full, nothing accepted", status, res)
 	}
-	if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable &&
-		status != http.StatusInsufficientStorage && status != http.StatusInternalServerError {
-		t.Fatalf("full disk: HTTP %d", status)
+	// The same again, for the headers and the raw body.
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/v1/events?class=ingest", bytes.NewReader(bigEvents(id, 50)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hres, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(hres.Body)
+	hres.Body.Close()
+	if want := `{"error":"spool disk full","accepted":0,"rejected":[]}` + "\n"; hres.StatusCode != http.StatusServiceUnavailable ||
+		hres.Header.Get("Retry-After") != "5" || string(body) != want {
+		t.Fatalf("full disk: HTTP %d, Retry-After %q, body %q; want 503, 5, %q",
+			hres.StatusCode, hres.Header.Get("Retry-After"), body, want)
+	}
+	readyz := func() (int, string) {
+		res, err := client.Get("http://" + addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "disk full") || strings.Contains(body, mnt) {
+		t.Fatalf("/readyz with the disk full: %d %q", code, body)
 	}
 
 	if err := os.Remove(filler); err != nil {
@@ -89,6 +116,16 @@ func TestDiskFullHTTP(t *testing.T) {
 		}
 		accepted += 50
 		id += 50
+	}
+	// Ready again within about a second of the last refusal.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code, body := readyz()
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz 10s after space returned: %d %q", code, body)
+		}
 	}
 	if err := stop(); err != nil {
 		t.Logf("sluice run: %v", err) // the drain cannot finish: upstream is down

@@ -13,7 +13,7 @@
 //
 //	GET /metrics         Prometheus exposition (text by default)
 //	GET /healthz         200 "ok" while the process serves HTTP
-//	GET /readyz          200 "ready" while the node accepts events; 503 "not ready: <reason>" otherwise
+//	GET /readyz          200 "ready" while the node accepts events; 503 "not ready: <reason>" while it shuts down or its spool's disk is full
 //	GET /                the status page: one HTML file, inline CSS and JS, no external assets
 //	GET /api/v1/status   the page's data, a Status document (schema in status.go)
 //
@@ -126,6 +126,9 @@
 //     seconds, not in a tight loop.
 //   - /healthz says only that the process serves HTTP. /readyz turns 503
 //     when Shutdown begins, so a load balancer stops sending before the
-//     node refuses events; it does not judge the upstream link (the spool
-//     is there to ride out its outages; watch the level and the backlog).
+//     node refuses events, and while the spool's disk is full (ingest
+//     answers 503 then too); it comes back by itself once there is room
+//     (Node.DiskFull checks for it at most once a second). It does not
+//     judge the upstream link (the spool is there to ride out its outages;
+//     watch the level and the backlog).
 package ops

@@ -15,6 +15,7 @@ type fakeNode struct {
 	mu        sync.Mutex
 	stats     aggregator.Stats
 	accepting bool
+	diskFull  bool
 	calls     int // Stats calls
 }
 
@@ -84,6 +85,12 @@ func (f *fakeNode) Accepting() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.accepting
+}
+
+func (f *fakeNode) DiskFull() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.diskFull
 }
 
 type fakeIngest struct{}

@@ -31,7 +31,7 @@ type Options struct {
 //
 //	GET /metrics         Prometheus text (or protobuf, by negotiation)
 //	GET /healthz         200 "ok": the process is alive
-//	GET /readyz          200 "ready", or 503 with the reason
+//	GET /readyz          200 "ready", or 503 with the reason (shutting down, disk full)
 //	GET /                the live status page (Options.Sampler)
 //	GET /api/v1/status   the status page's JSON (Status)
 //
@@ -89,10 +89,14 @@ func NewHandler(src Sources, opts Options) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 // Ready returns nil when the node is ready for traffic, or an error that
-// says why not. It is what /readyz answers.
+// says why not: shutting down, or the spool's disk full (ingest answers
+// 503 until there is room). It is what /readyz answers.
 func (h *Handler) Ready() error {
 	if !h.src.Node.Accepting() {
 		return errors.New("node is shutting down: intake closed, spool draining")
+	}
+	if h.src.Node.DiskFull() {
+		return errors.New("spool disk full: events are refused until there is room")
 	}
 	return nil
 }

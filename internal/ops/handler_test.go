@@ -139,6 +139,20 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("%s %s: %d, want %d", tt.method, tt.path, resp.StatusCode, tt.code)
 		}
 	}
+	setFull := func(full bool) {
+		f.mu.Lock()
+		f.diskFull = full
+		f.mu.Unlock()
+	}
+	setFull(true)
+	if code, hdr, body := get(t, srv.URL+"/readyz"); code != 503 || hdr.Get("Retry-After") == "" ||
+		string(body) != "not ready: spool disk full: events are refused until there is room\n" {
+		t.Errorf("/readyz while the disk is full: %d %q (Retry-After %q)", code, body, hdr.Get("Retry-After"))
+	}
+	setFull(false)
+	if code, _, body := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("/readyz once the disk has room: %d %q", code, body)
+	}
 	f.mu.Lock()
 	f.accepting = false
 	f.mu.Unlock()

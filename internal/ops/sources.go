@@ -15,6 +15,7 @@ type Node interface {
 	Shape() []aggregator.ClassShape
 	LatencyHistograms() map[string]aggregator.Histogram
 	Accepting() bool
+	DiskFull() bool
 }
 
 // IngestStats is the HTTP intake; *ingest.Handler implements it.

@@ -24,7 +24,8 @@ type Status struct {
 	// SamplerOptions.Window, or less right after the sampler started
 	// (0 at the first sample, when every rate is 0).
 	WindowSeconds float64 `json:"window_seconds"`
-	// Accepting is true while the node takes events (/readyz is 200).
+	// Accepting is true while the node takes events (/readyz is 200
+	// unless the spool's disk is full).
 	Accepting bool          `json:"accepting"`
 	Link      LinkStatus    `json:"link"`
 	Spool     SpoolStatus   `json:"spool"`
