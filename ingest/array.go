@@ -8,8 +8,8 @@ package ingest
 // Errors: "events: empty body", "events: body is not a JSON array: starts
 // with '{'", "events: invalid JSON at byte N: …" when the array's
 // structure is broken (an unterminated string, an unclosed bracket).
-func decodeArray(body []byte, maxEvent int) (Decoded, error) {
-	d := newDecoder("events", body, maxEvent)
+func decodeArray(body []byte, maxEvent, maxEvents int) (Decoded, error) {
+	d := newDecoder("events", body, maxEvent, maxEvents)
 	if err := d.startsWith(body, '[', "array"); err != nil {
 		return Decoded{}, err
 	}

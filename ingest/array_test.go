@@ -42,5 +42,5 @@ func TestDecodeArray(t *testing.T) {
 			max:      8,
 			rejected: "1: event of 9 bytes, limit 8",
 		},
-	}, decodeArray)
+	}, noEventLimit(decodeArray))
 }

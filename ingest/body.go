@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -225,6 +226,10 @@ func (b *decodedBody) decode(body io.Reader, contentLength int64, contentEncodin
 		if err != nil {
 			if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				return http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds the limit of %d bytes", mbe.Limit)
+			}
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				// The server's ReadTimeout passed before the body ended.
+				return http.StatusRequestTimeout, errors.New("request body not received in time")
 			}
 			return http.StatusBadRequest, fmt.Errorf("reading body: %v", err)
 		}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,10 +73,10 @@ func NewHandler(sink Sink, opts Options) (*Handler, error) {
 	for _, call := range segmentTypes {
 		post("/v1/"+call, sourceSegment, segmentCall(call))
 	}
-	post("/com.snowplowanalytics.snowplow/tp2", sourceSnowplow, func(_ *http.Request, body []byte, max int) (Decoded, error) {
-		return decodeSnowplow(body, max)
+	post("/com.snowplowanalytics.snowplow/tp2", sourceSnowplow, func(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
+		return decodeSnowplow(body, max, maxEvents)
 	})
-	mux.Handle("/i", h.endpoint(sourceSnowplow, http.MethodGet, func(r *http.Request, _ []byte, max int) (Decoded, error) {
+	mux.Handle("/i", h.endpoint(sourceSnowplow, http.MethodGet, func(r *http.Request, _ []byte, max, _ int) (Decoded, error) {
 		return decodeSnowplowQuery(r.URL.RawQuery, max)
 	}))
 	for _, p := range []string{"/batch", "/capture", "/e"} {
@@ -131,12 +132,18 @@ const (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 // decodeFunc turns a request and its decoded body into events; max is
-// Options.MaxEventBytes.
-type decodeFunc func(r *http.Request, body []byte, max int) (Decoded, error)
+// Options.MaxEventBytes and maxEvents Options.MaxEvents: a batch of more
+// elements may stop decoding with errTooManyEvents.
+type decodeFunc func(r *http.Request, body []byte, max, maxEvents int) (Decoded, error)
 
-func decodeEvents(_ *http.Request, body []byte, max int) (Decoded, error) {
+func decodeEvents(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
 	if c, ok := firstNonSpace(body); ok && c == '[' {
-		return decodeArray(body, max)
+		return decodeArray(body, max, maxEvents)
+	}
+	if n := countLines(body); n > maxEvents {
+		// Refused whole: never parse it (its lines would cost far more
+		// memory than its bytes).
+		return Decoded{}, tooManyLines(n)
 	}
 	events, rejected := parseNDJSON(body, max, nil, nil)
 	d := Decoded{Rejected: rejected, Events: make([]Event, len(events))}
@@ -147,14 +154,38 @@ func decodeEvents(_ *http.Request, body []byte, max int) (Decoded, error) {
 }
 
 func segmentCall(call string) decodeFunc {
-	return func(_ *http.Request, body []byte, max int) (Decoded, error) {
-		return decodeSegment(body, call, max)
+	return func(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
+		return decodeSegment(body, call, max, maxEvents)
 	}
 }
 
-func decodePostHogBody(_ *http.Request, body []byte, max int) (Decoded, error) {
-	return decodePostHog(body, max)
+func decodePostHogBody(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
+	return decodePostHog(body, max, maxEvents)
 }
+
+// countLines counts the lines of body that are not blank: the events
+// and rejections parseNDJSON would return.
+func countLines(body []byte) int {
+	n := 0
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// tooManyLines is errTooManyEvents for an NDJSON body of n lines.
+type tooManyLines int
+
+func (n tooManyLines) Error() string { return fmt.Sprintf("%d lines", int(n)) }
+func (tooManyLines) Unwrap() error   { return errTooManyEvents }
 
 // response is the body of a request that reached decoding.
 type response struct {
@@ -244,7 +275,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 		defer b.Release() // after the Sink: the events alias the body
 		body = b.Bytes()
 	}
-	dec, err := decode(r, body, h.opts.MaxEventBytes)
+	dec, err := decode(r, body, h.opts.MaxEventBytes, h.opts.MaxEvents)
+	if n, ok := errors.AsType[tooManyLines](err); ok {
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", int(n), h.opts.MaxEvents))
+	}
+	if errors.Is(err, errTooManyEvents) {
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of more than %d events exceeds the limit of %d events", h.opts.MaxEvents, h.opts.MaxEvents))
+	}
 	if err != nil {
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}

@@ -19,8 +19,8 @@ import (
 // from the request's is rejected. Other envelope members ("sent_at") are
 // ignored and not validated. posthog-js's form-encoded (data=…) and lz64
 // bodies are not supported.
-func decodePostHog(body []byte, maxEvent int) (Decoded, error) {
-	d := newDecoder("posthog", body, maxEvent)
+func decodePostHog(body []byte, maxEvent, maxEvents int) (Decoded, error) {
+	d := newDecoder("posthog", body, maxEvent, maxEvents)
 	if c, ok := firstNonSpace(body); ok && c == '[' {
 		return d.result(d.elements(body, 0, d.posthogEvent))
 	} else if ok && c != '{' {

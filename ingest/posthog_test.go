@@ -17,7 +17,7 @@ func TestDecodePostHogErrors(t *testing.T) {
 		{name: "batch object", body: `{"api_key":"k","batch":{"event":"a"}}`, err: `posthog: "batch" is an object, want an array`},
 		{name: "api_key number", body: `{"api_key":1,"batch":[]}`, err: `posthog: "api_key" is a number, want a string`},
 		{name: "single invalid", body: `{"event":"a","properties":{"x":01}}`, err: "posthog: invalid JSON at byte 32: unexpected character '1'"},
-	}, decodePostHog)
+	}, noEventLimit(decodePostHog))
 }
 
 func TestDecodePostHog(t *testing.T) {
@@ -91,5 +91,5 @@ func TestDecodePostHog(t *testing.T) {
 		},
 		{name: "empty array", body: `[]`},
 		{name: "empty batch", body: `{"batch":[],"api_key":"k"}`, key: "k"},
-	}, decodePostHog)
+	}, noEventLimit(decodePostHog))
 }

@@ -80,20 +80,21 @@ type Decoded struct {
 
 // sdkDecoder collects the Decoded of one request.
 type sdkDecoder struct {
-	name     string // prefixes body errors: "segment: …"
-	maxEvent int
-	out      Decoded
-	arena    []byte // the bytes of the events built rather than aliased
-	hint     int    // the body's size, to size the arena
-	unq, dec []byte // reused for decoding values (Snowplow)
+	name      string // prefixes body errors: "segment: …"
+	maxEvent  int
+	maxEvents int // elements of the batch array, 0 for no limit
+	out       Decoded
+	arena     []byte // the bytes of the events built rather than aliased
+	hint      int    // the body's size, to size the arena
+	unq, dec  []byte // reused for decoding values (Snowplow)
 }
 
 // newDecoder returns the decoder of body for the format name.
-func newDecoder(name string, body []byte, maxEvent int) sdkDecoder {
+func newDecoder(name string, body []byte, maxEvent, maxEvents int) sdkDecoder {
 	// Most SDK events are a few hundred bytes: reserve room for that many
 	// events, within reason, rather than grow the slice one doubling at a
 	// time.
-	return sdkDecoder{name: name, maxEvent: maxEvent, hint: len(body),
+	return sdkDecoder{name: name, maxEvent: maxEvent, maxEvents: maxEvents, hint: len(body),
 		out: Decoded{Events: make([]Event, 0, min(len(body)/256+1, 1024))}}
 }
 
@@ -370,11 +371,20 @@ func (d *sdkDecoder) arrayMember(name string, v []byte) error {
 // the body, with the element's 1-based position.
 func (d *sdkDecoder) elements(a []byte, base int, fn func(line int, raw []byte)) error {
 	err := jsonx.Elements(a, func(i int, raw []byte) error {
+		if d.maxEvents > 0 && i == d.maxEvents {
+			// Stop before the events and rejections of a batch that will
+			// be refused whole cost memory in proportion to its elements.
+			return errTooManyEvents
+		}
 		fn(i+1, raw)
 		return nil
 	})
 	return d.syntaxErr(err, base)
 }
+
+// errTooManyEvents stops decoding a batch of more than its maxEvents
+// elements; the handler answers 413.
+var errTooManyEvents = errors.New("too many events")
 
 // result returns the decoded body, or the error alone.
 func (d *sdkDecoder) result(err error) (Decoded, error) {

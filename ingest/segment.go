@@ -32,8 +32,8 @@ const segmentTypeList = "track, identify, page, screen, group or alias"
 // that name (there is no deeper merge; an empty object or null is
 // ignored). Other envelope members ("sentAt", RudderStack's "timestamp")
 // are ignored and not validated.
-func decodeSegment(body []byte, call string, maxEvent int) (Decoded, error) {
-	d := newDecoder("segment", body, maxEvent)
+func decodeSegment(body []byte, call string, maxEvent, maxEvents int) (Decoded, error) {
+	d := newDecoder("segment", body, maxEvent, maxEvents)
 	if call != "batch" && !segmentType([]byte(call), true) {
 		return Decoded{}, d.bodyErr("unknown call %q: want batch, %s", call, segmentTypeList)
 	}

@@ -38,8 +38,8 @@ const snowplowSchema = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonsch
 // (after base64 decoding for the first and third) is rejected, as is one
 // that has both forms of either. Other values are kept as they are: the
 // schema says they are strings, but that is not checked.
-func decodeSnowplow(body []byte, maxEvent int) (Decoded, error) {
-	d := newDecoder("snowplow", body, maxEvent)
+func decodeSnowplow(body []byte, maxEvent, maxEvents int) (Decoded, error) {
+	d := newDecoder("snowplow", body, maxEvent, maxEvents)
 	if err := d.object(body); err != nil {
 		return Decoded{}, err
 	}

@@ -86,11 +86,11 @@ func TestSnowplowWireVariants(t *testing.T) {
 	if bytes.Contains(encoded, []byte(`"ue_pr"`)) || bytes.Contains(encoded, []byte(`"co"`)) || !bytes.Contains(encoded, []byte(`"ue_px"`)) || !bytes.Contains(encoded, []byte(`"cx"`)) {
 		t.Fatal("snowplowBase64 did not convert the body")
 	}
-	want, err := decodeSnowplow(plain, DefaultMaxEventBytes)
+	want, err := decodeSnowplow(plain, DefaultMaxEventBytes, 0)
 	if err != nil || len(want.Events) != 30 {
 		t.Fatalf("plain: %d events, %v", len(want.Events), err)
 	}
-	got, err := decodeSnowplow(encoded, DefaultMaxEventBytes)
+	got, err := decodeSnowplow(encoded, DefaultMaxEventBytes, 0)
 	if err != nil || len(got.Events) != len(want.Events) || len(got.Rejected) != 0 {
 		t.Fatalf("base64: %d events, %d rejected, %v", len(got.Events), len(got.Rejected), err)
 	}
@@ -141,7 +141,7 @@ func TestDecodeSnowplowErrors(t *testing.T) {
 		{name: "no data", body: `{"schema":"iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"}`, err: `snowplow: body has no "data"`},
 		{name: "data object", body: tp2 + `{"e":"pv"}}`, err: `snowplow: "data" is an object, want an array`},
 		{name: "truncated", body: tp2 + `[{"e":"pv"}`, err: "snowplow: invalid JSON at byte 96: unexpected end of input"},
-	}, decodeSnowplow)
+	}, noEventLimit(decodeSnowplow))
 }
 
 func TestDecodeSnowplow(t *testing.T) {
@@ -205,7 +205,7 @@ func TestDecodeSnowplow(t *testing.T) {
 			body:   tp2 + "[\n {\n  \"e\": \"pv\",\n  \"url\": \"a b\"\n },\n {\"e\" : \"ue\",\n \"ue_px\" : \"e30\"}\n]}",
 			events: []string{`{"e":"pv","url":"a b"}`, `{"e":"ue","ue_pr":"{}"}`},
 		},
-	}, decodeSnowplow)
+	}, noEventLimit(decodeSnowplow))
 }
 
 func TestDecodeSnowplowQuery(t *testing.T) {

@@ -201,8 +201,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		ReadHeaderTimeout: 10 * time.Second,
 		// A body slower than this is cut off; an ack waits for the spool's
 		// fsync, milliseconds.
-		ReadTimeout:  time.Minute,
-		WriteTimeout: time.Minute,
+		ReadTimeout: time.Minute,
+		// Past ReadTimeout: the write deadline counts from the end of the
+		// headers, so an equal one leaves no time to answer a slow body.
+		WriteTimeout: time.Minute + 10*time.Second,
 		IdleTimeout:  2 * time.Minute,
 	}
 	serveErr := make(chan error, 1)
