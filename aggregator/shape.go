@@ -400,7 +400,8 @@ func outcome(err error) shaper.Outcome {
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
 		return shaper.OutcomeNoResponders
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
-		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected):
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrReconnectBufExceeded):
 		return shaper.OutcomeDisconnected
 	case errors.As(err, &apiErr) && apiErr.Code == 503:
 		return shaper.OutcomeUnavailable

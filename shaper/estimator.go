@@ -456,6 +456,10 @@ func (e *Estimator) OnErrorAt(now time.Time, id uint64, o Outcome) {
 	case o.IsError() && p.sentTime.Before(e.upSince):
 		// Sent before the link came back: it failed because of the
 		// outage, which is over, not because of the link as it is now.
+	case o == OutcomeDisconnected:
+		// The connection dropped under the attempt: not a measure of
+		// the link's congestion. A connection that stays away is seen
+		// by the node as the link going down (SetLinkDownAt).
 	case o.IsError():
 		e.r.errs++
 	default:
