@@ -12,17 +12,20 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
+	"github.com/sluicehq/sluice/spool"
 )
 
 // `sluice plan FLOWS.yaml`: the bottleneck model for people. It reads a
@@ -30,6 +33,13 @@ import (
 // per-message cost, utilization, M/D/1 queueing) per hop, and recommends a
 // class configuration that `sluice run --config` accepts. docs/plan.md
 // describes the inventory and the formulas.
+//
+// Classes: the four defaults, changed or extended by the inventory's
+// "classes", which are the config file's (classConfig, buildClasses). An
+// entry named like a default changes only the keys it gives; any other name
+// adds a class. The recommended config lists the defaults, then the added
+// classes, each with every key the inventory gave it and the plan's rate
+// and ceil (the inventory's rate and ceil are replaced, with a warning).
 
 // inventory is the FLOWS.yaml file.
 type inventory struct {
@@ -40,6 +50,9 @@ type inventory struct {
 	Link  string     `yaml:"link"`
 	Hops  []hopSpec  `yaml:"hops"`
 	Flows []flowSpec `yaml:"flows"`
+	// Classes change the default classes or add classes, with the config
+	// file's schema; flows may name any of them.
+	Classes []classConfig `yaml:"classes"`
 }
 
 type hopSpec struct {
@@ -163,16 +176,16 @@ func parseInventory(data []byte) (inventory, map[string]int, error) {
 				if j := strings.Index(m, " in type main."); j >= 0 {
 					m = m[:j]
 				}
-				msgs[i] = m
+				msgs[i] = strings.ReplaceAll(m, "\n", `\n`) // a value quoted in the message stays on its line
 			}
 			return inv, nil, errors.New(strings.Join(msgs, "; "))
 		}
-		return inv, nil, err
+		return inv, nil, withLine(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return inv, nil, err
+			return inv, nil, withLine(data, err)
 		}
 		return inv, nil, fmt.Errorf("line %d: a second YAML document; want one", extra.Line)
 	}
@@ -181,7 +194,67 @@ func parseInventory(data []byte) (inventory, map[string]int, error) {
 	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) == 1 {
 		keyLines(doc.Content[0], "", lines)
 	}
+	for j := range inv.Classes { // for buildClasses' errors, as parseConfig does
+		inv.Classes[j].line = lines[fmt.Sprintf("classes[%d]", j)]
+	}
 	return inv, lines, nil
+}
+
+// withLine adds the line to a YAML error that lacks one. The reader's
+// ("control characters are not allowed", "invalid leading UTF-8 octet")
+// are about the first byte that is not YAML text; the decoder's about
+// anchors, aliases and merges about the first place those are spelled; the
+// parser leaves out only line 1.
+func withLine(data []byte, err error) error {
+	msg := err.Error()
+	if hasLine.MatchString(msg) {
+		return err
+	}
+	at := func(off int) error {
+		return fmt.Errorf("line %d: %w", 1+bytes.Count(data[:off], []byte("\n")), err)
+	}
+	for off := 0; off < len(data); {
+		r, n := utf8.DecodeRune(data[off:])
+		if !yamlRune(r, n) {
+			return at(off)
+		}
+		off += n
+	}
+	var find string
+	if m := anchorMsg.FindStringSubmatch(msg); m != nil {
+		find = "*" + m[2]
+		if m[1] == "anchor" {
+			find = "&" + m[2]
+		}
+	} else if strings.Contains(msg, "aliasing") {
+		find = "*"
+	} else if strings.Contains(msg, "map merge") {
+		find = "<<"
+	} else if strings.Contains(msg, "!!binary") {
+		find = "!!binary"
+	}
+	if i := bytes.Index(data, []byte(find)); find != "" && i >= 0 {
+		return at(i)
+	}
+	return fmt.Errorf("line 1: %w", err)
+}
+
+var hasLine = regexp.MustCompile(`\bline \d+: `)
+
+var anchorMsg = regexp.MustCompile(`(unknown anchor|anchor) '([^']*)' (referenced|value contains itself)`)
+
+// yamlRune reports whether a rune of n bytes is one YAML allows (its
+// printable set, with tab and line breaks).
+func yamlRune(r rune, n int) bool {
+	switch {
+	case r == utf8.RuneError && n <= 1:
+		return false
+	case r == 0x09, r == 0x0A, r == 0x0D, r == 0x85:
+	case r >= 0x20 && r <= 0x7E, r >= 0xA0 && r <= 0xD7FF, r >= 0xE000 && r <= 0xFFFD, r >= 0x10000 && r <= 0x10FFFF:
+	default:
+		return false
+	}
+	return true
 }
 
 // The plan: what `sluice plan` prints, and its JSON.
@@ -200,6 +273,8 @@ type plan struct {
 	Warnings []string    `json:"warnings"`
 	// Config is the recommended `sluice run --config` file.
 	Config string `json:"recommended_config"`
+
+	given map[string]classConfig // the inventory's classes entries, by name
 }
 
 type load struct {
@@ -283,7 +358,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	}
 	var errs []lineErr
 	bad := func(key string, format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
+		msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", `\n`) // one problem, one line
 		// A key the file leaves out is reported at its parent's line.
 		for k := key; k != ""; k = k[:max(strings.LastIndexAny(k, ".["), 0)] {
 			if l, ok := lines[k]; ok {
@@ -293,6 +368,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		}
 		errs = append(errs, lineErr{0, fmt.Errorf("%s: %s", key, msg)})
 	}
+	addErr := func(line int, err error) { errs = append(errs, lineErr{line, err}) }
 	joined := func() error {
 		slices.SortStableFunc(errs, func(a, b lineErr) int { return cmp.Compare(a.line, b.line) })
 		all := make([]error, len(errs))
@@ -373,19 +449,27 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	linkMbit := linkHop.capacity.BitsPerSec / 1e6
 	linkBps := int64(linkMbit * 1e6 / 8)
 	target := shaper.TargetRate(linkBps, linkBps, headroom)
-	defaults := priority.Defaults(linkBps)
+	classes, given, replaced := planClasses(inv.Classes, linkBps, bad, addErr)
 	classOf := map[string]*priority.Class{}
 	var classNames []string
-	for i := range defaults {
-		classOf[defaults[i].Name] = &defaults[i]
-		classNames = append(classNames, defaults[i].Name)
+	for i := range classes {
+		classOf[classes[i].Name] = &classes[i]
+		classNames = append(classNames, classes[i].Name)
 	}
 
 	p := &plan{
 		File: file, Link: linkHop.Name, LinkBitsPerSec: linkHop.capacity.BitsPerSec, Headroom: headroom,
 		TargetBytesPerSec: target, BatchAirtime: shaper.DefaultBatchAirtime.String(),
 		QueueModel: "M/D/1: W = ρ/(2μ(1−ρ)), μ = 1/max(mean packet bits/bandwidth, 1/packets_per_sec)",
-		Warnings:   []string{},
+		Warnings:   []string{}, given: given,
+	}
+	for _, r := range replaced {
+		p.Warnings = append(p.Warnings, r+" in the inventory: replaced by the plan's (rate and ceil are what it recommends)")
+	}
+	for _, c := range classes {
+		if c.Plan[0].Kind == priority.ActionDefer {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("class %s: its plan defers at level 0: its events are not sent while the link is healthy", c.Name))
+		}
 	}
 	flowNames := map[string]bool{}
 	for i, f := range inv.Flows {
@@ -399,7 +483,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		}
 		flowNames[f.Name] = true
 		class, ok := classOf[f.Class]
-		if !ok {
+		if _, broken := given[f.Class]; !ok && !broken { // a broken class has its own error
 			bad(k+".class", "%q: want one of %s", f.Class, strings.Join(classNames, ", "))
 		}
 		if !(f.EventsPerSec > 0) || math.IsInf(f.EventsPerSec, 0) {
@@ -478,6 +562,11 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 			BytesPerSec: batches * shaper.MsgCost(fp.BatchWireBytes, shaper.DefaultOverheadBytes),
 			MsgsPerSec:  batches,
 		}.Scale(fp.Amplification)
+		if !finite(fp.before.BitsPerSec()) || !finite(fp.after.BitsPerSec()) {
+			bad(k+".events_per_sec", "%v events/s of %v B × %v: the load overflows", f.EventsPerSec, mean, fp.Amplification)
+			p.Flows = append(p.Flows, fp)
+			continue
+		}
 		fp.Before.BitsPerSec, fp.Before.PacketsPerSec = fp.before.BitsPerSec(), fp.before.MsgsPerSec
 		fp.After.BitsPerSec, fp.After.PacketsPerSec = fp.after.BitsPerSec(), fp.after.MsgsPerSec
 		if p99 > jetStreamMaxPayload {
@@ -492,6 +581,11 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 			hp.aftr = hp.aftr.Add(fp.after)
 		}
 		p.Flows = append(p.Flows, fp)
+	}
+	for i, h := range hops {
+		if !finite(h.before.BitsPerSec()) || !finite(h.aftr.BitsPerSec()) || !finite(h.before.MsgsPerSec) {
+			bad(fmt.Sprintf("hops[%d]", i), "the flows' load on %s overflows", h.Name)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, joined()
@@ -540,15 +634,18 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 
 	// The recommended classes: guarantees in priority order (critical
 	// first) out of the target, so that Σ rate ≤ target ≤ link; non-critical
-	// ceilings at the link; the critical ceiling at what the others'
-	// guarantees leave (the most priority.Validate allows).
-	demand := map[string]float64{}
+	// ceilings at the link; critical ceilings at what the others'
+	// guarantees leave (the most priority.Validate allows), which stays
+	// above 0: with a critical class, the others' guarantees stop 1 B/s
+	// short of the link.
+	demand, demandMsgs := map[string]float64{}, map[string]float64{}
 	for _, fp := range p.Flows {
 		if slices.Contains(fp.Hops, p.Link) {
 			demand[fp.Class] += fp.after.BytesPerSec
+			demandMsgs[fp.Class] += fp.after.MsgsPerSec
 		}
 	}
-	order := slices.Clone(defaults)
+	order := slices.Clone(classes)
 	slices.SortStableFunc(order, func(a, b priority.Class) int {
 		if a.Critical != b.Critical {
 			if a.Critical {
@@ -558,33 +655,150 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		}
 		return cmp.Compare(a.Priority, b.Priority)
 	})
+	hasCritical := slices.ContainsFunc(classes, func(c priority.Class) bool { return c.Critical })
 	left := target
+	var others int64
 	rates := map[string]int64{}
 	for _, c := range order {
-		want := int64(math.Ceil(demand[c.Name]))
-		r := min(want, left)
-		if r < want {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("class %s: peak demand %s on %s exceeds what the target leaves it (%s): guaranteed only that; the rest borrows or queues in the spool", c.Name, fmtBits(float64(want)*8), p.Link, fmtBits(float64(r)*8)))
+		avail := left
+		if hasCritical && !c.Critical {
+			avail = max(0, min(avail, linkBps-1-others))
+		}
+		want := math.Ceil(demand[c.Name])
+		r := avail
+		if want < float64(avail) {
+			r = int64(want)
+		}
+		if want > float64(r) {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("class %s: peak demand %s on %s exceeds what the target leaves it (%s): guaranteed only that; the rest borrows or queues in the spool", c.Name, fmtBits(want*8), p.Link, fmtBits(float64(r)*8)))
+		}
+		if m := c.Ceil.MsgsPerSec; m > 0 && demandMsgs[c.Name] > float64(m) {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("class %s: peak demand %s batches/s on %s exceeds its ceil_msgs %d: the rest queues in the spool", c.Name, fmtRate(demandMsgs[c.Name]), p.Link, m))
 		}
 		rates[c.Name] = r
 		left -= r
-	}
-	var others int64
-	for _, c := range defaults {
 		if !c.Critical {
-			others += rates[c.Name]
+			others += r
 		}
 	}
-	for _, c := range defaults {
+	final := slices.Clone(classes)
+	for i := range final {
+		c := &final[i]
 		cp := classPlan{Name: c.Name, DemandBytesPerSec: demand[c.Name], RateBytesPerSec: rates[c.Name], CeilBytesPerSec: linkBps}
 		if c.Critical {
 			cp.CeilBytesPerSec = linkBps - others
 		}
+		c.Rate.BytesPerSec, c.Ceil.BytesPerSec = cp.RateBytesPerSec, cp.CeilBytesPerSec
 		p.Classes = append(p.Classes, cp)
 	}
-	p.Config = p.recommendedConfig(linkMbit)
+	if err := priority.Validate(final, priority.Rate{BytesPerSec: linkBps}); err != nil {
+		return nil, fmt.Errorf("classes: the recommended rates do not validate (a bug in sluice plan): %w", err)
+	}
+	var err error
+	if p.Config, err = p.recommendedConfig(linkMbit); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
+
+// planClasses returns the plan's classes: the defaults for a link of
+// linkBps bytes/s, changed or extended by the inventory's entries cfg,
+// built and checked by buildClasses as the config file's are. It also
+// returns cfg by name (for the recommended config) and, for the entries
+// that give a rate or ceil, what the plan replaces. Problems go to bad (by
+// key) and addErr (buildClasses' own, with their lines).
+func planClasses(cfg []classConfig, linkBps int64, bad func(key, format string, args ...any), addErr func(int, error)) ([]priority.Class, map[string]classConfig, []string) {
+	classes := priority.Defaults(linkBps)
+	if len(cfg) == 0 {
+		return classes, nil, nil
+	}
+	given := make(map[string]classConfig, len(cfg))
+	var replaced []string
+	// buildClasses validates the entries without their rates and ceilings,
+	// which the plan sets: Validate's sums would judge values that are
+	// about to be replaced.
+	zero := "0"
+	check := make([]classConfig, len(cfg))
+	valid := true
+	for i, cc := range cfg {
+		k := fmt.Sprintf("classes[%d]", i)
+		if cc.Name != "" && !spool.ValidClass(cc.Name) {
+			bad(k+".name", "%q: want 1-64 bytes of [A-Za-z0-9_-], not \"quarantine\"", cc.Name)
+			valid = false
+		}
+		for _, r := range []struct {
+			key string
+			v   *string
+		}{{"rate", cc.Rate}, {"ceil", cc.Ceil}} {
+			if r.v == nil {
+				continue
+			}
+			if _, err := parseRate(*r.v, linkBps); err != nil {
+				bad(k+"."+r.key, "%v", err)
+				valid = false
+			} else {
+				replaced = append(replaced, fmt.Sprintf("%s (%s): %s %q", k, cc.Name, r.key, *r.v))
+			}
+		}
+		if _, dup := given[cc.Name]; !dup {
+			given[cc.Name] = cc
+		}
+		cc.Rate, cc.Ceil = &zero, &zero
+		check[i] = cc
+	}
+	built, err := buildClasses(check, linkBps)
+	if err != nil {
+		classLine := func(msg string) (int, string) {
+			for i := len(cfg) - 1; i >= 0; i-- { // the last: a duplicate's second entry
+				if cfg[i].Name != "" && strings.Contains(msg, fmt.Sprintf("class %q", cfg[i].Name)) {
+					return cfg[i].line, fmt.Sprintf("classes[%d]", i)
+				}
+			}
+			return cfg[0].line, "classes"
+		}
+		var parts []error
+		if strings.HasPrefix(err.Error(), "line ") { // per entry: "line N: classes[i] (name): …"
+			parts = splitErrors(err)
+		} else { // priority.Validate's, wrapped as "classes: …"
+			parts = splitErrors(errors.Unwrap(err))
+		}
+		for _, e := range parts {
+			msg := strings.ReplaceAll(e.Error(), "\n", `\n`) // a name may hold one
+			var line int
+			if _, serr := fmt.Sscanf(msg, "line %d:", &line); serr == nil {
+				addErr(line, errors.New(msg))
+				continue
+			}
+			line, key := classLine(msg)
+			addErr(line, fmt.Errorf("line %d: %s: %s", line, key, msg))
+		}
+		return classes, given, replaced
+	}
+	if !valid { // reported; flows are checked against the defaults
+		return classes, given, replaced
+	}
+	for _, c := range built {
+		if i := slices.IndexFunc(classes, func(d priority.Class) bool { return d.Name == c.Name }); i >= 0 {
+			classes[i] = c
+		} else {
+			classes = append(classes, c)
+		}
+	}
+	return classes, given, replaced
+}
+
+// splitErrors returns the errors joined in err (errors.Join), or err.
+func splitErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+func finite(f float64) bool { return !math.IsInf(f, 0) && !math.IsNaN(f) }
 
 // hopLoad evaluates a load on a hop.
 func hopLoad(l shaper.Load, c shaper.Capacity, headroom float64) load {
@@ -761,10 +975,12 @@ func planZstdLevel(name string) zstd.EncoderLevel {
 }
 
 // recommendedConfig renders the recommended classes as a `sluice run
-// --config` file. Each entry is named like a default class, so it keeps
-// the default's batch, plan and fields and sets only rate and ceil, in
-// bytes/s (exact integers: Validate's sums hold to the byte).
-func (p *plan) recommendedConfig(linkMbit float64) string {
+// --config` file: rate and ceil in bytes/s (exact integers: Validate's sums
+// hold to the byte), and every other key the inventory gave the class. A
+// default class the inventory leaves alone keeps the default's batch, plan
+// and fields; an added class is defined by its keys alone, as in the
+// inventory.
+func (p *plan) recommendedConfig(linkMbit float64) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# sluice run --config: recommended by `sluice plan %s`.\n", filepath.Base(cmp.Or(p.File, "FLOWS.yaml")))
 	fmt.Fprintf(&b, "# Link %s (%s), target %s at headroom %v. Rates and ceilings are\n", p.Link, fmtBits(p.LinkBitsPerSec), fmtBits(float64(p.TargetBytesPerSec)*8), p.Headroom)
@@ -773,11 +989,84 @@ func (p *plan) recommendedConfig(linkMbit float64) string {
 	fmt.Fprintf(&b, "headroom: %s\n", strconv.FormatFloat(p.Headroom, 'f', -1, 64))
 	b.WriteString("classes:\n")
 	for _, c := range p.Classes {
-		fmt.Fprintf(&b, "  - name: %s\n", c.Name)
+		fmt.Fprintf(&b, "  - name: %s\n", configScalar(c.Name))
 		fmt.Fprintf(&b, "    rate: %d # %s; peak demand %s\n", c.RateBytesPerSec, fmtBits(float64(c.RateBytesPerSec)*8), fmtBits(c.DemandBytesPerSec*8))
 		fmt.Fprintf(&b, "    ceil: %d # %s\n", c.CeilBytesPerSec, fmtBits(float64(c.CeilBytesPerSec)*8))
+		if cc, ok := p.given[c.Name]; ok {
+			keys, err := classKeys(cc)
+			if err != nil {
+				return "", fmt.Errorf("classes: %s: %w", c.Name, err)
+			}
+			b.WriteString(keys)
+		}
 	}
-	return b.String()
+	return b.String(), nil
+}
+
+// classOut is a classConfig without name, rate and ceil, for
+// recommendedConfig: the keys the inventory gave.
+type classOut struct {
+	Priority    *int           `yaml:"priority,omitempty"`
+	Critical    *bool          `yaml:"critical,omitempty"`
+	RateMsgs    *int64         `yaml:"rate_msgs,omitempty"`
+	CeilMsgs    *int64         `yaml:"ceil_msgs,omitempty"`
+	Weight      *int           `yaml:"weight,omitempty"`
+	MaxAge      *time.Duration `yaml:"max_age,omitempty"`
+	Batch       *batchOut      `yaml:"batch,omitempty"`
+	Compression *string        `yaml:"compression,omitempty"`
+	Overflow    *string        `yaml:"overflow,omitempty"`
+	MaxBytes    *string        `yaml:"max_bytes,omitempty"`
+	Fields      *[]fieldConfig `yaml:"fields,omitempty"`
+	Plan        *[]string      `yaml:"plan,flow,omitempty"`
+}
+
+type batchOut struct {
+	MaxEvents *int           `yaml:"max_events,omitempty"`
+	MaxBytes  *string        `yaml:"max_bytes,omitempty"`
+	Linger    *time.Duration `yaml:"linger,omitempty"`
+}
+
+// classKeys renders the keys of cc other than name, rate and ceil as lines
+// of a classes entry, escaped for the config file's ${NAME} expansion.
+func classKeys(cc classConfig) (string, error) {
+	o := classOut{Priority: cc.Priority, Critical: cc.Critical, RateMsgs: cc.RateMsgs, CeilMsgs: cc.CeilMsgs,
+		Weight: cc.Weight, MaxAge: cc.MaxAge, Compression: cc.Compression, Overflow: cc.Overflow,
+		MaxBytes: cc.MaxBytes, Fields: cc.Fields, Plan: cc.Plan}
+	if bc := cc.Batch; bc != nil {
+		o.Batch = &batchOut{MaxEvents: bc.MaxEvents, MaxBytes: bc.MaxBytes, Linger: bc.Linger}
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(o); err != nil {
+		return "", err
+	}
+	if err := enc.Close(); err != nil {
+		return "", err
+	}
+	text := strings.TrimSuffix(buf.String(), "\n")
+	if text == "{}" {
+		return "", nil
+	}
+	var b strings.Builder
+	for line := range strings.SplitSeq(text, "\n") {
+		if line != "" {
+			b.WriteString("    ")
+		}
+		b.WriteString(strings.ReplaceAll(line, "${", "$${"))
+		b.WriteByte('\n')
+	}
+	return b.String(), nil
+}
+
+// configScalar spells s as a YAML scalar on one line, escaped for the
+// config file's ${NAME} expansion.
+func configScalar(s string) string {
+	out, err := yaml.Marshal(s)
+	if err != nil || bytes.Count(out, []byte("\n")) != 1 {
+		out = []byte(strconv.Quote(s) + "\n") // JSON-style quoting is YAML too
+	}
+	return strings.ReplaceAll(strings.TrimSuffix(string(out), "\n"), "${", "$${")
 }
 
 // writeText prints the plan for people.

@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
 )
 
@@ -383,5 +388,248 @@ func TestPlanUsesShapersBatchBound(t *testing.T) {
 	v := flowNamed(t, p, "views")
 	if got := shaper.BatchRawBytes(p.TargetBytesPerSec, shaper.DefaultBatchAirtime, 1.0/8, shaper.MinBatchRawBytes, 512<<10); got != v.BatchBoundBytes {
 		t.Errorf("bound %d, shaper says %d", v.BatchBoundBytes, got)
+	}
+}
+
+// loadRecommended writes p's recommended config to a file and loads it as
+// `sluice run --config` and `sluice validate` do: flags, load, resolve.
+func loadRecommended(t *testing.T, p *plan) (*nodeConfig, *resolved) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(path, []byte(p.Config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("sluice run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var c nodeConfig
+	c.flags(fs)
+	if err := fs.Parse([]string{"--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.load(fs); err != nil {
+		t.Fatalf("load: %v\n%s", err, p.Config)
+	}
+	r, err := c.resolve()
+	if err != nil {
+		t.Fatalf("resolve: %v\n%s", err, p.Config)
+	}
+	return &c, r
+}
+
+// TestPlanCustomClasses: testdata/plan/custom.yaml changes ingest (100
+// events a batch, a gentler plan) and adds telemetry (500 events, 32 KiB,
+// 250 ms, zstd best, …). Link wan, 10 Mbit/s, target 1,000,000 B/s.
+//
+// views (ingest), 2000/s of 800 B at 8:1: bound 200,000 as in hand.yaml,
+// but n = min(100, 250, 201) = 100; wire 100·801/8 = 10,012.5 B, cost
+// 10,268.5 B, 20 p/s, 205,370 B/s.
+//
+// readings (telemetry), 1000/s of 200 B at 4:1: bound min(max(1e6·0.025/
+// 0.25 = 100,000, 16 KiB), 32,768) = 32,768; n = min(500, ⌊32768/200⌋ =
+// 163, 1 + 1000·0.25 = 251) = 163; wire 163·201/4 = 8,190.75 B, cost
+// 8,446.75 B; 1000/163 p/s, 51,820.55 B/s.
+//
+// Rates: critical 0, ingest 205,370, replication 0, backfill 0, telemetry
+// ⌈51,820.55⌉ = 51,821; critical ceil 1,250,000 − 257,191 = 992,809.
+func TestPlanCustomClasses(t *testing.T) {
+	p := mustPlan(t, "custom.yaml")
+	v := flowNamed(t, p, "views")
+	if v.BatchBoundBytes != 200_000 || v.EventsPerBatch != 100 || !approx(v.BatchWireBytes, 10_012.5) ||
+		!approx(v.After.PacketsPerSec, 20) || !approx(v.After.BitsPerSec, 205_370*8) {
+		t.Errorf("views: %+v", v)
+	}
+	r := flowNamed(t, p, "readings")
+	if r.BatchBoundBytes != 32_768 || r.EventsPerBatch != 163 || !approx(r.BatchWireBytes, 8_190.75) ||
+		!approx(r.After.PacketsPerSec, 1000.0/163) || !approx(r.After.BitsPerSec, 1000.0/163*8_446.75*8) {
+		t.Errorf("readings: %+v", r)
+	}
+	// local's sample is compressed at telemetry's level (best), not at
+	// the default classes' fastest.
+	data, err := os.ReadFile(filepath.Join("testdata", "plan", "sample.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	telemetry := priority.Class{Name: "telemetry", Batch: priority.Batch{MaxEvents: 500, MaxBytes: 32 << 10, Linger: 250 * time.Millisecond},
+		Compression: priority.CompressionBest}
+	best, err := sampleRatio(data, &telemetry, p.TargetBytesPerSec, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	telemetry.Compression = priority.CompressionFastest
+	fastest, _ := sampleRatio(data, &telemetry, p.TargetBytesPerSec, 200)
+	if l := flowNamed(t, p, "local"); l.CompressionRatio != best || best == fastest {
+		t.Errorf("local: ratio %v; at best %v, at fastest %v", l.CompressionRatio, best, fastest)
+	}
+
+	want := []classPlan{
+		{Name: "critical", RateBytesPerSec: 0, CeilBytesPerSec: 992_809},
+		{Name: "ingest", RateBytesPerSec: 205_370, CeilBytesPerSec: 1_250_000},
+		{Name: "replication", RateBytesPerSec: 0, CeilBytesPerSec: 1_250_000},
+		{Name: "backfill", RateBytesPerSec: 0, CeilBytesPerSec: 1_250_000},
+		{Name: "telemetry", RateBytesPerSec: 51_821, CeilBytesPerSec: 1_250_000},
+	}
+	if len(p.Classes) != len(want) {
+		t.Fatalf("classes %+v", p.Classes)
+	}
+	for i, w := range want {
+		if c := p.Classes[i]; c.Name != w.Name || c.RateBytesPerSec != w.RateBytesPerSec || c.CeilBytesPerSec != w.CeilBytesPerSec {
+			t.Errorf("class %d: %+v, want %+v", i, c, w)
+		}
+	}
+	if len(p.Warnings) != 0 {
+		t.Errorf("warnings: %q", p.Warnings)
+	}
+}
+
+// TestPlanCustomClassesConfig: custom.yaml's recommended config, loaded
+// as `sluice run --config` loads it, is the inventory's classes with the
+// plan's rates and ceilings: telemetry whole, ingest with its two
+// changes, the other defaults untouched; and priority.Validate holds.
+func TestPlanCustomClassesConfig(t *testing.T) {
+	p := mustPlan(t, "custom.yaml")
+	c, r := loadRecommended(t, p)
+	linkBps := int64(c.LinkMbit * 1e6 / 8)
+	if linkBps != 1_250_000 || c.Headroom != 0.8 {
+		t.Errorf("link %d B/s headroom %v", linkBps, c.Headroom)
+	}
+	want := priority.Defaults(linkBps)
+	want[1].Batch.MaxEvents = 100
+	want[1].Plan[1] = priority.Action{Kind: priority.ActionNone}
+	want[1].Plan[2] = priority.Action{Kind: priority.ActionDropFields, MinFieldPriority: 10}
+	want = append(want, priority.Class{
+		Name: "telemetry", Priority: 2, Weight: 2, MaxAge: time.Hour,
+		Batch:       priority.Batch{MaxEvents: 500, MaxBytes: 32 << 10, Linger: 250 * time.Millisecond},
+		Compression: priority.CompressionBest, Overflow: priority.OverflowDropOldest, MaxBytes: 1 << 30,
+		Fields: []priority.FieldRule{{Path: "debug", Priority: 0}, {Path: "context.*", Priority: 10}},
+		Plan: [priority.Levels]priority.Action{{Kind: priority.ActionNone}, {Kind: priority.ActionDropFields, MinFieldPriority: 10},
+			{Kind: priority.ActionDefer}, {Kind: priority.ActionDefer}},
+	})
+	for i := range want {
+		want[i].Rate.BytesPerSec, want[i].Ceil.BytesPerSec = p.Classes[i].RateBytesPerSec, p.Classes[i].CeilBytesPerSec
+	}
+	if !reflect.DeepEqual(r.classes, want) {
+		t.Errorf("classes of the recommended config\n%+v\nwant\n%+v\n%s", r.classes, want, p.Config)
+	}
+	if err := priority.Validate(r.classes, priority.Rate{BytesPerSec: linkBps}); err != nil {
+		t.Error(err)
+	}
+	var stdout, stderr bytes.Buffer
+	out := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := run(context.Background(), []string{"plan", "--write-config", out, filepath.Join("testdata", "plan", "custom.yaml")}, &stdout, &stderr); err != nil {
+		t.Fatalf("plan: %v\n%s", err, stderr.String())
+	}
+	stdout.Reset()
+	if err := run(context.Background(), []string{"validate", out}, &stdout, &stderr); err != nil {
+		t.Fatalf("validate: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), ": ok (classes [critical ingest replication backfill telemetry]") {
+		t.Errorf("validate: %s", stdout.String())
+	}
+}
+
+// TestPlanCustomClassEdges: a critical custom class; a name YAML would
+// read as null unquoted; a field path with "${" (literal in the inventory,
+// expanded in the config file unless escaped); rates the plan replaces,
+// with a warning; and headroom 1, where the others' guarantees must leave
+// the critical ceilings above 0.
+func TestPlanCustomClassEdges(t *testing.T) {
+	const inv = `headroom: 1
+hops:
+  - {name: wan, bandwidth: 1Mbit}
+classes:
+  - name: "null"
+    critical: true
+    rate: 10%
+    fields: [{path: "a.${HOME}", priority: 3}, {path: "x y", priority: 1}]
+    plan: [none, none, none, " throttle"]
+  - name: critical
+    ceil: 1KB/s
+flows:
+  - {name: a, class: ingest, events_per_sec: 1000, payload: {mean: 1KB, p99: 1KB}, hops: [wan]}
+  - {name: b, class: "null", events_per_sec: 1, payload: {mean: 100, p99: 100}, hops: [wan]}
+`
+	path := filepath.Join(t.TempDir(), "flows.yaml")
+	if err := os.WriteFile(path, []byte(inv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := planFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", "/expanded")
+	_, r := loadRecommended(t, p)
+	if len(r.classes) != 5 {
+		t.Fatalf("classes %+v", r.classes)
+	}
+	n := r.classes[4]
+	if n.Name != "null" || !n.Critical || n.Fields[0].Path != "a.${HOME}" || n.Fields[1].Path != "x y" ||
+		n.Plan[3].Kind != priority.ActionThrottle || n.Rate.BytesPerSec != p.Classes[4].RateBytesPerSec ||
+		n.Ceil.BytesPerSec != p.Classes[4].CeilBytesPerSec || n.Ceil.BytesPerSec <= 0 {
+		t.Errorf("class null: %+v\n%s", n, p.Config)
+	}
+	if c := r.classes[0]; c.Ceil.BytesPerSec <= 0 || c.Ceil.BytesPerSec != p.Classes[0].CeilBytesPerSec {
+		t.Errorf("critical: %+v", c)
+	}
+	if err := priority.Validate(r.classes, priority.Rate{BytesPerSec: 125_000}); err != nil {
+		t.Error(err)
+	}
+	var warned int
+	for _, w := range p.Warnings {
+		if strings.Contains(w, "replaced by the plan's") {
+			warned++
+		}
+	}
+	if warned != 2 {
+		t.Errorf("warnings %q", p.Warnings)
+	}
+}
+
+// TestPlanClassErrors: the inventory's classes are checked as the config
+// file's are, every problem with its line.
+func TestPlanClassErrors(t *testing.T) {
+	const head = "hops:\n  - {name: wan, bandwidth: 10Mbit}\nflows:\n  - {name: a, class: ingest, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n"
+	for _, tc := range []struct {
+		name, classes string
+		want, not     []string
+	}{
+		{"unknown key", "  - name: x\n    bogus: 1\n", []string{"line 7: field bogus not found"}, nil},
+		{"wrong type", "  - name: x\n    priority: high\n", []string{"line 7: cannot unmarshal !!str `high` into int"}, nil},
+		{"bad plan", "  - name: x\n    plan: [none]\n", []string{"line 6: classes[0] (x): plan: 1 actions"}, nil},
+		{"bad size", "  - name: x\n    batch: {max_bytes: lots}\n", []string{"line 6: classes[0] (x): batch.max_bytes:"}, nil},
+		{"bad name", "  - name: a b\n", []string{`line 6: classes[0].name: "a b": want 1-64 bytes`}, nil},
+		{"empty name", "  - priority: 1\n", []string{"line 6: classes[0] (): name is empty"}, nil},
+		{"bad rate", "  - name: x\n    rate: fast\n", []string{`line 7: classes[0].rate: "fast": want a rate`}, nil},
+		{"validate", "  - name: x\n  - name: y\n    priority: 9\n    compression: max\n",
+			[]string{`line 7: classes[1]: priority: invalid class: class "y": priority 9 outside 0..7`, `line 7: classes[1]: priority: invalid class: class "y": unknown compression "max"`}, nil},
+		{"duplicate", "  - name: x\n  - name: x\n", []string{`line 7: classes[1]: priority: invalid class: class "x": duplicate name`}, nil},
+		{"unknown class", "  - name: x\nflows:\n  - {name: a, class: bulk, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
+			[]string{`line 8: flows[0].class: "bulk": want one of critical, ingest, replication, backfill, x`}, nil},
+		// A flow of a broken class: only the class's error.
+		{"broken class", "  - name: bulk\n    plan: [none]\nflows:\n  - {name: a, class: bulk, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
+			[]string{"line 6: classes[0] (bulk): plan: 1 actions"}, []string{"flows[0]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yml := head + "classes:\n" + tc.classes
+			if tc.name == "unknown class" || tc.name == "broken class" {
+				yml = "hops:\n  - {name: wan, bandwidth: 10Mbit}\n\n\nclasses:\n" + tc.classes
+			}
+			inv, lines, err := parseInventory([]byte(yml))
+			if err == nil {
+				_, err = evaluate(inv, lines, "flows.yaml")
+			}
+			if err == nil {
+				t.Fatalf("no error:\n%s", yml)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v\n%s", w, err, yml)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("error has %q:\n%v", n, err)
+				}
+			}
+		})
 	}
 }
