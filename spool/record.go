@@ -62,7 +62,7 @@ func parseRecord(v []byte) (record, error) {
 	}
 	r := record{time: int64(binary.BigEndian.Uint64(v[5:13]))}
 	count, n := binary.Uvarint(v[recordHeaderSize:])
-	if n <= 0 || count == 0 {
+	if n <= 0 || count == 0 || n != uvarintLen(count) { // canonical varints only: a record re-encodes to its bytes
 		return record{}, fmt.Errorf("record event count: %w", ErrCorrupt)
 	}
 	r.count = count
@@ -71,7 +71,7 @@ func parseRecord(v []byte) (record, error) {
 	rest := r.events
 	for i := uint64(0); i < count; i++ {
 		l, n := binary.Uvarint(rest)
-		if n <= 0 || l > uint64(len(rest)-n) {
+		if n <= 0 || n != uvarintLen(l) || l > uint64(len(rest)-n) {
 			return record{}, fmt.Errorf("record event %d of %d: bad length: %w", i, count, ErrCorrupt)
 		}
 		rest = rest[n+int(l):]
