@@ -182,11 +182,15 @@ func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func
 				classes = append(classes, ld.Class)
 			}
 		}
-		if nv, err = newNaive(runCtx, nc, opts.Subject, classes); err != nil {
+		// The client keeps publishing through the drain: its own context,
+		// not the generators'.
+		nctx, ncancel := context.WithCancel(ctx)
+		if nv, err = newNaive(nctx, nc, opts.Subject, classes); err != nil {
+			ncancel()
 			return nil, err
 		}
 		defer nv.stop()
-		defer cancel()
+		defer ncancel()
 		sink = nv
 	} else {
 		if node, err = aggregator.New(opts); err != nil {
