@@ -594,7 +594,12 @@ func (e *Estimator) cut(r roundStats) {
 	// paced with a backlog) measures the bottleneck by its ack clock; with
 	// nothing waiting, the ack rate is just what was offered, and taking it
 	// would collapse the estimate to the trickle of a quiet class.
-	if e.standing && e.ackRate > 0 && (r.bwFull > 0 || e.backlogged) {
+	// While draining, the sender paces at half the target on purpose:
+	// its ack clock measures that pacing, not the bottleneck, and cutting
+	// to it lowered the target, which halved the drain pacing, whose ack
+	// clock cut again (seen: 12.7 Mbit/s to the 8 KiB/s floor in three
+	// rounds after a step to 5 Mbit/s, and stuck there for a minute).
+	if e.standing && e.ackRate > 0 && (r.bwFull > 0 || e.backlogged) && e.drainFrom == 0 {
 		next = min(next, max(e.ackRate, r.bwMax))
 	}
 	e.bwLo = max(min(next, lo), e.o.MinRate)
