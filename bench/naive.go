@@ -41,6 +41,8 @@ type naiveClass struct {
 	queue                          chan *nats.Msg
 	acked, attempts, dropped, wire atomic.Uint64
 	firstSends                     atomic.Uint64
+	mu                             sync.Mutex
+	ackedIDs                       map[string]struct{} // an event acked twice (its ack outlived its timeout, then its retry's) counts once
 }
 
 // newNaive starts one publisher per class on nc, which the caller closes
@@ -48,14 +50,21 @@ type naiveClass struct {
 func newNaive(ctx context.Context, nc *nats.Conn, subject string, classes []string) (*naive, error) {
 	nv := &naive{subject: subject, ctx: ctx, classes: map[string]*naiveClass{}}
 	for _, c := range classes {
-		nv.classes[c] = &naiveClass{queue: make(chan *nats.Msg, naiveQueue)}
+		nv.classes[c] = &naiveClass{queue: make(chan *nats.Msg, naiveQueue), ackedIDs: map[string]struct{}{}}
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(naiveMaxPending),
 		jetstream.WithPublishAsyncTimeout(naiveAckTimeout),
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
 			if c := nv.class(m.Subject); c != nil {
-				c.acked.Add(1)
+				id := m.Header.Get(jetstream.MsgIDHeader)
+				c.mu.Lock()
+				_, seen := c.ackedIDs[id]
+				c.ackedIDs[id] = struct{}{}
+				c.mu.Unlock()
+				if !seen {
+					c.acked.Add(1)
+				}
 			}
 		}),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
