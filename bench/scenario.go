@@ -141,8 +141,15 @@ func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func
 		return nil, err
 	}
 	defer link.Close()
+	connLog := func(msg string, err error) {
+		if sc.Node.Logger != nil {
+			sc.Node.Logger.Info(msg, "err", err)
+		}
+	}
 	nc, err := nats.Connect("nats://"+link.Addr(), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(250*time.Millisecond), nats.ReconnectBufSize(-1))
+		nats.ReconnectWait(250*time.Millisecond), nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { connLog("bench: upstream connection lost", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { connLog("bench: upstream connection back", nil) }))
 	if err != nil {
 		return nil, err
 	}

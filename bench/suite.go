@@ -170,6 +170,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]SuiteResult, error) {
 			sc.Node = SuiteNode()
 			if o.NodeLog != "" && mode != ModeNaive {
 				base := strings.TrimSuffix(o.NodeLog, filepath.Ext(o.NodeLog))
+				if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
+					return out, err
+				}
 				f, err := os.Create(base + "-" + sc.Name + "-" + string(mode) + ".log")
 				if err != nil {
 					return out, err
