@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/blast"
 	"net"
 	"os"
 	"runtime"
@@ -25,7 +26,7 @@ func BenchmarkBacklogDrain(b *testing.B) {
 	if gb <= 0 {
 		b.Skip("set SLUICE_BACKLOG_GB to run (e.g. 5)")
 	}
-	events, source, err := SDKEvents(40_000)
+	events, source, err := blast.SDKEvents(40_000)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func drainOnce(b *testing.B, events [][]byte, target int64) drainResult {
 	b.Logf("backlog %.2f GB spooled (%d events), spool %.2f GB on disk, RSS %d MB (anon %d, file %d)",
 		float64(written)/(1<<30), count, float64(res.diskFull)/(1<<30), res.full.RSS>>20, res.full.Anon>>20, res.full.File>>20)
 
-	srv, err := StartServerAt(dir+"/nats", port)
+	srv, err := blast.StartServerAt(dir+"/nats", port)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,10 @@
 // spools a large backlog with the upstream away, then drains it and reports
 // RSS and spool disk use.
 //
+// The blast-radius scenarios (BenchmarkScenarios here, and the suite of
+// `sluice bench`) run on package internal/blast, which the sluice binary
+// can import; nothing imports bench.
+//
 // The NATS server runs in a child process (the test binary re-executed), so
 // the figures of the node's process are its own.
 //

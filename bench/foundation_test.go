@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"github.com/sluicehq/sluice/internal/blast"
 	"os"
 	"strconv"
 	"testing"
@@ -11,7 +12,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if ServeIfChild() {
+	if blast.ServeIfChild() {
 		return
 	}
 	os.Exit(m.Run())
@@ -33,7 +34,7 @@ func benchEvents() int {
 // -benchtime 1x.
 func BenchmarkFoundation(b *testing.B) {
 	total := benchEvents()
-	events, source, err := SDKEvents(40_000)
+	events, source, err := blast.SDKEvents(40_000)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func BenchmarkFoundation(b *testing.B) {
 		var res Result
 		for b.Loop() {
 			dir := b.TempDir()
-			srv, err := StartServer(dir + "/nats")
+			srv, err := blast.StartServer(dir + "/nats")
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,10 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/blast"
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,7 +128,7 @@ func (r HTTPResult) NATSCPUCores() float64 { return r.NATSCPU.Seconds() / r.Elap
 // reads the whole stream back and checks each event against what was sent:
 // the handler's stamp, the bytes, and the count of every distinct event
 // (in ModeSegmentBatch, that each unique messageId arrived exactly once).
-func RunHTTPIngest(ctx context.Context, srv *Server, dir string, events [][]byte, cfg HTTPConfig) (HTTPResult, error) {
+func RunHTTPIngest(ctx context.Context, srv *blast.Server, dir string, events [][]byte, cfg HTTPConfig) (HTTPResult, error) {
 	cfg.setDefaults()
 	pl, err := buildPayload(cfg.Mode, events, cfg.PerRequest)
 	if err != nil {
@@ -685,32 +685,6 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// clockTick is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on
-// Linux).
-const clockTick = 10 * time.Millisecond
-
-// CPUTime is the server process's user and system CPU time so far, from
-// /proc (0 where there is none), to the nearest 10 ms.
-func (s *Server) CPUTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses: state is
-	// the first, utime the 12th and stime the 13th.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * clockTick
 }
 
 // httpBenchNode is the node the HTTP benchmark runs: fsync always (every

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/blast"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -37,11 +38,11 @@ func httpClients() int {
 // in sdk_wire_from_apache, or without the data directory n synthetic
 // Segment-shaped events; the second result says which.
 func segmentEvents(n int) ([][]byte, string, error) {
-	dir := DataDir()
+	dir := blast.DataDir()
 	if dir == "" {
-		return Synthetic(n, 1), "synthetic Segment-shaped events", nil
+		return blast.Synthetic(n, 1), "synthetic Segment-shaped events", nil
 	}
-	evs, err := readNDJSON(filepath.Join(dir, "sdk_wire_from_apache", "segment.events.ndjson"))
+	evs, err := blast.ReadNDJSON(filepath.Join(dir, "sdk_wire_from_apache", "segment.events.ndjson"))
 	if err != nil {
 		return nil, "", err
 	}
@@ -100,7 +101,7 @@ func runHTTPOnce(tb testing.TB, events [][]byte, cfg HTTPConfig) HTTPResult {
 	// run's fsyncs.
 	syscall.Sync()
 	dir := tb.TempDir()
-	srv, err := StartServer(dir + "/nats")
+	srv, err := blast.StartServer(dir + "/nats")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func report(b *testing.B, res HTTPResult) {
 // TestHTTPIngestSmoke runs each mode of the HTTP benchmark on a few
 // thousand events, so the harness and its verification stay honest in CI.
 func TestHTTPIngestSmoke(t *testing.T) {
-	events := Synthetic(1_000, 2)
+	events := blast.Synthetic(1_000, 2)
 	for _, mode := range HTTPModes {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
@@ -196,7 +197,7 @@ func TestHTTPPayload(t *testing.T) {
 // TestHTTPVerifier checks that the verification catches what it must: a
 // changed byte, a repeat, a missing event, an event never sent.
 func TestHTTPVerifier(t *testing.T) {
-	events := Synthetic(4, 3)
+	events := blast.Synthetic(4, 3)
 	now := time.Date(2026, 11, 26, 1, 2, 3, 456e6, time.UTC)
 	stamp := func(ev []byte) []byte {
 		return append([]byte(`{"receivedAt":"2026-11-26T01:02:03.456Z","sluiceNode":"bench",`), ev[1:]...)

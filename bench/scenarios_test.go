@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/blast"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -41,9 +42,9 @@ func nodeOptions() aggregator.Options {
 // wireRatio is the compressed/raw ratio of generated events of size and
 // entropy, for sizing loads in wire bytes.
 func wireRatio(size int, entropy float64) float64 {
-	ld := Load{Class: "x", Size: size, Entropy: entropy}
+	ld := blast.Load{Class: "x", Size: size, Entropy: entropy}
 	var raw []byte
-	for _, ev := range sampleEvents(ld, 1000) {
+	for _, ev := range blast.SampleEvents(ld, 1000) {
 		raw = append(append(raw, ev...), '\n')
 	}
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
@@ -63,34 +64,34 @@ func eventsPerSec(wireBps float64, size int, entropy float64) float64 {
 // JSON there. It takes about 12 minutes.
 func BenchmarkScenarios(b *testing.B) {
 	bulkSize, bulkEntropy := 1000, 0.6
-	critical := Load{Class: "critical", Rate: 200, Size: 300}
+	critical := blast.Load{Class: "critical", Rate: 200, Size: 300}
 	bulk := eventsPerSec(3*linkRate/2, bulkSize, bulkEntropy) // each of two bulk classes: 1.5× the link
 	ingestSize, ingestEntropy := 800, 0.4
 
 	scenarios := []struct {
-		sc     Scenario
-		report func(b *testing.B, shaped, base *Outcome)
+		sc     blast.Scenario
+		report func(b *testing.B, shaped, base *blast.Outcome)
 	}{
-		{Scenario{Name: "critical-idle", Link: linkAt(20 * linkemu.Mbit), Duration: 20 * time.Second, Drain: 10 * time.Second,
-			Loads: []Load{critical}}, reportIdle},
-		{Scenario{Name: "critical-protection", Link: linkAt(20 * linkemu.Mbit), Duration: 60 * time.Second, Drain: 5 * time.Second,
-			Loads: []Load{critical,
+		{blast.Scenario{Name: "critical-idle", Link: linkAt(20 * linkemu.Mbit), Duration: 20 * time.Second, Drain: 10 * time.Second,
+			Loads: []blast.Load{critical}}, reportIdle},
+		{blast.Scenario{Name: "critical-protection", Link: linkAt(20 * linkemu.Mbit), Duration: 60 * time.Second, Drain: 5 * time.Second,
+			Loads: []blast.Load{critical,
 				{Class: "replication", Rate: bulk, Size: bulkSize, Entropy: bulkEntropy},
 				{Class: "backfill", Rate: bulk, Size: bulkSize, Entropy: bulkEntropy}}}, reportProtection},
-		{Scenario{Name: "utilization", Link: linkAt(20 * linkemu.Mbit), Duration: 60 * time.Second, Drain: 5 * time.Second,
-			Loads: []Load{{Class: "ingest", Rate: eventsPerSec(1.3*headroom*linkRate, ingestSize, ingestEntropy), Size: ingestSize, Entropy: ingestEntropy}}},
+		{blast.Scenario{Name: "utilization", Link: linkAt(20 * linkemu.Mbit), Duration: 60 * time.Second, Drain: 5 * time.Second,
+			Loads: []blast.Load{{Class: "ingest", Rate: eventsPerSec(1.3*headroom*linkRate, ingestSize, ingestEntropy), Size: ingestSize, Entropy: ingestEntropy}}},
 			reportUtilization},
-		{Scenario{Name: "step-20-5-20", Link: linkAt(20 * linkemu.Mbit), Duration: 100 * time.Second, Drain: 60 * time.Second,
+		{blast.Scenario{Name: "step-20-5-20", Link: linkAt(20 * linkemu.Mbit), Duration: 100 * time.Second, Drain: 60 * time.Second,
 			Schedule: linkemu.Schedule{{At: 20 * time.Second, Settings: linkAt(5 * linkemu.Mbit)}, {At: 50 * time.Second, Settings: linkAt(20 * linkemu.Mbit)}},
-			Loads: []Load{{Class: "critical", Rate: 50, Size: 300},
+			Loads: []blast.Load{{Class: "critical", Rate: 50, Size: 300},
 				{Class: "ingest", Rate: eventsPerSec(0.5*headroom*linkRate, ingestSize, ingestEntropy), Size: ingestSize, Entropy: ingestEntropy},
 				{Class: "replication", Rate: eventsPerSec(0.3*headroom*linkRate, bulkSize, bulkEntropy), Size: bulkSize, Entropy: bulkEntropy}}},
 			reportStep},
-		{Scenario{Name: "outage-30s", Link: linkAt(20 * linkemu.Mbit), Duration: 80 * time.Second, Drain: 60 * time.Second,
+		{blast.Scenario{Name: "outage-30s", Link: linkAt(20 * linkemu.Mbit), Duration: 80 * time.Second, Drain: 60 * time.Second,
 			Schedule: linkemu.Schedule{
 				{At: 20 * time.Second, Settings: linkemu.Settings{Upstream: linkAt(20 * linkemu.Mbit).Upstream, Downstream: linkAt(20 * linkemu.Mbit).Downstream, Outage: linkemu.OutageBlackhole}},
 				{At: 50 * time.Second, Settings: linkAt(20 * linkemu.Mbit)}},
-			Loads: []Load{{Class: "ingest", Rate: eventsPerSec(0.5*headroom*linkRate, ingestSize, ingestEntropy), Size: ingestSize, Entropy: ingestEntropy}}},
+			Loads: []blast.Load{{Class: "ingest", Rate: eventsPerSec(0.5*headroom*linkRate, ingestSize, ingestEntropy), Size: ingestSize, Entropy: ingestEntropy}}},
 			reportOutage},
 	}
 	var idleP99 float64
@@ -118,10 +119,10 @@ func BenchmarkScenarios(b *testing.B) {
 	}
 }
 
-func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
+func runScenario(b *testing.B, sc blast.Scenario, shaped bool) *blast.Outcome {
 	b.Helper()
 	mode := map[bool]string{true: "shaped", false: "unshaped"}[shaped]
-	m := map[bool]Mode{true: ModeSluice, false: ModeUnshaped}[shaped]
+	m := map[bool]blast.Mode{true: blast.ModeSluice, false: blast.ModeUnshaped}[shaped]
 	ctx, cancel := context.WithTimeout(context.Background(), sc.Duration+sc.Drain+2*time.Minute)
 	defer cancel()
 	dir := os.Getenv("SLUICE_BENCH_OUT")
@@ -137,7 +138,7 @@ func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
 		defer f.Close()
 		sc.Node.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	out, err := sc.Run(ctx, b.TempDir(), m, func(w Window) {
+	out, err := sc.Run(ctx, b.TempDir(), m, func(w blast.Window) {
 		fmt.Fprintf(os.Stderr, "%s/%s %s\n", sc.Name, mode, w)
 	})
 	if err != nil {
@@ -154,7 +155,7 @@ func runScenario(b *testing.B, sc Scenario, shaped bool) *Outcome {
 // run drained, that every acknowledged event was delivered. (A run whose
 // offered load exceeds the link for its whole length may end with a
 // backlog still in the spool; that is the spool's job, not a loss.)
-func checkExactlyOnce(b *testing.B, o *Outcome) {
+func checkExactlyOnce(b *testing.B, o *blast.Outcome) {
 	for class, acked := range o.Acknowledged {
 		if o.Duplicates[class] != 0 || o.Delivered[class] > acked || (o.Drained && o.Delivered[class] != acked) {
 			b.Errorf("%s shaped=%v %s: acknowledged %d, delivered %d, duplicates %d",
@@ -163,12 +164,12 @@ func checkExactlyOnce(b *testing.B, o *Outcome) {
 	}
 }
 
-func reportIdle(b *testing.B, shaped, base *Outcome) {
+func reportIdle(b *testing.B, shaped, base *blast.Outcome) {
 	b.ReportMetric(shaped.P99["critical"], "critical-p99-ms")
 	b.ReportMetric(base.P99["critical"], "base-critical-p99-ms")
 }
 
-func reportProtection(b *testing.B, shaped, base *Outcome) {
+func reportProtection(b *testing.B, shaped, base *blast.Outcome) {
 	b.ReportMetric(shaped.P99["critical"], "critical-p99-ms")
 	b.ReportMetric(base.P99["critical"], "base-critical-p99-ms")
 }
@@ -176,9 +177,9 @@ func reportProtection(b *testing.B, shaped, base *Outcome) {
 // reportUtilization reports goodput per 1 s window against capacity ×
 // headroom once converged (from 15 s on), and the highest class rate
 // against its ceiling.
-func reportUtilization(b *testing.B, shaped, base *Outcome) {
+func reportUtilization(b *testing.B, shaped, base *blast.Outcome) {
 	target := headroom * linkRate
-	for _, o := range []*Outcome{shaped, base} {
+	for _, o := range []*blast.Outcome{shaped, base} {
 		worst, over := 0.0, 0.0
 		for _, w := range o.Windows {
 			if w.T < 15 || w.T > 60 {
@@ -200,7 +201,7 @@ func reportUtilization(b *testing.B, shaped, base *Outcome) {
 	}
 }
 
-func reportStep(b *testing.B, shaped, base *Outcome) {
+func reportStep(b *testing.B, shaped, base *blast.Outcome) {
 	var degraded uint64
 	for _, w := range shaped.Windows {
 		if w.Level >= 1 {
@@ -217,15 +218,15 @@ func reportStep(b *testing.B, shaped, base *Outcome) {
 	}
 	b.ReportMetric(float64(repl), "replication-batches-cut-while-deferred")
 	b.ReportMetric(float64(degraded), "ingest-degraded-batches")
-	b.ReportMetric(converge(shaped.Windows, 20, func(w Window) bool { return w.Level >= 1 && w.Target <= 5*mbit }), "s-to-converge-down")
-	b.ReportMetric(converge(shaped.Windows, 50, func(w Window) bool { return w.Target >= 15*mbit }), "s-to-converge-up")
-	b.ReportMetric(converge(shaped.Windows, 50, func(w Window) bool { return w.Level == 0 }), "s-to-level-0")
+	b.ReportMetric(converge(shaped.Windows, 20, func(w blast.Window) bool { return w.Level >= 1 && w.Target <= 5*mbit }), "s-to-converge-down")
+	b.ReportMetric(converge(shaped.Windows, 50, func(w blast.Window) bool { return w.Target >= 15*mbit }), "s-to-converge-up")
+	b.ReportMetric(converge(shaped.Windows, 50, func(w blast.Window) bool { return w.Level == 0 }), "s-to-level-0")
 	last := shaped.Windows[len(shaped.Windows)-1]
 	b.ReportMetric(float64(last.Classes["replication"].Backlog), "replication-backlog-at-end")
 }
 
 // converge returns the seconds after at until cond first holds, or -1.
-func converge(ws []Window, at float64, cond func(Window) bool) float64 {
+func converge(ws []blast.Window, at float64, cond func(blast.Window) bool) float64 {
 	for _, w := range ws {
 		if w.T > at && cond(w) {
 			return w.T - at
@@ -236,8 +237,8 @@ func converge(ws []Window, at float64, cond func(Window) bool) float64 {
 
 // reportOutage reports publish attempts per second during the outage
 // against the mean before it.
-func reportOutage(b *testing.B, shaped, base *Outcome) {
-	for _, o := range []*Outcome{shaped, base} {
+func reportOutage(b *testing.B, shaped, base *blast.Outcome) {
+	for _, o := range []*blast.Outcome{shaped, base} {
 		var before, n float64
 		peak := 0.0
 		for _, w := range o.Windows {

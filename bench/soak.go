@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/blast"
 	"math"
 	"net"
 	"net/http"
@@ -206,7 +207,7 @@ const defaultMaxInFlight = 16
 // spool range once, as many events as were accepted. The result carries
 // the samples and the verdict; the error is for a failed request or a
 // count that does not add up, and comes with the samples taken so far.
-func RunSoak(ctx context.Context, srv *Server, dir string, events [][]byte, cfg SoakConfig, progress func(SoakSample)) (SoakResult, error) {
+func RunSoak(ctx context.Context, srv *blast.Server, dir string, events [][]byte, cfg SoakConfig, progress func(SoakSample)) (SoakResult, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return SoakResult{}, err
 	}
@@ -411,7 +412,7 @@ type soakCounters struct {
 }
 
 // sample takes the sample of the interval since prev and advances prev.
-func (s *soakRig) sample(prev *soakCounters, start time.Time, node *aggregator.Node, h *ingest.Handler, srv *Server) SoakSample {
+func (s *soakRig) sample(prev *soakCounters, start time.Time, node *aggregator.Node, h *ingest.Handler, srv *blast.Server) SoakSample {
 	now := soakCounters{at: time.Now(), cpu: processCPU(), natsCPU: srv.CPUTime()}
 	secs := now.at.Sub(prev.at).Seconds()
 	smp := SoakSample{
@@ -421,7 +422,7 @@ func (s *soakRig) sample(prev *soakCounters, start time.Time, node *aggregator.N
 		NATSCPU: (now.natsCPU - prev.natsCPU).Seconds() / secs,
 		RSS:     procStatus("self", "VmRSS"),
 		RSSAnon: procStatus("self", "RssAnon"),
-		NATSRSS: procStatus(strconv.Itoa(srv.cmd.Process.Pid), "VmRSS"),
+		NATSRSS: procStatus(strconv.Itoa(srv.Pid()), "VmRSS"),
 	}
 	*prev = now
 	smp.Rate = float64(smp.Events) / secs

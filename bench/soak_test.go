@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/blast"
 	"log/slog"
 	"math"
 	"os"
@@ -59,7 +60,7 @@ func TestSoak(t *testing.T) {
 
 	syscall.Sync()
 	dir := t.TempDir()
-	srv, err := StartServer(dir + "/nats")
+	srv, err := blast.StartServer(dir + "/nats")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/bench"
+	"github.com/sluicehq/sluice/internal/blast"
 	"github.com/sluicehq/sluice/internal/linkemu"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
@@ -29,7 +29,7 @@ type planBench struct {
 	Classes  []priority.Class
 	Headroom float64
 	LinkBps  int64 // bytes/s
-	Scenario bench.Scenario
+	Scenario blast.Scenario
 	flows    []planBenchFlow
 }
 
@@ -104,14 +104,14 @@ func newPlanBench(flowsPath, configPath string, dur time.Duration) (*planBench, 
 	}
 	pb := &planBench{Plan: p, Classes: r.classes, Headroom: c.Headroom, LinkBps: int64(c.LinkMbit * 1e6 / 8)}
 
-	sc := bench.Scenario{Name: "plan", Duration: dur, Drain: 10 * time.Second,
-		Link: linkemu.Symmetric(linkemu.Shape{Bandwidth: linkemu.Rate(p.LinkBitsPerSec), Latency: bench.SuiteLatency}),
+	sc := blast.Scenario{Name: "plan", Duration: dur, Drain: 10 * time.Second,
+		Link: linkemu.Symmetric(linkemu.Shape{Bandwidth: linkemu.Rate(p.LinkBitsPerSec), Latency: blast.SuiteLatency}),
 		Node: aggregator.Options{Classes: r.classes, Link: aggregator.Link{Ceil: pb.LinkBps, Headroom: c.Headroom}}}
 	dir := filepath.Dir(flowsPath)
 	for i, fp := range p.Flows {
 		// Sluice sees each event once per fan-out copy; the inventory's
 		// retry factor is the amplification of clients without it.
-		ld := bench.Load{Class: fp.Class, ID: fp.Name, Rate: fp.EventsPerSec * max(inv.Flows[i].FanOut, 1), Size: int(fp.MeanBytes)}
+		ld := blast.Load{Class: fp.Class, ID: fp.Name, Rate: fp.EventsPerSec * max(inv.Flows[i].FanOut, 1), Size: int(fp.MeanBytes)}
 		if s := inv.Flows[i].Sample; s != "" {
 			raw, err := readSample(filepath.Join(dir, s))
 			if err != nil {
@@ -130,14 +130,14 @@ func newPlanBench(flowsPath, configPath string, dur time.Duration) (*planBench, 
 
 // entropyFor returns the fraction of random bytes at which generated
 // events of ld compress by about ratio (raw ÷ compressed).
-func entropyFor(ld bench.Load, ratio float64) float64 {
+func entropyFor(ld blast.Load, ratio float64) float64 {
 	if ratio <= 1 {
 		return 1
 	}
 	lo, hi := 0.0, 1.0
 	for range 10 {
 		ld.Entropy = (lo + hi) / 2
-		if 1/bench.LoadWireRatio(ld) > ratio {
+		if 1/blast.LoadWireRatio(ld) > ratio {
 			lo = ld.Entropy // compresses too well: more randomness
 		} else {
 			hi = ld.Entropy
@@ -148,7 +148,7 @@ func entropyFor(ld bench.Load, ratio float64) float64 {
 
 // measure computes each hop's load from the run's windows after the
 // warm-up and before the load ends.
-func (pb *planBench) measure(o *bench.Outcome) []hopResult {
+func (pb *planBench) measure(o *blast.Outcome) []hopResult {
 	classRaw := map[string]float64{}
 	for _, f := range pb.flows {
 		classRaw[f.class] += f.rawBps
@@ -160,7 +160,7 @@ func (pb *planBench) measure(o *bench.Outcome) []hopResult {
 		var sum float64
 		var n int
 		for _, w := range o.Windows {
-			if w.T <= bench.Warmup.Seconds() || w.T > pb.Scenario.Duration.Seconds() {
+			if w.T <= blast.Warmup.Seconds() || w.T > pb.Scenario.Duration.Seconds() {
 				continue
 			}
 			var bits, pkts float64
@@ -228,7 +228,7 @@ func runPlanBench(ctx context.Context, flowsPath, configPath string, dur time.Du
 	defer os.RemoveAll(tmp)
 	fmt.Fprintf(stderr, "sluice bench --plan %s: link %s emulated at %s, %d flows at peak, %s of load\n",
 		flowsPath, pb.Plan.Link, fmtBits(pb.Plan.LinkBitsPerSec), len(pb.flows), dur)
-	o, err := pb.Scenario.Run(ctx, tmp, bench.ModeSluice, func(w bench.Window) {
+	o, err := pb.Scenario.Run(ctx, tmp, blast.ModeSluice, func(w blast.Window) {
 		if int(math.Round(w.T))%5 == 0 {
 			fmt.Fprintln(stderr, w.String())
 		}
@@ -237,7 +237,7 @@ func runPlanBench(ctx context.Context, flowsPath, configPath string, dur time.Du
 		return err
 	}
 	hops := pb.measure(o)
-	f := bench.SuiteResult{Spec: bench.SuiteScenario{Scenario: pb.Scenario}, Runs: map[bench.Mode]*bench.Outcome{bench.ModeSluice: o}}.Figures(bench.ModeSluice)
+	f := blast.SuiteResult{Spec: blast.SuiteScenario{Scenario: pb.Scenario}, Runs: map[blast.Mode]*blast.Outcome{blast.ModeSluice: o}}.Figures(blast.ModeSluice)
 	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "hop\tcapacity\tplanned util\tmeasured mean\tpeak 1 s\tpeak pkt/s util\tunder headroom (mean ≤ %s, 1 s ≤ %s)\n",
 		fmtPct(pb.Headroom), fmtPct(pb.Headroom*(1+peakSlack)))

@@ -22,11 +22,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/sluicehq/sluice/bench"
+	"github.com/sluicehq/sluice/internal/blast"
 )
 
 func main() {
-	if bench.ServeIfChild() { // sluice bench runs its NATS server as a child of itself
+	if blast.ServeIfChild() { // sluice bench runs its NATS server as a child of itself
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/sluicehq/sluice/bench"
+	"github.com/sluicehq/sluice/internal/blast"
 )
 
 // envMain makes the test binary act as the sluice binary, so the kill -9
@@ -12,7 +12,7 @@ import (
 const envMain = "SLUICE_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
-	if bench.ServeIfChild() { // sluice bench's NATS server child
+	if blast.ServeIfChild() { // sluice bench's NATS server child
 		os.Exit(0)
 	}
 	if os.Getenv(envMain) == "1" {

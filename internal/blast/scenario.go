@@ -1,4 +1,4 @@
-package bench
+package blast
 
 import (
 	"context"
@@ -480,8 +480,8 @@ func (g *eventGen) next(n int, ts int64) [][]byte {
 	return evs
 }
 
-// sampleEvents returns n events of ld, for calibration.
-func sampleEvents(ld Load, n int) [][]byte { return newEventGen(ld).next(n, time.Now().UnixNano()) }
+// SampleEvents returns n events of ld, for calibration.
+func SampleEvents(ld Load, n int) [][]byte { return newEventGen(ld).next(n, time.Now().UnixNano()) }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -622,10 +622,11 @@ func (c *consumer) quantiles(class string) (p50, p99, p99steady float64) {
 	if cl == nil {
 		return 0, 0, 0
 	}
-	return quantile(cl.lat, 0.5), quantile(cl.lat, 0.99), quantile(cl.steady, 0.99)
+	return Quantile(cl.lat, 0.5), Quantile(cl.lat, 0.99), Quantile(cl.steady, 0.99)
 }
 
-func quantile(xs []float64, q float64) float64 {
+// Quantile is the q-quantile of xs (nearest rank), 0 if empty.
+func Quantile(xs []float64, q float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return sortedQuantile(s, q)

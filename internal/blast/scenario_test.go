@@ -1,4 +1,4 @@
-package bench
+package blast
 
 import (
 	"context"
@@ -22,11 +22,11 @@ func TestParseEvent(t *testing.T) {
 func TestQuantile(t *testing.T) {
 	xs := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
 	for q, want := range map[float64]float64{0.5: 5, 0.9: 9, 0.99: 10, 1: 10} {
-		if got := quantile(xs, q); got != want {
-			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
+		if got := Quantile(xs, q); got != want {
+			t.Errorf("Quantile(%v) = %v, want %v", q, got, want)
 		}
 	}
-	if quantile(nil, 0.5) != 0 {
+	if Quantile(nil, 0.5) != 0 {
 		t.Error("quantile of nothing")
 	}
 }
@@ -39,9 +39,9 @@ func TestScenarioSmoke(t *testing.T) {
 		t.Skip("runs a link emulator and a NATS server for ~10 s")
 	}
 	sc := Scenario{
-		Name: "smoke", Link: linkAt(20 * linkemu.Mbit), Duration: 3 * time.Second, Drain: 10 * time.Second,
+		Name: "smoke", Link: linkemu.Symmetric(linkemu.Shape{Bandwidth: 20 * linkemu.Mbit, Latency: SuiteLatency}), Duration: 3 * time.Second, Drain: 10 * time.Second,
 		Loads: []Load{{Class: "critical", Rate: 100, Size: 300}, {Class: "ingest", Rate: 500, Size: 600, Entropy: 0.3}},
-		Node:  nodeOptions(),
+		Node:  SuiteNode(),
 	}
 	for _, mode := range Modes {
 		out, err := sc.Run(context.Background(), t.TempDir(), mode, nil)
