@@ -150,19 +150,13 @@ func RunHTTPIngest(ctx context.Context, srv *blast.Server, dir string, events []
 	if err != nil {
 		return HTTPResult{}, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := serveLoopback(h)
 	if err != nil {
 		return HTTPResult{}, err
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	defer func() {
-		hs.Close()
-		<-served
-	}()
+	defer stop()
 
-	gen := newLoadGen("http://"+ln.Addr().String()+pl.path, pl, cfg.Clients)
+	gen := newLoadGen("http://"+addr+pl.path, pl, cfg.Clients)
 	defer gen.close()
 	warm := cfg.Warmup / cfg.PerRequest
 	reqs := cfg.Events / cfg.PerRequest
@@ -199,7 +193,7 @@ func RunHTTPIngest(ctx context.Context, srv *blast.Server, dir string, events []
 	if st.Accepted != total || st.Failed != 0 || st.Rejected != 0 || st.Duplicates != 0 || st.Dropped != 0 {
 		return HTTPResult{}, fmt.Errorf("bench: handler stats %+v, want %d accepted and nothing else", st, total)
 	}
-	hs.Close()
+	stop()
 	if err := node.Shutdown(ctx); err != nil {
 		return HTTPResult{}, err
 	}
@@ -685,6 +679,22 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// serveLoopback serves h on a free port of 127.0.0.1; stop closes the
+// server and waits for it (again: nothing).
+func serveLoopback(h http.Handler) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	return ln.Addr().String(), sync.OnceFunc(func() {
+		hs.Close()
+		<-served
+	}), nil
 }
 
 // httpBenchNode is the node the HTTP benchmark runs: fsync always (every

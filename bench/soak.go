@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"github.com/sluicehq/sluice/internal/blast"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -232,18 +230,12 @@ func RunSoak(ctx context.Context, srv *blast.Server, dir string, events [][]byte
 	if err != nil {
 		return res, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := serveLoopback(h)
 	if err != nil {
 		return res, err
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	defer func() {
-		hs.Close()
-		<-served
-	}()
-	gen := newLoadGen("http://"+ln.Addr().String()+pl.path, pl, cfg.Clients)
+	defer stop()
+	gen := newLoadGen("http://"+addr+pl.path, pl, cfg.Clients)
 	defer gen.close()
 	s := &soakRig{gen: gen, per: cfg.PerRequest}
 
@@ -315,7 +307,7 @@ func RunSoak(ctx context.Context, srv *blast.Server, dir string, events [][]byte
 	if st.Accepted != accepted || st.Failed != 0 || st.Rejected != 0 || st.Duplicates != 0 || st.Dropped != 0 {
 		return res, fmt.Errorf("bench: soak: handler stats %+v, want %d accepted and nothing else", st, accepted)
 	}
-	hs.Close()
+	stop()
 	if err := node.Shutdown(ctx); err != nil {
 		return res, err
 	}
