@@ -337,24 +337,13 @@ func nodeConn(t testing.TB, url string) *nats.Conn {
 // to recover from these tests' faults in seconds (see newNode).
 func faultNode(t testing.TB, nc *nats.Conn, mod func(*aggregator.Options)) *aggregator.Node {
 	t.Helper()
-	opts := aggregator.Options{
-		Node:       "faults",
-		Dir:        t.TempDir(),
-		Conn:       nc,
-		AckTimeout: time.Second,
-		RetryMax:   200 * time.Millisecond,
-		Link:       aggregator.Link{Dwell: time.Second},
-		Logger:     slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
-	if mod != nil {
-		mod(&opts)
-	}
-	n, err := aggregator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return newNode(t, t.TempDir(), nc, func(o *aggregator.Options) {
+		o.Node = "faults"
+		o.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		if mod != nil {
+			mod(o)
+		}
+	})
 }
 
 // loadSpec is a steady offered load.

@@ -76,23 +76,8 @@ func streamIDs(t testing.TB, url, stream string) (map[int]int, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, info, closeConn := openStream(ctx, t, url, stream)
+	defer closeConn()
 	dec, err := wire.NewDecoder(0)
 	if err != nil {
 		t.Fatal(err)
@@ -143,4 +128,30 @@ func head(s []string) string {
 		return strings.Join(s[:20], " ") + " …"
 	}
 	return strings.Join(s, " ")
+}
+
+// openStream connects to url and returns stream, its info, and the close
+// of the connection.
+func openStream(ctx context.Context, t testing.TB, url, stream string) (jetstream.Stream, *jetstream.StreamInfo, func()) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	return s, info, nc.Close
 }
