@@ -229,7 +229,8 @@ func (c *class) indexLocked(seg *segment) int {
 
 // acquireLocked opens seg if needed and takes a reference on it. Opening a
 // sealed segment closes the other idle sealed ones, so that at most the tail,
-// the reader's current segment and the one being opened are mapped.
+// the reader's current segment and the one being opened are mapped; it also
+// starts reading that segment and the next sealed one into the page cache.
 func (s *Spool) acquireLocked(c *class, seg *segment) error {
 	if seg.db == nil {
 		for _, o := range c.segs {
@@ -242,9 +243,38 @@ func (s *Spool) acquireLocked(c *class, seg *segment) error {
 			return err
 		}
 		seg.db = db
+		s.readaheadLocked(c, seg)
 	}
 	seg.refs++
 	return nil
+}
+
+// readaheadLocked starts readahead (see readahead) of sealed segment seg
+// and of the sealed segment after it, each once, in the background: the
+// drain reads segments in order, so the next one is on its way to memory
+// while this one ships. The tail is in the page cache: it was just written.
+func (s *Spool) readaheadLocked(c *class, seg *segment) {
+	i := c.indexLocked(seg)
+	if i < 0 {
+		return
+	}
+	var paths []string
+	for _, o := range c.segs[i:min(i+2, len(c.segs))] {
+		if o != c.tail && !o.readahead {
+			o.readahead = true
+			paths = append(paths, o.path)
+		}
+	}
+	if len(paths) == 0 {
+		return
+	}
+	s.wg.Add(1) // acquireLocked runs inside an operation: Close waits for both
+	go func() {
+		defer s.wg.Done()
+		for _, p := range paths {
+			readahead(p)
+		}
+	}()
 }
 
 // releaseLocked drops a reference taken by acquireLocked.

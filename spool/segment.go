@@ -38,10 +38,11 @@ type segment struct {
 	size  int64 // disk bytes (file size)
 
 	// Guarded by the class's mu.
-	db       *bolt.DB // nil while a sealed segment is not being read
-	refs     int      // readers using db
-	gone     bool     // removed from the class (deleted or quarantined): close db at last release
-	syncedAt time.Time
+	db        *bolt.DB // nil while a sealed segment is not being read
+	refs      int      // readers using db
+	gone      bool     // removed from the class (deleted or quarantined): close db at last release
+	readahead bool     // readahead asked for: once per segment
+	syncedAt  time.Time
 }
 
 func segName(first uint64) string { return fmt.Sprintf("seg-%020d.db", first) }
