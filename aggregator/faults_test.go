@@ -778,3 +778,39 @@ func readStream(t testing.TB, nc *nats.Conn, stream string) (seen map[string]int
 	}
 	return seen, msgs, dupIDs
 }
+
+// TestFaultFreshUpstream starts a node whose upstream has never been up:
+// its backlog spools while every attempt fails, then a server with an empty
+// store (no stream yet) starts on the port. The node must create the
+// stream and drain as soon as the server is there, not when its retry
+// backoff next wakes: every backoff is up to a minute here (the stream's
+// check and the batches' retries), so a node waiting them out almost
+// always takes longer than the bound below (before the fix: 5.2 s with
+// the default RetryMax of 5 s).
+func TestFaultFreshUpstream(t *testing.T) {
+	t.Parallel()
+	port := quietPort(t)
+	nc := nodeConn(t, fmt.Sprintf("nats://127.0.0.1:%d", port))
+	n := faultNode(t, nc, func(o *aggregator.Options) { o.RetryMin, o.RetryMax = time.Minute, time.Minute })
+	const total = 20_000
+	ingest(t, n, "ingest", 0, total, 100)
+	time.Sleep(5 * time.Second) // attempts fail; backoffs grow
+	if st := n.Stats().Classes["ingest"]; st.Acked != 0 || st.Depth != total {
+		t.Fatalf("before the server: acked %d, depth %d", st.Acked, st.Depth)
+	}
+	srv := startAt(t, t.TempDir(), port)
+	upAt := time.Now()
+	for n.Stats().Classes["ingest"].Acked < total {
+		if time.Since(upAt) > 30*time.Second {
+			t.Fatalf("acked %d of %d 30 s after the server started", n.Stats().Classes["ingest"].Acked, total)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(upAt)
+	t.Logf("%d events drained %v after the server started", total, took.Round(time.Millisecond))
+	seen := collect(t, connect(t, srv.ClientURL()), total, 10*time.Second)
+	exactlyOnce(t, seen, total, "ingest")
+	if took > 8*time.Second {
+		t.Errorf("drained %v after the server started, want under 8 s (backoffs of up to a minute)", took.Round(time.Millisecond))
+	}
+}

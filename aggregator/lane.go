@@ -523,6 +523,11 @@ func (l *lane) deliver(b *batch) bool {
 			// classes for up to 37 s (TestFaultLinkResetMidPublish).
 			o = shaper.OutcomeDisconnected
 		}
+		if o == shaper.OutcomeOther && errors.Is(err, nats.ErrHeadersNotSupported) && !l.n.opts.Conn.IsConnected() {
+			// Before its first connection the client does not know
+			// whether the server takes headers and refuses them.
+			o = shaper.OutcomeDisconnected
+		}
 		d := k.onFailure(b.attempt, shaper.Attempt{FirstSent: b.firstSent, N: b.attempts, Outcome: o, Critical: l.cfg.Load().class.Critical})
 		if b.attempts >= 2 && l.failing.CompareAndSwap(false, true) {
 			l.n.opts.Logger.Warn("upstream publish failing, retrying", "class", l.name, "outcome", o.String(), "err", err)
@@ -531,7 +536,7 @@ func (l *lane) deliver(b *batch) bool {
 		case shaper.Split:
 			return l.split(b, err)
 		case shaper.Retry:
-			if !sleep(l.n.ctx, time.Until(d.At)) {
+			if !l.retrySleep(time.Until(d.At), o) {
 				return false
 			}
 		default:
@@ -571,7 +576,7 @@ func (l *lane) deliver(b *batch) bool {
 // node stops first.
 func (l *lane) awaitLink() (probe, ok bool) {
 	k := l.n.link
-	alive := k.aliveAfter()
+	alive, up := k.aliveAfter(), k.upAfter()
 	for {
 		t := time.NewTimer(jitter(l.n.opts.RetryMax))
 		select {
@@ -581,12 +586,44 @@ func (l *lane) awaitLink() (probe, ok bool) {
 		case <-alive:
 			t.Stop()
 			return false, true
+		case <-up:
+			t.Stop()
+			return false, true
 		case <-t.C:
 		}
 		if k.tryRetry() {
 			return true, true
 		}
 	}
+}
+
+// retrySleep waits d before the retry of a batch whose attempt ended in o.
+// A batch that failed because the upstream was away (no connection, no
+// stream or no responders, JetStream unavailable) goes as soon as the
+// upstream shows it is back, by an ack or by the node finding the stream
+// after a (re)connection: its backoff spaced attempts at an absent server,
+// and waiting it out delayed the drain of a returned one by up to RetryMax.
+// A timeout is congestion's sign and waits its backoff out. It returns
+// false if the node stops first.
+func (l *lane) retrySleep(d time.Duration, o shaper.Outcome) bool {
+	switch o {
+	case shaper.OutcomeDisconnected, shaper.OutcomeNoResponders, shaper.OutcomeNoStream, shaper.OutcomeUnavailable:
+	default:
+		return sleep(l.n.ctx, d)
+	}
+	if d <= 0 {
+		return l.n.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.n.ctx.Done():
+		return false
+	case <-t.C:
+	case <-l.n.link.aliveAfter():
+	case <-l.n.link.upAfter():
+	}
+	return true
 }
 
 // split handles a batch the server refused as too large: its range is cut

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/internal/jsonx"
@@ -109,7 +110,7 @@ func New(opts Options) (*Node, error) {
 			n.byName[l.name] = l
 		}
 	}
-	n.goFunc(n.ensureStream)
+	n.goFunc(n.watchUpstream)
 	n.goFunc(n.link.run)
 	if opts.Spool.Fsync == spool.FsyncInterval {
 		n.goFunc(n.syncEvery)
@@ -335,23 +336,34 @@ func (n *Node) wireRatio() float64 {
 // batch's Nats-Msg-Id.
 func (n *Node) SpoolID() string { return n.spool.ID() }
 
-// ensureStream creates the stream if it does not exist, retrying until it
-// succeeds or the node stops. Publishes before it succeeds fail and are
-// retried by their lanes.
-func (n *Node) ensureStream() {
+// watchUpstream makes sure the stream exists: at the start and at every
+// (re)connection (a server may come back with an empty store), creating it
+// if needed and retrying with backoff until it succeeds. Each success tells
+// the lanes the upstream is back (link.upAfter), so that batches which
+// failed while it was away go again now, not when their backoff ends:
+// waiting out RetryMax stalled a fresh upstream's drain by seconds.
+// Publishes before the stream exists fail and are retried by their lanes.
+func (n *Node) watchUpstream() {
+	connected := n.opts.Conn.StatusChanged(nats.CONNECTED)
+	defer n.opts.Conn.RemoveStatusListener(connected)
 	b := backoff{min: n.opts.RetryMin, max: n.opts.RetryMax}
+	var retry <-chan time.Time // nil once the stream is there
 	for {
-		err := n.createStream()
-		if err == nil {
-			return
-		}
-		if b.attempt == 3 {
-			n.opts.Logger.Warn("upstream stream not ready, retrying", "stream", n.opts.Stream, "err", err)
+		if err := n.createStream(); err != nil {
+			if b.attempt == 3 {
+				n.opts.Logger.Warn("upstream stream not ready, retrying", "stream", n.opts.Stream, "err", err)
+			}
+			retry = time.After(b.next())
+		} else {
+			retry = nil
+			n.link.signalUp()
 		}
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-time.After(b.next()):
+		case <-connected:
+			b = backoff{min: n.opts.RetryMin, max: n.opts.RetryMax}
+		case <-retry:
 		}
 	}
 }

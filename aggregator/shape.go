@@ -40,6 +40,7 @@ type link struct {
 	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when probing starts or ends
 	acked       atomic.Pointer[chan struct{}] // closed and replaced at each ack or failure
 	alive       atomic.Pointer[chan struct{}] // closed and replaced at each ack
+	up          atomic.Pointer[chan struct{}] // closed and replaced when the upstream is back (Node.watchUpstream)
 	transitions atomic.Uint64
 
 	ingress     atomic.Int64 // bytes accepted by Ingest, before any shedding
@@ -91,10 +92,11 @@ func msgOverhead(o Options, spoolID string) int {
 func newLink(n *Node) (*link, error) {
 	o := n.opts
 	k := &link{n: n, unshaped: o.Link.Unshaped}
-	ch, ach, lch := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	ch, ach, lch, uch := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	k.changed.Store(&ch)
 	k.acked.Store(&ach)
 	k.alive.Store(&lch)
+	k.up.Store(&uch)
 	if k.unshaped {
 		k.window = make(chan struct{}, o.MaxInFlight)
 	}
@@ -382,6 +384,15 @@ func (k *link) onAck(id uint64) {
 
 // aliveAfter returns a channel closed at the next successful ack.
 func (k *link) aliveAfter() <-chan struct{} { return *k.alive.Load() }
+
+// upAfter returns a channel closed the next time the upstream is back: the
+// connection (re)made and the stream found or created.
+func (k *link) upAfter() <-chan struct{} { return *k.up.Load() }
+
+func (k *link) signalUp() {
+	ch := make(chan struct{})
+	close(*k.up.Swap(&ch))
+}
 
 // onFailure records a failed attempt and decides what happens next.
 func (k *link) onFailure(id uint64, a shaper.Attempt) shaper.Decision {
