@@ -31,14 +31,19 @@ type SoakConfig struct {
 	PerRequest int    // events per request body; default 100
 	// Duration is the paced run. Required.
 	Duration time.Duration
-	// Rate is the offered load in events/s. Zero: Fraction of the rate
-	// measured by an unthrottled calibration of Calibrate first.
+	// Rate is the offered load in events/s. Zero: Fraction of the
+	// end-to-end maximum, measured first (see RunSoak).
 	Rate float64
-	// Fraction of the calibrated maximum to offer; default 0.8.
+	// Fraction of the end-to-end maximum to offer; default 0.8.
 	Fraction float64
-	// Calibrate is the unthrottled calibration run, its first fifth
-	// not measured; default min(20s, Duration/5). Ignored when Rate is set.
+	// Calibrate is the unthrottled run that measures the intake maximum,
+	// its first fifth not measured; default min(20s, Duration/5). Ignored
+	// when Rate is set.
 	Calibrate time.Duration
+	// Step is the length of each paced step of the ramp that measures the
+	// end-to-end maximum; default min(15s, Duration/10). Ignored when Rate
+	// is set.
+	Step time.Duration
 	// Every is the sampling interval; default min(10s, Duration/6), at
 	// least 1s.
 	Every time.Duration
@@ -62,6 +67,9 @@ func (c *SoakConfig) setDefaults() error {
 	}
 	if c.Calibrate <= 0 {
 		c.Calibrate = min(20*time.Second, c.Duration/5)
+	}
+	if c.Step <= 0 {
+		c.Step = min(15*time.Second, c.Duration/10)
 	}
 	if c.Every <= 0 {
 		c.Every = max(min(10*time.Second, c.Duration/6), time.Second)
@@ -164,14 +172,37 @@ func judgeSoak(samples []SoakSample, depthFloor uint64) SoakVerdict {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
+// The ramp that measures the end-to-end maximum: paced steps from
+// rampStart × the intake maximum, each rampFactor × the last, until a step
+// is not kept: fewer than rampKeep of its offered events answered, or
+// acknowledged by JetStream, within it.
+const (
+	rampStart  = 0.2
+	rampFactor = 1.1
+	rampKeep   = 0.97
+)
+
+// SoakStep is one step of the ramp, its rates over the step.
+type SoakStep struct {
+	Offered  float64 `json:"offered_events_per_s"`
+	Answered float64 `json:"answered_events_per_s"` // events answered 200
+	Acked    float64 `json:"acked_events_per_s"`    // events acknowledged by JetStream
+	Depth    uint64  `json:"spool_depth"`           // at the end of the step
+	Kept     bool    `json:"kept"`
+}
+
 // SoakResult is one soak run.
 type SoakResult struct {
-	Mode        string        `json:"mode"`
-	Clients     int           `json:"clients"`
-	PerRequest  int           `json:"per_request"`
-	Calibrated  float64       `json:"calibrated_events_per_s"` // measured maximum; 0 if the rate was given
-	CalibDrain  time.Duration `json:"calibration_drain_ns"`    // last calibration answer → all acked
-	Rate        float64       `json:"rate_events_per_s"`       // offered load of the paced run
+	Mode       string  `json:"mode"`
+	Clients    int     `json:"clients"`
+	PerRequest int     `json:"per_request"`
+	Calibrated float64 `json:"calibrated_events_per_s"` // intake maximum, unthrottled; 0 if the rate was given
+	// EndToEnd is the end-to-end maximum: the highest step of the ramp
+	// kept; 0 if the rate was given.
+	EndToEnd    float64       `json:"end_to_end_events_per_s"`
+	Steps       []SoakStep    `json:"steps"`
+	CalibDrain  time.Duration `json:"calibration_drain_ns"` // end of the ramp → all acked
+	Rate        float64       `json:"rate_events_per_s"`    // offered load of the paced run
 	Duration    time.Duration `json:"duration_ns"`
 	Samples     []SoakSample  `json:"samples"`
 	P99         time.Duration `json:"p99_ns"` // of the whole paced run
@@ -193,7 +224,13 @@ const defaultMaxInFlight = 16
 // spooling in dir and publishing to srv, ingest.Handler on 127.0.0.1,
 // cfg.Clients keep-alive clients) at a steady load for cfg.Duration and
 // samples the process every cfg.Every. Without cfg.Rate it first measures
-// the maximum with unthrottled clients and offers cfg.Fraction of it.
+// the end-to-end maximum and offers cfg.Fraction of it. Unthrottled
+// clients measure the intake maximum (requests answered); but answered is
+// not shipped: on a small machine the intake's fsyncs and parsing take the
+// cores the shipper needs, and at full intake the spool grows. So a ramp
+// of paced steps follows, from a fifth of the intake maximum up by 10% a
+// step, and the end-to-end maximum is the highest step whose events were
+// both answered and acknowledged by JetStream within it (97%).
 //
 // The paced run is open-loop: request r is due at start + r/rate, each
 // client sends the next request due and waits for its time, and a
@@ -254,7 +291,13 @@ func RunSoak(ctx context.Context, srv *blast.Server, dir string, events [][]byte
 			return res, fmt.Errorf("bench: soak: calibration: %w", err)
 		}
 		res.Calibrated = float64(s.answered.Load()-n0) / time.Since(t0).Seconds()
-		res.Rate = cfg.Fraction * res.Calibrated
+		if err := waitAcked(ctx, node, s.total.Load()); err != nil {
+			return res, fmt.Errorf("bench: soak: calibration: %w", err)
+		}
+		if err := s.ramp(ctx, node, &res, cfg.Step); err != nil {
+			return res, fmt.Errorf("bench: soak: ramp: %w", err)
+		}
+		res.Rate = cfg.Fraction * res.EndToEnd
 		t1 := time.Now()
 		if err := waitAcked(ctx, node, s.total.Load()); err != nil {
 			return res, fmt.Errorf("bench: soak: calibration: %w", err)
@@ -395,6 +438,35 @@ func (s *soakRig) phase(ctx context.Context, end time.Time, spacing float64) fun
 		defer cancel(nil)
 		return context.Cause(ctx) // nil unless a request failed or ctx ended
 	}
+}
+
+// ramp runs the steps of the end-to-end calibration from res.Calibrated
+// and sets res.EndToEnd and res.Steps.
+func (s *soakRig) ramp(ctx context.Context, node *aggregator.Node, res *SoakResult, step time.Duration) error {
+	acked := func() uint64 { return node.Stats().Classes[ingest.DefaultClass].Acked }
+	for rate := rampStart * res.Calibrated; ; rate *= rampFactor {
+		a0, k0, t0 := s.total.Load(), acked(), time.Now()
+		if err := s.phase(ctx, t0.Add(step), float64(time.Second)*float64(s.per)/rate)(); err != nil {
+			return err
+		}
+		secs := time.Since(t0).Seconds()
+		st := SoakStep{
+			Offered:  rate,
+			Answered: float64(s.total.Load()-a0) / secs,
+			Acked:    float64(acked()-k0) / secs,
+			Depth:    node.Stats().Classes[ingest.DefaultClass].Depth,
+		}
+		st.Kept = st.Answered >= rampKeep*rate && st.Acked >= rampKeep*rate
+		res.Steps = append(res.Steps, st)
+		if !st.Kept {
+			break
+		}
+		res.EndToEnd = rate
+	}
+	if res.EndToEnd == 0 {
+		return fmt.Errorf("the first step, %.0f events/s (%.0f%% of the intake maximum), was not kept", res.Steps[0].Offered, 100*rampStart)
+	}
+	return nil
 }
 
 // soakCounters are the cumulative counters a sample takes differences of.

@@ -19,8 +19,9 @@ import (
 // TestSoak runs the HTTP ingest path of BenchmarkHTTPIngest (fsync always,
 // default classes, link ceiling 1 GiB/s, SLUICE_BENCH_CLIENTS clients of
 // 100 events a request) for SLUICE_SOAK (a duration, e.g. 10m; unset:
-// skipped) at 80% of the maximum an unthrottled calibration measures
-// first (min(20s, SLUICE_SOAK/5)), or at SLUICE_SOAK_RATE events/s.
+// skipped) at 80% of the end-to-end maximum it measures first (RunSoak:
+// an unthrottled run of min(20s, SLUICE_SOAK/5), then a ramp of steps of
+// min(15s, SLUICE_SOAK/10)), or at SLUICE_SOAK_RATE events/s.
 // SLUICE_SOAK_MODE picks the HTTP mode (default segment-batch, which also
 // keeps the handler's dedup window full). It samples every 10s and fails
 // unless RSS, goroutines, request p99 and the spool depth of the last
@@ -47,7 +48,7 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("SLUICE_SOAK_RATE=%q: want events/s", v)
 		}
 	}
-	budget := d + min(20*time.Second, d/5) + d/2 + 2*time.Minute
+	budget := d + min(20*time.Second, d/5) + 18*min(15*time.Second, d/10) + d/2 + 2*time.Minute
 	if dl, ok := t.Deadline(); ok && time.Until(dl) < budget {
 		t.Fatalf("SLUICE_SOAK=%v needs up to %v; run with -timeout %v", d, budget, (budget + 5*time.Minute).Round(time.Minute))
 	}
@@ -107,7 +108,16 @@ func soakRow(s SoakSample) string {
 func soakReport(r SoakResult) string {
 	var b strings.Builder
 	if r.Calibrated > 0 {
-		fmt.Fprintf(&b, "calibration: %.0f events/s unthrottled (%s), shipped %v after its last answer\n", r.Calibrated, r.Mode, r.CalibDrain.Round(time.Millisecond))
+		fmt.Fprintf(&b, "intake maximum: %.0f events/s answered unthrottled (%s)\n", r.Calibrated, r.Mode)
+		b.WriteString("ramp: offered → answered, acknowledged events/s; spool depth at the step's end\n")
+		for _, st := range r.Steps {
+			kept := "kept"
+			if !st.Kept {
+				kept = "NOT kept"
+			}
+			fmt.Fprintf(&b, "  %8.0f → %8.0f %8.0f  depth %9d  %s\n", st.Offered, st.Answered, st.Acked, st.Depth, kept)
+		}
+		fmt.Fprintf(&b, "end-to-end maximum: %.0f events/s; the ramp's backlog shipped %v after its last step\n", r.EndToEnd, r.CalibDrain.Round(time.Millisecond))
 	}
 	fmt.Fprintf(&b, "paced: %.0f events/s offered for %v, %d clients × %d events a request\n", r.Rate, r.Duration, r.Clients, r.PerRequest)
 	b.WriteString(soakHeader + "\n")
