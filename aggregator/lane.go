@@ -90,8 +90,14 @@ type batch struct {
 	attempt   uint64 // the shaper's id of the current attempt
 	attempts  int
 	firstSent time.Time
-	// reconnects is the connection's reconnect count at the attempt.
+	// reconnects is the connection's reconnect count at the attempt, and
+	// connected whether the connection was up.
 	reconnects uint64
+	connected  bool
+	// alive and up are the link's ack and upstream-back signals as of the
+	// attempt (link.aliveAfter, link.upAfter): a failed attempt waits on
+	// these, so that a signal between its send and its failure is not lost.
+	alive, up <-chan struct{}
 }
 
 // size is what the batch costs on the link.
@@ -467,6 +473,8 @@ func (l *lane) publish(b *batch, id uint64) {
 	b.attempts++
 	b.attempt = id
 	b.reconnects = l.n.opts.Conn.Stats().Reconnects
+	b.connected = l.n.opts.Conn.IsConnected()
+	b.alive, b.up = l.n.link.aliveAfter(), l.n.link.upAfter()
 	b.fut, b.err = l.n.js.PublishMsgAsync(b.msg)
 }
 
@@ -523,7 +531,7 @@ func (l *lane) deliver(b *batch) bool {
 			// classes for up to 37 s (TestFaultLinkResetMidPublish).
 			o = shaper.OutcomeDisconnected
 		}
-		if o == shaper.OutcomeOther && errors.Is(err, nats.ErrHeadersNotSupported) && !l.n.opts.Conn.IsConnected() {
+		if o == shaper.OutcomeOther && errors.Is(err, nats.ErrHeadersNotSupported) && !b.connected {
 			// Before its first connection the client does not know
 			// whether the server takes headers and refuses them.
 			o = shaper.OutcomeDisconnected
@@ -536,7 +544,7 @@ func (l *lane) deliver(b *batch) bool {
 		case shaper.Split:
 			return l.split(b, err)
 		case shaper.Retry:
-			if !l.retrySleep(time.Until(d.At), o) {
+			if !l.retrySleep(b, time.Until(d.At), o) {
 				return false
 			}
 		default:
@@ -545,10 +553,11 @@ func (l *lane) deliver(b *batch) bool {
 			// It goes again as soon as the link shows life (an ack of any
 			// batch: then it is a send like any other, paced and capped in
 			// flight), or, while the link stays dead, when the retry budget
-			// allows, at most every RetryMax. So a dead link sees about one
-			// attempt a second, and a recovered one drains at once.
+			// allows, asked every RetryMax and when the node finds the
+			// upstream back. So a dead link sees about one attempt a
+			// second, and a recovered one drains at once.
 			l.stats.budgetDenied.Add(1)
-			probe, ok := l.awaitLink()
+			probe, ok := l.awaitLink(b)
 			if !ok {
 				return false
 			}
@@ -570,25 +579,28 @@ func (l *lane) deliver(b *batch) bool {
 	}
 }
 
-// awaitLink waits until a batch held back by the retry budget may go
-// again: after an ack of any batch (the link is alive), or when the budget
-// allows a retry (probe: the link may still be dead). ok is false if the
-// node stops first.
-func (l *lane) awaitLink() (probe, ok bool) {
+// awaitLink waits until batch b, held back by the retry budget, may go
+// again: after an ack of any batch since its attempt (the link is alive),
+// or when the budget allows a retry (probe: the link may still be dead),
+// asked about every RetryMax or at once when the upstream is back (the
+// node found the stream after a (re)connection, so a probe should get
+// through; at level 3 nothing but a probe could end the outage). ok is
+// false if the node stops first.
+func (l *lane) awaitLink(b *batch) (probe, ok bool) {
 	k := l.n.link
-	alive, up := k.aliveAfter(), k.upAfter()
+	up := b.up
 	for {
 		t := time.NewTimer(jitter(l.n.opts.RetryMax))
 		select {
 		case <-l.n.ctx.Done():
 			t.Stop()
 			return false, false
-		case <-alive:
+		case <-b.alive:
 			t.Stop()
 			return false, true
 		case <-up:
 			t.Stop()
-			return false, true
+			up = k.upAfter()
 		case <-t.C:
 		}
 		if k.tryRetry() {
@@ -597,17 +609,22 @@ func (l *lane) awaitLink() (probe, ok bool) {
 	}
 }
 
-// retrySleep waits d before the retry of a batch whose attempt ended in o.
-// A batch that failed because the upstream was away (no connection, no
-// stream or no responders, JetStream unavailable) goes as soon as the
-// upstream shows it is back, by an ack or by the node finding the stream
-// after a (re)connection: its backoff spaced attempts at an absent server,
-// and waiting it out delayed the drain of a returned one by up to RetryMax.
-// A timeout is congestion's sign and waits its backoff out. It returns
-// false if the node stops first.
-func (l *lane) retrySleep(d time.Duration, o shaper.Outcome) bool {
+// retrySleep waits d before the retry of batch b, whose attempt ended in
+// o. A batch that failed because the upstream was away goes as soon as the
+// upstream shows it is back, since its attempt: its backoff spaced attempts
+// at an absent server, and waiting it out delayed the drain of a returned
+// one by up to RetryMax. A disconnected batch goes at an ack of any batch
+// or when the node has found the stream after a (re)connection; one with
+// no responders or JetStream unavailable (503) only at the latter, since
+// acks of other classes say nothing of a subject no stream takes or of a
+// full stream. A timeout is congestion's sign and waits its backoff out.
+// It returns false if the node stops first.
+func (l *lane) retrySleep(b *batch, d time.Duration, o shaper.Outcome) bool {
+	var alive <-chan struct{} // nil: never
 	switch o {
-	case shaper.OutcomeDisconnected, shaper.OutcomeNoResponders, shaper.OutcomeNoStream, shaper.OutcomeUnavailable:
+	case shaper.OutcomeDisconnected:
+		alive = b.alive
+	case shaper.OutcomeNoResponders, shaper.OutcomeUnavailable:
 	default:
 		return sleep(l.n.ctx, d)
 	}
@@ -620,8 +637,8 @@ func (l *lane) retrySleep(d time.Duration, o shaper.Outcome) bool {
 	case <-l.n.ctx.Done():
 		return false
 	case <-t.C:
-	case <-l.n.link.aliveAfter():
-	case <-l.n.link.upAfter():
+	case <-alive:
+	case <-b.up:
 	}
 	return true
 }

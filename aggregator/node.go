@@ -338,7 +338,8 @@ func (n *Node) SpoolID() string { return n.spool.ID() }
 
 // watchUpstream makes sure the stream exists: at the start and at every
 // (re)connection (a server may come back with an empty store), creating it
-// if needed and retrying with backoff until it succeeds. Each success tells
+// if needed (never changing a stream that exists) and retrying with
+// backoff, at most a second apart, until it succeeds. Each success tells
 // the lanes the upstream is back (link.upAfter), so that batches which
 // failed while it was away go again now, not when their backoff ends:
 // waiting out RetryMax stalled a fresh upstream's drain by seconds.
@@ -346,7 +347,13 @@ func (n *Node) SpoolID() string { return n.spool.ID() }
 func (n *Node) watchUpstream() {
 	connected := n.opts.Conn.StatusChanged(nats.CONNECTED)
 	defer n.opts.Conn.RemoveStatusListener(connected)
-	b := backoff{min: n.opts.RetryMin, max: n.opts.RetryMax}
+	// A check is one small request: retried at most a second apart, so
+	// that a JetStream still starting (or electing its meta leader) after
+	// a connection does not hold the drain for RetryMax.
+	reset := func() backoff {
+		return backoff{min: min(n.opts.RetryMin, time.Second), max: min(n.opts.RetryMax, time.Second)}
+	}
+	b := reset()
 	var retry <-chan time.Time // nil once the stream is there
 	for {
 		if err := n.createStream(); err != nil {
@@ -362,7 +369,7 @@ func (n *Node) watchUpstream() {
 		case <-n.ctx.Done():
 			return
 		case <-connected:
-			b = backoff{min: n.opts.RetryMin, max: n.opts.RetryMax}
+			b = reset()
 		case <-retry:
 		}
 	}
