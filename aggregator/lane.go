@@ -153,13 +153,9 @@ func (l *lane) action() (priority.Action, int) {
 	if l.n.link.unshaped {
 		return priority.Action{}, 0
 	}
-	level := l.n.link.Level()
-	act := l.cfg.Load().class.ActionAt(level)
-	if act.Kind == priority.ActionDefer && l.n.link.probing.Load() {
-		// A probe is filled from deferred backlog (shaper.Lanes.SetProbingAt).
-		act = priority.Action{Kind: priority.ActionThrottle}
-	}
-	return act, level
+	k := l.n.link
+	level := k.Level()
+	return shaper.EffectiveAction(&l.cfg.Load().class, level, int(k.linkLevel.Load()), k.probing.Load()), level
 }
 
 // ship is the shipper goroutine.
@@ -561,7 +557,7 @@ func (l *lane) deliver(b *batch) bool {
 			if !ok {
 				return false
 			}
-			if probe && k.Level() == 3 && !l.cfg.Load().class.Critical {
+			if probe && k.linkLevel.Load() == 3 && !l.cfg.Load().class.Critical {
 				// The link failed: level 3 defers this class, and with
 				// nothing sent nothing would tell the node the link is
 				// back (a blackhole never disconnects). The budget's

@@ -43,7 +43,9 @@ type ClassShape struct {
 	// guarantees together exceed the link's target, and zero while the
 	// level's plan throttles or defers the class.
 	Guaranteed priority.Rate
-	// Action is the plan's action at the current degradation level.
+	// Action is what the class does now: the plan's action at the current
+	// degradation level, with a defer the link's health does not justify
+	// (or a probe) turned into a throttle (shaper.EffectiveAction).
 	Action priority.ActionKind
 	// Deferred is true while the class sends nothing by its plan.
 	Deferred bool
@@ -67,14 +69,14 @@ func (n *Node) Shape() []ClassShape {
 	k.mu.Lock()
 	snap := k.lanes.SnapshotAt(now)
 	k.mu.Unlock()
-	level := k.Level()
 	out := make([]ClassShape, 0, len(n.lanes))
 	for i, l := range n.lanes {
 		c := l.cfg.Load().class
+		act, _ := l.action()
 		s := ClassShape{
 			Class: l.name, Priority: c.Priority, Critical: c.Critical,
 			Rate: c.Rate, Ceil: c.Ceil,
-			Action: c.ActionAt(level).Kind,
+			Action: act.Kind,
 		}
 		if i < len(snap.Classes) {
 			ls := snap.Classes[i]

@@ -35,6 +35,7 @@ type link struct {
 	nextID  uint64
 
 	level       atomic.Int32
+	linkLevel   atomic.Int32                  // the part of level the link's own health accounts for (shaper.ControllerStatus.LinkLevel)
 	probing     atomic.Bool                   // the estimator probes: deferred classes may borrow
 	pacing      int64                         // the lanes' target, bytes/s (k.mu)
 	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when probing starts or ends
@@ -53,6 +54,7 @@ type link struct {
 // LinkStats is the shaper's view of the upstream link.
 type LinkStats struct {
 	Level       int           // degradation level 0..3
+	LinkLevel   int           // the part of Level the link's own health accounts for; only its defers stop a class (shaper.EffectiveAction)
 	Transitions uint64        // level changes since New
 	Capacity    int64         // estimated capacity, bytes/s
 	Target      int64         // min(Link.Ceil, Capacity) × Headroom, bytes/s
@@ -138,8 +140,9 @@ func newLink(n *Node) (*link, error) {
 // Level returns the current degradation level.
 func (k *link) Level() int { return int(k.level.Load()) }
 
-// levelChanged returns a channel closed at the next level change, or
-// when a probe starts or ends (deferred classes may send during a probe).
+// levelChanged returns a channel closed at the next level change, when
+// the link's part of it changes, or when a probe starts or ends (deferred
+// classes may send during a probe): whenever shaper.EffectiveAction may.
 func (k *link) levelChanged() <-chan struct{} { return *k.changed.Load() }
 
 // wakeLevel closes the levelChanged channel.
@@ -208,12 +211,18 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 			LinkDown:           linkDown,
 		})
 	}
-	prev := k.Level()
-	if level != prev {
-		k.lanes.SetLevelAt(now, level)
-		k.est.SetLevelAt(now, level)
-	}
+	prev, prevLink := k.Level(), int(k.linkLevel.Load())
 	st := k.ctl.Status()
+	linkLevel := level
+	if !k.unshaped {
+		linkLevel = st.LinkLevel
+	}
+	if level != prev || linkLevel != prevLink {
+		k.lanes.SetLevelsAt(now, level, linkLevel)
+		// The estimator stops probing for a failing link, not for a
+		// backlog: a load-only level is when a low estimate costs most.
+		k.est.SetLevelAt(now, linkLevel)
+	}
 	// A probe is filled from the deferred classes' backlog (see
 	// shaper.Lanes.SetProbingAt).
 	state := k.est.SnapshotAt(now).State
@@ -228,19 +237,20 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 			"delivery_bps", snap.DeliveryRate*8, "min_rtt", snap.MinRtt, "rounds", snap.Rounds)
 	}
 	k.snap.Store(&LinkStats{
-		Level: level, Transitions: k.transitions.Load(),
+		Level: level, LinkLevel: linkLevel, Transitions: k.transitions.Load(),
 		Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Delivery: snap.DeliveryRate,
 		MinRTT: snap.MinRtt, SRTT: snap.SRTT, ErrorRate: snap.ErrorRate, InFlight: snap.InflightBytes,
 		Probe: snap.State.String(), Signals: st.Signals,
 	})
+	k.linkLevel.Store(int32(linkLevel))
 	if level != prev {
 		k.level.Store(int32(level))
 		k.transitions.Add(1)
 		k.wakeLevel()
-		k.n.opts.Logger.Info("degradation level changed", "from", prev, "to", level,
+		k.n.opts.Logger.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel,
 			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
 			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
-	} else if probeChanged {
+	} else if probeChanged || linkLevel != prevLink {
 		k.wakeLevel()
 	}
 }
@@ -402,7 +412,8 @@ func (k *link) onFailure(id uint64, a shaper.Attempt) shaper.Decision {
 	defer k.mu.Unlock()
 	k.est.OnErrorAt(now, id, a.Outcome)
 	k.syncPacing(now)
-	a.Level = k.Level()
+	// Retries are held back for a failing link, not for a backlog.
+	a.Level = int(k.linkLevel.Load())
 	d := k.retrier.OnFailureAt(now, a)
 	k.signalAck()
 	return d

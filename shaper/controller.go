@@ -110,8 +110,9 @@ type Controller struct {
 }
 
 type rawAt struct {
-	t   time.Time
-	raw int
+	t    time.Time
+	raw  int
+	link int // the raw level of the link's own signals (inflation, errors, down)
 }
 
 // ControllerStatus describes the controller for metrics and logs.
@@ -124,6 +125,16 @@ type ControllerStatus struct {
 	Transitions int64
 	Demand      float64 // smoothed ingress / target
 	TimeToFull  time.Duration
+	// LinkLevel is the part of Level the link's own health accounts for:
+	// the highest inflation or error signal (3 while the link is down)
+	// over the dwell window, at most Level. The rest of Level comes from
+	// load (demand, queue, time to full): ingress outrunning what is
+	// shipped. Deferring a class on a healthy link only grows the backlog
+	// that raised those signals (seen: time to full at level 3 deferred
+	// ingest, the class filling the spool, and a node with a 68 MB/s link
+	// shipped nothing for minutes), so the lanes defer a class only where
+	// its plan defers it at LinkLevel too (see Lanes.SetLevelsAt).
+	LinkLevel int
 }
 
 // NewController returns a controller at level 0.
@@ -187,13 +198,19 @@ func down(cur int, d time.Duration, entry [3]time.Duration) int {
 	return lv
 }
 
-// ewma moves avg toward x with weight dt/(tau+dt), in integers.
+// ewma moves avg toward x with weight dt/(tau+dt), in integers. A step
+// that rounds to zero lands on x: truncated steps stopped short of it for
+// good (a backlog that stopped growing kept a growth of a few bytes/s,
+// and a full spool's time to full stayed at 1 ns, level 3, forever).
 func ewma(avg, x int64, dt, tau time.Duration) int64 {
 	if dt <= 0 {
 		return avg
 	}
 	d := x - avg
 	step := mulDiv(abs64(d), int64(dt), int64(tau+dt))
+	if step == 0 {
+		return x
+	}
 	if d < 0 {
 		return avg - step
 	}
@@ -291,7 +308,11 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 	for _, s := range c.sig {
 		raw = max(raw, s)
 	}
-	c.record(now, raw)
+	link := max(c.sig[SignalInflation], c.sig[SignalErrors])
+	if in.LinkDown {
+		link = 3
+	}
+	c.record(now, raw, link)
 
 	if (in.LinkDown || c.sig[SignalErrors] == 3) && c.outageAt.IsZero() {
 		c.outageAt = now
@@ -319,7 +340,7 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 		for _, s := range c.sig {
 			raw = max(raw, s)
 		}
-		c.record(now, raw)
+		c.record(now, raw, link)
 		c.enter(now, raw)
 	case raw > c.level:
 		if c.upCount == 0 || raw < c.upMin {
@@ -352,8 +373,8 @@ func (c *Controller) timeToFull(in Inputs) time.Duration {
 	return time.Duration(mulDiv(room, nano, c.growth))
 }
 
-func (c *Controller) record(now time.Time, raw int) {
-	c.hist = append(c.hist, rawAt{now, raw})
+func (c *Controller) record(now time.Time, raw, link int) {
+	c.hist = append(c.hist, rawAt{now, raw, link})
 	cut := now.Add(-c.dwell)
 	i := 0
 	for i < len(c.hist) && !c.hist[i].t.After(cut) {
@@ -370,6 +391,15 @@ func (c *Controller) windowMax() int {
 		m = max(m, h.raw)
 	}
 	return m
+}
+
+// linkLevel is Status().LinkLevel.
+func (c *Controller) linkLevel() int {
+	m := 0
+	for _, h := range c.hist {
+		m = max(m, h.link)
+	}
+	return min(m, c.level)
 }
 
 func (c *Controller) enter(now time.Time, level int) {
@@ -400,7 +430,7 @@ func (c *Controller) NextEventAt(now time.Time) time.Time {
 
 // Status returns the controller's state.
 func (c *Controller) Status() ControllerStatus {
-	s := ControllerStatus{Level: c.level, Signals: c.sig, Dwell: c.dwell, LastChange: c.lastChange, Transitions: c.transitions}
+	s := ControllerStatus{Level: c.level, Signals: c.sig, Dwell: c.dwell, LastChange: c.lastChange, Transitions: c.transitions, LinkLevel: c.linkLevel()}
 	if len(c.hist) > 0 {
 		s.Raw = c.hist[len(c.hist)-1].raw
 	}

@@ -392,3 +392,67 @@ func TestControllerErrorOutageRecovery(t *testing.T) {
 		}
 	}
 }
+
+// The level's link part (ControllerStatus.LinkLevel) against load. A
+// full spool on a healthy link (time to full, then nothing shipped, so no
+// growth) raises the level but not its link part; inflation raises both;
+// the link part falls with the window; a backlog that stops growing lets
+// time to full go, exactly (the EWMA lands on 0, not a few bytes/s above).
+func TestControllerLinkLevel(t *testing.T) {
+	const capB = 3 << 20
+	full := func(backlog int64) Inputs {
+		return Inputs{Link: Snapshot{MinRtt: time.Millisecond, Inflation: 1}, BacklogBytes: backlog, CapBytes: capB}
+	}
+	c := mustController(t)
+	steps := []struct {
+		t           float64
+		in          Inputs
+		level, link int
+		note        string
+	}{
+		{0, full(capB - 1_000_000), 0, 0, "first tick: no growth yet"},
+		{0.25, full(capB - 200_000), 0, 0, "growing 3.2 MB/s: time to full below 30 s, first tick"},
+		{0.5, full(capB), 3, 0, "full: level 3 on load alone"},
+	}
+	for _, st := range steps {
+		got := c.EvaluateAt(sec(st.t), st.in)
+		s := c.Status()
+		if got != st.level || s.LinkLevel != st.link {
+			t.Fatalf("t=%vs (%s): level %d link %d, want %d link %d; %+v", st.t, st.note, got, s.LinkLevel, st.level, st.link, s)
+		}
+	}
+	// The spool stays full and flat, a tick every 250 ms for 2.5 minutes:
+	// its growth must decay to exactly 0 (then time to full says nothing)
+	// and the level fall a step per dwell; the link's part stays 0.
+	for tick := 3; tick <= 4*150; tick++ {
+		c.EvaluateAt(sec(float64(tick)/4), full(capB))
+		if s := c.Status(); s.LinkLevel != 0 {
+			t.Fatalf("t=%vs: link level %d on a healthy link", float64(tick)/4, s.LinkLevel)
+		}
+	}
+	if s := c.Status(); s.Level != 0 || s.Signals[SignalTimeToFull] != 0 || c.growth != 0 {
+		t.Fatalf("a full spool that stopped growing holds level %d (signals %v, growth %d B/s)", s.Level, s.Signals, c.growth)
+	}
+
+	// Inflation raises the link part too, which falls with the dwell window.
+	c = mustController(t)
+	for i := range 3 {
+		c.EvaluateAt(sec(float64(i)/4), inflation(2.6))
+	}
+	if s := c.Status(); s.Level != 2 || s.LinkLevel != 2 {
+		t.Fatalf("inflation 2.6: %+v, want level 2 link 2", s)
+	}
+	c.EvaluateAt(sec(1), inflation(1))
+	if s := c.Status(); s.LinkLevel != 2 {
+		t.Fatalf("inflation gone for one tick: link %d, want 2 (window)", s.LinkLevel)
+	}
+	for tick := 5; tick <= 4*11; tick++ {
+		c.EvaluateAt(sec(float64(tick)/4), inflation(1))
+	}
+	if s := c.Status(); s.Level != 1 || s.LinkLevel != 0 {
+		t.Fatalf("11 s of a clean link: %+v, want level 1 link 0", s)
+	}
+	if got := c.EvaluateAt(sec(12), Inputs{LinkDown: true}); got != 3 || c.Status().LinkLevel != 3 {
+		t.Fatalf("link down: level %d %+v", got, c.Status())
+	}
+}

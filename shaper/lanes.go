@@ -109,13 +109,16 @@ type Lanes struct {
 	lanes   []lane
 	target  priority.Rate
 	level   int
-	probing bool // the estimator probes: deferred classes may borrow
-	linkB   bucket
-	linkM   bucket
-	scaleB  int64 // guarantee scale in ppm
-	scaleM  int64
-	gclock  [priority.MaxPriority + 1]int64 // virtual clocks, guaranteed phase
-	bclock  [priority.MaxPriority + 1]int64 // virtual clocks, borrow phase
+	// linkLevel ≤ level is the part of the level the link's own health
+	// accounts for: only its defers stop a class (EffectiveAction).
+	linkLevel int
+	probing   bool // the estimator probes: deferred classes may borrow
+	linkB     bucket
+	linkM     bucket
+	scaleB    int64 // guarantee scale in ppm
+	scaleM    int64
+	gclock    [priority.MaxPriority + 1]int64 // virtual clocks, guaranteed phase
+	bclock    [priority.MaxPriority + 1]int64 // virtual clocks, borrow phase
 }
 
 type lane struct {
@@ -250,10 +253,44 @@ func (l *Lanes) SetClassesAt(now time.Time, classes []priority.Class) error {
 
 // SetLevelAt applies each class's plan at degradation level (0..3): Defer
 // stops the class, Throttle removes its guarantee (borrow only). Field
-// dropping is the batcher's business.
-func (l *Lanes) SetLevelAt(now time.Time, level int) {
-	l.level = max(0, min(level, priority.Levels-1))
+// dropping is the batcher's business. It is SetLevelsAt(now, level,
+// level): every defer of the plan applies.
+func (l *Lanes) SetLevelAt(now time.Time, level int) { l.SetLevelsAt(now, level, level) }
+
+// SetLevelsAt applies each class's plan at level, where the link's own
+// health accounts for linkLevel ≤ level of it (ControllerStatus.LinkLevel)
+// and load for the rest: a class the plan defers at level is deferred only
+// if its plan defers it at linkLevel too, and is throttled otherwise (see
+// EffectiveAction).
+func (l *Lanes) SetLevelsAt(now time.Time, level, linkLevel int) {
+	l.level = clampLevel(level)
+	l.linkLevel = min(clampLevel(linkLevel), l.level)
 	l.rescale(now)
+}
+
+func clampLevel(level int) int { return max(0, min(level, priority.Levels-1)) }
+
+// EffectiveAction is what class c does at degradation level, where the
+// link's own health (RTT inflation, errors, the link down) accounts for
+// linkLevel of it and load (demand, a standing queue, a spool filling) for
+// the rest, while the estimator probes upward or not. Its plan's action
+// at level, except for a defer, which becomes a throttle (borrow only,
+// after every class with a guarantee):
+//
+//   - when the plan does not defer the class at linkLevel too: on a link
+//     that is healthy, deferring a class only grows the backlog that
+//     raised the level, and a node whose spool is full of that class's
+//     events stalls for good; throttled, it drains on capacity no other
+//     class wants;
+//   - while the estimator probes: a probe paces above the capacity
+//     estimate and only data that is waiting can fill it (see
+//     SetProbingAt).
+func EffectiveAction(c *priority.Class, level, linkLevel int, probing bool) priority.Action {
+	act := c.ActionAt(level)
+	if act.Kind == priority.ActionDefer && (probing || c.ActionAt(min(linkLevel, level)).Kind != priority.ActionDefer) {
+		return priority.Action{Kind: priority.ActionThrottle}
+	}
+	return act
 }
 
 // Level returns the current degradation level.
@@ -282,8 +319,8 @@ func (l *Lanes) rescale(now time.Time) {
 	for i := range l.classes {
 		c := &l.classes[i]
 		ln := &l.lanes[i]
-		act := c.ActionAt(l.level).Kind
-		ln.deferred = act == priority.ActionDefer && !l.probing
+		act := EffectiveAction(c, l.level, l.linkLevel, l.probing).Kind
+		ln.deferred = act == priority.ActionDefer
 		if act == priority.ActionDefer || act == priority.ActionThrottle {
 			continue
 		}
@@ -306,7 +343,7 @@ func (l *Lanes) rescale(now time.Time) {
 	for i := range l.classes {
 		c := &l.classes[i]
 		ln := &l.lanes[i]
-		act := c.ActionAt(l.level).Kind
+		act := EffectiveAction(c, l.level, l.linkLevel, l.probing).Kind
 		effB, effM := c.Rate.BytesPerSec, c.Rate.MsgsPerSec
 		if !c.Critical {
 			if l.scaleB < 1_000_000 {

@@ -516,3 +516,61 @@ func TestLanesLinkBurst(t *testing.T) {
 		t.Error("a message deeper than the link bucket: not admitted alone when full")
 	}
 }
+
+// EffectiveAction over the default plans: a defer stops a class only where
+// the link's own health defers it too, and never while probing.
+func TestEffectiveAction(t *testing.T) {
+	cs := priority.Defaults(1_000_000)
+	ingest, repl := &cs[1], &cs[2]
+	for _, tc := range []struct {
+		c           *priority.Class
+		level, link int
+		probing     bool
+		want        priority.ActionKind
+		note        string
+	}{
+		{ingest, 3, 3, false, priority.ActionDefer, "the link is down: ingest waits"},
+		{ingest, 3, 0, false, priority.ActionThrottle, "a full spool on a healthy link: ingest drains"},
+		{ingest, 3, 2, false, priority.ActionThrottle, "the link at 2 drops fields, does not defer"},
+		{ingest, 2, 0, false, priority.ActionDropFields, "no defer: the plan's action"},
+		{repl, 1, 1, false, priority.ActionDefer, "inflation: replication waits"},
+		{repl, 2, 1, false, priority.ActionDefer, "the link's part defers it"},
+		{repl, 2, 0, false, priority.ActionThrottle, "load only: replication borrows"},
+		{repl, 1, 1, true, priority.ActionThrottle, "a probe fills from deferred classes"},
+		{repl, 1, 3, false, priority.ActionDefer, "link above level: clamped to level"},
+		{repl, 0, 0, false, priority.ActionNone, "level 0"},
+	} {
+		if got := EffectiveAction(tc.c, tc.level, tc.link, tc.probing).Kind; got != tc.want {
+			t.Errorf("%s at level %d link %d probing %v (%s): %v, want %v", tc.c.Name, tc.level, tc.link, tc.probing, tc.note, got, tc.want)
+		}
+	}
+}
+
+// A level raised by load alone throttles the classes its plan defers: a
+// full spool of ingest on a healthy link still drains, behind the classes
+// with a guarantee; the link's part of the level defers for real.
+func TestLanesLoadLevelThrottles(t *testing.T) {
+	cs := priority.Defaults(1_000_000)
+	l := mustLanes(t, cs, priority.Rate{BytesPerSec: 800_000}, LanesOptions{})
+	l.SetLevelsAt(t0, 3, 0)
+	s := l.SnapshotAt(t0)
+	for i, c := range s.Classes {
+		if c.Deferred {
+			t.Fatalf("load-only level 3 defers %s: %+v", cs[i].Name, s.Classes)
+		}
+	}
+	if res := l.ReserveAt(t0, 1, 1000); !res.OK || res.Phase != PhaseBorrow {
+		t.Fatalf("ingest at load-only level 3: %+v, want a borrow", res)
+	}
+	l.SetLevelsAt(t0, 3, 3)
+	if res := l.ReserveAt(t0, 1, 1000); res.OK || !res.At.IsZero() {
+		t.Fatalf("ingest with the link down: %+v, want deferred", res)
+	}
+	l.SetLevelsAt(t0, 1, 5) // the link's part is clamped to the level
+	if res := l.ReserveAt(t0, 2, 1000); res.OK || !res.At.IsZero() {
+		t.Fatalf("replication at level 1 from the link: %+v, want deferred", res)
+	}
+	if res := l.ReserveAt(t0, 1, 1000); !res.OK {
+		t.Fatalf("ingest at level 1: %+v", res)
+	}
+}

@@ -208,7 +208,7 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 		Schema: StatusSchema, Node: s.opts.Name, Time: cur.t.UTC().Truncate(time.Millisecond),
 		IntervalSeconds: s.opts.Interval.Seconds(), WindowSeconds: dt.Seconds(), Accepting: accepting,
 		Link: LinkStatus{
-			Level: l.Level, Transitions: l.Transitions,
+			Level: l.Level, LinkLevel: l.LinkLevel, Transitions: l.Transitions,
 			CapacityBytesPerSecond: l.Capacity, TargetBytesPerSecond: l.Target,
 			PacingBytesPerSecond: l.Pacing, DeliveryBytesPerSecond: l.Delivery,
 			RateBytesPerSecond: perSecond(cur.wire, base.wire, dt),

@@ -38,6 +38,7 @@ type Status struct {
 // LinkStatus is the shaper's view of the upstream link.
 type LinkStatus struct {
 	Level       int    `json:"level"`       // degradation level 0 (normal) .. 3 (critical only)
+	LinkLevel   int    `json:"link_level"`  // the part of Level from link health; only it defers classes
 	Transitions uint64 `json:"transitions"` // level changes since start
 	// CapacityBytesPerSecond is the estimated capacity; TargetBytesPerSecond
 	// min(configured ceiling, capacity) × headroom; PacingBytesPerSecond
