@@ -8,13 +8,13 @@ package ingest
 // Errors: "events: empty body", "events: body is not a JSON array: starts
 // with '{'", "events: invalid JSON at byte N: …" when the array's
 // structure is broken (an unterminated string, an unclosed bracket).
-func decodeArray(body []byte, maxEvent, maxEvents int) (Decoded, error) {
-	d := newDecoder("events", body, maxEvent, maxEvents)
+func decodeArray(body []byte, lim decodeLimits) (Decoded, error) {
+	d := newDecoder("events", body, lim)
 	if err := d.startsWith(body, '[', "array"); err != nil {
 		return Decoded{}, err
 	}
 	return d.result(d.elements(body, 0, func(line int, raw []byte) {
-		if err := checkEvent(raw, maxEvent); err != nil {
+		if err := checkEvent(raw, d.maxEvent); err != nil {
 			d.reject(line, err.Error())
 			return
 		}

@@ -33,10 +33,16 @@ type Key struct {
 	// Source names the producer the key belongs to: it scopes event ids
 	// for dedup and labels the request's counters. Optional.
 	Source string
-	// Class is the traffic class of the key's events, for routing rules;
-	// "" leaves the class to the request and the rules. Optional; when
-	// set, a valid class name (spool.ValidClass).
+	// Class is the traffic class of the key's events when the request names
+	// none (?class=, X-Sluice-Class): it comes before the routing rules,
+	// after the request. "" leaves the class to the request and the rules.
+	// Optional; when set, a valid class name (spool.ValidClass).
 	Class string
+	// PinClass makes Class the class of every event sent with the key:
+	// the routing rules are not asked, and a request that names another
+	// class gets 403. A key handed to browsers and phones should be pinned,
+	// or anyone who holds it can send into critical. Needs Class.
+	PinClass bool
 }
 
 // redacted stands in for a secret wherever a Key is printed.
@@ -92,6 +98,7 @@ func (k Key) MarshalJSON() ([]byte, error) {
 type keyMatch struct {
 	Source string
 	Class  string
+	Pin    bool // Class is the class of every event (Key.PinClass)
 }
 
 // keyring holds the configured write keys by their SHA-256 digest.
@@ -148,13 +155,16 @@ func newKeyring(keys []Key) (*keyring, error) {
 		if k.Class != "" && !spool.ValidClass(k.Class) {
 			bad("invalid class %q: want 1-64 bytes of [A-Za-z0-9_-], not \"quarantine\"", k.Class)
 		}
+		if k.PinClass && k.Class == "" {
+			bad("pinned to no class: set its class")
+		}
 		d := sha256.Sum256([]byte(k.Key))
 		if j, ok := seen[d]; ok {
 			bad("same key as write key %d (source %q)", j+1, keys[j].Source)
 			continue
 		}
 		seen[d] = i
-		kr.keys = append(kr.keys, keyEntry{digest: d, match: keyMatch{Source: k.Source, Class: k.Class}})
+		kr.keys = append(kr.keys, keyEntry{digest: d, match: keyMatch{Source: k.Source, Class: k.Class, Pin: k.PinClass}})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -326,3 +326,10 @@ func FuzzPresentedKey(f *testing.F) {
 		}
 	})
 }
+
+func TestNewKeyringPinWithoutClass(t *testing.T) {
+	_, err := newKeyring([]Key{{Key: webKey, Source: "web", PinClass: true}})
+	if err == nil || !strings.Contains(err.Error(), `write key 1 (source "web"): pinned to no class: set its class`) {
+		t.Fatalf("err %v", err)
+	}
+}

@@ -50,12 +50,14 @@ const (
 	// frames made with --long or --ultra are refused.
 	zstdMaxWindow = 8 << 20
 	// maxPooledBuffer is the largest buffer, in bytes, kept for the next
-	// request; bigger ones are left to the garbage collector. It also
-	// bounds how much a Content-Length reserves before the bytes arrive.
+	// request; bigger ones are left to the garbage collector.
 	maxPooledBuffer = 4 << 20
 	// maxEchoedCoding bounds how much of an unknown coding a 415 message
 	// repeats, in bytes.
 	maxEchoedCoding = 32
+	// readStep is the most a body's buffer grows by in one read, in bytes:
+	// each step is charged to the budget before it is allocated.
+	readStep = 32 << 10
 )
 
 // acceptEncoding lists the codings decodeBody removes, for the
@@ -76,6 +78,10 @@ type bodyLimits struct {
 	// in bytes. Default MaxBodyBytes. A body without codings is bounded by
 	// MaxBodyBytes alone.
 	MaxDecodedBytes int64
+	// Meter is charged for the body's buffers, as received and decoded,
+	// before they are allocated; nil charges nothing. A charge the budget
+	// refuses ends the read with errBusy (429).
+	Meter *meter
 }
 
 func (l *bodyLimits) setDefaults() {
@@ -117,10 +123,9 @@ func (c coding) String() string {
 type decodedBody struct {
 	data []byte // the decoded body, aliasing raw or out
 
-	raw bytes.Buffer // the body as received
-	out bytes.Buffer // the decoded body, when there were codings
+	raw meteredBuf   // the body as received
+	out meteredBuf   // the decoded body, when there were codings
 	rd  bytes.Reader // reads raw into the first stage
-	lim io.LimitedReader
 
 	codings [maxContentCodings]coding // in the order they were applied
 	n       int                       // codings used
@@ -150,7 +155,6 @@ func (b *decodedBody) Release() {
 		return
 	}
 	b.data = nil
-	b.lim.R = nil
 	b.rd.Reset(nil)
 	for i := range b.stages {
 		st := &b.stages[i]
@@ -163,11 +167,11 @@ func (b *decodedBody) Release() {
 		}
 	}
 	b.n = 0
-	if b.raw.Cap() > maxPooledBuffer {
-		b.raw = bytes.Buffer{}
-	}
-	if b.out.Cap() > maxPooledBuffer {
-		b.out = bytes.Buffer{}
+	for _, mb := range []*meteredBuf{&b.raw, &b.out} {
+		mb.reset()
+		if cap(mb.b) > maxPooledBuffer {
+			mb.b = nil
+		}
 	}
 	bodyPool.Put(b)
 }
@@ -212,18 +216,24 @@ func (b *decodedBody) decode(body io.Reader, contentLength int64, contentEncodin
 	if err := b.parseCodings(contentEncoding); err != nil {
 		return http.StatusUnsupportedMediaType, err
 	}
-	b.raw.Reset()
+	b.raw.reset()
 	if body != nil {
-		if contentLength > 0 {
-			// MinRead more, or ReadFrom grows the buffer just to see EOF.
-			// At most maxPooledBuffer: a client that declares a length
-			// and sends nothing reserves no more than that.
-			b.raw.Grow(int(min(contentLength, maxPooledBuffer)) + bytes.MinRead)
+		// The buffer grows with the bytes that arrive, each step charged
+		// before it is allocated, never with what Content-Length
+		// announces: a client that declares 4 MiB and sends one byte
+		// holds a few KiB.
+		step := readStep
+		if contentLength >= 0 && contentLength < readStep {
+			step = int(contentLength) + 1 // + 1 to see EOF without growing
 		}
-		b.lim = io.LimitedReader{R: body, N: lim.MaxBodyBytes + 1}
-		_, err := b.raw.ReadFrom(&b.lim)
-		b.lim.R = nil
-		if err != nil {
+		tooLarge := fmt.Errorf("request body exceeds the limit of %d bytes", lim.MaxBodyBytes)
+		if err := b.raw.readFrom(lim.Meter, body, step, lim.MaxBodyBytes, tooLarge); err != nil {
+			if err == tooLarge {
+				return http.StatusRequestEntityTooLarge, err
+			}
+			if errors.Is(err, errBusy) {
+				return http.StatusTooManyRequests, err
+			}
 			if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				return http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds the limit of %d bytes", mbe.Limit)
 			}
@@ -233,11 +243,8 @@ func (b *decodedBody) decode(body io.Reader, contentLength int64, contentEncodin
 			}
 			return http.StatusBadRequest, fmt.Errorf("reading body: %v", err)
 		}
-		if int64(b.raw.Len()) > lim.MaxBodyBytes {
-			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body exceeds the limit of %d bytes", lim.MaxBodyBytes)
-		}
 	}
-	raw := b.raw.Bytes()
+	raw := b.raw.b
 	if b.n == 0 && bytes.HasPrefix(raw, gzipID) {
 		b.codings[0], b.n = codingGzip, 1 // sniffed
 	}
@@ -275,11 +282,14 @@ func (b *decodedBody) decode(body io.Reader, contentLength int64, contentEncodin
 		st.cap = capReader{r: out, left: limit + 1, coding: c}
 		prev = &st.cap
 	}
-	b.out.Reset()
-	if _, err := b.out.ReadFrom(prev); err != nil {
+	b.out.reset()
+	if err := b.out.readFrom(lim.Meter, prev, readStep, limit, errDecodedTooLarge); err != nil {
+		if errors.Is(err, errBusy) {
+			return http.StatusTooManyRequests, err
+		}
 		return decodeStatus(b.codings[0], err, limit)
 	}
-	b.data = b.out.Bytes()
+	b.data = b.out.b
 	return 0, nil
 }
 

@@ -126,7 +126,7 @@ func TestDecodeBody(t *testing.T) {
 		{name: "empty", body: nil, want: nil},
 		{name: "empty with gzip", encoding: []string{"gzip"}, body: nil, want: nil},
 		{name: "identity at the body limit", body: full, want: full},
-		{name: "identity over the decoded limit is fine", body: full, lim: bodyLimits{limit, 10}, want: full},
+		{name: "identity over the decoded limit is fine", body: full, lim: bodyLimits{MaxBodyBytes: limit, MaxDecodedBytes: 10}, want: full},
 		{name: "gzip", encoding: []string{"gzip"}, body: gz, want: two},
 		{name: "x-gzip", encoding: []string{"x-gzip"}, body: gz, want: two},
 		{name: "coding is case-insensitive", encoding: []string{" GZip "}, body: gz, want: two},
@@ -182,7 +182,7 @@ func TestDecodeBody(t *testing.T) {
 			wantStatus: 413, wantErr: "decompressed body exceeds the limit of 100 bytes",
 		},
 		{
-			name: "sniffed gzip over the decoded limit", body: gzipBytes(t, over), lim: bodyLimits{1000, 100},
+			name: "sniffed gzip over the decoded limit", body: gzipBytes(t, over), lim: bodyLimits{MaxBodyBytes: 1000, MaxDecodedBytes: 100},
 			wantStatus: 413, wantErr: "decompressed body exceeds the limit of 100 bytes",
 		},
 		{
@@ -194,7 +194,7 @@ func TestDecodeBody(t *testing.T) {
 			wantStatus: 413, wantErr: "decompressed body exceeds the limit of 100 bytes",
 		},
 		{
-			name: "inner stage over the decoded limit", encoding: []string{"deflate, gzip"}, body: gzipBytes(t, storedFlate(t, make([]byte, 1000))), lim: bodyLimits{1000, 100},
+			name: "inner stage over the decoded limit", encoding: []string{"deflate, gzip"}, body: gzipBytes(t, storedFlate(t, make([]byte, 1000))), lim: bodyLimits{MaxBodyBytes: 1000, MaxDecodedBytes: 100},
 			wantStatus: 413, wantErr: "decompressed body exceeds the limit of 100 bytes",
 		},
 		{
@@ -249,7 +249,7 @@ func TestDecodeBody(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d", tt.name, round), func(t *testing.T) {
 				lim := tt.lim
 				if lim == (bodyLimits{}) {
-					lim = bodyLimits{limit, limit}
+					lim = bodyLimits{MaxBodyBytes: limit, MaxDecodedBytes: limit}
 				}
 				rd, length := tt.reader, tt.length
 				if rd == nil {
@@ -398,7 +398,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, encoding string) {
 		const maxBody, maxDecoded = 4096, 2048
 		in := bytes.Clone(body)
-		b, status, err := decodeBodyFrom(bytes.NewReader(body), -1, []string{encoding}, bodyLimits{maxBody, maxDecoded})
+		b, status, err := decodeBodyFrom(bytes.NewReader(body), -1, []string{encoding}, bodyLimits{MaxBodyBytes: maxBody, MaxDecodedBytes: maxDecoded})
 		if !bytes.Equal(in, body) {
 			t.Fatal("decodeBody modified its input")
 		}

@@ -86,6 +86,7 @@ func TestAuth(t *testing.T) {
 	keys := []ingest.Key{
 		{Key: "seg-key", Source: "web"},
 		{Key: "ph-key", Source: "app", Class: "critical"},
+		{Key: "pin-key", Source: "browser", Class: "backfill", PinClass: true},
 	}
 	segment := `{"batch":[{"type":"track","event":"x","messageId":"m1"}]}`
 	tests := []struct {
@@ -111,6 +112,12 @@ func TestAuth(t *testing.T) {
 		{name: "posthog api_key in body, key's class", path: "/batch/", body: `{"api_key":"ph-key","batch":[{"event":"e","uuid":"u1"}]}`, status: 200, wantClass: "critical"},
 		{name: "malformed basic", path: "/v1/batch", header: http.Header{"Authorization": {"Basic !!!"}}, body: segment, status: 401,
 			wantBody: `{"error":"malformed Authorization header: Basic credentials are not valid base64"}`},
+		{name: "a key's class yields to the request's", path: "/v1/events?class=replication", header: http.Header{"X-Sluice-Key": {"ph-key"}}, body: `{"a":1}`, status: 200, wantClass: "replication"},
+		{name: "pinned key", path: "/v1/events", header: http.Header{"X-Sluice-Key": {"pin-key"}}, body: `{"a":1}`, status: 200, wantClass: "backfill"},
+		{name: "pinned key names its own class", path: "/v1/events?class=backfill", header: http.Header{"X-Sluice-Key": {"pin-key"}}, body: `{"a":1}`, status: 200, wantClass: "backfill"},
+		{name: "pinned key asks for critical", path: "/v1/events?class=critical", header: http.Header{"X-Sluice-Key": {"pin-key"}}, body: `{"a":1}`, status: 403,
+			wantBody: `{"error":"class \"critical\" refused: this write key sends only to its own class"}`},
+		{name: "pinned key in the body asks for critical", path: "/v1/batch", header: http.Header{"X-Sluice-Class": {"critical"}}, body: `{"writeKey":"pin-key","batch":[{"type":"track"}]}`, status: 403},
 		{name: "pixel without key", method: "GET", path: "/i?e=pv&eid=1", status: 401},
 		{name: "healthz is open", method: "GET", path: "/healthz", status: 200},
 	}
@@ -121,6 +128,9 @@ func TestAuth(t *testing.T) {
 			x := do(t, h, cmpOr(tt.method, "POST"), tt.path, tt.header, tt.body)
 			if x.status != tt.status {
 				t.Fatalf("status %d, want %d: %s", x.status, tt.status, x.body)
+			}
+			if tt.status == 403 && len(sink.calls) != 0 {
+				t.Errorf("a refused class reached the sink: %+v", sink.calls)
 			}
 			if tt.status == 401 {
 				if got := x.header.Get("WWW-Authenticate"); got != `Basic realm="sluice"` {

@@ -43,6 +43,9 @@ type Handler struct {
 	mux   *http.ServeMux
 	stats handlerCounters
 	bufs  sync.Pool // *requestBufs
+	// budget and preauth are Options.MaxInflightBytes: three quarters for
+	// authorized requests, one for those whose key has not passed yet.
+	budget, preauth *budget
 }
 
 // NewHandler returns the handler of the ingest endpoints, or an error
@@ -56,7 +59,9 @@ func NewHandler(sink Sink, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	h := &Handler{sink: sink, opts: opts}
+	pre := opts.MaxInflightBytes / 4
+	h := &Handler{sink: sink, opts: opts,
+		budget: newBudget(opts.MaxInflightBytes-pre, opts.BudgetWait), preauth: newBudget(pre, opts.BudgetWait)}
 	h.live.Store(&routing{keys: kr, router: opts.Router, defaultClass: opts.DefaultClass})
 	h.valid, _ = sink.(ValidSink)
 	if opts.DedupWindow > 0 {
@@ -73,11 +78,11 @@ func NewHandler(sink Sink, opts Options) (*Handler, error) {
 	for _, call := range segmentTypes {
 		post("/v1/"+call, sourceSegment, segmentCall(call))
 	}
-	post("/com.snowplowanalytics.snowplow/tp2", sourceSnowplow, func(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
-		return decodeSnowplow(body, max, maxEvents)
+	post("/com.snowplowanalytics.snowplow/tp2", sourceSnowplow, func(_ *http.Request, body []byte, lim decodeLimits) (Decoded, error) {
+		return decodeSnowplow(body, lim)
 	})
-	mux.Handle("/i", h.endpoint(sourceSnowplow, http.MethodGet, func(r *http.Request, _ []byte, max, _ int) (Decoded, error) {
-		return decodeSnowplowQuery(r.URL.RawQuery, max)
+	mux.Handle("/i", h.endpoint(sourceSnowplow, http.MethodGet, func(r *http.Request, _ []byte, lim decodeLimits) (Decoded, error) {
+		return decodeSnowplowQuery(r.URL.RawQuery, lim)
 	}))
 	for _, p := range []string{"/batch", "/capture", "/e"} {
 		post(p, sourcePostHog, decodePostHogBody)
@@ -131,21 +136,26 @@ const (
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
-// decodeFunc turns a request and its decoded body into events; max is
-// Options.MaxEventBytes and maxEvents Options.MaxEvents: a batch of more
-// elements may stop decoding with errTooManyEvents.
-type decodeFunc func(r *http.Request, body []byte, max, maxEvents int) (Decoded, error)
+// decodeFunc turns a request and its decoded body into events within lim:
+// a batch of more than lim.maxEvents elements may stop decoding with
+// errTooManyEvents.
+type decodeFunc func(r *http.Request, body []byte, lim decodeLimits) (Decoded, error)
 
-func decodeEvents(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
+func decodeEvents(_ *http.Request, body []byte, lim decodeLimits) (Decoded, error) {
 	if c, ok := firstNonSpace(body); ok && c == '[' {
-		return decodeArray(body, max, maxEvents)
+		return decodeArray(body, lim)
 	}
-	if n := countLines(body); n > maxEvents {
+	n := countLines(body)
+	if n > lim.maxEvents {
 		// Refused whole: never parse it (its lines would cost far more
 		// memory than its bytes).
 		return Decoded{}, tooManyLines(n)
 	}
-	events, rejected := parseNDJSON(body, max, nil, nil)
+	// The lists parseNDJSON and this function make, charged before.
+	if err := lim.meter.charge(int64(n) * (eventSize + 24)); err != nil {
+		return Decoded{}, err
+	}
+	events, rejected := parseNDJSON(body, lim.maxEvent, nil, nil)
 	d := Decoded{Rejected: rejected, Events: make([]Event, len(events))}
 	for i, ev := range events {
 		d.Events[i].Body = ev
@@ -154,13 +164,13 @@ func decodeEvents(_ *http.Request, body []byte, max, maxEvents int) (Decoded, er
 }
 
 func segmentCall(call string) decodeFunc {
-	return func(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
-		return decodeSegment(body, call, max, maxEvents)
+	return func(_ *http.Request, body []byte, lim decodeLimits) (Decoded, error) {
+		return decodeSegment(body, call, lim)
 	}
 }
 
-func decodePostHogBody(_ *http.Request, body []byte, max, maxEvents int) (Decoded, error) {
-	return decodePostHog(body, max, maxEvents)
+func decodePostHogBody(_ *http.Request, body []byte, lim decodeLimits) (Decoded, error) {
+	return decodePostHog(body, lim)
 }
 
 // countLines counts the lines of body that are not blank: the events
@@ -252,6 +262,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	if err != nil {
 		return h.unauthorized(w, err)
 	}
+	// Memory is charged before it is spent: to the pre-auth budget until
+	// the request's key has passed, then to the main one.
+	m := &meter{ctx: r.Context(), pre: h.preauth, main: h.budget}
+	defer m.releaseAll() // after the body's Release: defers run last first
 	var match keyMatch
 	if presented != "" {
 		var status int
@@ -259,41 +273,86 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 			return h.writeStatus(w, status, err)
 		}
 	}
+	if presented != "" || !live.keys.enabled() {
+		m.authorize()
+	}
 
 	var body []byte
 	if method := r.Method; method != http.MethodGet {
 		if h.opts.MaxBodyBytes > 0 {
 			r.Body = http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
 		}
-		b, status, err := decodeBody(r, bodyLimits{MaxBodyBytes: h.opts.MaxBodyBytes, MaxDecodedBytes: h.opts.MaxDecodedBytes})
+		b, status, err := decodeBody(r, bodyLimits{MaxBodyBytes: h.opts.MaxBodyBytes, MaxDecodedBytes: h.opts.MaxDecodedBytes, Meter: m})
 		if err != nil {
-			if status == http.StatusUnsupportedMediaType {
+			switch status {
+			case http.StatusUnsupportedMediaType:
 				w.Header().Set("Accept-Encoding", acceptEncoding)
+			case http.StatusTooManyRequests:
+				return h.busy(w)
+			case http.StatusRequestEntityTooLarge:
+				h.stats.tooLarge.Add(1)
 			}
 			return writeError(w, status, err.Error())
 		}
 		defer b.Release() // after the Sink: the events alias the body
 		body = b.Bytes()
 	}
-	dec, err := decode(r, body, h.opts.MaxEventBytes, h.opts.MaxEvents)
+	lim := decodeLimits{maxEvent: h.opts.MaxEventBytes, maxEvents: h.opts.MaxEvents, maxExpansion: h.opts.MaxExpansion, meter: m}
+	authStatus := 0
+	if !m.authorized {
+		// The key is in the body: the decoder has it checked the moment
+		// it finds it (in the envelope, or the first event), before it
+		// builds a single event.
+		lim.authorize = func(key string) error {
+			var err error
+			if match, authStatus, err = live.keys.authorize(key); err != nil {
+				return err
+			}
+			m.authorize()
+			return nil
+		}
+	}
+	dec, err := decode(r, body, lim)
 	if n, ok := errors.AsType[tooManyLines](err); ok {
+		h.stats.tooLarge.Add(1)
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", int(n), h.opts.MaxEvents))
 	}
 	if errors.Is(err, errTooManyEvents) {
+		h.stats.tooLarge.Add(1)
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of more than %d events exceeds the limit of %d events", h.opts.MaxEvents, h.opts.MaxEvents))
 	}
-	if err != nil {
+	if _, ok := errors.AsType[*errExpansion](err); ok {
+		h.stats.tooLarge.Add(1)
+		return writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+	}
+	switch {
+	case errors.Is(err, errBusy):
+		return h.busy(w)
+	case authStatus != 0:
+		return h.writeStatus(w, authStatus, err)
+	case errors.Is(err, errKeyFirst):
+		return h.writeStatus(w, http.StatusUnauthorized, err)
+	case err != nil:
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
 	if n := len(dec.Events) + len(dec.Rejected); n > h.opts.MaxEvents {
+		h.stats.tooLarge.Add(1)
 		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", n, h.opts.MaxEvents))
 	}
-	if presented == "" && live.keys.enabled() {
-		// No key in the headers: the one in the body, if any.
+	if !m.authorized {
+		// No key in the headers nor in the body (or a body format with
+		// no place for one): refused.
 		var status int
 		if match, status, err = live.keys.authorize(dec.WriteKey); err != nil {
 			return h.writeStatus(w, status, err)
 		}
+		m.authorize()
+	}
+	if match.Pin {
+		if explicit != "" && explicit != match.Class {
+			return writeError(w, http.StatusForbidden, fmt.Sprintf("class %q refused: this write key sends only to its own class", explicit))
+		}
+		explicit = match.Class
 	}
 	resp := response{Rejected: dec.Rejected}
 	if n := len(resp.Rejected) - h.opts.MaxRejected; n > 0 {
@@ -345,14 +404,23 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	prefix := h.opts.stampPrefix(bufs.stamp[:0], h.opts.Now())
 	bufs.stamp = prefix
 	arena := bufs.arena[:0]
+	// The stamped copies, the dedup keys and the per-class lists, charged
+	// before they are made.
+	charge := int64(len(events)) * (24 + 16)
 	if len(prefix) > 0 {
 		size := 0
 		for i := range events {
 			size += len(events[i].Body) + len(prefix) + 1
 		}
+		charge += int64(size)
+		if err := m.charge(charge); err != nil {
+			return h.busy(w)
+		}
 		if cap(arena) < size {
 			arena = make([]byte, 0, size)
 		}
+	} else if err := m.charge(charge); err != nil {
+		return h.busy(w)
 	}
 	if bufs.groups == nil {
 		bufs.groups = make(map[string]*classGroup)
@@ -436,12 +504,17 @@ var pixelGIF = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xf
 // sinkError answers a request whose class refused its events. What earlier
 // classes took is durable and counted in "accepted"; a client retrying
 // the whole request repeats those, and the dedup window drops the repeats
-// of events that have ids.
+// of events that have ids. The answer's message is fixed per cause: the
+// Sink's errors name files, sizes and caps, which are no business of
+// producers (they go to the log where they help an operator). A failure
+// that is not the request's fault is a 503 with Retry-After, never a 500:
+// SDKs give up on a 500.
 func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp response, err error) int {
 	resp.Error = err.Error()
-	status := http.StatusInternalServerError
+	status := http.StatusServiceUnavailable
 	switch {
 	case errors.Is(err, aggregator.ErrFull):
+		resp.Error = fmt.Sprintf("class %q is full: retry later", class)
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
 		status = http.StatusTooManyRequests
 	case errors.Is(err, aggregator.ErrNoSpace):
@@ -452,9 +525,13 @@ func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp res
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, aggregator.ErrClosed):
+		resp.Error = "shutting down: retry later"
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, aggregator.ErrTooLarge):
+		h.opts.Logger.Warn("ingest refused as too large", "class", class, "events", n, "err", err)
+		h.stats.tooLarge.Add(1)
+		resp.Error = fmt.Sprintf("%d events of class %q are more than the class stores at once: send smaller batches", n, class)
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, aggregator.ErrInvalidEvent), errors.Is(err, aggregator.ErrInvalidClass):
 		status = http.StatusBadRequest
@@ -465,8 +542,17 @@ func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp res
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
 	default:
 		h.opts.Logger.Error("ingest failed", "class", class, "events", n, "err", err)
+		resp.Error = "internal error storing the events: retry later"
+		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
 	}
 	return writeJSON(w, status, resp)
+}
+
+// busy answers a request whose memory charge the budget refused.
+func (h *Handler) busy(w http.ResponseWriter) int {
+	h.stats.busy.Add(1)
+	w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
+	return writeError(w, http.StatusTooManyRequests, "too many requests in flight: retry later")
 }
 
 func (h *Handler) unauthorized(w http.ResponseWriter, err error) int {

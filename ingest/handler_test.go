@@ -182,7 +182,7 @@ func TestHandler(t *testing.T) {
 			body:       []byte(two),
 			sinkErr:    fmt.Errorf("%w: spool is full", aggregator.ErrFull),
 			wantStatus: 429,
-			wantBody:   `{"error":"aggregator: spool full: spool is full","accepted":0,"rejected":[]}`,
+			wantBody:   `{"error":"class \"ingest\" is full: retry later","accepted":0,"rejected":[]}`,
 			wantHeader: map[string]string{"Retry-After": "1"},
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
@@ -201,7 +201,7 @@ func TestHandler(t *testing.T) {
 			body:       []byte(two),
 			sinkErr:    aggregator.ErrClosed,
 			wantStatus: 503,
-			wantBody:   `{"error":"aggregator: node closed","accepted":0,"rejected":[]}`,
+			wantBody:   `{"error":"shutting down: retry later","accepted":0,"rejected":[]}`,
 			wantHeader: map[string]string{"Retry-After": "5"},
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
@@ -218,7 +218,7 @@ func TestHandler(t *testing.T) {
 			body:       []byte(two),
 			sinkErr:    fmt.Errorf("%w: append too large for a segment", aggregator.ErrTooLarge),
 			wantStatus: 413,
-			wantBody:   `{"error":"aggregator: too large: append too large for a segment","accepted":0,"rejected":[]}`,
+			wantBody:   `{"error":"2 events of class \"ingest\" are more than the class stores at once: send smaller batches","accepted":0,"rejected":[]}`,
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
 		{
@@ -230,11 +230,12 @@ func TestHandler(t *testing.T) {
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
 		{
-			name:       "other sink error: 500 with its message",
+			name:       "other sink error: 503 with Retry-After, its message only in the log",
 			body:       []byte(two),
-			sinkErr:    errors.New("disk on fire"),
-			wantStatus: 500,
-			wantBody:   `{"error":"disk on fire","accepted":0,"rejected":[]}`,
+			sinkErr:    errors.New("disk on fire at /var/lib/sluice/spool/ingest/seg-00042"),
+			wantStatus: 503,
+			wantBody:   `{"error":"internal error storing the events: retry later","accepted":0,"rejected":[]}`,
+			wantHeader: map[string]string{"Retry-After": "5"},
 			wantCalls:  []call{{"ingest", []string{`{"id":1}`, `{"id":2}`}}},
 		},
 		{
@@ -394,9 +395,10 @@ func TestHandler(t *testing.T) {
 			}) {
 				t.Errorf("sink calls %q, want %q", sink.calls, tt.wantCalls)
 			}
-			// Only an unexpected sink error (500) is logged: the others are
-			// the producer's business, or logged once by the node.
-			if logged := logs.String(); (tt.wantStatus == 500) != strings.Contains(logged, "ingest failed") {
+			// Only an unexpected sink error is logged: the others are the
+			// producer's business, or logged once by the node.
+			unexpected := strings.HasPrefix(tt.name, "other sink error")
+			if logged := logs.String(); unexpected != strings.Contains(logged, "ingest failed") {
 				t.Errorf("log %q for status %d", logged, tt.wantStatus)
 			}
 		})

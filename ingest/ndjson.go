@@ -16,7 +16,10 @@ type Rejection struct {
 // parseNDJSON splits body into lines and validates each as one JSON object.
 // It appends the good lines, trimmed of surrounding white space, to events
 // and a Rejection for each bad line to rejected. Blank lines are skipped.
-// The events alias body.
+// The events alias body. A line holding a carriage return between its
+// tokens (a bare \r, which JSON takes for white space) is compacted in
+// place, as the array and SDK decoders compact theirs: an event is one
+// line with neither '\n' nor '\r', whichever door it came in by.
 func parseNDJSON(body []byte, maxEvent int, events [][]byte, rejected []Rejection) ([][]byte, []Rejection) {
 	for n := 1; len(body) > 0; n++ {
 		line := body
@@ -32,6 +35,9 @@ func parseNDJSON(body []byte, maxEvent int, events [][]byte, rejected []Rejectio
 		if err := checkEvent(line, maxEvent); err != nil {
 			rejected = append(rejected, Rejection{Line: n, Error: err.Error()})
 			continue
+		}
+		if bytes.IndexByte(line, '\r') >= 0 {
+			line = jsonx.AppendCompact(line[:0], line) // never longer: in place
 		}
 		events = append(events, line[:len(line):len(line)])
 	}

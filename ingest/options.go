@@ -18,6 +18,10 @@ const (
 	DefaultRetryAfterClose = 5 // seconds
 	DefaultDedupWindow     = 10 * time.Minute
 	DefaultDedupEntries    = 1_000_000
+	// DefaultMaxInflightBytes is MaxInflightBytes' default: a quarter of
+	// a 256 MiB pod. `sluice run` derives its own from the memory limit.
+	DefaultMaxInflightBytes = 64 << 20
+	DefaultBudgetWait       = 250 * time.Millisecond
 )
 
 // Options configure the handler. The zero value takes every default.
@@ -59,6 +63,30 @@ type Options struct {
 	MaxEvents int
 	// MaxRejected bounds the rejections listed in a response. Default 100.
 	MaxRejected int
+	// MaxInflightBytes is the memory budget of all requests in flight, in
+	// bytes: bodies as they are received, decompressed, and rebuilt into
+	// events and stamped are charged as they are produced, before they are
+	// allocated, and given back when the request is answered. A quarter of
+	// it is the pre-auth budget: what requests spend before their write
+	// key passed (a body that carries its key is read and decompressed
+	// before it can be checked), so that traffic without a valid key
+	// cannot take the memory of producers that have one; the other three
+	// quarters are for authorized requests (every request when no keys
+	// are configured). A request whose
+	// charge does not fit waits up to BudgetWait for others to finish,
+	// then gets 429 with Retry-After. Default DefaultMaxInflightBytes
+	// (64 MiB); it must hold at least MaxBodyBytes + MaxDecodedBytes.
+	MaxInflightBytes int64
+	// BudgetWait is how long a charge waits for the budget; default
+	// 250 ms.
+	BudgetWait time.Duration
+	// MaxExpansion bounds the events of one body, in bytes as they would
+	// be stored (before stamps), to this multiple of the body's decoded
+	// size (and at least 64 KiB). Only merged batch-level members make a
+	// body grow (Segment "context" and "integrations" are copied into
+	// each message without its own); past the bound the request gets 413
+	// before the copy is made. Default 8.
+	MaxExpansion float64
 	// RetryAfterFull and RetryAfterClose are the Retry-After seconds of a
 	// 429 (a class full) and a 503 (shutting down). Defaults 1 and 5.
 	RetryAfterFull, RetryAfterClose int
@@ -86,6 +114,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxRejected <= 0 {
 		o.MaxRejected = DefaultMaxRejected
+	}
+	if o.MaxInflightBytes <= 0 {
+		o.MaxInflightBytes = max(DefaultMaxInflightBytes, 4*(o.MaxBodyBytes+o.MaxDecodedBytes))
+	}
+	if o.BudgetWait <= 0 {
+		o.BudgetWait = DefaultBudgetWait
+	}
+	if o.MaxExpansion <= 0 {
+		o.MaxExpansion = DefaultMaxExpansion
 	}
 	if o.RetryAfterFull <= 0 {
 		o.RetryAfterFull = DefaultRetryAfterFull

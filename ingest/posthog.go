@@ -19,8 +19,8 @@ import (
 // from the request's is rejected. Other envelope members ("sent_at") are
 // ignored and not validated. posthog-js's form-encoded (data=…) and lz64
 // bodies are not supported.
-func decodePostHog(body []byte, maxEvent, maxEvents int) (Decoded, error) {
-	d := newDecoder("posthog", body, maxEvent, maxEvents)
+func decodePostHog(body []byte, lim decodeLimits) (Decoded, error) {
+	d := newDecoder("posthog", body, lim)
 	if c, ok := firstNonSpace(body); ok && c == '[' {
 		return d.result(d.elements(body, 0, d.posthogEvent))
 	} else if ok && c != '{' {
@@ -48,7 +48,7 @@ func decodePostHog(body []byte, maxEvent, maxEvents int) (Decoded, error) {
 			return Decoded{}, d.syntaxErr(err, 0)
 		}
 		d.posthogEvent(1, trimJSONSpace(body))
-		return d.out, nil
+		return d.result(nil)
 	}
 	if keyAt >= 0 {
 		if err := d.bodyKey("api_key", key, keyAt); err != nil {

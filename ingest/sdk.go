@@ -55,6 +55,12 @@ import (
 //     unusable. JSON that a serializer wrote never has one.
 //   - Events alias the body: it must stay untouched (not go back to a
 //     pool) until the events are durable.
+//   - Merging batch-level members into each message (Segment "context"
+//     and "integrations") is the one way a body grows: the events of one
+//     body may total at most decodeLimits.maxExpansion times its size, as
+//     they would be stored, checked before each copy is made (413 past
+//     it), and every byte built is charged to the request's meter before
+//     it is allocated (429 when the budget is spent).
 
 // Event is one decoded event on its way to the spool.
 type Event struct {
@@ -78,24 +84,129 @@ type Decoded struct {
 	WriteKey string
 }
 
+// DefaultMaxExpansion is Options.MaxExpansion's default.
+const DefaultMaxExpansion = 8
+
+// minStoredBytes is the least a body may store whatever its size, so
+// that a small single call can take its added "type" and stamps.
+const minStoredBytes = 64 << 10
+
+// decodeLimits bound what a decoder makes of one body.
+type decodeLimits struct {
+	maxEvent  int // bytes of one event, as received and as stored
+	maxEvents int // elements of a batch array; 0 for no limit
+	// maxExpansion bounds the bytes of all the events of the body, as
+	// they would be stored (before stamps), to this multiple of the
+	// body's size (at least minStoredBytes); 0 takes DefaultMaxExpansion.
+	maxExpansion float64
+	// meter is charged for what the decoder allocates: events built,
+	// the event and rejection lists. Nil charges nothing.
+	meter *meter
+	// authorize, when set, checks the write key the body carries as soon
+	// as the decoder finds it (the envelope's, else the first event's),
+	// and no event is built (a member added or stripped) before it has
+	// passed: a body without a key in its envelope or first event stops
+	// at the first event to build with errKeyFirst.
+	authorize func(key string) error
+}
+
+// errKeyFirst stops a body that needs its write key checked before an
+// event is built, when the decoder has not found one yet.
+var errKeyFirst = errors.New("missing write key: send it in a header, or in the body's envelope or its first event")
+
+// errExpansion stops a body whose events would be stored larger than
+// decodeLimits allow; the handler answers 413 with its message.
+type errExpansion struct{ limit, body int64 }
+
+func (e *errExpansion) Error() string {
+	return fmt.Sprintf("events would be stored larger than %d bytes, the limit for a body of %d bytes (ingest.max_expansion times its size): batch-level \"context\" or \"integrations\" is copied into every message without its own; send smaller batches", e.limit, e.body)
+}
+
 // sdkDecoder collects the Decoded of one request.
 type sdkDecoder struct {
 	name      string // prefixes body errors: "segment: …"
 	maxEvent  int
 	maxEvents int // elements of the batch array, 0 for no limit
 	out       Decoded
-	arena     []byte // the bytes of the events built rather than aliased
-	hint      int    // the body's size, to size the arena
-	unq, dec  []byte // reused for decoding values (Snowplow)
+	ab        meteredBuf // the bytes of the events built rather than aliased
+	unq, dec  []byte     // reused for decoding values (Snowplow)
+	meter     *meter
+	authorize func(string) error // nil once the key passed (see decodeLimits)
+	stored    int64              // bytes of the events kept so far
+	maxStored int64
+	bodyLen   int64
+	growth    int   // a built event is at most growth × its element, plus the members added
+	credit    int64 // bytes charged ahead for the event and rejection lists
+	err       error // why decoding stopped early (errExpansion, errBusy); sticky
 }
 
 // newDecoder returns the decoder of body for the format name.
-func newDecoder(name string, body []byte, maxEvent, maxEvents int) sdkDecoder {
+func newDecoder(name string, body []byte, lim decodeLimits) sdkDecoder {
+	ratio := lim.maxExpansion
+	if ratio <= 0 {
+		ratio = DefaultMaxExpansion
+	}
+	d := sdkDecoder{name: name, maxEvent: lim.maxEvent, maxEvents: lim.maxEvents, meter: lim.meter, authorize: lim.authorize, growth: 1,
+		maxStored: max(int64(ratio*float64(len(body))), minStoredBytes), bodyLen: int64(len(body))}
 	// Most SDK events are a few hundred bytes: reserve room for that many
 	// events, within reason, rather than grow the slice one doubling at a
 	// time.
-	return sdkDecoder{name: name, maxEvent: maxEvent, maxEvents: maxEvents, hint: len(body),
-		out: Decoded{Events: make([]Event, 0, min(len(body)/256+1, 1024))}}
+	n := min(len(body)/256+1, 1024)
+	if d.take(int64(n) * eventSize) {
+		d.out.Events = make([]Event, 0, n)
+	}
+	return d
+}
+
+// eventSize is what one Event costs in Decoded.Events, and rejectionSize
+// one Rejection besides its message.
+const eventSize, rejectionSize = 48, 32
+
+// creditStep is the least the decoder charges its meter at a time: events
+// and rejections are charged ahead in steps, not each on the budget's lock.
+const creditStep = 16 << 10
+
+// take charges n bytes before they are allocated, from credit charged
+// ahead. It returns false, with d.err set, when the budget refuses.
+func (d *sdkDecoder) take(n int64) bool {
+	if d.err != nil {
+		return false
+	}
+	if d.credit >= n {
+		d.credit -= n
+		return true
+	}
+	step := max(n-d.credit, creditStep)
+	if err := d.meter.charge(step); err != nil {
+		d.err = err
+		return false
+	}
+	d.credit += step - n
+	return true
+}
+
+// room makes room in the arena for an event of up to n bytes, charged
+// first, once the stored total allows it. It returns false, with d.err
+// set, when it does not.
+func (d *sdkDecoder) room(n int) bool {
+	if d.err != nil {
+		return false
+	}
+	if d.authorize != nil {
+		d.err = errKeyFirst
+		return false
+	}
+	if d.stored+int64(n) > d.maxStored {
+		d.err = &errExpansion{limit: d.maxStored, body: d.bodyLen}
+		return false
+	}
+	// The arena holds built events only, all counted in stored: it never
+	// needs more than maxStored.
+	if _, err := d.ab.reserve(d.meter, n, d.maxStored); err != nil {
+		d.err = err
+		return false
+	}
+	return true
 }
 
 // bodyErr formats an error about the whole body.
@@ -104,6 +215,9 @@ func (d *sdkDecoder) bodyErr(format string, args ...any) error {
 }
 
 func (d *sdkDecoder) reject(line int, msg string) {
+	if !d.take(rejectionSize + int64(len(msg))) {
+		return
+	}
 	d.out.Rejected = append(d.out.Rejected, Rejection{Line: line, Error: msg})
 }
 
@@ -125,40 +239,58 @@ func (d *sdkDecoder) scan(line int, raw []byte, fn func(m jsonx.Member) error) b
 
 // keep appends the event ev of element line, after compacting it if it
 // holds a newline and checking its final size. built says that ev is the
-// tail of d.arena (and may be compacted in place, or dropped).
+// tail of the arena (and may be compacted in place, or dropped).
+// A nil ev (build stopped: d.err says why) is not kept.
 func (d *sdkDecoder) keep(line int, ev, id []byte, built bool) {
+	if ev == nil {
+		return
+	}
 	if jsonx.HasNewline(ev) {
 		if built { // ev is the arena's tail: compact it in place
 			n := len(ev)
 			ev = jsonx.AppendCompact(ev[:0], ev)
-			d.arena = d.arena[:len(d.arena)-n+len(ev)]
+			d.ab.b = d.ab.b[:len(d.ab.b)-n+len(ev)]
 		} else {
-			start := len(d.arena)
-			d.arena = jsonx.AppendCompact(d.arena, ev)
-			ev, built = d.arena[start:], true
+			if !d.room(len(ev)) {
+				return
+			}
+			start := len(d.ab.b)
+			d.ab.b = jsonx.AppendCompact(d.ab.b, ev)
+			ev, built = d.ab.b[start:], true
 		}
 	}
 	if len(ev) > d.maxEvent {
 		d.reject(line, fmt.Sprintf("event of %d bytes after normalization, limit %d", len(ev), d.maxEvent))
 		if built {
-			d.arena = d.arena[:len(d.arena)-len(ev)]
+			d.ab.b = d.ab.b[:len(d.ab.b)-len(ev)]
 		}
 		return
 	}
+	if len(d.out.Events) == cap(d.out.Events) && !d.take(int64(max(cap(d.out.Events), 16))*eventSize) {
+		return // append doubles the list: charge the new half first
+	}
+	d.stored += int64(len(ev))
 	d.out.Events = append(d.out.Events, Event{Body: ev[:len(ev):len(ev)], ID: id})
 }
 
-// build appends to d.arena the valid JSON object obj rebuilt: each member
+// build appends to the arena the valid JSON object obj rebuilt: each member
 // goes through edit, which appends the member's bytes to dst (m's own
-// bytes obj[m.Start:m.End] to keep it as is, nothing to drop it), then the
-// members of extra follow. The result is compacted if obj spans lines. It
-// returns the new event, the arena's tail.
+// bytes obj[m.Start:m.End] to keep it as is, nothing to drop it, at most
+// d.growth times them to rewrite it), then the members of extra follow.
+// The result is compacted if obj spans lines. It returns the new event,
+// the arena's tail; or nil, with d.err set, when the event would take the
+// request past its stored bound or its budget: that is checked with the
+// event's largest size before a byte is copied.
 func (d *sdkDecoder) build(obj []byte, edit func(dst []byte, m jsonx.Member) []byte, extra ...sdkMember) []byte {
-	if d.arena == nil { // the first event built: most likely not the last
-		d.arena = make([]byte, 0, max(min(d.hint, 32<<10), 2*len(obj)+64))
+	upper := d.growth*len(obj) + 2
+	for _, x := range extra {
+		upper += len(x.key) + len(x.value) + 4
 	}
-	start := len(d.arena)
-	dst := append(d.arena, '{')
+	if !d.room(upper) {
+		return nil
+	}
+	start := len(d.ab.b)
+	dst := append(d.ab.b, '{')
 	n := 0
 	jsonx.Members(obj, func(m jsonx.Member) error {
 		mark := len(dst)
@@ -187,8 +319,8 @@ func (d *sdkDecoder) build(obj []byte, edit func(dst []byte, m jsonx.Member) []b
 	if jsonx.HasNewline(obj) { // pretty-printed: compact all of it
 		dst = dst[:start+len(jsonx.AppendCompact(dst[start:start], dst[start:]))]
 	}
-	d.arena = dst
-	return d.arena[start:]
+	d.ab.b = dst
+	return d.ab.b[start:]
 }
 
 // sdkMember is a member that build adds: key needs no escaping and value is
@@ -312,7 +444,7 @@ func (d *sdkDecoder) checkKey(name string, v []byte) string {
 	case !ok:
 		return fmt.Sprintf("%q is %s, want a string", name, jsonKind(v))
 	case d.out.WriteKey == "":
-		d.out.WriteKey = string(k)
+		d.adopt(string(k))
 	case string(k) != d.out.WriteKey:
 		return fmt.Sprintf("%q differs from the request's", name)
 	}
@@ -341,8 +473,22 @@ func (d *sdkDecoder) bodyKey(name string, v []byte, base int) error {
 	if err != nil {
 		return err
 	}
-	d.out.WriteKey = string(k)
-	return nil
+	d.adopt(string(k))
+	return d.err
+}
+
+// adopt makes key the request's write key and has it checked, if asked
+// to (decodeLimits.authorize): a key that fails stops decoding (d.err).
+func (d *sdkDecoder) adopt(key string) {
+	d.out.WriteKey = key
+	if d.authorize == nil || d.err != nil {
+		return
+	}
+	if err := d.authorize(key); err != nil {
+		d.err = err
+		return
+	}
+	d.authorize = nil
 }
 
 // stringMember returns the contents of v, the raw value of the envelope's
@@ -377,8 +523,11 @@ func (d *sdkDecoder) elements(a []byte, base int, fn func(line int, raw []byte))
 			return errTooManyEvents
 		}
 		fn(i+1, raw)
-		return nil
+		return d.err // stop at a stored bound or a spent budget
 	})
+	if d.err != nil {
+		return d.err
+	}
 	return d.syntaxErr(err, base)
 }
 
@@ -388,6 +537,9 @@ var errTooManyEvents = errors.New("too many events")
 
 // result returns the decoded body, or the error alone.
 func (d *sdkDecoder) result(err error) (Decoded, error) {
+	if err == nil {
+		err = d.err
+	}
 	if err != nil {
 		return Decoded{}, err
 	}

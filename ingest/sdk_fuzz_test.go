@@ -129,7 +129,7 @@ func FuzzDecodeSegment(f *testing.F) {
 		max = fuzzMax(max)
 		call := segmentCalls[int(callIndex)%len(segmentCalls)]
 		orig := bytes.Clone(body)
-		d, err := decodeSegment(body, call, max, 0)
+		d, err := decodeSegment(body, call, lims(max, 0))
 		n := 1
 		if call == "batch" {
 			n = countElements(body, "batch")
@@ -144,7 +144,7 @@ func FuzzDecodeSegment(f *testing.F) {
 		}
 		if validJSON(body) {
 			big := bigMax(body)
-			d, err := decodeSegment(body, call, big, 0)
+			d, err := decodeSegment(body, call, lims(big, 0))
 			if err == nil {
 				modelCall := ""
 				if call != "batch" {
@@ -194,7 +194,7 @@ func FuzzDecodeArray(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, max int) {
 		max = fuzzMax(max)
 		orig := bytes.Clone(body)
-		d, err := decodeArray(body, max, 0)
+		d, err := decodeArray(body, lims(max, 0))
 		checkDecoded(t, "events", body, orig, max, d, err, countArray(body), "", "")
 		if err != nil || !json.Valid(body) {
 			return
@@ -232,12 +232,12 @@ func FuzzDecodeSnowplow(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, max int) {
 		max = fuzzMax(max)
 		orig := bytes.Clone(body)
-		d, err := decodeSnowplow(body, max, 0)
+		d, err := decodeSnowplow(body, lims(max, 0))
 		checkDecoded(t, "snowplow", body, orig, max, d, err, countElements(body, "data"), "eid", "")
 		checkSnowplowEvents(t, d)
 		if validJSON(body) {
 			big := bigMax(body)
-			if d, err := decodeSnowplow(body, big, 0); err == nil {
+			if d, err := decodeSnowplow(body, lims(big, 0)); err == nil {
 				var env struct{ Data []json.RawMessage }
 				json.Unmarshal(body, &env)
 				checkModel(t, d, snowplowModel(t, env.Data, big))
@@ -409,7 +409,7 @@ func FuzzDecodeSnowplowQuery(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, query string, max int) {
 		max = fuzzMax(max)
-		d, err := decodeSnowplowQuery(query, max)
+		d, err := decodeSnowplowQuery(query, lims(max, 0))
 		checkDecoded(t, "snowplow", nil, nil, max, d, err, 1, "eid", "")
 		checkSnowplowEvents(t, d)
 		if err != nil {
@@ -485,7 +485,7 @@ func FuzzDecodePostHog(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, max int) {
 		max = fuzzMax(max)
 		orig := bytes.Clone(body)
-		d, err := decodePostHog(body, max, 0)
+		d, err := decodePostHog(body, lims(max, 0))
 		n := 1
 		if c, _ := firstNonSpace(body); c == '[' {
 			n = countArray(body)
@@ -507,7 +507,7 @@ func FuzzDecodePostHog(f *testing.F) {
 		}
 		if validJSON(body) {
 			big := bigMax(body)
-			if d, err := decodePostHog(body, big, 0); err == nil {
+			if d, err := decodePostHog(body, lims(big, 0)); err == nil {
 				checkModel(t, d, posthogModel(t, body, big))
 			}
 		}

@@ -79,7 +79,7 @@ func compactJSON(tb testing.TB, b []byte) []byte {
 func decodeFor(tb testing.TB, path string) func(body []byte, maxEvent int) (Decoded, error) {
 	switch path {
 	case "/v1/batch":
-		return func(b []byte, max int) (Decoded, error) { return decodeSegment(b, "batch", max, 0) }
+		return func(b []byte, max int) (Decoded, error) { return decodeSegment(b, "batch", lims(max, 0)) }
 	case "/com.snowplowanalytics.snowplow/tp2":
 		return noEventLimit(decodeSnowplow)
 	case "/batch/", "/capture/", "/e/":
@@ -290,7 +290,7 @@ func benchDecode(b *testing.B, body []byte, decode func([]byte) (Decoded, error)
 //
 //	go test -run '^$' -bench DecodeSegment -benchtime 2s ./ingest
 func BenchmarkDecodeSegment(b *testing.B) {
-	seg := func(body []byte) (Decoded, error) { return decodeSegment(body, "batch", DefaultMaxEventBytes, 0) }
+	seg := func(body []byte) (Decoded, error) { return decodeSegment(body, "batch", lims(DefaultMaxEventBytes, 0)) }
 	captured := loadCaptured(b, "segment").bodies["compact"]
 	b.Run("captured", func(b *testing.B) { benchDecode(b, captured, seg) })
 	apache := captured
@@ -307,7 +307,7 @@ func BenchmarkDecodeSegment(b *testing.B) {
 //
 //	go test -run '^$' -bench DecodeSnowplow -benchtime 2s ./ingest
 func BenchmarkDecodeSnowplow(b *testing.B) {
-	sp := func(body []byte) (Decoded, error) { return decodeSnowplow(body, DefaultMaxEventBytes, 0) }
+	sp := func(body []byte) (Decoded, error) { return decodeSnowplow(body, lims(DefaultMaxEventBytes, 0)) }
 	plain := loadCaptured(b, "snowplow").bodies["compact"]
 	b.Run("plain", func(b *testing.B) { benchDecode(b, plain, sp) })
 	b.Run("base64", func(b *testing.B) { benchDecode(b, snowplowBase64(b, plain), sp) })
@@ -317,7 +317,7 @@ func BenchmarkDecodeSnowplow(b *testing.B) {
 //
 //	go test -run '^$' -bench DecodePostHog -benchtime 2s ./ingest
 func BenchmarkDecodePostHog(b *testing.B) {
-	ph := func(body []byte) (Decoded, error) { return decodePostHog(body, DefaultMaxEventBytes, 0) }
+	ph := func(body []byte) (Decoded, error) { return decodePostHog(body, lims(DefaultMaxEventBytes, 0)) }
 	b.Run("captured", func(b *testing.B) { benchDecode(b, loadCaptured(b, "posthog").bodies["wire"], ph) })
 }
 
@@ -330,10 +330,10 @@ func TestDecodeAllocs(t *testing.T) {
 		decode func([]byte) (Decoded, error)
 		max    float64
 	}{
-		{"segment", func(b []byte) (Decoded, error) { return decodeSegment(b, "batch", DefaultMaxEventBytes, 0) }, 2},
-		{"rudderstack", func(b []byte) (Decoded, error) { return decodeSegment(b, "batch", DefaultMaxEventBytes, 0) }, 1},
-		{"posthog", func(b []byte) (Decoded, error) { return decodePostHog(b, DefaultMaxEventBytes, 0) }, 2},
-		{"snowplow", func(b []byte) (Decoded, error) { return decodeSnowplow(b, DefaultMaxEventBytes, 0) }, 3}, // + the buffer that unquotes ue_pr and co
+		{"segment", func(b []byte) (Decoded, error) { return decodeSegment(b, "batch", lims(DefaultMaxEventBytes, 0)) }, 2},
+		{"rudderstack", func(b []byte) (Decoded, error) { return decodeSegment(b, "batch", lims(DefaultMaxEventBytes, 0)) }, 1},
+		{"posthog", func(b []byte) (Decoded, error) { return decodePostHog(b, lims(DefaultMaxEventBytes, 0)) }, 2},
+		{"snowplow", func(b []byte) (Decoded, error) { return decodeSnowplow(b, lims(DefaultMaxEventBytes, 0)) }, 3}, // + the buffer that unquotes ue_pr and co
 	} {
 		body := loadCaptured(t, tc.sdk).bodies["compact"]
 		allocs := testing.AllocsPerRun(20, func() {
@@ -427,6 +427,12 @@ func runDecodeCases(t *testing.T, cases []decodeCase, decode func(body []byte, m
 	}
 }
 
-func noEventLimit(f func([]byte, int, int) (Decoded, error)) func([]byte, int) (Decoded, error) {
-	return func(b []byte, max int) (Decoded, error) { return f(b, max, 0) }
+func noEventLimit(f func([]byte, decodeLimits) (Decoded, error)) func([]byte, int) (Decoded, error) {
+	return func(b []byte, max int) (Decoded, error) { return f(b, lims(max, 0)) }
+}
+
+// lims is decodeLimits with only the event limits, as the decoders' tests
+// use them.
+func lims(maxEvent, maxEvents int) decodeLimits {
+	return decodeLimits{maxEvent: maxEvent, maxEvents: maxEvents}
 }

@@ -32,8 +32,8 @@ const segmentTypeList = "track, identify, page, screen, group or alias"
 // that name (there is no deeper merge; an empty object or null is
 // ignored). Other envelope members ("sentAt", RudderStack's "timestamp")
 // are ignored and not validated.
-func decodeSegment(body []byte, call string, maxEvent, maxEvents int) (Decoded, error) {
-	d := newDecoder("segment", body, maxEvent, maxEvents)
+func decodeSegment(body []byte, call string, lim decodeLimits) (Decoded, error) {
+	d := newDecoder("segment", body, lim)
 	if call != "batch" && !segmentType([]byte(call), true) {
 		return Decoded{}, d.bodyErr("unknown call %q: want batch, %s", call, segmentTypeList)
 	}
@@ -47,7 +47,7 @@ func decodeSegment(body []byte, call string, maxEvent, maxEvents int) (Decoded, 
 		return Decoded{}, d.syntaxErr(err, 0)
 	}
 	d.segmentMessage(1, trimJSONSpace(body), call, nil, nil)
-	return d.out, nil
+	return d.result(nil)
 }
 
 func (d *sdkDecoder) segmentBatch(body []byte) error {

@@ -7,7 +7,9 @@ import (
 	"testing"
 )
 
-func segmentBatch(body []byte, max int) (Decoded, error) { return decodeSegment(body, "batch", max, 0) }
+func segmentBatch(body []byte, max int) (Decoded, error) {
+	return decodeSegment(body, "batch", lims(max, 0))
+}
 
 func TestDecodeSegmentErrors(t *testing.T) {
 	runDecodeCases(t, []decodeCase{
@@ -39,10 +41,10 @@ func TestDecodeSegmentErrors(t *testing.T) {
 		{name: "single invalid", body: `{"type":"track",}`, err: "segment: invalid JSON at byte 16: unexpected character '}'"},
 		{name: "single trailing", body: `{"type":"track"} {}`, err: "segment: invalid JSON at byte 17: trailing data after object"},
 		{name: "single bad UTF-8", body: "{\"event\":\"caf\xe9\"}", err: "segment: invalid JSON at byte 13: invalid UTF-8 in string"},
-	}, func(b []byte, max int) (Decoded, error) { return decodeSegment(b, "track", max, 0) })
+	}, func(b []byte, max int) (Decoded, error) { return decodeSegment(b, "track", lims(max, 0)) })
 
 	for _, call := range []string{"", "Batch", "TRACK", "v1/track", "purchase"} {
-		_, err := decodeSegment([]byte(`{"batch":[]}`), call, DefaultMaxEventBytes, 0)
+		_, err := decodeSegment([]byte(`{"batch":[]}`), call, lims(DefaultMaxEventBytes, 0))
 		want := `segment: unknown call "` + call + `": want batch, track, identify, page, screen, group or alias`
 		if errorString(err) != want {
 			t.Errorf("call %q: %v, want %s", call, err, want)
@@ -191,7 +193,7 @@ func TestDecodeSegmentSingle(t *testing.T) {
 		if max == 0 {
 			max = DefaultMaxEventBytes
 		}
-		d, err := decodeSegment([]byte(tc.body), tc.call, max, 0)
+		d, err := decodeSegment([]byte(tc.body), tc.call, lims(max, 0))
 		if err != nil {
 			t.Errorf("%s %s: %v", tc.call, tc.body, err)
 			continue
@@ -219,7 +221,7 @@ func TestDecodeSegmentSpecMessages(t *testing.T) {
 	msgs := readNDJSON(t, file, 0)
 	for _, max := range []int{DefaultMaxEventBytes, 32 << 10} {
 		body := batchOf(`{"batch":[`, msgs, `],"writeKey":"k"}`)
-		d, err := decodeSegment(body, "batch", max, 0)
+		d, err := decodeSegment(body, "batch", lims(max, 0))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -38,8 +38,9 @@ const snowplowSchema = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonsch
 // (after base64 decoding for the first and third) is rejected, as is one
 // that has both forms of either. Other values are kept as they are: the
 // schema says they are strings, but that is not checked.
-func decodeSnowplow(body []byte, maxEvent, maxEvents int) (Decoded, error) {
-	d := newDecoder("snowplow", body, maxEvent, maxEvents)
+func decodeSnowplow(body []byte, lim decodeLimits) (Decoded, error) {
+	d := newDecoder("snowplow", body, lim)
+	d.growth = 2 // ue_px and cx: base64 JSON text, decoded and quoted
 	if err := d.object(body); err != nil {
 		return Decoded{}, err
 	}
@@ -252,8 +253,9 @@ func decodeBase64(dst, s []byte) ([]byte, error) {
 // skipped, and bytes that are not valid UTF-8 become U+FFFD. A query with a
 // bad escape, or no parameter, is an error. The event is rejected (Line 1)
 // when a name appears twice, "e" is missing, or as a POST element would be.
-func decodeSnowplowQuery(rawQuery string, maxEvent int) (Decoded, error) {
-	d := sdkDecoder{name: "snowplow", maxEvent: maxEvent}
+func decodeSnowplowQuery(rawQuery string, lim decodeLimits) (Decoded, error) {
+	maxEvent := lim.maxEvent
+	d := newDecoder("snowplow", []byte(rawQuery), lim)
 	type param struct{ key, value string }
 	var params []param
 	for q := rawQuery; q != ""; {
@@ -302,10 +304,19 @@ func decodeSnowplowQuery(rawQuery string, maxEvent int) (Decoded, error) {
 	}
 	if why != "" {
 		d.reject(1, why)
-		return d.out, nil
+		return d.result(nil)
 	}
 
-	ev := append(d.arena, '{')
+	// Each byte of a parameter becomes at most six (a control character
+	// sent as %01 is quoted as \u0001).
+	upper := 2
+	for _, p := range params {
+		upper += 6*(len(p.key)+len(p.value)) + 4
+	}
+	if !d.room(upper) {
+		return d.result(nil)
+	}
+	ev := append(d.ab.b, '{')
 	for i, p := range params {
 		if i > 0 {
 			ev = append(ev, ',')
@@ -320,13 +331,13 @@ func decodeSnowplowQuery(rawQuery string, maxEvent int) (Decoded, error) {
 		ev = jsonx.AppendQuote(ev, value)
 	}
 	ev = append(ev, '}')
-	d.arena = ev
+	d.ab.b = ev
 	if len(ev) > maxEvent {
 		d.reject(1, fmt.Sprintf("event of %d bytes, limit %d", len(ev), maxEvent))
-		return d.out, nil
+		return d.result(nil)
 	}
 	d.keep(1, ev, id, true)
-	return d.out, nil
+	return d.result(nil)
 }
 
 // validUTF8 returns s with each byte that is not part of valid UTF-8

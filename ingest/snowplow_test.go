@@ -86,11 +86,11 @@ func TestSnowplowWireVariants(t *testing.T) {
 	if bytes.Contains(encoded, []byte(`"ue_pr"`)) || bytes.Contains(encoded, []byte(`"co"`)) || !bytes.Contains(encoded, []byte(`"ue_px"`)) || !bytes.Contains(encoded, []byte(`"cx"`)) {
 		t.Fatal("snowplowBase64 did not convert the body")
 	}
-	want, err := decodeSnowplow(plain, DefaultMaxEventBytes, 0)
+	want, err := decodeSnowplow(plain, lims(DefaultMaxEventBytes, 0))
 	if err != nil || len(want.Events) != 30 {
 		t.Fatalf("plain: %d events, %v", len(want.Events), err)
 	}
-	got, err := decodeSnowplow(encoded, DefaultMaxEventBytes, 0)
+	got, err := decodeSnowplow(encoded, lims(DefaultMaxEventBytes, 0))
 	if err != nil || len(got.Events) != len(want.Events) || len(got.Rejected) != 0 {
 		t.Fatalf("base64: %d events, %d rejected, %v", len(got.Events), len(got.Rejected), err)
 	}
@@ -113,7 +113,7 @@ func TestSnowplowWireVariants(t *testing.T) {
 	json.Unmarshal(encoded, &encEnv)
 	for i, e := range env.Data {
 		for _, q := range []string{snowplowQuery(t, e, false), snowplowQuery(t, encEnv.Data[i], false), snowplowQuery(t, encEnv.Data[i], true)} {
-			d, err := decodeSnowplowQuery(q, DefaultMaxEventBytes)
+			d, err := decodeSnowplowQuery(q, lims(DefaultMaxEventBytes, 0))
 			if err != nil || len(d.Events) != 1 {
 				t.Fatalf("GET of event %d: %d events, %v %v", i, len(d.Events), d.Rejected, err)
 			}
@@ -234,7 +234,7 @@ func TestDecodeSnowplowQuery(t *testing.T) {
 		if max == 0 {
 			max = DefaultMaxEventBytes
 		}
-		d, err := decodeSnowplowQuery(tc.query, max)
+		d, err := decodeSnowplowQuery(tc.query, lims(max, 0))
 		if errorString(err) != tc.err {
 			t.Errorf("%q: error %v, want %q", tc.query, err, tc.err)
 			continue

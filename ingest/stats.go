@@ -12,10 +12,20 @@ type Stats struct {
 	Duplicates   uint64 // events dropped as client retries by the dedup window
 	Dropped      uint64 // events refused by a full drop_newest class
 	DedupEntries int    // event ids the dedup window holds now
+	// Busy counts requests answered 429 because the memory budget
+	// (Options.MaxInflightBytes) stayed spent; TooLarge those answered 413.
+	Busy, TooLarge uint64
+	// AuthorizedBytes and PreAuthBytes are what requests hold now of the
+	// memory budget's two parts (Options.MaxInflightBytes): authorized
+	// requests, and requests whose write key has not passed yet. The Peak
+	// fields are the most each part held at once since the start.
+	AuthorizedBytes, AuthorizedPeak int64
+	PreAuthBytes, PreAuthPeak       int64
 }
 
 type handlerCounters struct {
 	requests, failed, unauthorized, accepted, rejected, duplicates, dropped atomic.Uint64
+	busy, tooLarge                                                          atomic.Uint64
 }
 
 // Stats returns the handler's counters.
@@ -28,7 +38,12 @@ func (h *Handler) Stats() Stats {
 		Rejected:     h.stats.rejected.Load(),
 		Duplicates:   h.stats.duplicates.Load(),
 		Dropped:      h.stats.dropped.Load(),
+		Busy:         h.stats.busy.Load(),
+		TooLarge:     h.stats.tooLarge.Load(),
 	}
+	pre, main := h.preauth.Stats(), h.budget.Stats()
+	s.AuthorizedBytes, s.AuthorizedPeak = main.Used, main.Peak
+	s.PreAuthBytes, s.PreAuthPeak = pre.Used, pre.Peak
 	if h.dedup != nil {
 		s.DedupEntries = h.dedup.stats().Entries
 	}
