@@ -8,6 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +51,7 @@ type nodeConfig struct {
 	Classes      []classConfig
 	Ingest       ingestConfig
 	NATSIngest   natsIngestConfig
+	Admin        adminConfig
 }
 
 // fileConfig is the YAML file of --config. Its keys mirror the flags; a
@@ -74,6 +79,7 @@ type fileConfig struct {
 	Classes      []classConfig    `yaml:"classes"`
 	Ingest       ingestConfig     `yaml:"ingest"`
 	NATSIngest   natsIngestConfig `yaml:"nats_ingest"`
+	Admin        adminConfig      `yaml:"admin"`
 
 	lines map[string]int // line of each key path ("spool.max_bytes", "classes[0]")
 }
@@ -167,18 +173,34 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 		c.Unshaped = true
 	}
 	c.TLS, c.UpstreamAuth, c.lines = f.TLS, f.UpstreamAuth, f.lines
-	c.Spool, c.Classes, c.Ingest, c.NATSIngest = f.Spool, f.Classes, f.Ingest, f.NATSIngest
+	c.Spool, c.Classes, c.Ingest, c.NATSIngest, c.Admin = f.Spool, f.Classes, f.Ingest, f.NATSIngest, f.Admin
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("config %s: %w", c.Config, err)
 	}
 	return nil
 }
 
+// Bounds of a config file. A config is written by people: these are far
+// above any real one (the default file is 7 KiB and 350 nodes) and far
+// below what would hurt the node. Parsing costs up to about 90 bytes of
+// memory per byte of YAML before any node can be counted, so the size cap
+// keeps a reload inside a small pod's memory; the node budget stops
+// anchors and aliases from fanning a small file out into gigabytes.
+const (
+	maxConfigBytes = 1 << 20 // the file, in bytes
+	maxConfigNodes = 100_000 // YAML nodes, with every alias expanded where it is used
+)
+
 // readConfigFile decodes a config file strictly: unknown keys, wrong types
 // and more than one document are errors naming the file and line.
 func readConfigFile(path string) (fileConfig, error) {
 	var f fileConfig
-	data, err := os.ReadFile(path)
+	file, err := os.Open(path)
+	if err != nil {
+		return f, fmt.Errorf("config: %w", err)
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, maxConfigBytes+1))
 	if err != nil {
 		return f, fmt.Errorf("config: %w", err)
 	}
@@ -189,45 +211,326 @@ func readConfigFile(path string) (fileConfig, error) {
 	return f, nil
 }
 
+// parseConfig decodes a config file's text with the process's environment.
 func parseConfig(data []byte) (fileConfig, error) {
+	return parseConfigEnv(data, os.LookupEnv)
+}
+
+// parseConfigEnv decodes a config file's text: within the size cap, one
+// YAML document, within the node budget, environment references expanded
+// in values (expandEnvTree), every key known, every value of its type.
+func parseConfigEnv(data []byte, lookup func(string) (string, bool)) (fileConfig, error) {
 	var f fileConfig
-	data, err := expandEnv(data, nil)
-	if err != nil {
+	if len(data) > maxConfigBytes {
+		return f, fmt.Errorf("larger than %d bytes (1 MiB), the limit of a config file", maxConfigBytes)
+	}
+	data, refs := protectEnvRefs(data)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) { // an empty file is an empty config
+			return f, nil
+		}
+		return f, withLine(data, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return f, withLine(data, err)
+		}
+		return f, fmt.Errorf("line %d: a second YAML document; want one", extra.Line)
+	}
+	if err := checkNodeBudget(&doc, maxConfigNodes); err != nil {
 		return f, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) { // an empty file is an empty config
-			return fileConfig{}, nil
+	var errs lineErrors
+	if expandEnvTree(&doc, refs, lookup, &errs); len(errs) > 0 {
+		return f, errs.err() // the values are not what the file means
+	}
+	values := map[int][]keyedNode{}
+	checkKeys(&doc, reflect.TypeFor[fileConfig](), "", &errs, values)
+	if err := doc.Decode(&f); err != nil {
+		te, ok := errors.AsType[*yaml.TypeError](err)
+		if !ok {
+			return fileConfig{}, withLine(data, err)
 		}
-		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
-			// "line 2: field x not found in type main.fileConfig", one a line.
-			msgs := make([]string, len(te.Errors))
-			for i, m := range te.Errors {
-				msgs[i] = strings.TrimSuffix(m, " in type main.fileConfig")
+		said := map[int]bool{} // lines checkKeys has an error for
+		for _, e := range errs {
+			said[e.line] = true
+		}
+		for _, m := range te.Errors {
+			if line, msg := typeErrorMessage(m, values); !said[line] {
+				errs.addMsg(line, msg)
 			}
-			return f, errors.New(strings.Join(msgs, "; "))
 		}
-		return f, err
+	}
+	if err := errs.err(); err != nil {
+		return fileConfig{}, err
 	}
 	// The line of every key, for errors about their values.
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) == 1 {
+	if len(doc.Content) == 1 {
 		f.lines = map[string]int{}
 		keyLines(doc.Content[0], "", f.lines)
 		for j := range f.Classes {
 			f.Classes[j].line = f.lines[fmt.Sprintf("classes[%d]", j)]
 		}
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return f, err
-		}
-		return f, fmt.Errorf("line %d: a second YAML document; want one", extra.Line)
-	}
 	return f, nil
+}
+
+// checkNodeBudget counts the nodes of root as decoding would visit them,
+// each alias expanded where it is used, and fails past limit, naming the
+// line of the alias whose expansion crossed it. It refuses an alias inside
+// the node it refers to. It stops at the limit, so it costs no more than
+// limit steps whatever the file.
+func checkNodeBudget(root *yaml.Node, limit int) error {
+	left := limit
+	var outer *yaml.Node               // the alias in the file's own tree being expanded
+	expanding := map[*yaml.Node]bool{} // anchors being expanded
+	var count func(n *yaml.Node) error
+	count = func(n *yaml.Node) error {
+		if left--; left < 0 {
+			if outer != nil {
+				return fmt.Errorf("line %d: alias *%s: the config expands past %d YAML nodes, the limit (each use of an alias counts its anchor's nodes again)", outer.Line, outer.Value, limit)
+			}
+			return fmt.Errorf("line %d: the config has more than %d YAML nodes, the limit", n.Line, limit)
+		}
+		if n.Kind == yaml.AliasNode {
+			if n.Alias == nil {
+				return fmt.Errorf("line %d: alias *%s refers to no anchor", n.Line, n.Value)
+			}
+			if expanding[n.Alias] {
+				return fmt.Errorf("line %d: alias *%s is inside the node it refers to", n.Line, n.Value)
+			}
+			expanding[n.Alias] = true
+			if outer == nil {
+				outer = n
+				defer func() { outer = nil }()
+			}
+			err := count(n.Alias)
+			delete(expanding, n.Alias)
+			return err
+		}
+		for _, c := range n.Content {
+			if err := count(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return count(root)
+}
+
+// keyedNode is a value node of the config and its key path.
+type keyedNode struct {
+	path string
+	node *yaml.Node
+}
+
+// checkKeys reports the mapping keys under n that typ has no field for,
+// as yaml's KnownFields would (yaml.Node.Decode has no such option), and
+// what a value of typ must be when n cannot be one. values receives every
+// value node by line, for naming the key of a decoding error.
+func checkKeys(n *yaml.Node, typ reflect.Type, path string, errs *lineErrors, values map[int][]keyedNode) {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			checkKeys(c, typ, path, errs, values)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		checkKeys(n.Alias, typ, path, errs, values) // bounded by checkNodeBudget
+		return
+	}
+	values[n.Line] = append(values[n.Line], keyedNode{path, n})
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return // the zero value of anything
+	}
+	where := path
+	if where == "" {
+		where = "the config"
+	}
+	switch typ.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			errs.add(n.Line, "%s: want a mapping of keys, got %s", where, nodeKind(n))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" { // <<: *base, or <<: [*a, *b]
+				if v.Kind == yaml.SequenceNode {
+					for _, m := range v.Content {
+						checkKeys(m, typ, path, errs, values)
+					}
+				} else {
+					checkKeys(v, typ, path, errs, values)
+				}
+				continue
+			}
+			f, ok := yamlField(typ, k.Value)
+			if !ok {
+				msg := "field " + k.Value + " not found"
+				if path != "" {
+					msg += " in " + path
+				}
+				errs.add(k.Line, "%s", msg)
+				continue
+			}
+			checkKeys(v, f.Type, joinKey(path, k.Value), errs, values)
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			errs.add(n.Line, "%s: want a list, got %s", where, nodeKind(n))
+			return
+		}
+		for i, c := range n.Content {
+			checkKeys(c, typ.Elem(), fmt.Sprintf("%s[%d]", path, i), errs, values)
+		}
+	case reflect.Map, reflect.Interface:
+		// None in the config; the decoder checks them.
+	default:
+		if n.Kind != yaml.ScalarNode {
+			errs.add(n.Line, "%s: want %s, got %s", where, wantOf(typ.String()), nodeKind(n))
+		}
+	}
+}
+
+// yamlField returns the field of struct typ that YAML key name decodes into.
+func yamlField(typ reflect.Type, name string) (reflect.StructField, bool) {
+	for f := range typ.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "-" {
+			continue
+		}
+		if opts == "inline" && f.Type.Kind() == reflect.Struct {
+			if f, ok := yamlField(f.Type, name); ok {
+				return f, true
+			}
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(f.Name)
+		}
+		if tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// nodeKind names what n is, for errors.
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+// typeError matches the decoder's "line 3: cannot unmarshal !!str `soon`
+// into time.Duration" (a value of more than 10 bytes is cut to 7 and "...").
+var typeError = regexp.MustCompile("^line ([0-9]+): cannot unmarshal (!![a-z]+)(?: `(.*)`)? into (.+)$")
+
+// typeErrorMessage rewrites one of the decoder's type errors for people:
+// the key instead of a Go type, what the key wants and what it got.
+func typeErrorMessage(m string, values map[int][]keyedNode) (int, string) {
+	sm := typeError.FindStringSubmatch(m)
+	if sm == nil {
+		if i := strings.Index(m, " in type "); i >= 0 {
+			m = m[:i]
+		}
+		return 0, m
+	}
+	line, _ := strconv.Atoi(sm[1])
+	tag, value, goType := sm[2], sm[3], sm[4]
+	got := map[string]string{"!!seq": "a list", "!!map": "a mapping"}[tag]
+	if got == "" {
+		got = "`" + value + "`"
+	}
+	key := ""
+	for _, v := range values[line] {
+		cut, short := strings.CutSuffix(value, "...")
+		if v.path != "" && (v.node.Value == value || short && strings.HasPrefix(v.node.Value, cut) ||
+			tag == "!!seq" && v.node.Kind == yaml.SequenceNode || tag == "!!map" && v.node.Kind == yaml.MappingNode) {
+			key = v.path
+			break
+		}
+	}
+	if key == "" {
+		return line, fmt.Sprintf("want %s, got %s", wantOf(goType), got)
+	}
+	return line, fmt.Sprintf("%s: want %s, got %s", key, wantOf(goType), got)
+}
+
+// wantOf says what a value of the Go type named t is, in the config's
+// words.
+func wantOf(t string) string {
+	t = strings.TrimLeft(t, "*")
+	switch {
+	case t == "time.Duration":
+		return "a duration such as 250ms, 30s or 1m30s"
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	case strings.HasPrefix(t, "map["):
+		return "a mapping"
+	case strings.HasPrefix(t, "main."), strings.HasPrefix(t, "struct"):
+		return "a mapping of keys"
+	case t == "bool":
+		return "true or false"
+	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+		return "a whole number"
+	case strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "string":
+		return "a string"
+	}
+	return "another kind of value"
+}
+
+// lineErrors collects a config's errors, reported in file order.
+type lineErrors []lineError
+
+type lineError struct {
+	line int // 0: none
+	msg  string
+}
+
+func (e *lineErrors) add(line int, format string, args ...any) {
+	*e = append(*e, lineError{line, fmt.Sprintf(format, args...)})
+}
+
+func (e *lineErrors) addMsg(line int, msg string) {
+	*e = append(*e, lineError{line, msg})
+}
+
+// err returns the errors as one, by line, the first maxShown of them.
+func (e lineErrors) err() error {
+	const maxShown = 10
+	if len(e) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(e, func(a, b lineError) int { return a.line - b.line })
+	msgs := make([]string, 0, min(len(e), maxShown)+1)
+	for _, le := range e[:min(len(e), maxShown)] {
+		m := strings.ReplaceAll(le.msg, "\n", `\n`)
+		if le.line > 0 {
+			m = fmt.Sprintf("line %d: %s", le.line, m)
+		}
+		msgs = append(msgs, m)
+	}
+	if len(e) > maxShown {
+		msgs = append(msgs, fmt.Sprintf("and %d more", len(e)-maxShown))
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 func (c *nodeConfig) validate() error {
@@ -258,6 +561,15 @@ func (c *nodeConfig) validate() error {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return c.keyErr("log_level", fmt.Errorf("%q: want debug, info, warn or error", c.LogLevel))
+	}
+	for i, k := range c.Ingest.Keys {
+		if k.PinClass && k.Class == "" {
+			return c.keyErr(fmt.Sprintf("ingest.keys[%d].pin_class", i),
+				fmt.Errorf("true without a class (source %q): set class to the class every event of the key goes to", k.Source))
+		}
+	}
+	if key, err := c.Admin.check(c.Listen); err != nil {
+		return c.keyErr(key, err)
 	}
 	return nil
 }
@@ -293,6 +605,7 @@ type resolved struct {
 	hasNATS  bool
 	tls      *tlsReloader  // nil without tls.cert_file
 	natsOpts []nats.Option // upstream TLS and credentials
+	admin    []byte        // the admin token; nil without admin.token_file
 }
 
 // resolve builds and checks the options of c without starting anything.
@@ -320,6 +633,9 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 	}
 	if r.natsOpts, err = c.UpstreamAuth.options(); err != nil {
 		return nil, c.fileErr(c.keyErr("upstream_auth", err))
+	}
+	if r.admin, err = c.Admin.token(); err != nil {
+		return nil, c.fileErr(c.keyErr("admin.token_file", err))
 	}
 	return &r, nil
 }

@@ -39,7 +39,11 @@ type keyConfig struct {
 	Key     string `yaml:"key"`
 	KeyFile string `yaml:"key_file"` // a file holding the key, trimmed of surrounding white space
 	Source  string `yaml:"source"`
-	Class   string `yaml:"class"`
+	// Class is the class of the key's events when the request names none;
+	// with PinClass, of every event sent with the key (a request naming
+	// another class gets 403). Pin the keys that browsers and phones carry.
+	Class    string `yaml:"class"`
+	PinClass bool   `yaml:"pin_class"`
 }
 
 type routeConfig struct {
@@ -97,7 +101,7 @@ func (c ingestConfig) keys() ([]ingest.Key, error) {
 			}
 			secret = strings.TrimSpace(string(b))
 		}
-		keys = append(keys, ingest.Key{Key: secret, Source: k.Source, Class: k.Class})
+		keys = append(keys, ingest.Key{Key: secret, Source: k.Source, Class: k.Class, PinClass: k.PinClass})
 	}
 	return keys, nil
 }

@@ -30,6 +30,9 @@ import (
 type nodeHooks struct {
 	// listening is called with the HTTP address once it accepts connections.
 	listening func(net.Addr)
+	// adminListening is called with the admin address (admin.listen), if
+	// any, before listening.
+	adminListening func(net.Addr)
 }
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks *nodeHooks) error {
@@ -180,7 +183,25 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		return err
 	}
 	defer stopOps()
-	mux.HandleFunc("/-/reload", rl.serveReload)
+	// Admin actions are on admin.listen only: producers reach this one.
+	mux.HandleFunc("/-/reload", reloadElsewhere)
+	serveErr := make(chan error, 2)
+	var admin *adminServer
+	if c.Admin.Listen != "" {
+		if admin, err = listenAdmin(c.Admin, r.admin, rl.reload, log); err != nil {
+			ln.Close()
+			return err
+		}
+		defer admin.close(context.Background()) // on early returns; idempotent
+		rl.hooks = append(rl.hooks, func(c *nodeConfig) error {
+			tok, err := c.Admin.token()
+			if err != nil {
+				return fmt.Errorf("admin.token_file: %w", err)
+			}
+			admin.setToken(tok)
+			return nil
+		})
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -207,7 +228,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		WriteTimeout: time.Minute + 10*time.Second,
 		IdleTimeout:  2 * time.Minute,
 	}
-	serveErr := make(chan error, 1)
 	scheme := "http"
 	if r.tls != nil {
 		srv.TLSConfig = r.tls.config()
@@ -216,6 +236,17 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
 	} else {
 		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	if admin != nil { // once rl.hooks are all set
+		go func() {
+			if err := admin.serve(); err != nil {
+				serveErr <- fmt.Errorf("admin: %w", err)
+			}
+		}()
+		log.Info("admin listening", "addr", admin.addr().String(), "token", c.Admin.TokenFile != "")
+		if hooks.adminListening != nil {
+			hooks.adminListening(admin.addr())
+		}
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "upstream", shown,
 		"stream", c.Stream, "subject", c.Subject+".<class>", "spool", node.SpoolID(),
@@ -248,6 +279,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	defer hcancel()
 	if herr := srv.Shutdown(hctx); herr != nil {
 		log.Warn("http shutdown", "err", herr)
+	}
+	if admin != nil {
+		// After the drain: a reload can still raise a ceiling meanwhile.
+		admin.close(hctx)
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"reflect"
 	"sort"
 	"sync"
@@ -17,13 +14,15 @@ import (
 	"github.com/sluicehq/sluice/priority"
 )
 
-// reloader re-reads the config file on SIGHUP or POST /-/reload and applies
-// what can change while the node runs: the classes' rates, ceilings,
-// priorities, plans, field priorities and max ages, the write keys and the
-// routes. Anything else that changed refuses the reload, naming each key;
-// an invalid file refuses it too. A refused reload changes nothing: the
-// old configuration stays, and the error goes to the log and to the
-// answer of /-/reload.
+// reloader re-reads the config file on SIGHUP or POST /-/reload (on the
+// admin listener, admin.go) and applies what can change while the node
+// runs: the classes' rates, ceilings, priorities, plans, field priorities
+// and max ages, the write keys (with their class and pin_class) and the
+// routes, and through hooks the TLS certificates and the admin token.
+// Anything else that changed refuses the reload, naming each key; an
+// invalid file refuses it too. A refused reload changes nothing: the old
+// configuration stays, and the error goes to the log and to the answer of
+// /-/reload.
 type reloader struct {
 	mu      sync.Mutex
 	flagged nodeConfig    // the config from the flags alone, before the file
@@ -95,7 +94,7 @@ func fixedChanges(a, b *nodeConfig) []string {
 		{"ingest.dedup_window", a.Ingest.DedupWindow, b.Ingest.DedupWindow}, {"ingest.dedup_entries", a.Ingest.DedupEntries, b.Ingest.DedupEntries},
 		{"ingest.max_body_bytes", a.Ingest.MaxBodyBytes, b.Ingest.MaxBodyBytes}, {"ingest.max_event_bytes", a.Ingest.MaxEventBytes, b.Ingest.MaxEventBytes},
 		{"ingest.max_events", a.Ingest.MaxEvents, b.Ingest.MaxEvents}, {"ingest.stamp", a.Ingest.Stamp, b.Ingest.Stamp},
-		{"tls", a.TLS, b.TLS}, {"upstream_auth", a.UpstreamAuth, b.UpstreamAuth},
+		{"tls", a.TLS, b.TLS}, {"upstream_auth", a.UpstreamAuth, b.UpstreamAuth}, {"admin", a.Admin, b.Admin},
 	}
 	var out []string
 	for _, f := range fixed {
@@ -105,30 +104,4 @@ func fixedChanges(a, b *nodeConfig) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// serveReload answers POST /-/reload, from loopback clients only: it
-// changes the node's behaviour, so it is an operator's call, not a
-// producer's.
-func (r *reloader) serveReload(w http.ResponseWriter, req *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	if req.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		json.NewEncoder(w).Encode(map[string]string{"error": "method not allowed: use POST"})
-		return
-	}
-	host, _, _ := net.SplitHostPort(req.RemoteAddr)
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		w.WriteHeader(http.StatusForbidden)
-		json.NewEncoder(w).Encode(map[string]string{"error": "reload is allowed from loopback only (or send SIGHUP)"})
-		return
-	}
-	if err := r.reload(); err != nil {
-		r.log.Error("config reload refused", "err", err)
-		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-		return
-	}
-	json.NewEncoder(w).Encode(map[string]bool{"reloaded": true})
 }

@@ -20,9 +20,10 @@ import (
 )
 
 // TestReloadUnderLoad rewrites the config file while producers post: a
-// new write key and a new ceiling apply without a restart, an invalid file
-// and a change that needs a restart are refused with the old config kept,
-// and every acknowledged event reaches the stream once.
+// new write key and a new ceiling apply without a restart, by POST
+// /-/reload on the admin socket and by SIGHUP, an invalid file and a
+// change that needs a restart are refused with the old config kept, and
+// every acknowledged event reaches the stream once.
 func TestReloadUnderLoad(t *testing.T) {
 	srv := embedded.StartTest(t)
 	dir := t.TempDir()
@@ -33,10 +34,12 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const base = "ingest:\n  keys:\n    - {key: ${SLUICE_TEST_KEY_A}, source: a}\n"
+	sock := filepath.Join(socketDir(t), "admin.sock")
+	base := "admin:\n  listen: unix:" + sock + "\ningest:\n  keys:\n    - {key: ${SLUICE_TEST_KEY_A}, source: a}\n"
 	t.Setenv("SLUICE_TEST_KEY_A", "key-a")
 	write(base)
 	addr, stop := startNode(t, "--config", cfg, "--upstream", srv.ClientURL(), "--data-dir", filepath.Join(dir, "data"))
+	admin := adminClient(&net.UnixAddr{Net: "unix", Name: sock})
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	send := func(key string, body []byte) (int, postResult) {
@@ -53,7 +56,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		return res.StatusCode, r
 	}
 	reload := func() (int, string) {
-		res, err := client.Post("http://"+addr+"/-/reload", "", nil)
+		res, err := admin.Post("http://sluice-admin/-/reload", "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,6 +98,11 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("key b before the reload: %d", status)
 	}
 	write(base + "    - {key: key-b, source: b}\nclasses:\n  - name: critical\n  - name: ingest\n    ceil: 5MiB/s\n  - name: replication\n  - name: backfill\n")
+	if res, err := client.Post("http://"+addr+"/-/reload", "", nil); err != nil || res.StatusCode != 404 {
+		t.Fatalf("reload on the ingest listener: %v %v; want 404", res, err)
+	} else {
+		res.Body.Close()
+	}
 	if status, body := reload(); status != 200 {
 		t.Fatalf("reload: %d %s", status, body)
 	}
@@ -110,7 +118,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	for _, tc := range []struct{ file, want string }{
 		{"ingest:\n  keys: [{key: x}]\n  colour: red\n", "field colour not found"},
 		{"subject: elsewhere\n" + base, "changed keys need a restart: [subject]"},
-		{"classes:\n  - name: ingest\n    compression: best\n", "needs a restart"},
+		{base[:strings.Index(base, "ingest:")] + "classes:\n  - name: ingest\n    compression: best\n", "needs a restart"},
+		{"admin:\n  listen: unix:" + sock + ".2\n" + base[strings.Index(base, "ingest:"):], "changed keys need a restart: [admin]"},
 	} {
 		write(tc.file)
 		if status, body := reload(); status != 400 || !strings.Contains(body, tc.want) {

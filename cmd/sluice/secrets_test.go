@@ -226,6 +226,7 @@ func TestSecretsRefuseUnauthenticated(t *testing.T) {
 		wrongKey  = "wk-wrong-guess-9d8c7b"
 		natsPass  = "nats-pw-3e7b1c9a5f"
 		natsPass2 = "nats-pw-rotated-8a2d6f"
+		adminTok  = "admin-tok-secrets-4d7a1e9c"
 	)
 	url := startNATSServer(t, &server.Options{
 		JetStream: true, StoreDir: t.TempDir(),
@@ -237,10 +238,13 @@ func TestSecretsRefuseUnauthenticated(t *testing.T) {
 	keyFile := writeSecret(t, "write.key", "\n"+fileKey+"\n")
 	passFile := writeSecret(t, "nats.pw", natsPass+"\n")
 	t.Setenv("SLUICE_TEST_SECRET_KEY", envKey)
+	sock := filepath.Join(socketDir(t), "admin.sock")
+	adminFile := writeSecret(t, "admin.token", adminTok+"\n")
 	cfg := filepath.Join(dir, "sluice.yaml")
 	config := func(keys, password string) {
 		t.Helper()
 		c := "log_level: debug\n" +
+			"admin:\n  listen: unix:" + sock + "\n  token_file: " + adminFile + "\n" +
 			"tls:\n  cert_file: " + cert.certFile + "\n  key_file: " + cert.keyFile + "\n" +
 			"upstream_auth:\n  user: edge\n  " + password + "\n" +
 			"ingest:\n  keys:\n" + keys
@@ -253,7 +257,8 @@ func TestSecretsRefuseUnauthenticated(t *testing.T) {
 		"    - {key: ${SLUICE_TEST_SECRET_KEY}, source: env}\n"
 	config(keys, "password_file: "+passFile)
 	s := secrets{"the inline key": inlineKey, "the key_file key": fileKey, "the environment's key": envKey,
-		"the reloaded key": newKey, "the wrong key": wrongKey, "the NATS password": natsPass, "the rotated NATS password": natsPass2}
+		"the reloaded key": newKey, "the wrong key": wrongKey, "the NATS password": natsPass, "the rotated NATS password": natsPass2,
+		"the admin token": adminTok}
 	s.pemKey(t, "the TLS key", cert.keyFile)
 
 	var validateOut bytes.Buffer
@@ -357,7 +362,13 @@ func TestSecretsRefuseUnauthenticated(t *testing.T) {
 
 	// A reload: a change of the NATS password needs a restart and is
 	// refused, naming the key only; a new key set applies.
-	reload := func() answer { return record(do(t, client, "POST", base+"/-/reload", nil, "")) }
+	admin := adminClient(&net.UnixAddr{Net: "unix", Name: sock})
+	if x := record(do(t, admin, "POST", "http://sluice-admin/-/reload", nil, "")); x.status != 401 {
+		t.Errorf("reload without the admin token: %v; want 401", x)
+	}
+	reload := func() answer {
+		return record(do(t, admin, "POST", "http://sluice-admin/-/reload", map[string]string{"Authorization": "Bearer " + adminTok}, ""))
+	}
 	config(keys, "password: "+natsPass2)
 	if x := reload(); x.status != 400 || !strings.Contains(x.body, "upstream_auth") {
 		t.Errorf("reload with a new NATS password: %v; want 400 naming upstream_auth", x)
