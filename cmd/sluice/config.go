@@ -52,6 +52,7 @@ type nodeConfig struct {
 	Ingest       ingestConfig
 	NATSIngest   natsIngestConfig
 	Admin        adminConfig
+	Limits       limitsConfig
 }
 
 // fileConfig is the YAML file of --config. Its keys mirror the flags; a
@@ -80,6 +81,7 @@ type fileConfig struct {
 	Ingest       ingestConfig     `yaml:"ingest"`
 	NATSIngest   natsIngestConfig `yaml:"nats_ingest"`
 	Admin        adminConfig      `yaml:"admin"`
+	Limits       limitsConfig     `yaml:"limits"`
 
 	lines map[string]int // line of each key path ("spool.max_bytes", "classes[0]")
 }
@@ -173,7 +175,7 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 		c.Unshaped = true
 	}
 	c.TLS, c.UpstreamAuth, c.lines = f.TLS, f.UpstreamAuth, f.lines
-	c.Spool, c.Classes, c.Ingest, c.NATSIngest, c.Admin = f.Spool, f.Classes, f.Ingest, f.NATSIngest, f.Admin
+	c.Spool, c.Classes, c.Ingest, c.NATSIngest, c.Admin, c.Limits = f.Spool, f.Classes, f.Ingest, f.NATSIngest, f.Admin, f.Limits
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("config %s: %w", c.Config, err)
 	}
@@ -606,6 +608,9 @@ type resolved struct {
 	tls      *tlsReloader  // nil without tls.cert_file
 	natsOpts []nats.Option // upstream TLS and credentials
 	admin    []byte        // the admin token; nil without admin.token_file
+	// inflightFrom says where ingest.MaxInflightBytes came from, for the
+	// log: the config, or the memory limit it was derived from.
+	inflightFrom string
 }
 
 // resolve builds and checks the options of c without starting anything.
@@ -624,6 +629,14 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 	if r.ingest, err = c.Ingest.options(c.Node, r.classes); err != nil {
 		return nil, c.fileErr(c.keyErr("ingest", err))
 	}
+	mem, memFrom := memoryLimit()
+	if r.ingest.MaxInflightBytes, r.inflightFrom, err = c.Limits.inflightBudget(mem, memFrom, r.ingest); err != nil {
+		return nil, c.fileErr(c.keyErr("limits", err))
+	}
+	if err := c.Limits.check(r.ingest); err != nil {
+		return nil, c.fileErr(c.keyErr("limits", err))
+	}
+	r.ingest.MaxExpansion = c.Limits.MaxExpansion
 	if _, err := ingest.NewHandler(nil, r.ingest); err != nil {
 		return nil, c.fileErr(c.keyErr("ingest.keys", err))
 	}

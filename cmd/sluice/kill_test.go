@@ -36,6 +36,13 @@ func startProc(t *testing.T, args ...string) *sluiceProc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startExe(t, exe, args...)
+}
+
+// startExe is startProc with the binary exe: the test binary (which the
+// envMain variable turns into sluice) or a sluice built by buildSluice.
+func startExe(t *testing.T, exe string, args ...string) *sluiceProc {
+	t.Helper()
 	args = append([]string{"run", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), envMain+"=1")

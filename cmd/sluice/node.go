@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/connlimit"
 	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/spool"
 )
@@ -69,6 +70,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	r, err := c.resolve()
 	if err != nil {
 		return err
+	}
+	if gc := setMemoryLimit(r.ingest.MaxInflightBytes); gc > 0 {
+		log.Info("Go memory limit set: the requests' budget plus 64 MiB, at most 80% of the cgroup's (GOMEMLIMIT overrides)", "bytes", gc)
 	}
 	classes, spoolOpts, iopts := r.classes, r.spool, r.ingest
 	iopts.Logger = log
@@ -169,10 +173,24 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		defer natsIn.stop(context.Background()) // idempotent; on early returns
 	}
 
-	ln, err := net.Listen("tcp", c.Listen)
+	tcp, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("listen %s: %w (is another sluice or server on that port? set --listen)", c.Listen, err)
 	}
+	// Connections are bounded before they exhaust the descriptors the
+	// spool needs; idle ones give way, and a client refused gets 503 with
+	// Retry-After (plain HTTP) or a clean close (TLS).
+	ln, err := connlimit.New(tcp, connlimit.Options{
+		Max: c.Limits.MaxConnections, PerIP: c.Limits.MaxConnectionsPerIP,
+		RejectHTTP: r.tls == nil, Logger: log,
+	})
+	if err != nil {
+		tcp.Close()
+		return fmt.Errorf("limits: %w", err)
+	}
+	cst := ln.Stats()
+	log.Info("limits", "max_inflight_bytes", iopts.MaxInflightBytes, "max_inflight_from", r.inflightFrom,
+		"max_connections", cst.Max, "max_connections_per_ip", cst.PerIP, "max_body_bytes", iopts.MaxBodyBytes)
 	rl := &reloader{flagged: flagged, fs: fs, running: c, node: node, handler: handler, log: log}
 	var natsSrc *ingest.NATSSource
 	if natsIn != nil {
@@ -219,7 +237,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	}()
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ConnState:         ln.ConnState,
+		ReadHeaderTimeout: 5 * time.Second,
 		// A body slower than this is cut off; an ack waits for the spool's
 		// fsync, milliseconds.
 		ReadTimeout: time.Minute,
