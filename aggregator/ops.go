@@ -41,8 +41,24 @@ type ClassShape struct {
 	Rate, Ceil priority.Rate
 	// Guaranteed is the guarantee in force now: Rate scaled down when the
 	// guarantees together exceed the link's target, and zero while the
-	// level's plan throttles or defers the class.
+	// level's plan throttles or defers the class. A zero guarantee means
+	// the class gets only what the classes before it (by strict priority,
+	// then priority and weight) leave of the link: with a link of unknown
+	// capacity (Link.Ceil 0), percentages of it are zero and every class
+	// is served that way.
 	Guaranteed priority.Rate
+	// LinkRate is the rate the lanes share now, bytes/s: the link's
+	// target (Stats().Link.Target, measured when Link.Ceil is 0), or the
+	// estimator's probe above it (Stats().Link.Pacing). 0 means
+	// unlimited: Link.Unshaped, or before the first tick.
+	LinkRate int64
+	// CeilNow is the most the class may send now: its Ceil, or LinkRate
+	// where that is lower or the class has no ceiling (a zero dimension
+	// is unlimited); zero while the class is deferred.
+	CeilNow priority.Rate
+	// Unshaped is true with Link.Unshaped: the lanes are not used, and
+	// only the configuration above is meaningful.
+	Unshaped bool
 	// Action is what the class does now: the plan's action at the current
 	// degradation level, with a defer the link's health does not justify
 	// (or a probe) turned into a throttle (shaper.EffectiveAction).
@@ -76,17 +92,35 @@ func (n *Node) Shape() []ClassShape {
 		s := ClassShape{
 			Class: l.name, Priority: c.Priority, Critical: c.Critical,
 			Rate: c.Rate, Ceil: c.Ceil,
-			Action: act.Kind,
+			Action: act.Kind, Unshaped: k.unshaped,
 		}
-		if i < len(snap.Classes) {
+		if i < len(snap.Classes) && !k.unshaped {
 			ls := snap.Classes[i]
 			s.Guaranteed, s.Deferred = ls.Rate, ls.Deferred
 			s.RateTokens, s.CeilTokens = ls.RateTokens, ls.CeilTokens
 			s.GuaranteedBytes, s.BorrowedBytes = ls.GuaranteedBytes, ls.BorrowedBytes
+			s.LinkRate = snap.Target.BytesPerSec
+			if !s.Deferred {
+				s.CeilNow = priority.Rate{
+					BytesPerSec: minLimit(c.Ceil.BytesPerSec, snap.Target.BytesPerSec),
+					MsgsPerSec:  minLimit(c.Ceil.MsgsPerSec, snap.Target.MsgsPerSec),
+				}
+			}
 		}
 		out = append(out, s)
 	}
 	return out
+}
+
+// minLimit is the lower of two limits where 0 means none.
+func minLimit(a, b int64) int64 {
+	switch {
+	case a <= 0:
+		return max(b, 0)
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
 }
 
 // Histogram is a snapshot of a class's end-to-end latency distribution

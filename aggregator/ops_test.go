@@ -105,6 +105,11 @@ func TestNodeOps(t *testing.T) {
 		if s.Guaranteed.BytesPerSec != c.Rate.BytesPerSec {
 			t.Errorf("%s: guaranteed %d in force, configured %d", s.Class, s.Guaranteed.BytesPerSec, c.Rate.BytesPerSec)
 		}
+		// The ceiling in force is the class's, or the link's rate where
+		// lower: at most the target, 80% of the ceiling.
+		if want := min(c.Ceil.BytesPerSec, s.LinkRate); s.LinkRate <= 0 || s.LinkRate > ceil || s.CeilNow.BytesPerSec != want {
+			t.Errorf("%s: ceiling %d in force with the lanes at %d B/s, want %d", s.Class, s.CeilNow.BytesPerSec, s.LinkRate, want)
+		}
 	}
 	if shape[0].GuaranteedBytes == 0 {
 		t.Errorf("critical sent nothing within its guarantee: %+v", shape[0])
@@ -130,5 +135,44 @@ func TestNodeOps(t *testing.T) {
 	_ = n.Shape()
 	if h := n.LatencyHistograms()["critical"]; h.Count == 0 {
 		t.Error("histogram lost after Shutdown")
+	}
+}
+
+// TestShapeUnknownLink: with the default link of unknown capacity
+// (Link.Ceil 0, link_mbit: 0), the default classes' percentages are of
+// nothing: no class has a guarantee or a ceiling of its own, and what the
+// lanes enforce is the measured link rate, shared by priority. Shape says
+// exactly that: no guarantee in force, and the link's rate as every
+// class's ceiling in force, never 0.
+func TestShapeUnknownLink(t *testing.T) {
+	srv := embedded.StartTest(t)
+	nc := connect(t, srv.ClientURL())
+	n := newNode(t, t.TempDir(), nc, nil)
+	ingest(t, n, "ingest", 0, 100, 50)
+	collect(t, nc, 100, 10*time.Second) // the lanes have been given the link's rate by now
+	var shape []aggregator.ClassShape
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if shape = n.Shape(); shape[0].LinkRate > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no link rate in Shape after 10 s: %+v", shape)
+		}
+	}
+	for _, s := range shape {
+		if !s.Rate.IsZero() || !s.Ceil.IsZero() || !s.Guaranteed.IsZero() {
+			t.Errorf("%s: rate %v, ceil %v, guaranteed %v; want none with a link of unknown capacity", s.Class, s.Rate, s.Ceil, s.Guaranteed)
+		}
+		if s.LinkRate != shape[0].LinkRate || s.CeilNow.BytesPerSec != s.LinkRate || s.Deferred || s.Unshaped {
+			t.Errorf("%s: ceiling in force %d B/s with the lanes at %d B/s, deferred %v, unshaped %v; want the link's rate",
+				s.Class, s.CeilNow.BytesPerSec, s.LinkRate, s.Deferred, s.Unshaped)
+		}
+	}
+
+	un := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) { o.Link.Unshaped = true })
+	for _, s := range un.Shape() {
+		if !s.Unshaped || s.LinkRate != 0 || !s.CeilNow.IsZero() || !s.Guaranteed.IsZero() {
+			t.Errorf("unshaped %s: %+v; want no rates in force", s.Class, s)
+		}
 	}
 }

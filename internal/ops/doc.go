@@ -51,6 +51,7 @@
 //	sluice_class_guaranteed_rate_bytes_per_second       gauge     configured
 //	sluice_class_effective_guaranteed_rate_bytes_per_second gauge in force now
 //	sluice_class_ceiling_rate_bytes_per_second          gauge     configured; absent when the link is the only bound
+//	sluice_class_effective_ceiling_rate_bytes_per_second gauge    in force now: the class's ceiling or the link's rate, whichever is lower
 //	sluice_class_tokens_bytes{bucket}                   gauge     guarantee, ceiling
 //	sluice_class_deferred                               gauge     0 or 1
 //	sluice_class_end_to_end_latency_seconds             histogram ingest → JetStream ack, per batch
@@ -109,9 +110,14 @@
 //
 // A Sampler samples the node every SamplerOptions.Interval (1 s), keeps
 // SamplerOptions.History (5 minutes) of points, and derives a Status:
-// per lane the actual rate against the guaranteed rate and ceiling,
-// backlog, oldest age, drops and windowed latency quantiles; the link's
-// capacity, target and RTT; and the level's history. The page polls it
+// per lane the actual rate against the guarantee and ceiling in force
+// (what the lanes enforce now, beside the configured ones) and how the
+// class gets capacity (strict, guaranteed, by priority, leftover,
+// deferred), backlog, oldest age, drops and windowed latency quantiles;
+// the link's capacity, target and RTT; and the level's history. With a
+// link of unknown capacity (link_mbit 0, the default) the configured
+// rates are all 0 and the page says so: every class is served by
+// priority, bounded by the link's measured rate. The page polls it
 // every interval and draws the lanes, the level strip and a rate chart
 // (SVG, drawn by its script).
 //

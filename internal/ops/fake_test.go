@@ -16,7 +16,8 @@ type fakeNode struct {
 	stats     aggregator.Stats
 	accepting bool
 	diskFull  bool
-	calls     int // Stats calls
+	calls     int                     // Stats calls
+	shapes    []aggregator.ClassShape // Shape's answer if set, else the defaults'
 }
 
 func newFakeNode() *fakeNode {
@@ -63,6 +64,11 @@ func (f *fakeNode) Stats() aggregator.Stats {
 }
 
 func (f *fakeNode) Shape() []aggregator.ClassShape {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.shapes != nil {
+		return f.shapes
+	}
 	var out []aggregator.ClassShape
 	for _, c := range priority.Defaults(linkCeil) {
 		out = append(out, aggregator.ClassShape{

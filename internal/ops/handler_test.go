@@ -9,6 +9,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/internal/embedded"
 )
 
 // TestStatusLive runs a sampler on a real node under load and reads the
@@ -170,6 +175,63 @@ func TestStatusPage(t *testing.T) {
 		bare.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		if rec.Code != want {
 			t.Errorf("no sampler: GET %s: %d, want %d", path, rec.Code, want)
+		}
+	}
+}
+
+// TestStatusUnknownLink: out of the box (link_mbit 0) the default classes'
+// percentages are of an unknown link, so no class has a guarantee or a
+// ceiling of its own, and the node measures the link instead. The status
+// and the metrics must show what the lanes enforce then, not zeros: no
+// guarantee, every class served by priority (critical strictly first,
+// backfill with what is left), each bounded by the link's measured rate.
+func TestStatusUnknownLink(t *testing.T) {
+	srv := embedded.StartTest(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	node, err := aggregator.New(aggregator.Options{Node: "ops-test", Dir: t.TempDir(), Conn: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	sampler, err := NewSampler(node, SamplerOptions{Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHandler(Sources{Node: node}, Options{Sampler: sampler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(h)
+	defer hs.Close()
+
+	var st Status
+	waitFor(t, 10*time.Second, "the link's rate in force", func() bool {
+		sampler.sampleAt(time.Now())
+		st = sampler.Status()
+		return len(st.Classes) == len(classes) && st.Classes[0].EffectiveCeilingBytesPerSecond > 0
+	})
+	want := map[string]string{"critical": "strict", "ingest": "priority", "replication": "priority", "backfill": "leftover"}
+	for _, c := range st.Classes {
+		if c.GuaranteedBytesPerSecond != 0 || c.CeilingBytesPerSecond != 0 || c.EffectiveGuaranteedBytesPerSecond != 0 {
+			t.Errorf("%s: guaranteed %d (in force %d), ceiling %d; want none configured or in force with link_mbit 0",
+				c.Name, c.GuaranteedBytesPerSecond, c.EffectiveGuaranteedBytesPerSecond, c.CeilingBytesPerSecond)
+		}
+		if c.EffectiveCeilingBytesPerSecond != st.Classes[0].EffectiveCeilingBytesPerSecond || c.CeilingSource != "link" || c.Share != want[c.Name] {
+			t.Errorf("%s: ceiling in force %d (%q), share %q; want the link's rate %d (\"link\"), %q",
+				c.Name, c.EffectiveCeilingBytesPerSecond, c.CeilingSource, c.Share, st.Classes[0].EffectiveCeilingBytesPerSecond, want[c.Name])
+		}
+	}
+	if st.Link.TargetBytesPerSecond <= 0 {
+		t.Errorf("link target %d: the node measures none", st.Link.TargetBytesPerSecond)
+	}
+	mfs := scrape(t, hs.URL)
+	for _, c := range classes {
+		if v := value(t, mfs, "sluice_class_effective_ceiling_rate_bytes_per_second", "class", c); v <= 0 {
+			t.Errorf("%s: effective ceiling metric %v, want the link's rate", c, v)
 		}
 	}
 }

@@ -136,6 +136,9 @@ func NewCollector(src Sources) (*Collector, error) {
 	add("effective_guaranteed_rate_bytes_per_second", "Guaranteed rate in force now: scaled to the link's target, 0 while the level throttles or defers the class.", gauge, func(_ aggregator.ClassStats, sh aggregator.ClassShape) float64 {
 		return float64(sh.Guaranteed.BytesPerSec)
 	})
+	add("effective_ceiling_rate_bytes_per_second", "Ceiling in force now: the class's ceiling, or the rate the lanes share (the link's target, measured when link_mbit is 0) where that is lower or the class has none; 0 while deferred or unshaped.", gauge, func(_ aggregator.ClassStats, sh aggregator.ClassShape) float64 {
+		return float64(sh.CeilNow.BytesPerSec)
+	})
 	add("deferred", "1 while the degradation level defers the class (it sends nothing), else 0.", gauge, func(_ aggregator.ClassStats, sh aggregator.ClassShape) float64 {
 		return b2f(sh.Deferred)
 	})

@@ -48,6 +48,7 @@ var families = map[string]dto.MetricType{
 	"sluice_class_guaranteed_rate_bytes_per_second":           dto.MetricType_GAUGE,
 	"sluice_class_effective_guaranteed_rate_bytes_per_second": dto.MetricType_GAUGE,
 	"sluice_class_ceiling_rate_bytes_per_second":              dto.MetricType_GAUGE,
+	"sluice_class_effective_ceiling_rate_bytes_per_second":    dto.MetricType_GAUGE,
 	"sluice_class_tokens_bytes":                               dto.MetricType_GAUGE,
 	"sluice_class_deferred":                                   dto.MetricType_GAUGE,
 	"sluice_class_end_to_end_latency_seconds":                 dto.MetricType_HISTOGRAM,

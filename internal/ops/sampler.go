@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/priority"
 )
 
 // SamplerOptions configure a Sampler. The zero value works.
@@ -235,8 +236,11 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 
 			RateBytesPerSecond:                perSecond(c.wire, b.wire, dt),
 			GuaranteedBytesPerSecond:          sh.Rate.BytesPerSec,
-			EffectiveGuaranteedBytesPerSecond: sh.Guaranteed.BytesPerSec,
 			CeilingBytesPerSecond:             sh.Ceil.BytesPerSec,
+			EffectiveGuaranteedBytesPerSecond: sh.Guaranteed.BytesPerSec,
+			EffectiveCeilingBytesPerSecond:    sh.CeilNow.BytesPerSec,
+			CeilingSource:                     ceilingSource(sh),
+			Share:                             share(sh),
 
 			InEventsPerSecond:    perSecond(c.ingested, b.ingested, dt),
 			InBytesPerSecond:     perSecond(c.ingestedBytes, b.ingestedBytes, dt),
@@ -277,6 +281,36 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 		out.History = append(out.History, s.samples[i].point)
 	}
 	return out
+}
+
+// share names how class sh gets capacity now (ClassStatus.Share).
+func share(sh aggregator.ClassShape) string {
+	switch {
+	case sh.Unshaped:
+		return "unshaped"
+	case sh.Deferred:
+		return "deferred"
+	case sh.Critical:
+		return "strict"
+	case sh.Action == priority.ActionThrottle:
+		return "leftover"
+	case !sh.Guaranteed.IsZero():
+		return "guaranteed"
+	}
+	return "priority"
+}
+
+// ceilingSource says whose limit sh's ceiling in force is: "class" when
+// its own ceiling is the lower (or the lanes have no rate), "link" when
+// the rate the lanes share is, "" when none is in force.
+func ceilingSource(sh aggregator.ClassShape) string {
+	switch {
+	case sh.CeilNow.BytesPerSec <= 0:
+		return ""
+	case sh.Ceil.BytesPerSec > 0 && sh.Ceil.BytesPerSec == sh.CeilNow.BytesPerSec:
+		return "class"
+	}
+	return "link"
 }
 
 // backlogBytes estimates the bytes of a class's unacknowledged events:

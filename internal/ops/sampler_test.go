@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/priority"
 )
 
 // TestSamplerSteps drives a sampler over fixed instants with a fake node
@@ -147,6 +148,7 @@ func TestStatusJSON(t *testing.T) {
 	}
 	has(cls[0].(map[string]any), "class", "name", "priority", "critical", "action", "deferred",
 		"rate_bytes_per_second", "guaranteed_bytes_per_second", "effective_guaranteed_bytes_per_second", "ceiling_bytes_per_second",
+		"effective_ceiling_bytes_per_second", "ceiling_source", "share",
 		"in_events_per_second", "in_bytes_per_second", "acked_events_per_second", "retries_per_second", "errors_per_second",
 		"backlog_events", "backlog_bytes", "spool_bytes", "oldest_age_seconds", "in_flight_batches",
 		"dropped", "dropped_by_reason", "refused", "compression_ratio", "events_per_batch", "latency")
@@ -230,6 +232,51 @@ func TestBacklogBytes(t *testing.T) {
 	} {
 		if got := backlogBytes(tt.cs); got != tt.want {
 			t.Errorf("backlogBytes(%+v) = %d, want %d", tt.cs, got, tt.want)
+		}
+	}
+}
+
+// TestStatusShares: each lane says what the lanes enforce now: the
+// guarantee and the ceiling in force (the class's own, or the link's rate)
+// and how the class gets capacity.
+func TestStatusShares(t *testing.T) {
+	const link = 1_000_000
+	f := newFakeNode()
+	f.shapes = []aggregator.ClassShape{
+		{Class: "critical", Critical: true, Ceil: priority.Rate{BytesPerSec: 400_000}, Guaranteed: priority.Rate{BytesPerSec: 100_000},
+			LinkRate: link, CeilNow: priority.Rate{BytesPerSec: 400_000}},
+		{Class: "ingest", Rate: priority.Rate{BytesPerSec: 350_000}, Ceil: priority.Rate{BytesPerSec: 2 * link}, Guaranteed: priority.Rate{BytesPerSec: 300_000},
+			LinkRate: link, CeilNow: priority.Rate{BytesPerSec: link}},
+		{Class: "replication", Action: priority.ActionDefer, Deferred: true, LinkRate: link},
+		{Class: "backfill", Action: priority.ActionThrottle, LinkRate: link, CeilNow: priority.Rate{BytesPerSec: link}},
+	}
+	s, err := NewSampler(f, SamplerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type lane struct {
+		share, source       string
+		guaranteed, ceiling int64
+	}
+	want := map[string]lane{
+		"critical":    {"strict", "class", 100_000, 400_000},
+		"ingest":      {"guaranteed", "link", 300_000, link},
+		"replication": {"deferred", "", 0, 0},
+		"backfill":    {"leftover", "link", 0, link},
+	}
+	for _, c := range s.Status().Classes {
+		got := lane{c.Share, c.CeilingSource, c.EffectiveGuaranteedBytesPerSecond, c.EffectiveCeilingBytesPerSecond}
+		if got != want[c.Name] {
+			t.Errorf("%s: %+v, want %+v", c.Name, got, want[c.Name])
+		}
+	}
+	// A class without a guarantee in force is served by priority, and an
+	// unshaped node has nothing in force at all.
+	f.shapes = []aggregator.ClassShape{{Class: "ingest", LinkRate: link, CeilNow: priority.Rate{BytesPerSec: link}}, {Class: "backfill", Unshaped: true}}
+	s.sampleAt(time.Now().Add(time.Second))
+	for _, c := range s.Status().Classes {
+		if w := map[string]string{"ingest": "priority", "backfill": "unshaped"}[c.Name]; c.Share != w {
+			t.Errorf("%s: share %q, want %q", c.Name, c.Share, w)
 		}
 	}
 }

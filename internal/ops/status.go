@@ -78,13 +78,35 @@ type ClassStatus struct {
 	// RateBytesPerSecond is the actual rate: wire bytes published per
 	// second. GuaranteedBytesPerSecond and CeilingBytesPerSecond are the
 	// configured guarantee and ceiling (0: none; a class without a ceiling
-	// is bounded by the link's target). EffectiveGuaranteedBytesPerSecond
-	// is the guarantee in force now (scaled to the link, 0 while
-	// throttled or deferred).
-	RateBytesPerSecond                float64 `json:"rate_bytes_per_second"`
-	GuaranteedBytesPerSecond          int64   `json:"guaranteed_bytes_per_second"`
-	EffectiveGuaranteedBytesPerSecond int64   `json:"effective_guaranteed_bytes_per_second"`
-	CeilingBytesPerSecond             int64   `json:"ceiling_bytes_per_second"`
+	// is bounded by the link's target). With a link of unknown capacity
+	// (link_mbit 0, the default) the default classes' percentages are of
+	// nothing, so both are 0; the fields below say what is in force.
+	RateBytesPerSecond       float64 `json:"rate_bytes_per_second"`
+	GuaranteedBytesPerSecond int64   `json:"guaranteed_bytes_per_second"`
+	CeilingBytesPerSecond    int64   `json:"ceiling_bytes_per_second"`
+	// EffectiveGuaranteedBytesPerSecond is the guarantee in force now
+	// (scaled down when the guarantees exceed the link's target, 0 while
+	// throttled or deferred, and 0 without a configured guarantee).
+	// EffectiveCeilingBytesPerSecond is the ceiling in force now: the
+	// class's own, or the rate the lanes share (the link's target, or the
+	// estimator's probe above it: Link.PacingBytesPerSecond) where that
+	// is lower or the class has none; CeilingSource says which, "class"
+	// or "link". Both 0 (and CeilingSource "") while the class is
+	// deferred or the node is unshaped.
+	EffectiveGuaranteedBytesPerSecond int64  `json:"effective_guaranteed_bytes_per_second"`
+	EffectiveCeilingBytesPerSecond    int64  `json:"effective_ceiling_bytes_per_second"`
+	CeilingSource                     string `json:"ceiling_source"`
+	// Share is how the class gets capacity now, as the lanes enforce it:
+	//
+	//	strict      critical: before every other class, up to its ceiling in force
+	//	guaranteed  its guarantee in force, then borrowing by priority up to its ceiling in force
+	//	priority    no guarantee in force: what the classes before it leave, by
+	//	            priority, then weight (every class, with the default
+	//	            link_mbit 0)
+	//	leftover    throttled by the level's plan: only what no class with a guarantee takes
+	//	deferred    nothing: the level's plan defers it
+	//	unshaped    the shaper is off (unshaped: true): one FIFO for every class
+	Share string `json:"share"`
 
 	InEventsPerSecond    float64 `json:"in_events_per_second"`    // events ingested
 	InBytesPerSecond     float64 `json:"in_bytes_per_second"`     // their raw bytes
