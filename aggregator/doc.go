@@ -19,6 +19,20 @@
 // full jitter. Only an ack advances the spool, which then deletes wholly
 // acknowledged segment files.
 //
+// # Expiry
+//
+// A class with a MaxAge (none by default) expires the events older than it
+// when their batch is cut, as its Expire says. ExpireDrop leaves them out,
+// counted in ClassStats.Expired, and acknowledges them in the spool.
+// ExpireDemote (the default once a MaxAge is set) sets them aside and ships
+// the class's newer events first; the old ones follow, whenever the class
+// has no newer batch ready, in batches of their own with the header
+// Sluice-Stale (the max age in seconds) on the class's subject, counted in
+// ClassStats.Demoted. Nothing is lost: set-aside events stay in the spool,
+// unclaimed, until their own batch is acknowledged, and a node that stops
+// with some finds them again after its next start. With Link.Unshaped
+// nothing expires.
+//
 // # Exactly once into the stream
 //
 // A batch's Nats-Msg-Id is a function of the spool id, the class and the
@@ -33,11 +47,13 @@
 //
 //   - Order: within a class, batches are published in spool order, but a
 //     batch that is retried may land in the stream after batches cut after
-//     it.
+//     it, and demoted (stale) batches go after newer ones.
 //   - Out-of-order acks are kept in memory only: after a restart, ranges
 //     acknowledged out of order are republished and deduplicated upstream.
 //     A restart later than the duplicate window after the first publish of
-//     a batch can therefore deliver it twice.
+//     a batch can therefore deliver it twice. Demotion makes such ranges
+//     last: the batches acknowledged after set-aside events stay above the
+//     persisted cursor until those events are sent.
 //   - A JetStream ack is not an fsync on the server (see docs/wire.md).
 //   - Every class name Ingest sees gets a lane and a spool directory; the
 //     set of classes is not bounded here.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,12 +21,23 @@ import (
 )
 
 // A lane ships one class. Its shipper goroutine reads the spool from the
-// first unsent event, cuts a batch (dropping fields and expired events as
-// the degradation level says), claims its range durably, compresses it,
-// waits for the shaper's admission and publishes it. Its acker goroutine
-// waits for the acks in order, retries failures with the same message id
-// under the retry budget, splits batches too large for the server, and
-// acknowledges acked ranges to the spool.
+// first unsent event, cuts a batch (dropping fields as the degradation
+// level says, and expiring events past the class's max age), claims its
+// range durably, compresses it, waits for the shaper's admission and
+// publishes it. Its acker goroutine waits for the acks in order, retries
+// failures with the same message id under the retry budget, splits batches
+// too large for the server, and acknowledges acked ranges to the spool.
+//
+// Expiry by demotion: events past the max age at the head of what is
+// unsent are set aside (neither claimed nor acknowledged, so they stay in
+// the spool) and the shipper goes on with the newer events; the set-aside
+// ranges are cut into batches of their own, labelled stale, whenever no
+// newer event is ready to go. The spool takes acks in any order. A stale
+// batch's range lies within one set-aside range, so no two batches'
+// ranges overlap. After a restart, unclaimed ranges below a claim are such
+// events (or a split's unsent half): they are shipped the same way. At
+// most maxStaleRanges ranges are kept; beyond, old events are cut where
+// they are, still in batches of their own and labelled.
 type lane struct {
 	n    *Node
 	id   int // index in the node's classes and the shaper's lanes
@@ -81,7 +93,8 @@ type batch struct {
 	raw     int       // uncompressed bytes
 	oldest  time.Time // ingest time of the oldest event
 	level   int
-	dropped []string // field paths removed from its events
+	dropped []string      // field paths removed from its events
+	stale   time.Duration // the max age its oldest event had passed when cut (expiry by demotion); 0 if none
 	msg     *nats.Msg
 	body    *[]byte
 
@@ -165,15 +178,32 @@ func (l *lane) ship() {
 	ctx := l.n.ctx
 	trouble := backoff{min: l.n.opts.RetryMin, max: l.n.opts.RetryMax}
 
+	// stale holds the ranges set aside by expiry (demotion), and after a
+	// restart the unclaimed ranges below a claim: still to be sent, after
+	// the newer events. Ascending, disjoint.
+	var stale []spool.Range
+	aside := func(r spool.Range) {
+		if n := len(stale); n > 0 && stale[n-1].Last+1 >= r.First {
+			stale[n-1].Last = max(stale[n-1].Last, r.Last)
+			return
+		}
+		stale = append(stale, r)
+	}
+
 	// Republish, range for range, what was claimed before a restart.
 	next := sp.Acked(l.name) + 1
 	for _, c := range sp.Claims(l.name) {
 		if c.Last < next {
 			continue
 		}
+		if c.First > next {
+			// Never claimed, or half of a batch split when the node
+			// stopped: not sent yet, older than what follows.
+			aside(spool.Range{First: next, Last: c.First - 1})
+		}
 		for {
 			act, level := l.action()
-			b, err := l.cut(c.First, c.Last, int(c.Len()), 0, true, act, level)
+			b, _, _, err := l.cut(cutSpec{from: c.First, last: c.Last, maxEvents: int(c.Len()), exact: true}, act, level)
 			if err == nil {
 				if b != nil && !l.send(b) {
 					return
@@ -199,9 +229,11 @@ func (l *lane) ship() {
 		draining := isClosed(l.n.drain)
 		act, level := l.action()
 		cfg := l.cfg.Load()
+		hasStale := len(stale) > 0
 		wait := time.Duration(-1) // block until woken
+		old := false              // the batch to cut is one of set-aside events
 		switch {
-		case unsent == 0:
+		case unsent == 0 && !hasStale:
 			if draining {
 				return
 			}
@@ -214,6 +246,10 @@ func (l *lane) ship() {
 				deferred = true
 				l.stats.deferrals.Add(1)
 			}
+		case unsent == 0:
+			// Nothing newer to send: the set-aside events go.
+			lingerUntil = time.Time{}
+			wait, old = 0, true
 		case !draining && cfg.linger > 0 && unsent < uint64(cfg.maxEvents) && l.pendingBytes.Load() < int64(l.batchBytes()):
 			// Linger only while less than one batch is waiting: the batch
 			// is cut to batchBytes (a few ms of air time), often far below
@@ -224,6 +260,10 @@ func (l *lane) ship() {
 				lingerUntil = now.Add(cfg.linger)
 			}
 			wait = max(lingerUntil.Sub(now), 0)
+			if wait > 0 && hasStale {
+				// While the newer events linger, set-aside ones go.
+				wait, old = 0, true
+			}
 		default:
 			wait = 0
 		}
@@ -254,9 +294,19 @@ func (l *lane) ship() {
 			}
 			continue
 		}
-		lingerUntil = time.Time{}
-
-		b, err := l.cut(next, 0, cfg.maxEvents, l.batchBytes(), false, act, level)
+		var (
+			b        *batch
+			set      spool.Range // events set aside by this cut
+			readNext uint64      // where the cut's read ended
+			err      error
+		)
+		if old {
+			r := stale[0]
+			b, _, readNext, err = l.cut(cutSpec{from: r.First, last: r.Last, maxEvents: cfg.maxEvents, maxBytes: l.batchBytes()}, act, level)
+		} else {
+			lingerUntil = time.Time{}
+			b, set, readNext, err = l.cut(cutSpec{from: next, maxEvents: cfg.maxEvents, maxBytes: l.batchBytes(), aside: len(stale) < maxStaleRanges}, act, level)
+		}
 		if err == nil && b != nil {
 			if err = sp.Claim(l.name, b.r); err != nil {
 				l.putBody(b.body)
@@ -272,49 +322,98 @@ func (l *lane) ship() {
 			continue
 		}
 		trouble = backoff{min: l.n.opts.RetryMin, max: l.n.opts.RetryMax}
-		if b == nil {
-			// Everything from next on was dropped or expired: move on.
-			next = max(next, sp.Acked(l.name)+1)
-			continue
+		if old {
+			// Past what was read: sent, or dropped if expiry now drops.
+			if stale[0].First = max(stale[0].First, readNext); stale[0].First > stale[0].Last {
+				stale = stale[1:]
+			}
+		} else {
+			if set.First != 0 {
+				aside(set)
+			}
+			// Past what was read: sent, set aside, dropped or expired.
+			next = max(next, readNext)
 		}
-		next = b.r.Last + 1
-		if !l.send(b) {
+		if b != nil && !l.send(b) {
 			return
 		}
 	}
 }
 
-// cut reads up to maxEvents events and maxBytes raw bytes (0: no limit)
-// from seq from on, not past last (0: no limit), into a compressed batch,
-// applying the level's action: expired events are left out (counted) and,
-// under ActionDropFields, low-priority fields are removed. With exact, the
-// batch keeps the range [from, last] whatever was read, so a republished
-// claim keeps its message id. It returns a nil batch when no event is left
-// to send; a range whose events have all expired is acknowledged here.
-func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act priority.Action, level int) (*batch, error) {
+// cutSpec says what a cut reads.
+type cutSpec struct {
+	from, last          uint64 // from seq from on, not past last (0: no limit)
+	maxEvents, maxBytes int    // bounds of the batch (0: none); maxBytes bounds its NDJSON
+	// exact: the batch keeps the range [from, last] whatever was read, so
+	// that a republished claim keeps its message id.
+	exact bool
+	// aside: with expiry by demotion, events past the max age at the
+	// head of the cut are set aside, not cut into the batch.
+	aside bool
+	// mixed: old and newer events may share the batch (a split half must
+	// cover its range whatever it holds). Implied by exact.
+	mixed bool
+}
+
+// maxStaleRanges bounds the set-aside ranges a lane remembers (16 bytes
+// each). Ranges multiply only while a class's backlog stays about its max
+// age behind; beyond the bound, old events are cut where they are.
+const maxStaleRanges = 4096
+
+// cut reads the events s describes into a compressed batch, applying the
+// level's action (under ActionDropFields, low-priority fields are
+// removed) and the class's expiry: an event past the max age is left out
+// and counted (ExpireDrop), or, with ExpireDemote, set aside (s.aside, at
+// the head of the cut) or kept, the batch then labelled stale. Unless
+// mixed or exact, a demoting class's batch holds only old or only newer
+// events. It
+// returns the batch, nil when no event is left to send (a range whose
+// events have all expired is acknowledged here); the range of events set
+// aside; and the seq to read from next.
+func (l *lane) cut(s cutSpec, act priority.Action, level int) (b *batch, set spool.Range, next uint64, err error) {
 	sp := l.n.spool
 	raw := l.raw[:0]
-	b := &batch{level: level}
+	b = &batch{level: level}
 	cfg := l.cfg.Load()
 	var drop *priority.Paths
 	if act.Kind == priority.ActionDropFields {
 		drop = cfg.fields.Below(act.MinFieldPriority)
 	}
-	var expireBefore int64
-	if cfg.class.MaxAge > 0 && !l.n.link.unshaped {
-		expireBefore = time.Now().Add(-cfg.class.MaxAge).UnixNano()
+	var oldBefore int64 // events appended before this are past the max age
+	maxAge := cfg.class.MaxAge
+	if maxAge > 0 && !l.n.link.unshaped {
+		oldBefore = time.Now().Add(-maxAge).UnixNano()
 	}
+	demote := oldBefore != 0 && cfg.class.Expire != priority.ExpireDrop
 	var read spool.Range
 	var expired uint64
-	_, err := sp.Read(l.name, from, maxEvents, maxBytes, func(e spool.Entry) error {
-		if last != 0 && e.Seq > last {
+	next, err = sp.Read(l.name, s.from, s.maxEvents, s.maxBytes, func(e spool.Entry) error {
+		if s.last != 0 && e.Seq > s.last {
+			return errStopRead
+		}
+		old := e.Time < oldBefore
+		if demote && !s.exact && !s.mixed {
+			if old && s.aside && read.First == 0 {
+				if set.First == 0 {
+					set.First = e.Seq
+				}
+				set.Last = e.Seq
+				return nil
+			}
+			if b.count > 0 && old != (b.oldest.UnixNano() < oldBefore) {
+				return errStopRead // old and newer events go in batches of their own
+			}
+		}
+		if b.count > 0 && s.maxBytes > 0 && len(raw)+len(e.Data)+1 > s.maxBytes {
+			// The spool bounds the events' bytes; the batch is NDJSON,
+			// one newline more per event.
 			return errStopRead
 		}
 		if read.First == 0 {
 			read.First = e.Seq
 		}
 		read.Last = e.Seq
-		if e.Time < expireBefore {
+		if old && !demote {
 			expired++
 			return nil
 		}
@@ -336,16 +435,17 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act p
 	})
 	l.raw = raw
 	if err != nil && !errors.Is(err, errStopRead) {
-		return nil, fmt.Errorf("read from %d: %w", from, err)
+		return nil, spool.Range{}, s.from, fmt.Errorf("read from %d: %w", s.from, err)
 	}
-	if exact {
-		read = spool.Range{First: from, Last: last}
+	err = nil
+	if s.exact {
+		read = spool.Range{First: s.from, Last: s.last}
 	}
 	if expired > 0 {
 		l.stats.expired.Add(expired)
 	}
 	if read.First == 0 {
-		return nil, nil
+		return nil, set, next, nil
 	}
 	if l.pendingBytes.Add(-int64(len(raw))) < 0 {
 		// Events spooled before a restart were never counted in.
@@ -354,7 +454,10 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act p
 	b.r = read
 	if b.count == 0 {
 		// Nothing left to send in this range: it is done.
-		return nil, sp.Ack(l.name, read)
+		return nil, set, next, sp.Ack(l.name, read)
+	}
+	if demote && b.oldest.UnixNano() < oldBefore {
+		b.stale = maxAge
 	}
 	b.raw = len(raw)
 	body := l.getBody()
@@ -372,8 +475,16 @@ func (l *lane) cut(from, last uint64, maxEvents, maxBytes int, exact bool, act p
 		Dropped: b.dropped,
 	}
 	b.msg = &nats.Msg{Subject: l.subj, Header: hdr.Header(), Data: *body}
-	return b, nil
+	if b.stale > 0 {
+		b.msg.Header[hdrStale] = []string{strconv.FormatFloat(b.stale.Seconds(), 'f', -1, 64)}
+	}
+	return b, set, next, nil
 }
+
+// hdrStale labels a batch of events that were past their class's max age
+// when it was cut, shipped after the class's newer events (expiry by
+// demotion). Its value is the max age in seconds. See docs/wire.md.
+const hdrStale = "Sluice-Stale"
 
 var errStopRead = errors.New("stop read")
 
@@ -432,7 +543,12 @@ func (l *lane) putBody(p *[]byte) {
 // and hands it to the acker. It returns false if the node stops, or if the
 // class is deferred while the node drains (b stays claimed in the spool).
 func (l *lane) send(b *batch) bool {
-	l.waiting.Store(b.oldest.UnixNano())
+	ready := b.oldest
+	if b.stale > 0 {
+		// Held back on purpose: its wait starts now.
+		ready = time.Now()
+	}
+	l.waiting.Store(ready.UnixNano())
 	defer l.waiting.Store(0)
 	select {
 	case l.window <- struct{}{}:
@@ -450,6 +566,9 @@ func (l *lane) send(b *batch) bool {
 	l.publish(b, l.n.link.onSend(b.size(), true, limited))
 	l.stats.batches.Add(1)
 	l.stats.published.Add(uint64(b.count))
+	if b.stale > 0 {
+		l.stats.demoted.Add(uint64(b.count))
+	}
 	l.stats.rawBytes.Add(uint64(b.raw))
 	l.stats.wireBytes.Add(uint64(b.size()))
 	if b.level > 0 && (len(b.dropped) > 0) {
@@ -662,7 +781,7 @@ func (l *lane) split(b *batch, cause error) bool {
 		for {
 			act, level := l.action()
 			var err error
-			half, err = l.cut(from, b.r.Last, n, 0, false, act, level)
+			half, _, _, err = l.cut(cutSpec{from: from, last: b.r.Last, maxEvents: n, mixed: true}, act, level)
 			if err == nil && half != nil {
 				err = l.n.spool.Claim(l.name, half.r)
 			}

@@ -10,9 +10,9 @@ import (
 
 // Reconfigure changes the classes' settings while the node runs, as a
 // config reload does: guaranteed rates, ceilings, priorities, weights,
-// criticality, max ages, batch limits, field priorities and degradation
-// plans. Nothing is lost or resent: a batch already cut keeps the settings
-// it was cut with, the next one takes the new ones.
+// criticality, max ages and expiry, batch limits, field priorities and
+// degradation plans. Nothing is lost or resent: a batch already cut keeps
+// the settings it was cut with, the next one takes the new ones.
 //
 // The classes must be the configured ones, by name and in order. What the
 // running node cannot change in place (compression, overflow policy, spool

@@ -36,7 +36,8 @@ type ClassStats struct {
 	InFlight      int64  // batches published and not yet acknowledged
 	Degraded      uint64 // batches sent with fields dropped
 	Deferrals     uint64 // times the class was deferred by the degradation level
-	Expired       uint64 // events older than the class's MaxAge, not sent
+	Expired       uint64 // events past the class's MaxAge, not sent (Expire drop)
+	Demoted       uint64 // events past the class's MaxAge, sent after the newer ones in batches labelled Sluice-Stale (Expire demote)
 	TooLarge      uint64 // single events larger than the server's max payload, not sent
 
 	// Spool state.
@@ -59,7 +60,7 @@ type laneStats struct {
 	batches, published, rawBytes, wireBytes            atomic.Uint64
 	acked, duplicates, retries, errors, spoolErrors    atomic.Uint64
 	budgetDenied, splits, degraded, deferrals, expired atomic.Uint64
-	tooLarge                                           atomic.Uint64
+	tooLarge, demoted                                  atomic.Uint64
 	inflight                                           atomic.Int64
 	latency                                            histogram
 }
@@ -94,6 +95,7 @@ func (n *Node) Stats() Stats {
 			Degraded:      l.stats.degraded.Load(),
 			Deferrals:     l.stats.deferrals.Load(),
 			Expired:       l.stats.expired.Load(),
+			Demoted:       l.stats.demoted.Load(),
 			TooLarge:      l.stats.tooLarge.Load(),
 			Latency:       l.stats.latency.quantiles(),
 		}

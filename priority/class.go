@@ -24,15 +24,21 @@ func (r Rate) IsZero() bool { return r.BytesPerSec == 0 && r.MsgsPerSec == 0 }
 // Batch bounds one batch of a class. A batch is closed at whichever limit is
 // reached first.
 type Batch struct {
-	MaxEvents int           // events per batch; 0 = unbounded by count
-	MaxBytes  int           // uncompressed bytes per batch; 0 = unbounded by size
-	Linger    time.Duration // longest wait for a batch to fill; 0 = send at once
+	MaxEvents int // events per batch; 0 = DefaultBatchMaxEvents
+	// MaxBytes bounds a batch's uncompressed NDJSON body (events and their
+	// newlines); 0 = DefaultBatchMaxBytes. A single event larger than
+	// this travels alone.
+	MaxBytes int
+	Linger   time.Duration // longest wait for a batch to fill; 0 = send at once
 }
 
 // Default batch bounds, for a Batch whose MaxEvents or MaxBytes is zero.
 const (
 	DefaultBatchMaxEvents = 1000
-	DefaultBatchMaxBytes  = 768 << 10 // compressed, under JetStream's default 1 MB max_payload
+	// DefaultBatchMaxBytes bounds the uncompressed NDJSON, so the
+	// compressed body is under JetStream's default 1 MB max_payload even
+	// for events that do not compress.
+	DefaultBatchMaxBytes = 768 << 10
 )
 
 // Limits returns b's bounds with the defaults for zero values: what the
@@ -48,7 +54,9 @@ func (b Batch) Limits() (maxEvents, maxBytes int, linger time.Duration) {
 	return maxEvents, maxBytes, linger
 }
 
-// Compression levels (zstd). The empty string means CompressionDefault.
+// Compression levels (zstd). The empty string means CompressionFastest:
+// on SDK events in 1000-event batches it compresses as well as zstd's
+// default level (about 13×), and faster.
 const (
 	CompressionFastest = "fastest"
 	CompressionDefault = "default"
@@ -62,6 +70,19 @@ const (
 	OverflowBlock      = "block"       // refuse new events (producers see 429/503)
 	OverflowDropOldest = "drop_oldest" // delete the oldest unsent events, counted
 	OverflowDropNewest = "drop_newest" // refuse the new events, counted
+)
+
+// Expiry policies: what happens to an event older than Class.MaxAge. The
+// empty string means ExpireDemote, so that setting a max age alone never
+// throws an acknowledged event away.
+const (
+	// ExpireDemote ships old events after every newer event of the class,
+	// in batches of their own labelled stale (the Sluice-Stale header):
+	// nothing is lost, and fresh events are not held back by old ones.
+	ExpireDemote = "demote"
+	// ExpireDrop does not send old events: they are counted (Expired in
+	// the node's stats) and acknowledged in the spool, never silently.
+	ExpireDrop = "drop"
 )
 
 // Levels is the number of degradation levels: 0 (normal) to 3 (critical only).
@@ -98,7 +119,8 @@ func (k ActionKind) String() string {
 }
 
 // Action is what happens to a class at one degradation level. Expiry by
-// Class.MaxAge applies at every level regardless of the action.
+// Class.MaxAge (drop or demote) applies at every level regardless of the
+// action.
 type Action struct {
 	Kind ActionKind
 	// MinFieldPriority: with Kind == ActionDropFields, fields whose rule priority
@@ -120,12 +142,16 @@ type Class struct {
 	// Weight shares spare capacity among classes of equal Priority
 	// (proportionally). 0 means 1.
 	Weight int
-	// MaxAge expires events older than this at ship time (counted, never
-	// silently). 0 means never.
+	// MaxAge is the age past which an event is expired when its batch is
+	// cut, as Expire says. 0 (the default of every class) means never.
 	MaxAge time.Duration
+	// Expire is what expiry means: ExpireDemote (ship after the newer
+	// events, labelled stale) or ExpireDrop (do not ship, counted). ""
+	// means ExpireDemote. Without a MaxAge it has no effect.
+	Expire string
 	// Batch bounds this class's batches.
 	Batch Batch
-	// Compression is one of the Compression* constants ("" = default).
+	// Compression is one of the Compression* constants ("" = fastest).
 	Compression string
 	// Overflow is one of the Overflow* constants ("" = block).
 	Overflow string
@@ -164,8 +190,8 @@ const MaxPriority = 7
 // ceil dimension is ≥ the rate; no ceil exceeds the link ceil; Σ rate over all
 // classes (critical included) ≤ the link ceil; a critical class has a byte
 // ceil when others have byte guarantees, and ceil_crit + Σ others' rate ≤ link
-// ceil, so strict priority cannot starve a guarantee; Compression, Overflow
-// and plan kinds are known values; field paths are valid.
+// ceil, so strict priority cannot starve a guarantee; Compression, Overflow,
+// Expire and plan kinds are known values; field paths are valid.
 func Validate(classes []Class, linkCeil Rate) error {
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -230,6 +256,11 @@ func Validate(classes []Class, linkCeil Rate) error {
 		case "", CompressionFastest, CompressionDefault, CompressionBetter, CompressionBest:
 		default:
 			bad("class %q: unknown compression %q (want fastest, default, better or best)", name, c.Compression)
+		}
+		switch c.Expire {
+		case "", ExpireDemote, ExpireDrop:
+		default:
+			bad("class %q: unknown expire %q (want demote or drop)", name, c.Expire)
 		}
 		switch c.Overflow {
 		case "", OverflowBlock, OverflowDropOldest, OverflowDropNewest:

@@ -27,6 +27,13 @@ func TestDefaultsValidate(t *testing.T) {
 	if cs[2].ActionAt(1).Kind != ActionDefer || cs[3].ActionAt(0).Kind != ActionThrottle || cs[3].ActionAt(1).Kind != ActionDefer {
 		t.Errorf("plans: %+v %+v", cs[2].Plan, cs[3].Plan)
 	}
+	// No default throws an acknowledged event away: no class expires, and
+	// a max age set later demotes unless drop is asked for.
+	for _, c := range cs {
+		if c.MaxAge != 0 || c.Expire != ExpireDemote {
+			t.Errorf("%s: max age %v, expire %q; want none, demote", c.Name, c.MaxAge, c.Expire)
+		}
+	}
 	if a := cs[1].ActionAt(9); a.Kind != ActionDefer {
 		t.Errorf("ActionAt clamps: %v", a)
 	}
@@ -59,6 +66,7 @@ func TestValidateErrors(t *testing.T) {
 		{"crit ceil", func(cs []Class) []Class { cs[0].Ceil.BytesPerSec = 600_000; return cs }, link, `critical class "critical": ceil bytes/s 600000 + others' rates 500000 > link ceil 1000000`},
 		{"compression", func(cs []Class) []Class { cs[0].Compression = "max"; return cs }, link, `unknown compression "max"`},
 		{"overflow", func(cs []Class) []Class { cs[0].Overflow = "spill"; return cs }, link, `unknown overflow "spill"`},
+		{"expire", func(cs []Class) []Class { cs[1].Expire = "delete"; return cs }, link, `class "ingest": unknown expire "delete" (want demote or drop)`},
 		{"action", func(cs []Class) []Class { cs[0].Plan[2].Kind = 9; return cs }, link, "level 2: unknown action ActionKind(9)"},
 		{"path", func(cs []Class) []Class { cs[1].Fields = append(cs[1].Fields, FieldRule{Path: "a.*.b"}); return cs }, link, `class "ingest": priority: invalid field path: "a.*.b"`},
 		{"negative", func(cs []Class) []Class { cs[1].MaxAge = -time.Second; cs[1].Weight = -1; return cs }, link, "negative weight -1"},

@@ -42,16 +42,20 @@ func DefaultFieldRules() []FieldRule {
 // headroom). linkBytesPerSec ≤ 0 gives classes without rates or ceilings
 // (priority and plans only).
 //
-//	class        prio  rate  ceil  weight  max age  L0        L1           L2           L3
-//	critical     0*    10%   40%   1       5m       none      none         none         none
-//	ingest       1     35%   100%  1       24h      none      drop <10     drop <20     defer
-//	replication  2     15%   100%  1       0        none      defer        defer        defer
-//	backfill     3     0     100%  1       0        throttle  defer        defer        defer
+//	class        prio  rate  ceil  weight  L0        L1           L2           L3
+//	critical     0*    10%   40%   1       none      none         none         none
+//	ingest       1     35%   100%  1       none      drop <10     drop <20     defer
+//	replication  2     15%   100%  1       none      defer        defer        defer
+//	backfill     3     0     100%  1       throttle  defer        defer        defer
 //
 // (* critical: strict priority.) Σ rate = 60% of the link and ceil_crit + Σ
 // others' rates = 90%, so the set passes Validate; the shaper scales the
 // guarantees down when the measured target falls below their sum. There are
 // no msgs/s limits by default.
+//
+// No class has a MaxAge: an upstream outage of any length expires nothing
+// that was acknowledged to a producer. Expire is ExpireDemote throughout,
+// so a MaxAge set later without an Expire keeps every event.
 func Defaults(linkBytesPerSec int64) []Class {
 	frac := func(pct int64) int64 {
 		if linkBytesPerSec <= 0 {
@@ -65,14 +69,14 @@ func Defaults(linkBytesPerSec int64) []Class {
 		{
 			Name: ClassCritical, Priority: 0, Critical: true,
 			Rate: bytes(10), Ceil: bytes(40), Weight: 1,
-			MaxAge:      5 * time.Minute,
+			Expire:      ExpireDemote,
 			Batch:       Batch{MaxEvents: 100, MaxBytes: 64 << 10, Linger: 5 * time.Millisecond},
 			Compression: CompressionFastest, Overflow: OverflowBlock,
 		},
 		{
 			Name: ClassIngest, Priority: 1,
 			Rate: bytes(35), Ceil: bytes(100), Weight: 1,
-			MaxAge:      24 * time.Hour,
+			Expire:      ExpireDemote,
 			Batch:       Batch{MaxEvents: 1024, MaxBytes: 512 << 10, Linger: 100 * time.Millisecond},
 			Compression: CompressionFastest, Overflow: OverflowBlock,
 			Fields: DefaultFieldRules(),
@@ -86,6 +90,7 @@ func Defaults(linkBytesPerSec int64) []Class {
 		{
 			Name: ClassReplication, Priority: 2,
 			Rate: bytes(15), Ceil: bytes(100), Weight: 1,
+			Expire:      ExpireDemote,
 			Batch:       Batch{MaxEvents: 4096, MaxBytes: 768 << 10, Linger: 500 * time.Millisecond},
 			Compression: CompressionDefault, Overflow: OverflowBlock,
 			Plan: defer3,
@@ -93,6 +98,7 @@ func Defaults(linkBytesPerSec int64) []Class {
 		{
 			Name: ClassBackfill, Priority: 3,
 			Ceil: bytes(100), Weight: 1,
+			Expire:      ExpireDemote,
 			Batch:       Batch{MaxEvents: 4096, MaxBytes: 768 << 10, Linger: time.Second},
 			Compression: CompressionBetter, Overflow: OverflowBlock,
 			Plan: [Levels]Action{{Kind: ActionThrottle}, {Kind: ActionDefer}, {Kind: ActionDefer}, {Kind: ActionDefer}},

@@ -9,8 +9,10 @@
 // A Class has a Priority (0 highest … 7), an optional Critical flag (strict
 // priority in the shaper), a guaranteed Rate and a Ceil (maximum including
 // borrowing), a Weight for sharing spare capacity among equal priorities,
-// a MaxAge after which events expire at ship time (counted), batch and
-// compression settings, an Overflow policy for its spool, and a Plan: one
+// an optional MaxAge after which events expire when their batch is cut
+// (Expire: demoted, shipped after the class's newer events and labelled
+// stale, or dropped and counted; none by default), batch and compression
+// settings, an Overflow policy for its spool, and a Plan: one
 // Action per degradation level 0..3 (ActionNone, ActionDropFields below a
 // field priority, ActionThrottle to leftover capacity only, ActionDefer).
 // Defaults(link) returns critical, ingest, replication and backfill as in

@@ -27,12 +27,18 @@ type classConfig struct {
 	Rate *string `yaml:"rate"`
 	Ceil *string `yaml:"ceil"`
 	// RateMsgs and CeilMsgs bound batches per second; 0 = no bound.
-	RateMsgs *int64         `yaml:"rate_msgs"`
-	CeilMsgs *int64         `yaml:"ceil_msgs"`
-	Weight   *int           `yaml:"weight"`
-	MaxAge   *time.Duration `yaml:"max_age"`
-	Batch    *batchConfig   `yaml:"batch"`
-	// Compression: fastest, default, better or best.
+	RateMsgs *int64 `yaml:"rate_msgs"`
+	CeilMsgs *int64 `yaml:"ceil_msgs"`
+	Weight   *int   `yaml:"weight"`
+	// MaxAge: events older than this expire when their batch is cut, as
+	// Expire says; 0 = never (the default of every class).
+	MaxAge *time.Duration `yaml:"max_age"`
+	// Expire: demote (the default: sent after the class's newer events,
+	// labelled Sluice-Stale) or drop (not sent, counted).
+	Expire *string      `yaml:"expire"`
+	Batch  *batchConfig `yaml:"batch"`
+	// Compression: fastest (the default of a class not named like a
+	// default class), default, better or best.
 	Compression *string `yaml:"compression"`
 	// Overflow: block, drop_oldest or drop_newest.
 	Overflow *string `yaml:"overflow"`
@@ -126,7 +132,18 @@ func (cc classConfig) class(defaults []priority.Class, linkBps int64) (priority.
 		c.Ceil.MsgsPerSec = *cc.CeilMsgs
 	}
 	if cc.MaxAge != nil {
+		if *cc.MaxAge < 0 {
+			return c, fmt.Errorf("max_age: %v: want a duration ≥ 0 (0s = never)", *cc.MaxAge)
+		}
 		c.MaxAge = *cc.MaxAge
+	}
+	if cc.Expire != nil {
+		switch *cc.Expire {
+		case priority.ExpireDemote, priority.ExpireDrop:
+			c.Expire = *cc.Expire
+		default:
+			return c, fmt.Errorf("expire: %q: want demote (send after newer events, labelled stale) or drop (count, do not send)", *cc.Expire)
+		}
 	}
 	if b := cc.Batch; b != nil {
 		set(&c.Batch.MaxEvents, b.MaxEvents)

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/priority"
 )
@@ -67,6 +68,8 @@ func TestClassConfigErrors(t *testing.T) {
 		{"classes:\n  - name: b\n    rate: 150%\n", "want a percentage of the link in [0, 100]"},
 		{"link_mbit: 10\nclasses:\n  - name: a\n    rate: 8Mbit\n  - name: b\n    rate: 8Mbit\n", "classes: "},
 		{"classes:\n  - name: ''\n", "name is empty"},
+		{"classes:\n  - name: critical\n    max_age: 5m\n    expire: delete\n", `line 2: classes[0] (critical): expire: "delete": want demote`},
+		{"classes:\n  - name: critical\n    max_age: -5m\n", `line 2: classes[0] (critical): max_age: -5m0s: want a duration ≥ 0`},
 	} {
 		f, err := parseConfig([]byte(tt.yaml))
 		if err == nil {
@@ -74,6 +77,38 @@ func TestClassConfigErrors(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v\nwant it to contain %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// TestClassExpiry: no class expires by default; max_age alone demotes (sends
+// old events later, labelled), and drop must be asked for.
+func TestClassExpiry(t *testing.T) {
+	for _, tt := range []struct {
+		yaml   string
+		maxAge time.Duration
+		expire string
+	}{
+		{"classes:\n  - name: critical\n", 0, priority.ExpireDemote},
+		{"classes:\n  - name: ingest\n    max_age: 5m\n", 5 * time.Minute, priority.ExpireDemote},
+		{"classes:\n  - name: ingest\n    max_age: 5m\n    expire: drop\n", 5 * time.Minute, priority.ExpireDrop},
+		{"classes:\n  - name: mine\n    max_age: 1h\n", time.Hour, ""}, // "" is demote
+	} {
+		f, err := parseConfig([]byte(tt.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		cs, err := buildClasses(f.Classes, 0)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if cs[0].MaxAge != tt.maxAge || cs[0].Expire != tt.expire {
+			t.Errorf("%q: max age %v, expire %q; want %v, %q", tt.yaml, cs[0].MaxAge, cs[0].Expire, tt.maxAge, tt.expire)
+		}
+	}
+	for _, c := range priority.Defaults(0) {
+		if c.MaxAge != 0 {
+			t.Errorf("default class %s expires after %v: a default must not throw acknowledged events away", c.Name, c.MaxAge)
 		}
 	}
 }
