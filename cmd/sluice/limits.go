@@ -89,11 +89,14 @@ func minInflight(o ingest.Options) int64 {
 
 // gcHeadroom is what the Go runtime's soft memory limit allows beyond the
 // requests' budget: the node's own working set (spool, batches, NATS
-// client, status history) at a few tens of MiB, and stacks.
-const gcHeadroom = 64 << 20
+// client, status history, connections' buffers and stacks). With 64 MiB
+// the suite's peak RSS reached 175 MiB on a 64 MiB budget with tests
+// running beside it (the bound is 160); with 32 MiB, 125 MiB with a CPU
+// burner beside it.
+const gcHeadroom = 32 << 20
 
 // setMemoryLimit gives the Go runtime a soft memory limit when GOMEMLIMIT
-// is not set: the requests' budget plus gcHeadroom, and at most 80% of the
+// is not set: the requests' budget plus gcHeadroom (32 MiB), and at most 80% of the
 // cgroup's memory.max (Go reads the cgroup's CPU quota but not its memory
 // limit). Requests free what they charged when they are answered, but the
 // collector returns it only at its next cycle, which GOGC alone puts at

@@ -72,7 +72,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		return err
 	}
 	if gc := setMemoryLimit(r.ingest.MaxInflightBytes); gc > 0 {
-		log.Info("Go memory limit set: the requests' budget plus 64 MiB, at most 80% of the cgroup's (GOMEMLIMIT overrides)", "bytes", gc)
+		log.Info("Go memory limit set: the requests' budget plus 32 MiB, at most 80% of the cgroup's (GOMEMLIMIT overrides)", "bytes", gc)
 	}
 	classes, spoolOpts, iopts := r.classes, r.spool, r.ingest
 	iopts.Logger = log
