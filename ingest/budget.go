@@ -239,7 +239,9 @@ func (mb *meteredBuf) readFrom(m *meter, r io.Reader, step int, limit int64, err
 			continue
 		}
 		if mb.charged <= int64(len(mb.b)) { // no charged room left
-			if _, err := mb.reserve(m, step, limit); err != nil {
+			// Grow from 4 KiB by doubling up to step: a body that
+			// trickles in (or never comes) holds a page, not a step.
+			if _, err := mb.reserve(m, min(step, max(len(mb.b), 4<<10)), limit); err != nil {
 				return err
 			}
 		}

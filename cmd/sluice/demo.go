@@ -248,7 +248,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	mux, stopOps, err := nodeMux("demo", node, handler, nil, log)
+	mux, stopOps, err := nodeMux("demo", node, handler, nil, nil, log)
 	if err != nil {
 		return err
 	}

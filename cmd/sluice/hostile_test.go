@@ -118,6 +118,23 @@ limits:
 		t.Errorf("peak RSS %d MiB > max_inflight_bytes + 96 MiB = %d MiB", peak>>20, (hostileInflight+rssHeadroom)>>20)
 	}
 	prod.check(t)
+	// The node's own counters agree with what the clients saw.
+	var n413, n429 int
+	for _, r := range table {
+		n413 += r.answers[413]
+		n429 += r.answers[429]
+	}
+	n429 += prod.answers()["429"]
+	m := scrape(t, p.addr)
+	if got := m["sluice_ingest_too_large_requests_total"]; got != float64(n413) {
+		t.Errorf("sluice_ingest_too_large_requests_total %v, clients saw %d answers 413", got, n413)
+	}
+	if got := m["sluice_ingest_busy_requests_total"]; got != float64(n429) {
+		t.Errorf("sluice_ingest_busy_requests_total %v, clients saw %d answers 429", got, n429)
+	}
+	if m["sluice_http_connections_max"] == 0 || m["sluice_ingest_inflight_bytes"] != 0 {
+		t.Errorf("connection and budget gauges after the attacks: max %v, in flight %v bytes", m["sluice_http_connections_max"], m["sluice_ingest_inflight_bytes"])
+	}
 	want := prod.ackedIDs()
 	var got map[int]int
 	waitUntil(t, "every acknowledged event in the stream", func() bool {
@@ -139,6 +156,29 @@ func buildSluice(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return exe
+}
+
+// scrape reads the node's /metrics into a map of unlabelled series.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 || strings.HasPrefix(line, "#") || strings.Contains(f[0], "{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err == nil {
+			out[f[0]] = v
+		}
+	}
+	return out
 }
 
 type hostileRow struct {

@@ -7,18 +7,19 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/connlimit"
 	"github.com/sluicehq/sluice/internal/ops"
 )
 
 // nodeMux serves a node on one listener: the ingest endpoints, and the
 // operations endpoints (metrics, health, the status page and its JSON)
 // backed by a sampler it starts. stop ends the sampler. natsSrc may be nil.
-func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSrc *ingest.NATSSource, log *slog.Logger) (mux *http.ServeMux, stop func(), err error) {
+func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSrc *ingest.NATSSource, conns *connlimit.Listener, log *slog.Logger) (mux *http.ServeMux, stop func(), err error) {
 	sampler, err := ops.NewSampler(node, ops.SamplerOptions{Name: name})
 	if err != nil {
 		return nil, nil, err
 	}
-	src := ops.Sources{Node: node, Ingest: handler}
+	src := ops.Sources{Node: node, Ingest: handler, Conns: conns}
 	if natsSrc != nil {
 		src.NATS = natsSrc
 	}

@@ -196,7 +196,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	if natsIn != nil {
 		natsSrc = natsIn.src
 	}
-	mux, stopOps, err := nodeMux(c.Node, node, handler, natsSrc, log)
+	mux, stopOps, err := nodeMux(c.Node, node, handler, natsSrc, ln, log)
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,17 @@
 //	sluice_ingest_requests_total, sluice_ingest_failed_requests_total,
 //	sluice_ingest_unauthorized_requests_total, sluice_ingest_accepted_events_total,
 //	sluice_ingest_rejected_events_total, sluice_ingest_duplicate_events_total,
-//	sluice_ingest_dropped_events_total (counters); sluice_ingest_dedup_entries (gauge)
+//	sluice_ingest_dropped_events_total, sluice_ingest_busy_requests_total (429: the
+//	memory budget spent), sluice_ingest_too_large_requests_total (413) (counters);
+//	sluice_ingest_dedup_entries, sluice_ingest_inflight_bytes,
+//	sluice_ingest_preauth_inflight_bytes (gauges)
+//
+// With Sources.Conns (the HTTP listener's connection limiter):
+//
+//	sluice_http_connections_max, sluice_http_connections_open,
+//	sluice_http_connections_idle (gauges); sluice_http_connections_accepted_total,
+//	sluice_http_connections_refused_total, sluice_http_connections_refused_per_ip_total,
+//	sluice_http_connections_evicted_total, sluice_http_accept_errors_total (counters)
 //
 // With Sources.NATS (NATS intake), counters labelled subject and stream:
 //

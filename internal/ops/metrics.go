@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/connlimit"
 	"github.com/sluicehq/sluice/shaper"
 )
 
@@ -34,6 +35,7 @@ type Collector struct {
 
 	ingest []ingestMetric
 	nats   []natsMetric // subject, stream
+	conns  []connMetric
 }
 
 type classMetric struct {
@@ -46,6 +48,12 @@ type linkMetric struct {
 	desc *prometheus.Desc
 	typ  prometheus.ValueType
 	val  func(aggregator.LinkStats) float64
+}
+
+type connMetric struct {
+	desc *prometheus.Desc
+	typ  prometheus.ValueType
+	val  func(connlimit.Stats) float64
 }
 
 type ingestMetric struct {
@@ -193,6 +201,23 @@ func NewCollector(src Sources) (*Collector, error) {
 		id("duplicate_events_total", "Events dropped as client retries by the dedup window.", counter, func(s ingest.Stats) float64 { return u(s.Duplicates) })
 		id("dropped_events_total", "Events refused by a full drop_newest class.", counter, func(s ingest.Stats) float64 { return u(s.Dropped) })
 		id("dedup_entries", "Event ids the dedup window holds now.", gauge, func(s ingest.Stats) float64 { return float64(s.DedupEntries) })
+		id("busy_requests_total", "Ingest requests answered 429 because the memory budget for requests in flight stayed spent.", counter, func(s ingest.Stats) float64 { return u(s.Busy) })
+		id("too_large_requests_total", "Ingest requests answered 413: a body, a batch or its expansion over a limit.", counter, func(s ingest.Stats) float64 { return u(s.TooLarge) })
+		id("inflight_bytes", "Memory the authorized requests in flight hold of the budget (limits.max_inflight_bytes, three quarters of it).", gauge, func(s ingest.Stats) float64 { return float64(s.AuthorizedBytes) })
+		id("preauth_inflight_bytes", "Memory the requests whose write key has not passed yet hold of the budget (a quarter of it).", gauge, func(s ingest.Stats) float64 { return float64(s.PreAuthBytes) })
+	}
+	if src.Conns != nil {
+		cn := func(name, help string, typ prometheus.ValueType, val func(connlimit.Stats) float64) {
+			c.conns = append(c.conns, connMetric{prometheus.NewDesc("sluice_http_"+name, help, nil, nil), typ, val})
+		}
+		cn("connections_max", "Open HTTP connections allowed (limits.max_connections).", gauge, func(s connlimit.Stats) float64 { return float64(s.Max) })
+		cn("connections_open", "Open HTTP connections.", gauge, func(s connlimit.Stats) float64 { return float64(s.Open) })
+		cn("connections_idle", "Open HTTP connections between keep-alive requests.", gauge, func(s connlimit.Stats) float64 { return float64(s.Idle) })
+		cn("connections_accepted_total", "Connections accepted, admitted or refused.", counter, func(s connlimit.Stats) float64 { return float64(s.Accepted) })
+		cn("connections_refused_total", "Connections refused at a limit (503, or 429 over the per-address cap) with nothing idle to close.", counter, func(s connlimit.Stats) float64 { return float64(s.Refused) })
+		cn("connections_refused_per_ip_total", "Connections refused over limits.max_connections_per_ip.", counter, func(s connlimit.Stats) float64 { return float64(s.RefusedPerIP) })
+		cn("connections_evicted_total", "Idle keep-alive connections closed to make room for a new one.", counter, func(s connlimit.Stats) float64 { return float64(s.Evicted) })
+		cn("accept_errors_total", "Temporary accept errors (such as EMFILE) waited out with backoff.", counter, func(s connlimit.Stats) float64 { return float64(s.AcceptErrors) })
 	}
 	if src.NATS != nil {
 		sl := []string{"subject", "stream"}
@@ -223,6 +248,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	for _, m := range c.ingest {
+		ch <- m.desc
+	}
+	for _, m := range c.conns {
 		ch <- m.desc
 	}
 	for _, m := range c.nats {
@@ -295,6 +323,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		is := c.src.Ingest.Stats()
 		for _, m := range c.ingest {
 			ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.val(is))
+		}
+	}
+	if c.src.Conns != nil {
+		cs := c.src.Conns.Stats()
+		for _, m := range c.conns {
+			ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.val(cs))
 		}
 	}
 	if c.src.NATS != nil {
