@@ -9,7 +9,7 @@ package main
 // it in the stream once.
 //
 // SLUICE_HOSTILE_SCALE=N multiplies the attackers (the gated, longer run;
-// see README).
+// see README); SLUICE_HOSTILE_BUDGET sets limits.max_inflight_bytes.
 
 import (
 	"bytes"
@@ -34,9 +34,8 @@ import (
 )
 
 const (
-	hostileKey      = "wk_hostile_test_key"
-	hostileInflight = 64 << 20
-	rssHeadroom     = 96 << 20
+	hostileKey  = "wk_hostile_test_key"
+	rssHeadroom = 96 << 20
 )
 
 func TestHostileTraffic(t *testing.T) {
@@ -50,6 +49,16 @@ func TestHostileTraffic(t *testing.T) {
 			t.Fatalf("SLUICE_HOSTILE_SCALE=%q: want a positive integer", s)
 		}
 		scale = n
+	}
+	// limits.max_inflight_bytes; SLUICE_HOSTILE_BUDGET=96MiB is what a
+	// 384 MiB pod derives.
+	hostileInflight := int64(64 << 20)
+	if s := os.Getenv("SLUICE_HOSTILE_BUDGET"); s != "" {
+		n, err := parseSize(s)
+		if err != nil || n < 64<<20 {
+			t.Fatalf("SLUICE_HOSTILE_BUDGET=%q: want a size of at least 64MiB (%v)", s, err)
+		}
+		hostileInflight = n
 	}
 	srv := embedded.StartTest(t)
 	dir := t.TempDir()
@@ -103,10 +112,10 @@ limits:
 	}, 401, 413, 429)
 	run("slow bodies: 4 MiB announced, 1 byte sent, held 3 s", func() map[int]int {
 		return holdConns(t, p.addr, 300*scale, 3*time.Second, "POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Sluice-Key: "+hostileKey+"\r\nContent-Length: 4194304\r\n\r\n{")
-	}, 0, 429, 503) // still reading; the budget spent; past max_connections
+	}, 0, 429, 503, -1) // still reading; the budget spent; past max_connections; the 5 s read-header timeout
 	run("idle connections, nothing sent, held 3 s", func() map[int]int {
 		return holdConns(t, p.addr, 1000*scale, 3*time.Second, "")
-	}, 0, 503) // open; past max_connections
+	}, 0, 503, -1) // open; past max_connections; closed after the 5 s read-header timeout without a word
 
 	prod.stop()
 	peak := procStatus(t, pid, "VmHWM")
