@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +49,8 @@ type Node struct {
 	drain    chan struct{} // closed when Shutdown begins: lanes flush and exit when empty
 	shutOnce sync.Once
 	shutErr  error
-	done     chan struct{} // closed when Shutdown has finished
+	report   ShutdownReport // what Shutdown did, set before done is closed
+	done     chan struct{}  // closed when Shutdown has finished
 }
 
 // New opens the spool in opts.Dir, starts one lane per class, republishes
@@ -244,41 +246,201 @@ func (n *Node) normalize(ev []byte) ([]byte, error) {
 	return ev, nil
 }
 
-// Shutdown stops intake (Ingest returns ErrClosed), sends every spooled
-// event, waits for JetStream's acks and closes the spool. If ctx ends
-// first, it stops at once: what was not acknowledged stays in the spool and
-// is sent after the next New, and Shutdown returns ctx.Err(). It is
-// idempotent; later calls wait for the first and return its result.
+// Shutdown stops intake (Ingest returns ErrClosed), sends the spooled
+// events of every class the degradation level does not defer, waits for
+// JetStream's acks and closes the spool. If ctx ends first, it stops at
+// once and returns ctx.Err(). Either way, what was not acknowledged stays
+// in the spool and is sent after the next New: the events of deferred
+// classes (with the default plans, every class but critical at level 3,
+// when the link has failed), and those the upstream did not take before
+// ctx ended. ShutdownReport
+// says, per class, how many events the drain shipped, how many it left
+// and why. Shutdown is idempotent; later calls wait for the first and
+// return its result.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutOnce.Do(func() {
 		defer close(n.done)
+		start := time.Now()
 		n.mu.Lock()
 		n.closing = true
 		n.mu.Unlock()
 		n.ingests.Wait()
+		acked := make([]uint64, len(n.lanes))
+		for i, l := range n.lanes {
+			acked[i] = l.stats.acked.Load()
+		}
 		close(n.drain)
 
+		// deferredAt[i] is 1 + the level at which lane i was last seen
+		// deferred while the drain went on, 0 if never: a lane leaves
+		// its deferred backlog in the spool and stops.
+		deferredAt := make([]int, len(n.lanes))
 		drained := make(chan struct{})
 		go func() {
-			for _, l := range n.lanes {
-				<-l.done
+			defer close(drained)
+			for _, wait := range n.lanes {
+				for {
+					changed := n.link.levelChanged()
+					for i, l := range n.lanes {
+						if act, level := l.action(); act.Kind == priority.ActionDefer {
+							deferredAt[i] = level + 1
+						}
+					}
+					if isClosed(wait.done) {
+						break
+					}
+					select {
+					case <-wait.done:
+					case <-changed:
+					}
+				}
 			}
-			close(drained)
 		}()
+		// cut[i] says why lane i had not finished when ctx ended.
+		var cut []LeftReason
 		select {
 		case <-drained:
 		case <-ctx.Done():
 			n.shutErr = ctx.Err()
+			down := !n.opts.Conn.IsConnected() || n.link.linkLevel.Load() == 3
+			cut = make([]LeftReason, len(n.lanes))
+			for i, l := range n.lanes {
+				switch {
+				case isClosed(l.done):
+				case down || l.failing.Load():
+					cut[i] = LeftUpstreamDown
+				default:
+					cut[i] = LeftDeadline
+				}
+			}
 		}
 		n.cancel()
 		n.wg.Wait()
 		<-drained
+
+		rep := ShutdownReport{TimedOut: n.shutErr != nil, Classes: make([]ClassDrain, len(n.lanes))}
+		sp := n.spool.Stats()
+		for i, l := range n.lanes {
+			c := ClassDrain{Class: l.name, Shipped: l.stats.acked.Load() - acked[i], Left: sp.Classes[l.name].Depth}
+			if c.Left > 0 {
+				switch {
+				case cut != nil && cut[i] != LeftNone:
+					c.Reason = cut[i]
+				case deferredAt[i] > 0:
+					c.Reason, c.Level = LeftDeferred, deferredAt[i]-1
+				default:
+					c.Reason = LeftOther
+				}
+			}
+			rep.Classes[i] = c
+		}
 		if err := n.spool.Close(); err != nil && n.shutErr == nil {
 			n.shutErr = fmt.Errorf("aggregator: close spool: %w", err)
 		}
+		rep.Took = time.Since(start)
+		n.report = rep
 	})
 	<-n.done
 	return n.shutErr
+}
+
+// ShutdownReport returns what Shutdown did, and false until Shutdown (or
+// Close) has returned.
+func (n *Node) ShutdownReport() (ShutdownReport, bool) {
+	if !isClosed(n.done) {
+		return ShutdownReport{}, false
+	}
+	r := n.report
+	r.Classes = slices.Clone(r.Classes)
+	return r, true
+}
+
+// ShutdownReport is what a node's Shutdown did: per class, the events the
+// drain shipped and those it left in the spool, with the reason. Events
+// left are durable: a node started on the same spool sends them.
+type ShutdownReport struct {
+	// Took is the time from the start of Shutdown to the spool's close.
+	Took time.Duration
+	// TimedOut says that the context ended before every class was done:
+	// Shutdown returned its error.
+	TimedOut bool
+	// Classes are in Options.Classes order, then the classes found only
+	// in the spool.
+	Classes []ClassDrain
+}
+
+// ClassDrain is one class's part of a ShutdownReport.
+type ClassDrain struct {
+	Class string
+	// Shipped counts the events JetStream acknowledged while Shutdown
+	// drained (ClassStats.Acked's increase).
+	Shipped uint64
+	// Left counts the events still in the spool, not acknowledged, when it
+	// closed (ClassStats.Depth): the next New sends them.
+	Left uint64
+	// Reason says why Left is not 0; LeftNone when it is.
+	Reason LeftReason
+	// Level is the degradation level that deferred the class, with
+	// LeftDeferred.
+	Level int
+}
+
+// Shipped is the events the drain shipped, over all classes.
+func (r ShutdownReport) Shipped() uint64 {
+	var n uint64
+	for _, c := range r.Classes {
+		n += c.Shipped
+	}
+	return n
+}
+
+// Left is the events left in the spool, over all classes: 0 means the
+// node drained.
+func (r ShutdownReport) Left() uint64 {
+	var n uint64
+	for _, c := range r.Classes {
+		n += c.Left
+	}
+	return n
+}
+
+// LeftReason says why Shutdown left a class's events in the spool.
+type LeftReason int
+
+const (
+	// LeftNone: nothing was left.
+	LeftNone LeftReason = iota
+	// LeftDeferred: the degradation level deferred the class (by its
+	// plan, or at level 3 because the link failed), and a deferred class
+	// is not drained: it stopped without sending its backlog.
+	LeftDeferred
+	// LeftUpstreamDown: the context ended while the upstream was not
+	// taking the class's batches: disconnected, the link failed (link
+	// level 3), or its publishes failing.
+	LeftUpstreamDown
+	// LeftDeadline: the context ended while the class was still shipping:
+	// its backlog needed more time than the drain had.
+	LeftDeadline
+	// LeftOther: none of the above; the class finished while the spool
+	// still held unacknowledged events, as after a failed spool ack
+	// (logged). The next start sends them and JetStream drops the copies.
+	LeftOther
+)
+
+func (r LeftReason) String() string {
+	switch r {
+	case LeftNone:
+		return "none"
+	case LeftDeferred:
+		return "deferred"
+	case LeftUpstreamDown:
+		return "upstream_down"
+	case LeftDeadline:
+		return "deadline"
+	case LeftOther:
+		return "other"
+	}
+	return "LeftReason(" + strconv.Itoa(int(r)) + ")"
 }
 
 // Close is Shutdown with DefaultShutdownTimeout.

@@ -10,6 +10,11 @@
 //	sluice config default  print the default config, every key commented
 //
 // Run `sluice help` for the flags.
+//
+// Exit status: 0 done; 1 an error; 2 a bad command line; 3 `sluice run`
+// stopped (on SIGINT or SIGTERM) with events left in its spool, which a
+// node started on the same data dir sends (its log says, per class, how
+// many and why). `sluice spool check` has its own (see its -h).
 package main
 
 import (
@@ -22,6 +27,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/internal/blast"
 )
 
@@ -40,6 +46,8 @@ func main() {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.Is(err, errNotDrained):
+		os.Exit(3) // the log said what was left, and why
 	default:
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		os.Exit(1)
@@ -50,21 +58,31 @@ func main() {
 // usage were printed.
 var errUsage = errors.New("usage")
 
+// errNotDrained is returned by `sluice run` that stopped with events left
+// in the spool, after the log said how many and why: exit status 3, so
+// that a supervisor can tell a node that shipped everything (0) from one
+// whose data dir still holds events, and neither from a failure (1). Under
+// systemd, SuccessExitStatus=3 counts it as a clean stop.
+var errNotDrained = errors.New("stopped with events left in the spool")
+
 const usage = `sluice is an edge aggregator: events go in over HTTP, are made durable in a
 local spool, and are shipped in compressed batches to NATS JetStream.
 
 Usage:
-  sluice run  [flags]   run a node (embedded NATS server unless --upstream is given)
-  sluice sink [flags]   write the events of the stream as NDJSON
-  sluice validate FILE  check a config file (every key, class, route and key file) without starting
-  sluice plan FLOWS     per-hop load before/after batching, bottleneck, recommended class config
-  sluice spool check DIR  report a spool's classes, damaged files and quarantine, read-only
-  sluice demo [flags]   the whole product in one command: a node, a degrading link, live lanes
-  sluice bench [flags]  blast-radius scenarios against unshaped and naive baselines; HTML report
-  sluice config default print the default config file, every key with its default and a comment
-  sluice help           print this help
+  sluice run [flags]           run a node (embedded NATS server unless --upstream is given)
+  sluice sink [flags]          write the events of the stream as NDJSON
+  sluice validate FILE         check a config file (every key, class, route and key file) without starting
+  sluice plan [flags] FLOWS    per-hop load before/after batching, bottleneck, recommended class config
+  sluice spool check DIR       report a spool's classes, damaged files and quarantine, read-only
+  sluice demo [flags]          the whole product in one command: a node, a degrading link, live lanes
+  sluice bench [flags]         blast-radius scenarios against unshaped and naive baselines; HTML report
+  sluice config default        print the default config file, every key with its default and a comment
+  sluice help                  print this help
 
-Run 'sluice run -h' or 'sluice sink -h' for the flags of a command.
+Run 'sluice COMMAND -h' for the flags of a command.
+
+Exit status: 0 done, 1 error, 2 bad command line; 3 when 'sluice run' stopped with
+events left in its spool (sent by the next node on the same data dir).
 `
 
 // run runs the command line args (without the program name). Output goes
@@ -77,7 +95,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
-		return runNode(ctx, rest, stdout, stderr, nil)
+		var left uint64
+		err := runNode(ctx, rest, stdout, stderr, &nodeHooks{
+			stopped: func(r aggregator.ShutdownReport) { left = r.Left() },
+		})
+		if err == nil && left > 0 {
+			return errNotDrained
+		}
+		return err
 	case "sink":
 		return runSink(ctx, rest, stdout, stderr)
 	case "validate":

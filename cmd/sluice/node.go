@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
@@ -34,6 +36,9 @@ type nodeHooks struct {
 	// adminListening is called with the admin address (admin.listen), if
 	// any, before listening.
 	adminListening func(net.Addr)
+	// stopped is called with what the node's shutdown did, before
+	// runNode returns; run turns it into the exit status.
+	stopped func(aggregator.ShutdownReport)
 }
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks *nodeHooks) error {
@@ -48,7 +53,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		fmt.Fprintf(fs.Output(), "Usage: sluice run [flags]\n\n"+
 			"Serves POST /v1/events (NDJSON) and GET /healthz on --listen, makes events durable in\n"+
 			"DATA_DIR/spool and ships them to the JetStream stream on --upstream, or on an embedded\n"+
-			"NATS server storing in DATA_DIR/nats when --upstream is empty.\n\nFlags:\n")
+			"NATS server storing in DATA_DIR/nats when --upstream is empty.\n\n"+
+			"On SIGINT or SIGTERM it stops intake and ships the spool for up to --drain-timeout, except\n"+
+			"the classes the degradation level defers; what it did not ship stays in the spool and is\n"+
+			"sent after the next start. Exit status: 0 everything was shipped, 3 events were left in the\n"+
+			"spool (the log says per class how many and why), 1 an error, 2 a bad command line.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -86,6 +95,20 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		if port == 0 {
 			port = -1 // any free port, as net.Listen does
 		}
+		// Another sluice on this data dir would share the NATS store
+		// with a second server: refuse before starting one.
+		if err := spoolFree(filepath.Join(c.DataDir, "spool")); err != nil {
+			return err
+		}
+		if port > 0 {
+			// The server only logs a taken port, and Start then waits
+			// for it for 10 s: say it at once, and what to do.
+			l, err := net.Listen("tcp", c.NATSListen)
+			if err != nil {
+				return fmt.Errorf("embedded NATS server: %w (is another sluice or NATS server on that port? set --nats-listen, or --upstream to use a running server)", err)
+			}
+			l.Close()
+		}
 		dir := filepath.Join(c.DataDir, "nats")
 		srv, err := embedded.Start(embedded.Options{Dir: dir, Host: host, Port: port, Logger: natsLog})
 		if err != nil {
@@ -104,28 +127,28 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	}
 
 	shown := redactURL(upstream)
+	ulog := &upstreamLog{log: log, url: shown, retry: upstreamRetry}
 	nopts := append([]nats.Option{
 		nats.Name("sluice " + c.Node),
 		nats.MaxReconnects(-1),          // the node outlives any outage of the upstream
 		nats.RetryOnFailedConnect(true), // and may start before it
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(upstreamRetry),
 		// No outbound buffer while disconnected: publishes fail at once and
 		// the lanes retry them from the spool, which is the buffer.
 		nats.ReconnectBufSize(-1),
+		// An outage is logged when it begins and when it ends, not at
+		// every attempt (see upstreamLog).
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {
 				return // our own Close
 			}
-			log.Warn("upstream disconnected", "url", shown, "err", err)
+			ulog.disconnected(err)
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("upstream connected", "url", nc.ConnectedUrlRedacted())
-		}),
+		nats.ConnectHandler(ulog.connected),
+		nats.ReconnectHandler(ulog.connected),
 		// With RetryOnFailedConnect a wrong credential or certificate
-		// never fails Connect: say why each attempt fails.
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("upstream connect failed", "url", shown, "err", err)
-		}),
+		// never fails Connect: the first failed attempt says why.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { ulog.failed(err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Warn("upstream error", "url", shown, "err", err)
 		}),
@@ -136,10 +159,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	}
 	defer nc.Close()
 
+	spoolDir := filepath.Join(c.DataDir, "spool")
 	node, err := aggregator.New(aggregator.Options{
 		Classes: classes,
 		Node:    c.Node,
-		Dir:     filepath.Join(c.DataDir, "spool"),
+		Dir:     spoolDir,
 		Conn:    nc,
 		Stream:  c.Stream,
 		Subject: c.Subject,
@@ -152,7 +176,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		Logger: log,
 	})
 	if err != nil {
-		return err
+		return spoolInUse(spoolDir, err)
 	}
 	nodeDown := false
 	defer func() {
@@ -292,7 +316,6 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		natsIn.stop(sctx)
 	}
 	nodeDown = true
-	start := time.Now()
 	err = node.Shutdown(sctx)
 	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer hcancel()
@@ -303,17 +326,140 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		// After the drain: a reload can still raise a ceiling meanwhile.
 		admin.close(hctx)
 	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		log.Warn("drain timed out: the rest stays in the spool and is sent after the next start",
-			"drain_timeout", c.DrainTimeout)
-	case err != nil:
+	rep, _ := node.ShutdownReport()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Error("node shutdown", "err", err)
 		runErr = errors.Join(runErr, err)
-	default:
-		log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+	}
+	logShutdown(log, rep, spoolDir, c.DrainTimeout)
+	if hooks.stopped != nil {
+		hooks.stopped(rep)
 	}
 	return runErr
+}
+
+// logShutdown logs what the node's shutdown did: "drained" when the spool
+// is empty; otherwise one line per class left in it, saying why, and a
+// summary.
+func logShutdown(log *slog.Logger, rep aggregator.ShutdownReport, spoolDir string, drainTimeout time.Duration) {
+	took := rep.Took.Round(time.Millisecond)
+	if rep.Left() == 0 {
+		log.Info("drained", "shipped", rep.Shipped(), "took", took)
+		return
+	}
+	for _, c := range rep.Classes {
+		if c.Left == 0 {
+			continue
+		}
+		log.Warn("left in the spool", "class", c.Class, "events", c.Left, "shipped", c.Shipped,
+			"reason", c.Reason.String(), "why", leftWhy(c, drainTimeout))
+	}
+	log.Warn("not drained", "left", rep.Left(), "shipped", rep.Shipped(), "took", took, "spool", spoolDir,
+		"hint", "the events left stay in the spool, on disk; a node started on this data dir sends them (exit status 3)")
+}
+
+// leftWhy says in words why a class's events were left in the spool.
+func leftWhy(c aggregator.ClassDrain, drainTimeout time.Duration) string {
+	switch c.Reason {
+	case aggregator.LeftDeferred:
+		if c.Level == 3 {
+			return "deferred at degradation level 3 (the upstream link failed): deferred classes are not drained"
+		}
+		return fmt.Sprintf("deferred at degradation level %d (the link is degraded): deferred classes are not drained", c.Level)
+	case aggregator.LeftUpstreamDown:
+		return fmt.Sprintf("the upstream was down or refusing batches until the drain timeout (%v) ended", drainTimeout)
+	case aggregator.LeftDeadline:
+		return fmt.Sprintf("still shipping when the drain timeout (%v) ended; a longer --drain-timeout ships more", drainTimeout)
+	default:
+		return "not acknowledged in the spool (see the errors logged before); resent after the next start, and JetStream drops the copies"
+	}
+}
+
+// upstreamRetry is how often the client tries to reach the upstream while
+// it is away.
+const upstreamRetry = 250 * time.Millisecond
+
+// upstreamLog logs the upstream connection by outage, not by attempt: the
+// client retries every upstreamRetry, and a line per failed attempt said
+// the same thing four times a second (24 lines in 7 s). An outage is
+// logged when it begins (the disconnection, and the first failed attempt
+// with its reason and what to check) and when it ends, with how long it
+// lasted and how many attempts failed. The client calls its handlers one
+// at a time.
+type upstreamLog struct {
+	log   *slog.Logger
+	url   string // redacted
+	retry time.Duration
+
+	mu       sync.Mutex
+	since    time.Time // when the outage began; zero while connected
+	attempts int       // failed attempts since
+}
+
+func (u *upstreamLog) disconnected(err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.since.IsZero() {
+		u.since, u.attempts = time.Now(), 0
+	}
+	u.log.Warn("upstream disconnected", "url", u.url, "err", err,
+		"hint", fmt.Sprintf("events stay in the spool; reconnecting every %v, logged once connected", u.retry))
+}
+
+func (u *upstreamLog) failed(err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.since.IsZero() {
+		u.since = time.Now() // down from the start: no disconnection came first
+	}
+	u.attempts++
+	if u.attempts > 1 {
+		return
+	}
+	u.log.Warn("upstream connect failed", "url", u.url, "err", err,
+		"hint", fmt.Sprintf("events stay in the spool; retrying every %v, logged once connected. "+
+			"Check that the NATS server at url is up and reachable from here (--upstream) and that its credentials and TLS settings are right (upstream_auth)", u.retry))
+}
+
+func (u *upstreamLog) connected(nc *nats.Conn) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.since.IsZero() {
+		u.log.Info("upstream connected", "url", nc.ConnectedUrlRedacted())
+		return
+	}
+	u.log.Info("upstream connected", "url", nc.ConnectedUrlRedacted(),
+		"down_for", time.Since(u.since).Round(time.Millisecond), "failed_attempts", u.attempts)
+	u.since, u.attempts = time.Time{}, 0
+}
+
+// spoolFree returns an error saying what to do if another process holds
+// the spool in dir, the lock spool.Open would wait a second for and fail
+// on (see spoolInUse); nil otherwise, or if dir holds no spool yet.
+func spoolFree(dir string) error {
+	path := filepath.Join(dir, "meta.db")
+	if _, err := os.Stat(path); err != nil {
+		return nil // no spool yet, or one spool.Open reports on
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return spoolInUse(dir, fmt.Errorf("lock %s: %w", path, err))
+		}
+		return nil // anything else is spool.Open's to report
+	}
+	db.Close()
+	return nil
+}
+
+// spoolInUse turns the lock timeout of a spool another process holds into
+// an error that says so and what to do; other errors pass unchanged.
+func spoolInUse(dir string, err error) error {
+	if !errors.Is(err, berrors.ErrTimeout) {
+		return err
+	}
+	return fmt.Errorf("spool %s is locked by another process: is another sluice running on this --data-dir? "+
+		"Stop it, or give this one its own --data-dir (%w)", dir, err)
 }
 
 func splitHostPort(addr string) (string, int, error) {
