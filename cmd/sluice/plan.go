@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -30,9 +31,11 @@ import (
 
 // `sluice plan FLOWS.yaml`: the bottleneck model for people. It reads a
 // flow inventory, evaluates shaper's model (batch sizing, compression,
-// per-message cost, utilization, M/D/1 queueing) per hop, and recommends a
-// class configuration that `sluice run --config` accepts. docs/plan.md
-// describes the inventory and the formulas.
+// per-message cost, utilization, M/D/1 queueing, propagation) per hop,
+// models what the node sends and spools at peak (spoolAtPeak), and
+// recommends a class configuration that `sluice run --config` accepts,
+// unless a hop is over capacity (runPlan). docs/plan.md describes the
+// inventory and the formulas.
 //
 // Classes: the four defaults, changed or extended by the inventory's
 // "classes", which are the config file's (classConfig, buildClasses). An
@@ -53,6 +56,16 @@ type inventory struct {
 	// Classes change the default classes or add classes, with the config
 	// file's schema; flows may name any of them.
 	Classes []classConfig `yaml:"classes"`
+	// Spool is the config file's spool cap, for the time the spool takes
+	// to fill when demand outruns the link; it goes into the recommended
+	// config.
+	Spool inventorySpool `yaml:"spool"`
+}
+
+// inventorySpool is the part of the config file's "spool" the plan uses.
+type inventorySpool struct {
+	// MaxBytes caps all classes' spool together: "50GiB"; "" or 0 = no cap.
+	MaxBytes string `yaml:"max_bytes"`
 }
 
 type hopSpec struct {
@@ -61,7 +74,11 @@ type hopSpec struct {
 	Bandwidth string `yaml:"bandwidth"`
 	// PacketsPerSec is the hop's packet (message) capacity; 0 = unlimited.
 	PacketsPerSec float64 `yaml:"packets_per_sec"`
-	// LatencyBudget bounds the hop's queueing plus service time; 0 = none.
+	// RTT is the hop's round-trip time with empty queues (what ping
+	// shows); a batch crosses the hop in half of it. 0 = none.
+	RTT time.Duration `yaml:"rtt"`
+	// LatencyBudget bounds the hop's queueing, service and propagation
+	// (rtt/2) time; 0 = none.
 	LatencyBudget time.Duration `yaml:"latency_budget"`
 }
 
@@ -96,14 +113,21 @@ const maxSampleBytes = 64 << 20
 // jetStreamMaxPayload is JetStream's default max_payload.
 const jetStreamMaxPayload = 1 << 20
 
-// runPlan is `sluice plan [--json] [--write-config FILE] FLOWS.yaml`.
+// runPlan is `sluice plan [--json] [--write-config FILE]
+// [--allow-over-capacity] FLOWS.yaml`. An inventory whose peak load after
+// batching is over some hop's capacity fails (after the plan is printed,
+// without its recommended config, and --write-config writes nothing)
+// unless --allow-over-capacity is given: a CI job that plans a deployment
+// should not pass, nor ship a config, that cannot carry the load.
 func runPlan(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sluice plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the plan as JSON (the recommended config is its recommended_config string)")
 	out := fs.String("write-config", "", "also write the recommended config to `file`")
+	allowOver := fs.Bool("allow-over-capacity", false, "exit 0, print and write the recommended config even when a hop is over capacity at peak (default: exit 1, no config)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: sluice plan [flags] FLOWS.yaml\n\nEvaluates the bottleneck model on a flow inventory (docs/plan.md).\n\n")
+		fmt.Fprintf(stderr, "usage: sluice plan [flags] FLOWS.yaml\n\nEvaluates the bottleneck model on a flow inventory (docs/plan.md).\n"+
+			"Exits 1 when a hop is over capacity at peak after batching, unless --allow-over-capacity.\n\n")
 		fs.PrintDefaults()
 	}
 	// Flags may come before or after the file.
@@ -129,7 +153,16 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *out != "" {
+	var overErr error
+	if len(p.OverCapacity) > 0 {
+		overErr = fmt.Errorf("plan %s: over capacity at peak: %s; no recommended config (--allow-over-capacity prints and writes it anyway)", files[0], p.overCapacityText())
+		if *allowOver {
+			overErr = nil
+		} else {
+			p.Config, p.withheld = "", true
+		}
+	}
+	if *out != "" && !p.withheld {
 		if err := os.WriteFile(*out, []byte(p.Config), 0o644); err != nil {
 			return fmt.Errorf("plan: %w", err)
 		}
@@ -137,14 +170,25 @@ func runPlan(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(p)
+		if err := enc.Encode(p); err != nil {
+			return err
+		}
+		return overErr
 	}
-	return p.writeText(stdout)
+	if err := p.writeText(stdout); err != nil {
+		return err
+	}
+	return overErr
 }
 
 // planFile reads, checks and evaluates an inventory file.
 func planFile(path string) (*plan, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -159,26 +203,22 @@ func planFile(path string) (*plan, error) {
 	return p, nil
 }
 
-// parseInventory decodes strictly: unknown keys, wrong types and a second
-// document are errors with their line. lines maps key paths
-// ("flows[1].retry") to lines.
+// parseInventory decodes an inventory as the config file is decoded
+// (parseConfigEnv, without environment expansion): within the config's
+// size cap and node budget (aliases expanded where used), one document,
+// every key known, every value of its type, each problem on a line of its
+// own naming its line and key, without Go's or YAML's type names. lines
+// maps key paths ("flows[1].retry") to lines.
 func parseInventory(data []byte) (inventory, map[string]int, error) {
 	var inv inventory
+	if len(data) > maxConfigBytes {
+		return inv, nil, fmt.Errorf("inventory: larger than %d bytes (1 MiB), the limit of an inventory", maxConfigBytes)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&inv); err != nil {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return inv, nil, errors.New("empty inventory: want hops and flows")
-		}
-		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
-			msgs := make([]string, len(te.Errors))
-			for i, m := range te.Errors {
-				if j := strings.Index(m, " in type main."); j >= 0 {
-					m = m[:j]
-				}
-				msgs[i] = strings.ReplaceAll(m, "\n", `\n`) // a value quoted in the message stays on its line
-			}
-			return inv, nil, errors.New(strings.Join(msgs, "; "))
 		}
 		return inv, nil, withLine(data, err)
 	}
@@ -189,9 +229,47 @@ func parseInventory(data []byte) (inventory, map[string]int, error) {
 		}
 		return inv, nil, fmt.Errorf("line %d: a second YAML document; want one", extra.Line)
 	}
+	if err := checkNodeBudget(&doc, maxConfigNodes); err != nil {
+		return inv, nil, errors.New(strings.Replace(err.Error(), "the config", "the inventory", 1))
+	}
+	var errs lineErrors
+	values := map[int][]keyedNode{}
+	checkKeys(&doc, reflect.TypeFor[inventory](), "", &errs, values)
+	if err := doc.Decode(&inv); err != nil {
+		te, ok := errors.AsType[*yaml.TypeError](err)
+		if !ok {
+			return inventory{}, nil, withLine(data, err)
+		}
+		said := map[int]bool{} // lines checkKeys has an error for
+		for _, e := range errs {
+			said[e.line] = true
+		}
+		for _, m := range te.Errors {
+			// typeErrorMessage reads one line: a value quoted with a
+			// line break in it would leave the decoder's words as they are.
+			if line, msg := typeErrorMessage(strings.ReplaceAll(m, "\n", `\n`), values); !said[line] {
+				errs.addMsg(line, msg)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b lineError) int { return a.line - b.line })
+		all := make([]error, len(errs))
+		for i, e := range errs {
+			// One problem, one line; checkKeys calls the file "the config".
+			msg := strings.ReplaceAll(e.msg, "\n", `\n`)
+			if rest, ok := strings.CutPrefix(msg, "the config:"); ok {
+				msg = "the inventory:" + rest
+			}
+			if e.line > 0 {
+				msg = fmt.Sprintf("line %d: %s", e.line, msg)
+			}
+			all[i] = errors.New(msg)
+		}
+		return inventory{}, nil, errors.Join(all...)
+	}
 	lines := map[string]int{}
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) == 1 {
+	if len(doc.Content) == 1 {
 		keyLines(doc.Content[0], "", lines)
 	}
 	for j := range inv.Classes { // for buildClasses' errors, as parseConfig does
@@ -267,14 +345,50 @@ type plan struct {
 	BatchAirtime      string  `json:"batch_airtime"`
 	QueueModel        string  `json:"queue_model"`
 	// Hops, the bottleneck (highest utilization after sluice) first.
-	Hops     []hopPlan   `json:"hops"`
-	Flows    []flowPlan  `json:"flows"`
-	Classes  []classPlan `json:"classes"`
-	Warnings []string    `json:"warnings"`
-	// Config is the recommended `sluice run --config` file.
+	Hops    []hopPlan   `json:"hops"`
+	Flows   []flowPlan  `json:"flows"`
+	Classes []classPlan `json:"classes"`
+	// Spool is what accumulates at peak when the link's demand outruns
+	// what the node sends.
+	Spool spoolPlan `json:"spool"`
+	// OverCapacity names the hops whose peak load after sluice is above
+	// their capacity (verdict "over capacity"); `sluice plan` then exits 1
+	// and withholds the config unless --allow-over-capacity.
+	OverCapacity []string `json:"over_capacity"`
+	Warnings     []string `json:"warnings"`
+	// Config is the recommended `sluice run --config` file; "" when it is
+	// withheld (over capacity without --allow-over-capacity).
 	Config string `json:"recommended_config"`
 
-	given map[string]classConfig // the inventory's classes entries, by name
+	given       map[string]classConfig // the inventory's classes entries, by name
+	spoolMaxRaw string                 // the inventory's spool.max_bytes, as given
+	withheld    bool                   // Config withheld: over capacity
+}
+
+// spoolPlan is the spool at peak: what the node sends over the link and
+// what it keeps. The model is the lanes' steady state (see allocate) at
+// the level the controller settles at: 0 while the link carries the
+// demand, 2 when a backlog grows (a standing, growing queue; demand
+// alone gives 1 or 2), on a healthy link (a plan's defer is then a
+// throttle, shaper.EffectiveAction).
+type spoolPlan struct {
+	Level int `json:"level"`
+	// DemandBytesPerSec is the link's peak demand after sluice (wire bytes
+	// + 256 B a batch) and SentBytesPerSec what the node sends of it: at
+	// most the target.
+	DemandBytesPerSec float64 `json:"demand_bytes_per_sec"`
+	SentBytesPerSec   float64 `json:"sent_bytes_per_sec"`
+	// GrowthBytesPerSec is the event bytes all classes add to the spool
+	// per second (0: it does not grow); MaxBytes the inventory's
+	// spool.max_bytes (0: no cap) and FullSeconds the time, from empty, to
+	// reach it (null: never).
+	GrowthBytesPerSec float64  `json:"growth_bytes_per_sec"`
+	MaxBytes          int64    `json:"max_bytes"`
+	FullSeconds       *float64 `json:"full_seconds"`
+	// DropFields: some class drops fields at Level, by an amount the plan
+	// cannot know; the figures assume nothing is dropped (growth and
+	// times to full are then bounds: at most, at least).
+	DropFields bool `json:"drop_fields_unmodelled"`
 }
 
 type load struct {
@@ -298,8 +412,17 @@ type hopPlan struct {
 	// sluice's batches, compressed, with the per-batch overhead.
 	Before load `json:"before"`
 	After  load `json:"after"`
+	// Sent is, on the link hop when its demand outruns what the node
+	// sends (Spool), the load the node does put on it: at most the target,
+	// the rest waiting in the spool. Its queue wait, not After's, is the
+	// hop's in the latency figures. Null otherwise.
+	Sent *load `json:"sent"`
+	// RTTSeconds is the hop's round-trip time (0 = none given); a batch
+	// crosses it in half.
+	RTTSeconds float64 `json:"rtt_seconds"`
 	// LatencyBudgetSeconds is the hop's budget (0 = none) and WithinBudget
-	// whether After's queue wait plus service time fits in it.
+	// whether its queue wait (Sent's if any, else After's) plus service
+	// time plus rtt/2 fits in it.
 	LatencyBudgetSeconds float64 `json:"latency_budget_seconds"`
 	WithinBudget         *bool   `json:"within_budget"`
 
@@ -329,9 +452,11 @@ type flowPlan struct {
 		PacketsPerSec float64 `json:"packets_per_sec"`
 	} `json:"after"`
 	// LatencySeconds: batch formation (linger or fill) plus, per hop, the
-	// M/D/1 wait and this flow's batch service time; null when a hop is
-	// over capacity.
+	// M/D/1 wait, this flow's batch service time and rtt/2; null when a
+	// hop's queue is unbounded or the flow's class grows in the spool.
+	// PropagationSeconds is its Σ rtt/2 part.
 	LatencySeconds       *float64 `json:"latency_seconds"`
+	PropagationSeconds   float64  `json:"propagation_seconds"`
 	LatencyBudgetSeconds float64  `json:"latency_budget_seconds"`
 	WithinBudget         *bool    `json:"within_budget"`
 
@@ -346,6 +471,19 @@ type classPlan struct {
 	DemandBytesPerSec float64 `json:"demand_bytes_per_sec"`
 	RateBytesPerSec   int64   `json:"rate_bytes_per_sec"`
 	CeilBytesPerSec   int64   `json:"ceil_bytes_per_sec"`
+	// At peak, with the recommended rates (spoolPlan): the class's action
+	// at the level, what the node sends of its demand (same units), the
+	// event bytes it adds to the spool per second, its spool cap (0 =
+	// only spool.max_bytes) and the time, from empty, to reach it (null:
+	// never, or no cap of its own).
+	Action            string   `json:"action"`
+	SentBytesPerSec   float64  `json:"sent_bytes_per_sec"`
+	SpoolGrowthPerSec float64  `json:"spool_growth_bytes_per_sec"`
+	SpoolMaxBytes     int64    `json:"spool_max_bytes"`
+	SpoolFullSeconds  *float64 `json:"spool_full_seconds"`
+	Overflow          string   `json:"overflow"`
+
+	rawBytesPerSec float64 // event bytes/s of its flows on the link
 }
 
 // evaluate checks inv, read from file, and evaluates the model on it.
@@ -414,9 +552,13 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		if h.LatencyBudget < 0 {
 			bad(k+".latency_budget", "%v: want ≥ 0", h.LatencyBudget)
 		}
+		if h.RTT < 0 {
+			bad(k+".rtt", "%v: want a round-trip time ≥ 0", h.RTT)
+		}
 		hp.capacity = shaper.Capacity{BitsPerSec: bw, MsgsPerSec: max(h.PacketsPerSec, 0)}
 		hp.CapacityBitsPerSec, hp.CapacityPacketsPerSec = hp.capacity.BitsPerSec, hp.capacity.MsgsPerSec
 		hp.LatencyBudgetSeconds = h.LatencyBudget.Seconds()
+		hp.RTTSeconds = max(h.RTT, 0).Seconds()
 		hp.Flows = []string{}
 	}
 	link := -1
@@ -450,6 +592,13 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	linkBps := int64(linkMbit * 1e6 / 8)
 	target := shaper.TargetRate(linkBps, linkBps, headroom)
 	classes, given, replaced := planClasses(inv.Classes, linkBps, bad, addErr)
+	var spoolMax int64
+	if ms := inv.Spool.MaxBytes; ms != "" {
+		var err error
+		if spoolMax, err = parseSize(ms); err != nil {
+			bad("spool.max_bytes", "%v", err)
+		}
+	}
 	classOf := map[string]*priority.Class{}
 	var classNames []string
 	for i := range classes {
@@ -461,7 +610,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		File: file, Link: linkHop.Name, LinkBitsPerSec: linkHop.capacity.BitsPerSec, Headroom: headroom,
 		TargetBytesPerSec: target, BatchAirtime: shaper.DefaultBatchAirtime.String(),
 		QueueModel: "M/D/1: W = ρ/(2μ(1−ρ)), μ = 1/max(mean packet bits/bandwidth, 1/packets_per_sec)",
-		Warnings:   []string{}, given: given,
+		Warnings:   []string{}, given: given, spoolMaxRaw: inv.Spool.MaxBytes, OverCapacity: []string{},
 	}
 	for _, r := range replaced {
 		p.Warnings = append(p.Warnings, r+" in the inventory: replaced by the plan's (rate and ceil are what it recommends)")
@@ -484,7 +633,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		flowNames[f.Name] = true
 		class, ok := classOf[f.Class]
 		if _, broken := given[f.Class]; !ok && !broken { // a broken class has its own error
-			bad(k+".class", "%q: want one of %s", f.Class, strings.Join(classNames, ", "))
+			bad(k+".class", "%q: %swant one of %s", f.Class, hintFor(f.Class, classNames...), strings.Join(classNames, ", "))
 		}
 		if !(f.EventsPerSec > 0) || math.IsInf(f.EventsPerSec, 0) {
 			bad(k+".events_per_sec", "%v: want the peak rate, > 0", f.EventsPerSec)
@@ -599,38 +748,10 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 		hp.After = hopLoad(hp.aftr, hp.capacity, headroom)
 		wait[hp.Name] = hp.After.QueueWaitSeconds
 		if hp.LatencyBudgetSeconds > 0 {
-			ok := hp.After.QueueWaitSeconds != nil && *hp.After.QueueWaitSeconds+hp.After.ServiceSeconds <= hp.LatencyBudgetSeconds
+			ok := hp.After.QueueWaitSeconds != nil && *hp.After.QueueWaitSeconds+hp.After.ServiceSeconds+hp.RTTSeconds/2 <= hp.LatencyBudgetSeconds
 			hp.WithinBudget = &ok
 		}
 	}
-	// Per flow: formation + Σ (wait + own service) against the budget.
-	for i := range p.Flows {
-		fp := &p.Flows[i]
-		_, _, linger := classOf[fp.Class].Batch.Limits()
-		lat := min(linger.Seconds(), (fp.EventsPerBatch-1)/fp.EventsPerSec)
-		cost := shaper.MsgCost(fp.BatchWireBytes, shaper.DefaultOverheadBytes)
-		stable := true
-		for _, h := range fp.Hops {
-			w := wait[h]
-			if w == nil {
-				stable = false
-				break
-			}
-			lat += *w + shaper.ServiceTime(cost, hops[hopIndex[h]].capacity)
-		}
-		if stable {
-			fp.LatencySeconds = &lat
-		}
-		if fp.LatencyBudgetSeconds > 0 {
-			ok := stable && lat <= fp.LatencyBudgetSeconds
-			fp.WithinBudget = &ok
-		}
-	}
-	slices.SortStableFunc(hops, func(a, b hopPlan) int { return cmp.Compare(b.After.Utilization, a.After.Utilization) })
-	for i := range hops {
-		hops[i].Rank = i + 1
-	}
-	p.Hops = hops
 
 	// The recommended classes: guarantees in priority order (critical
 	// first) out of the target, so that Σ rate ≤ target ≤ link; non-critical
@@ -638,11 +759,12 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	// guarantees leave (the most priority.Validate allows), which stays
 	// above 0: with a critical class, the others' guarantees stop 1 B/s
 	// short of the link.
-	demand, demandMsgs := map[string]float64{}, map[string]float64{}
+	demand, demandMsgs, raw := map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for _, fp := range p.Flows {
 		if slices.Contains(fp.Hops, p.Link) {
 			demand[fp.Class] += fp.after.BytesPerSec
 			demandMsgs[fp.Class] += fp.after.MsgsPerSec
+			raw[fp.Class] += fp.before.BytesPerSec
 		}
 	}
 	order := slices.Clone(classes)
@@ -684,7 +806,8 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	final := slices.Clone(classes)
 	for i := range final {
 		c := &final[i]
-		cp := classPlan{Name: c.Name, DemandBytesPerSec: demand[c.Name], RateBytesPerSec: rates[c.Name], CeilBytesPerSec: linkBps}
+		cp := classPlan{Name: c.Name, DemandBytesPerSec: demand[c.Name], RateBytesPerSec: rates[c.Name], CeilBytesPerSec: linkBps,
+			SpoolMaxBytes: c.MaxBytes, Overflow: cmp.Or(c.Overflow, priority.OverflowBlock), rawBytesPerSec: raw[c.Name]}
 		if c.Critical {
 			cp.CeilBytesPerSec = linkBps - others
 		}
@@ -694,11 +817,271 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	if err := priority.Validate(final, priority.Rate{BytesPerSec: linkBps}); err != nil {
 		return nil, fmt.Errorf("classes: the recommended rates do not validate (a bug in sluice plan): %w", err)
 	}
+	sentMsgs := p.spoolAtPeak(final, demandMsgs, target, spoolMax)
+	if link >= 0 && p.Spool.SentBytesPerSec < p.Spool.DemandBytesPerSec {
+		// The node holds back the rest: the link hop queues what is sent.
+		hp := &hops[link]
+		sent := hopLoad(shaper.Load{BytesPerSec: p.Spool.SentBytesPerSec, MsgsPerSec: sentMsgs}, hp.capacity, headroom)
+		hp.Sent = &sent
+		wait[hp.Name] = sent.QueueWaitSeconds
+		if hp.LatencyBudgetSeconds > 0 {
+			ok := sent.QueueWaitSeconds != nil && *sent.QueueWaitSeconds+sent.ServiceSeconds+hp.RTTSeconds/2 <= hp.LatencyBudgetSeconds
+			hp.WithinBudget = &ok
+		}
+	}
+
+	// Per flow: formation + Σ (wait + own service + rtt/2) against the
+	// budget; unbounded when a hop's queue is, or when its class's spool
+	// grows (each event waits longer than the last).
+	grows := map[string]bool{}
+	for _, c := range p.Classes {
+		grows[c.Name] = c.SpoolGrowthPerSec > 0
+	}
+	for i := range p.Flows {
+		fp := &p.Flows[i]
+		_, _, linger := classOf[fp.Class].Batch.Limits()
+		lat := min(linger.Seconds(), (fp.EventsPerBatch-1)/fp.EventsPerSec)
+		cost := shaper.MsgCost(fp.BatchWireBytes, shaper.DefaultOverheadBytes)
+		stable := !(grows[fp.Class] && slices.Contains(fp.Hops, p.Link))
+		for _, h := range fp.Hops {
+			hp := &hops[hopIndex[h]]
+			fp.PropagationSeconds += hp.RTTSeconds / 2
+			if w := wait[h]; w != nil {
+				lat += *w + shaper.ServiceTime(cost, hp.capacity) + hp.RTTSeconds/2
+			} else {
+				stable = false
+			}
+		}
+		if stable {
+			fp.LatencySeconds = &lat
+		}
+		if fp.LatencyBudgetSeconds > 0 {
+			ok := stable && lat <= fp.LatencyBudgetSeconds
+			fp.WithinBudget = &ok
+		}
+	}
+	slices.SortStableFunc(hops, func(a, b hopPlan) int { return cmp.Compare(b.After.Utilization, a.After.Utilization) })
+	for i := range hops {
+		hops[i].Rank = i + 1
+		if hops[i].After.Verdict == string(shaper.VerdictOverCapacity) {
+			p.OverCapacity = append(p.OverCapacity, hops[i].Name)
+		}
+	}
+	p.Hops = hops
+
 	var err error
 	if p.Config, err = p.recommendedConfig(linkMbit); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// spoolAtPeak fills p.Spool and the spool figures of p.Classes: what the
+// node sends of each class's peak demand on the link with the recommended
+// classes (final), at the level the controller settles at, and what it
+// keeps. A class's spool grows by the event bytes of what it does not
+// send: its unsent share of the wire bytes times the event bytes of its
+// flows (a lane is a FIFO, so every flow of a class waits alike). Growth
+// is in event bytes; the caps count segment files, with their framing and
+// pages, so a cap fills at least as fast as shown.
+//
+// It returns the batches/s the node sends over the link.
+func (p *plan) spoolAtPeak(final []priority.Class, demandMsgs map[string]float64, target, spoolMax int64) (sentMsgs float64) {
+	d := make([]float64, len(final))
+	msgs := make([]float64, len(final))
+	for i, c := range final {
+		d[i], msgs[i] = p.Classes[i].DemandBytesPerSec, demandMsgs[c.Name]
+	}
+	actionsAt := func(level int) []priority.Action {
+		acts := make([]priority.Action, len(final))
+		for i := range final {
+			acts[i] = shaper.EffectiveAction(&final[i], level, 0, false)
+		}
+		return acts
+	}
+	level, acts := 0, actionsAt(0)
+	sent := allocate(final, acts, d, msgs, float64(target))
+	for i := range final {
+		if d[i]-sent[i] > growthEpsilon*d[i] {
+			// A growing backlog: a standing queue that grows for 10 s is
+			// level 2 (shaper.Controller), on a healthy link.
+			level, acts = 2, actionsAt(2)
+			sent = allocate(final, acts, d, msgs, float64(target))
+			break
+		}
+	}
+	sp := spoolPlan{Level: level, MaxBytes: spoolMax}
+	for i := range final {
+		cp := &p.Classes[i]
+		cp.Action = actionString(acts[i])
+		cp.SentBytesPerSec = sent[i]
+		sp.DemandBytesPerSec += d[i]
+		sp.SentBytesPerSec += sent[i]
+		if d[i] > 0 {
+			sentMsgs += sent[i] / d[i] * msgs[i]
+		}
+		if acts[i].Kind == priority.ActionDropFields && d[i] > 0 && level > 0 {
+			sp.DropFields = true
+		}
+		if unsent := d[i] - sent[i]; unsent > growthEpsilon*d[i] {
+			cp.SpoolGrowthPerSec = unsent / d[i] * cp.rawBytesPerSec
+			sp.GrowthBytesPerSec += cp.SpoolGrowthPerSec
+			if cp.SpoolMaxBytes > 0 && cp.SpoolGrowthPerSec > 0 {
+				s := float64(cp.SpoolMaxBytes) / cp.SpoolGrowthPerSec
+				cp.SpoolFullSeconds = &s
+			}
+		}
+	}
+	if spoolMax > 0 && sp.GrowthBytesPerSec > 0 {
+		s := float64(spoolMax) / sp.GrowthBytesPerSec
+		sp.FullSeconds = &s
+	}
+	p.Spool = sp
+	return sentMsgs
+}
+
+// growthEpsilon is the share of a class's demand below which what it
+// does not send is rounding, not growth.
+const growthEpsilon = 1e-9
+
+// allocate is the lanes' steady state (shaper.Lanes) under a peak that
+// keeps every class with demand backlogged: what each class sends, in the
+// units of demand (bytes/s, wire + overhead), of a link bucket refilled
+// at target. msgs is each class's batches/s, for its *_msgs bounds. In
+// order, each phase from what the ones before left:
+//
+//  1. critical classes, strict priority (then list order), up to demand
+//     and ceil;
+//  2. the guarantees of the classes whose action at the level is none or
+//     drop_fields: rate (scaled down together when the target is below
+//     the critical rates plus theirs, as Lanes.rescale does) and
+//     rate_msgs, by priority, weighted fair within a priority;
+//  3. borrowing by every class not deferred, up to demand and ceil, by
+//     priority, weighted fair within a priority.
+//
+// A deferred class sends nothing.
+func allocate(classes []priority.Class, acts []priority.Action, demand, msgs []float64, target float64) []float64 {
+	n := len(classes)
+	sent := make([]float64, n)
+	perMsg := func(i int) float64 {
+		if msgs[i] <= 0 {
+			return 0
+		}
+		return demand[i] / msgs[i]
+	}
+	limit := make([]float64, n) // demand within the ceilings
+	var critRate, sumRate float64
+	for i, c := range classes {
+		if acts[i].Kind == priority.ActionDefer || demand[i] <= 0 {
+			continue
+		}
+		limit[i] = demand[i]
+		if b := c.Ceil.BytesPerSec; b > 0 {
+			limit[i] = min(limit[i], float64(b))
+		}
+		if m := c.Ceil.MsgsPerSec; m > 0 {
+			limit[i] = min(limit[i], float64(m)*perMsg(i))
+		}
+	}
+	for i, c := range classes {
+		switch {
+		case acts[i].Kind == priority.ActionDefer || acts[i].Kind == priority.ActionThrottle:
+		case c.Critical:
+			critRate += float64(c.Rate.BytesPerSec)
+		default:
+			sumRate += float64(c.Rate.BytesPerSec)
+		}
+	}
+	scale := 1.0
+	if sumRate > 0 && target-critRate < sumRate {
+		scale = max(0, target-critRate) / sumRate
+	}
+	left := target
+	// fill gives the classes ok accepts, by priority and weighted fair
+	// within one, up to upTo(i) each in all, from left.
+	fill := func(ok func(i int) bool, upTo func(i int) float64, fair bool) {
+		for prio := 0; prio <= priority.MaxPriority; prio++ {
+			var group []int
+			for i, c := range classes {
+				if c.Priority == prio && ok(i) && upTo(i) > sent[i] {
+					group = append(group, i)
+				}
+			}
+			if !fair {
+				for _, i := range group {
+					give := min(upTo(i)-sent[i], left)
+					sent[i] += give
+					left -= give
+				}
+				continue
+			}
+			left -= waterfill(group, func(i int) float64 { return upTo(i) - sent[i] },
+				func(i int) float64 { return float64(classes[i].EffectiveWeight()) }, left, sent)
+		}
+	}
+	fill(func(i int) bool { return classes[i].Critical }, func(i int) float64 { return limit[i] }, false)
+	fill(func(i int) bool {
+		k := acts[i].Kind
+		return !classes[i].Critical && (k == priority.ActionNone || k == priority.ActionDropFields)
+	}, func(i int) float64 {
+		c := classes[i]
+		if c.Rate.BytesPerSec <= 0 && c.Rate.MsgsPerSec <= 0 {
+			return 0
+		}
+		g := math.Inf(1) // a dimension without a rate is not bounded by it
+		if c.Rate.BytesPerSec > 0 {
+			g = float64(c.Rate.BytesPerSec) * scale
+		}
+		if c.Rate.MsgsPerSec > 0 {
+			g = min(g, float64(c.Rate.MsgsPerSec)*perMsg(i))
+		}
+		return min(g, limit[i])
+	}, true)
+	fill(func(i int) bool { return !classes[i].Critical }, func(i int) float64 { return limit[i] }, true)
+	return sent
+}
+
+// waterfill shares budget among the classes of group in proportion to
+// weight, none above its room, what one cannot take going to the others
+// (weighted max-min fairness, what the lanes' start-time fair queueing
+// converges to). It adds the shares to sent and returns their sum.
+func waterfill(group []int, room, weight func(i int) float64, budget float64, sent []float64) float64 {
+	slices.SortStableFunc(group, func(a, b int) int { return cmp.Compare(room(a)/weight(a), room(b)/weight(b)) })
+	var w float64
+	for _, i := range group {
+		w += weight(i)
+	}
+	given := 0.0
+	for k, i := range group {
+		if budget <= 0 || w <= 0 {
+			break
+		}
+		share := budget * weight(i) / w
+		if r := room(i); r <= share {
+			share = r
+		} else {
+			// Every class from here on has more room than its share.
+			for _, j := range group[k:] {
+				s := budget * weight(j) / w
+				sent[j] += s
+				given += s
+			}
+			return given
+		}
+		sent[i] += share
+		given += share
+		budget -= share
+		w -= weight(i)
+	}
+	return given
+}
+
+// actionString spells a plan action as the config file does.
+func actionString(a priority.Action) string {
+	if a.Kind == priority.ActionDropFields {
+		return a.Kind.String() + ":" + strconv.Itoa(a.MinFieldPriority)
+	}
+	return a.Kind.String()
 }
 
 // planClasses returns the plan's classes: the defaults for a link of
@@ -746,7 +1129,7 @@ func planClasses(cfg []classConfig, linkBps int64, bad func(key, format string, 
 		cc.Rate, cc.Ceil = &zero, &zero
 		check[i] = cc
 	}
-	built, err := buildClasses(check, linkBps)
+	built, err := buildClassList(check, linkBps, false)
 	if err != nil {
 		classLine := func(msg string) (int, string) {
 			for i := len(cfg) - 1; i >= 0; i-- { // the last: a duplicate's second entry
@@ -756,21 +1139,25 @@ func planClasses(cfg []classConfig, linkBps int64, bad func(key, format string, 
 			}
 			return cfg[0].line, "classes"
 		}
-		var parts []error
-		if strings.HasPrefix(err.Error(), "line ") { // per entry: "line N: classes[i] (name): …"
-			parts = splitErrors(err)
-		} else { // priority.Validate's, wrapped as "classes: …"
-			parts = splitErrors(errors.Unwrap(err))
-		}
-		for _, e := range parts {
-			msg := strings.ReplaceAll(e.Error(), "\n", `\n`) // a name may hold one
-			var line int
-			if _, serr := fmt.Sscanf(msg, "line %d:", &line); serr == nil {
-				addErr(line, errors.New(msg))
-				continue
+		for _, e := range splitErrors(err) {
+			parts := []error{e}
+			if u := errors.Unwrap(e); u != nil && strings.HasPrefix(e.Error(), "classes: ") {
+				parts = splitErrors(u) // priority.Validate's, as "classes: …"
 			}
-			line, key := classLine(msg)
-			addErr(line, fmt.Errorf("line %d: %s: %s", line, key, msg))
+			for _, e := range parts {
+				msg := strings.ReplaceAll(e.Error(), "\n", `\n`) // a name may hold one
+				var line int
+				if _, serr := fmt.Sscanf(msg, "line %d:", &line); serr == nil {
+					addErr(line, errors.New(msg)) // per entry: "line N: classes[i] (name): …"
+					continue
+				}
+				line, key := classLine(msg)
+				if strings.HasPrefix(msg, "classes: ") {
+					addErr(line, fmt.Errorf("line %d: %s", line, msg))
+					continue
+				}
+				addErr(line, fmt.Errorf("line %d: %s: %s", line, key, msg))
+			}
 		}
 		return classes, given, replaced
 	}
@@ -985,13 +1372,22 @@ func (p *plan) recommendedConfig(linkMbit float64) (string, error) {
 	fmt.Fprintf(&b, "# sluice run --config: recommended by `sluice plan %s`.\n", filepath.Base(cmp.Or(p.File, "FLOWS.yaml")))
 	fmt.Fprintf(&b, "# Link %s (%s), target %s at headroom %v. Rates and ceilings are\n", p.Link, fmtBits(p.LinkBitsPerSec), fmtBits(float64(p.TargetBytesPerSec)*8), p.Headroom)
 	b.WriteString("# bytes/s on the wire (compressed batches + 256 B each), from peak demand.\n")
+	if len(p.OverCapacity) > 0 {
+		fmt.Fprintf(&b, "# Over capacity at peak (written with --allow-over-capacity): %s.\n", p.overCapacityText())
+	}
+	if p.Spool.GrowthBytesPerSec > 0 {
+		fmt.Fprintf(&b, "# At peak the link's demand outruns what the node sends: the spool grows by %s/s.\n", fmtBytes(p.Spool.GrowthBytesPerSec))
+	}
 	fmt.Fprintf(&b, "link_mbit: %s\n", strconv.FormatFloat(linkMbit, 'f', -1, 64))
 	fmt.Fprintf(&b, "headroom: %s\n", strconv.FormatFloat(p.Headroom, 'f', -1, 64))
+	if p.spoolMaxRaw != "" {
+		fmt.Fprintf(&b, "spool:\n  max_bytes: %s\n", configScalar(p.spoolMaxRaw))
+	}
 	b.WriteString("classes:\n")
 	for _, c := range p.Classes {
 		fmt.Fprintf(&b, "  - name: %s\n", configScalar(c.Name))
-		fmt.Fprintf(&b, "    rate: %d # %s; peak demand %s\n", c.RateBytesPerSec, fmtBits(float64(c.RateBytesPerSec)*8), fmtBits(c.DemandBytesPerSec*8))
-		fmt.Fprintf(&b, "    ceil: %d # %s\n", c.CeilBytesPerSec, fmtBits(float64(c.CeilBytesPerSec)*8))
+		fmt.Fprintf(&b, "    rate: %dB/s # %s; peak demand %s\n", c.RateBytesPerSec, fmtBits(float64(c.RateBytesPerSec)*8), fmtBits(c.DemandBytesPerSec*8))
+		fmt.Fprintf(&b, "    ceil: %dB/s # %s\n", c.CeilBytesPerSec, fmtBits(float64(c.CeilBytesPerSec)*8))
 		if cc, ok := p.given[c.Name]; ok {
 			keys, err := classKeys(cc)
 			if err != nil {
@@ -1012,6 +1408,7 @@ type classOut struct {
 	CeilMsgs    *int64         `yaml:"ceil_msgs,omitempty"`
 	Weight      *int           `yaml:"weight,omitempty"`
 	MaxAge      *time.Duration `yaml:"max_age,omitempty"`
+	Expire      *string        `yaml:"expire,omitempty"`
 	Batch       *batchOut      `yaml:"batch,omitempty"`
 	Compression *string        `yaml:"compression,omitempty"`
 	Overflow    *string        `yaml:"overflow,omitempty"`
@@ -1030,7 +1427,7 @@ type batchOut struct {
 // of a classes entry, escaped for the config file's ${NAME} expansion.
 func classKeys(cc classConfig) (string, error) {
 	o := classOut{Priority: cc.Priority, Critical: cc.Critical, RateMsgs: cc.RateMsgs, CeilMsgs: cc.CeilMsgs,
-		Weight: cc.Weight, MaxAge: cc.MaxAge, Compression: cc.Compression, Overflow: cc.Overflow,
+		Weight: cc.Weight, MaxAge: cc.MaxAge, Expire: cc.Expire, Compression: cc.Compression, Overflow: cc.Overflow,
 		MaxBytes: cc.MaxBytes, Fields: cc.Fields, Plan: cc.Plan}
 	if bc := cc.Batch; bc != nil {
 		o.Batch = &batchOut{MaxEvents: bc.MaxEvents, MaxBytes: bc.MaxBytes, Linger: bc.Linger}
@@ -1076,24 +1473,38 @@ func (p *plan) writeText(w io.Writer) error {
 		p.File, p.Link, fmtBits(p.LinkBitsPerSec), p.Headroom, fmtBits(float64(p.TargetBytesPerSec)*8), p.BatchAirtime)
 	b.WriteString("Hops, bottleneck first. before: one message per event; after: sluice's compressed batches.\n")
 	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\thop\tcapacity\tbefore bit/s\tpkt/s\tutil\tafter bit/s\tpkt/s\tutil\tverdict\tqueue M/D/1\tbudget")
+	fmt.Fprintln(tw, "#\thop\tcapacity\trtt\tbefore bit/s\tpkt/s\tutil\tafter bit/s\tpkt/s\tutil\tverdict\tqueue M/D/1\tbudget")
 	for _, h := range p.Hops {
 		capacity := fmtBits(h.CapacityBitsPerSec)
 		if h.CapacityPacketsPerSec > 0 {
 			capacity += " " + fmtRate(h.CapacityPacketsPerSec) + " p/s"
 		}
+		rtt := "-"
+		if h.RTTSeconds > 0 {
+			rtt = fmtSeconds(h.RTTSeconds)
+		}
 		budget := "-"
 		if h.WithinBudget != nil {
 			budget = fmtSeconds(h.LatencyBudgetSeconds) + " " + okWord(*h.WithinBudget)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Rank, h.Name, capacity,
+		queue := fmtWait(h.After.QueueWaitSeconds)
+		if h.Sent != nil {
+			queue = fmtWait(h.Sent.QueueWaitSeconds) + " *"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Rank, h.Name, capacity, rtt,
 			fmtBits(h.Before.BitsPerSec), fmtRate(h.Before.PacketsPerSec), fmtPct(h.Before.Utilization),
 			fmtBits(h.After.BitsPerSec), fmtRate(h.After.PacketsPerSec), fmtPct(h.After.Utilization),
-			h.After.Verdict, fmtWait(h.After.QueueWaitSeconds), budget)
+			h.After.Verdict, queue, budget)
 	}
 	tw.Flush()
+	for _, h := range p.Hops {
+		if h.Sent != nil {
+			fmt.Fprintf(&b, "* %s: the queue of what the node sends, %s and %s p/s (%s); the rest of the demand waits in the spool.\n",
+				h.Name, fmtBits(h.Sent.BitsPerSec), fmtRate(h.Sent.PacketsPerSec), fmtPct(h.Sent.Utilization))
+		}
+	}
 	fmt.Fprintln(&b)
-	b.WriteString("Flows. batch: events and compressed bytes per batch; latency: batch formation + queueing + service on each hop.\n")
+	b.WriteString("Flows. batch: events and compressed bytes per batch; latency: batch formation + queueing + service + rtt/2 on each hop.\n")
 	tw = tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "flow\tclass\tevents/s\tpayload mean/p99\t×retry×fan-out\tratio\tbatch events\twire\tbefore\tafter\tlatency\tbudget")
 	for _, f := range p.Flows {
@@ -1110,12 +1521,85 @@ func (p *plan) writeText(w io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "\nQueueing model: %s.\n", p.QueueModel)
+	p.writeSpool(&b)
 	for _, warn := range p.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", warn)
 	}
-	fmt.Fprintf(&b, "\nRecommended config (sluice run --config FILE; --write-config writes it):\n\n%s", p.Config)
+	switch {
+	case p.withheld:
+		fmt.Fprintf(&b, "\nOver capacity at peak: %s.\nNo recommended config: no class configuration carries this load. Lower the peak, add capacity, or pass --allow-over-capacity to print and write it anyway.\n", p.overCapacityText())
+	default:
+		fmt.Fprintf(&b, "\nRecommended config (sluice run --config FILE; --write-config writes it):\n\n%s", p.Config)
+	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// writeSpool prints what the spool does at peak.
+func (p *plan) writeSpool(b *bytes.Buffer) {
+	sp := p.Spool
+	if sp.GrowthBytesPerSec <= 0 {
+		fmt.Fprintf(b, "\nSpool at peak: %s sends all of its %s demand (target %s): the spool does not grow.\n",
+			p.Link, fmtBits(sp.DemandBytesPerSec*8), fmtBits(float64(p.TargetBytesPerSec)*8))
+		return
+	}
+	fmt.Fprintf(b, "\nSpool at peak: the node sends %s of the %s demand on %s (target %s), at level %d; the spool grows by %s/s",
+		fmtBits(sp.SentBytesPerSec*8), fmtBits(sp.DemandBytesPerSec*8), p.Link, fmtBits(float64(p.TargetBytesPerSec)*8), sp.Level, fmtBytes(sp.GrowthBytesPerSec))
+	switch {
+	case sp.FullSeconds != nil:
+		fmt.Fprintf(b, " and reaches spool.max_bytes %s in %s from empty.\n", fmtBytes(float64(sp.MaxBytes)), fmtDuration(*sp.FullSeconds))
+	default:
+		b.WriteString(" (no spool.max_bytes: until the disk is full).\n")
+	}
+	b.WriteString("demand, sent: on the wire (compressed, + 256 B a batch); spool growth: event bytes kept per second; full in: from empty to the class's max_bytes.\n")
+	tw := tabwriter.NewWriter(b, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "class\taction\tdemand\tsent\tspool growth\tmax_bytes\tfull in\tthen\n")
+	for _, c := range p.Classes {
+		if c.DemandBytesPerSec <= 0 {
+			continue
+		}
+		growth, capacity, full, then := "0", "-", "-", "-"
+		if c.SpoolGrowthPerSec > 0 {
+			growth = fmtBytes(c.SpoolGrowthPerSec) + "/s"
+		}
+		if c.SpoolMaxBytes > 0 {
+			capacity = fmtBytes(float64(c.SpoolMaxBytes))
+		}
+		if c.SpoolFullSeconds != nil {
+			full = fmtDuration(*c.SpoolFullSeconds)
+			then = overflowWords(c.Overflow)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Action, fmtBits(c.DemandBytesPerSec*8), fmtBits(c.SentBytesPerSec*8),
+			growth, capacity, full, then)
+	}
+	tw.Flush()
+	if sp.DropFields {
+		fmt.Fprintf(b, "drop_fields at level %d is not modelled (the plan does not know your events' fields): growth is at most, and time to full at least, what is shown.\n", sp.Level)
+	}
+}
+
+// overflowWords says what a class's overflow policy does at its cap.
+func overflowWords(o string) string {
+	switch o {
+	case priority.OverflowDropOldest:
+		return "drop_oldest: oldest events deleted, counted"
+	case priority.OverflowDropNewest:
+		return "drop_newest: new events refused, counted"
+	}
+	return "block: producers get 429"
+}
+
+// overCapacityText names the hops over capacity and their utilization.
+func (p *plan) overCapacityText() string {
+	var parts []string
+	for _, name := range p.OverCapacity {
+		for _, h := range p.Hops {
+			if h.Name == name {
+				parts = append(parts, fmt.Sprintf("hop %s at %s of its capacity after batching", h.Name, fmtPct(h.After.Utilization)))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func okWord(ok bool) string {
@@ -1141,6 +1625,10 @@ func fmtBits(bps float64) string {
 // fmtBytes formats a size: "1000 B", "512 KiB".
 func fmtBytes(n float64) string {
 	switch {
+	case n >= 1<<40:
+		return strconv.FormatFloat(n/(1<<40), 'g', 4, 64) + " TiB"
+	case n >= 1<<30:
+		return strconv.FormatFloat(n/(1<<30), 'g', 4, 64) + " GiB"
 	case n >= 1<<20:
 		return strconv.FormatFloat(n/(1<<20), 'g', 4, 64) + " MiB"
 	case n >= 1<<10:
@@ -1160,6 +1648,18 @@ func fmtPct(u float64) string { return strconv.FormatFloat(u*100, 'f', 1, 64) + 
 
 func fmtSeconds(s float64) string {
 	return time.Duration(math.Round(s * 1e9)).Round(time.Microsecond).String()
+}
+
+// fmtDuration formats a long time in seconds: "3m20s", "27h46m40s".
+func fmtDuration(s float64) string {
+	if s >= float64(math.MaxInt64)/1e9 {
+		return "over 290 years"
+	}
+	d := time.Duration(math.Round(s * 1e9))
+	if d < time.Minute {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
 
 func fmtWait(s *float64) string {

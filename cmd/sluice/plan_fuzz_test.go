@@ -16,12 +16,14 @@ import (
 
 // namedErrLine is what every line of a plan error starts with: its line in
 // the inventory, or the key it is about.
-var namedErrLine = regexp.MustCompile(`^(line \d+: |yaml: line \d+: |(yaml: )?(headroom|link|hops|flows|classes)(\[\d+\])?[.:\[ ]|empty inventory: want hops and flows$)`)
+var namedErrLine = regexp.MustCompile(`^(line \d+: |yaml: line \d+: |(yaml: )?(headroom|link|hops|flows|classes|spool)(\[\d+\])?[.:\[ ]|empty inventory: want hops and flows$|inventory: larger than )`)
 
 // FuzzParseInventory: parseInventory and evaluate never panic on any
-// input; every error names a line or a key; a plan that succeeds has a
-// recommended config that `sluice run --config` loads and resolves, with
-// the plan's classes, rates and ceilings, and it encodes as JSON and text.
+// input; every error names a line or a key, in plain words; a plan that
+// succeeds has a recommended config that `sluice run --config` loads and
+// resolves, with the plan's classes, rates and ceilings, and it encodes as
+// JSON and text; the spool model sends no more than the target and no
+// class more than its demand.
 // The seed corpus is testdata/fuzz/FuzzParseInventory (the testdata
 // inventories and tricky cases) plus the testdata inventories themselves.
 func FuzzParseInventory(f *testing.F) {
@@ -63,6 +65,14 @@ func FuzzParseInventory(f *testing.F) {
 		if err != nil {
 			checkNamed(t, err, data)
 			return
+		}
+		if p.Spool.SentBytesPerSec > float64(p.TargetBytesPerSec)*(1+1e-9)+1e-6 {
+			t.Fatalf("sends %v B/s, target %d\n%s", p.Spool.SentBytesPerSec, p.TargetBytesPerSec, data)
+		}
+		for _, c := range p.Classes {
+			if c.SentBytesPerSec > c.DemandBytesPerSec*(1+1e-9)+1e-6 || c.SentBytesPerSec < 0 || c.SpoolGrowthPerSec < 0 {
+				t.Fatalf("class %+v\n%s", c, data)
+			}
 		}
 		if _, err := json.Marshal(p); err != nil {
 			t.Fatalf("json: %v\n%s", err, data)
@@ -108,6 +118,12 @@ func checkNamed(t *testing.T, err error, data []byte) {
 	for line := range strings.SplitSeq(err.Error(), "\n") {
 		if !namedErrLine.MatchString(line) {
 			t.Fatalf("error names no line or key: %q\nin: %v\ninventory: %q", line, err, data)
+		}
+		// Go's type names, as the decoder spells them.
+		for _, bad := range []string{"main.", "cannot unmarshal", " into float64", " into int", " into string"} {
+			if strings.Contains(line, bad) {
+				t.Fatalf("error has %q: %q\ninventory: %q", bad, line, data)
+			}
 		}
 	}
 }

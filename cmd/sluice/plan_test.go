@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -238,7 +243,9 @@ func TestPlanRecommendedConfigValidates(t *testing.T) {
 			}
 			out := filepath.Join(t.TempDir(), "sluice.yaml")
 			var stdout, stderr bytes.Buffer
-			if err := run(context.Background(), []string{"plan", "--write-config", out, filepath.Join("testdata", "plan", file)}, &stdout, &stderr); err != nil {
+			// twohop.yaml is over capacity on dsl (its point): the
+			// config is written only when asked to anyway.
+			if err := run(context.Background(), []string{"plan", "--allow-over-capacity", "--write-config", out, filepath.Join("testdata", "plan", file)}, &stdout, &stderr); err != nil {
 				t.Fatalf("plan: %v\n%s", err, stderr.String())
 			}
 			stdout.Reset()
@@ -261,10 +268,12 @@ func TestPlanCommandOutput(t *testing.T) {
 	text := stdout.String()
 	for _, want := range []string{
 		"link wan at 10 Mbit/s, headroom 0.8 → target 8 Mbit/s",
-		"1  wan  10 Mbit/s 1000 p/s  13.68 Mbit/s  2220   222.0%  2.099 Mbit/s  157    21.0%  ok       178µs        50ms ok",
+		// The rtt column is "-": hand.yaml gives none.
+		"1  wan  10 Mbit/s 1000 p/s  -    13.68 Mbit/s  2220   222.0%  2.099 Mbit/s  157    21.0%  ok       178µs        50ms ok",
 		"views   ingest    2000",
 		"M/D/1",
-		"link_mbit: 10\nheadroom: 0.8\nclasses:\n  - name: critical\n    rate: 59591",
+		"Spool at peak: wan sends all of its 2.099 Mbit/s demand (target 8 Mbit/s): the spool does not grow.",
+		"link_mbit: 10\nheadroom: 0.8\nclasses:\n  - name: critical\n    rate: 59591B/s",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
@@ -303,12 +312,17 @@ func TestPlanCommandOutput(t *testing.T) {
 	}
 
 	// An unbounded queue is null in JSON and "unbounded" for people.
+	// twohop.yaml is over capacity: the JSON is printed, without the
+	// config, and the command fails.
 	stdout.Reset()
-	if err := run(context.Background(), []string{"plan", "--json", filepath.Join("testdata", "plan", "twohop.yaml")}, &stdout, &stderr); err != nil {
-		t.Fatal(err)
+	err := run(context.Background(), []string{"plan", "--json", filepath.Join("testdata", "plan", "twohop.yaml")}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "over capacity at peak: hop dsl at 441.3%") {
+		t.Errorf("over capacity: %v", err)
 	}
-	if !strings.Contains(stdout.String(), `"queue_wait_seconds": null`) {
-		t.Errorf("no null wait:\n%s", stdout.String())
+	for _, want := range []string{`"queue_wait_seconds": null`, `"over_capacity": [` + "\n" + `    "dsl"` + "\n  ]", `"recommended_config": ""`} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("no %s:\n%s", want, stdout.String())
+		}
 	}
 
 	for _, args := range [][]string{{"plan"}, {"plan", "a.yaml", "b.yaml"}, {"plan", "--bogus", file}} {
@@ -340,7 +354,7 @@ func TestPlanErrors(t *testing.T) {
 			"line 14: flows[0].retry: 0.5: want an amplification ≥ 1",
 			`line 15: flows[0].hops[1]: "lan": no such hop`,
 		}},
-		{"unknown key and type", "", []string{"line 4: field packet_per_sec not found", "line 8: cannot unmarshal !!str `lots` into float64"}},
+		{"unknown key and type", "", []string{"line 4: field packet_per_sec not found in hops[0]\nline 8: flows[0].events_per_sec: want a number, got `lots`"}},
 		{"empty", "", []string{"empty inventory"}},
 		{"no payload", hop + flow, []string{"line 5: flows[0].payload: mean: missing"}},
 		{"ratio and sample", hop + flow + "    payload: {mean: 10, p99: 20}\n    compression_ratio: 2\n    sample: x.ndjson\n",
@@ -593,15 +607,15 @@ func TestPlanClassErrors(t *testing.T) {
 		want, not     []string
 	}{
 		{"unknown key", "  - name: x\n    bogus: 1\n", []string{"line 7: field bogus not found"}, nil},
-		{"wrong type", "  - name: x\n    priority: high\n", []string{"line 7: cannot unmarshal !!str `high` into int"}, nil},
+		{"wrong type", "  - name: x\n    priority: high\n", []string{"line 7: classes[0].priority: want a whole number, got `high`"}, []string{"!!", "into int"}},
 		{"bad plan", "  - name: x\n    plan: [none]\n", []string{"line 6: classes[0] (x): plan: 1 actions"}, nil},
 		{"bad size", "  - name: x\n    batch: {max_bytes: lots}\n", []string{"line 6: classes[0] (x): batch.max_bytes:"}, nil},
 		{"bad name", "  - name: a b\n", []string{`line 6: classes[0].name: "a b": want 1-64 bytes`}, nil},
 		{"empty name", "  - priority: 1\n", []string{"line 6: classes[0] (): name is empty"}, nil},
 		{"bad rate", "  - name: x\n    rate: fast\n", []string{`line 7: classes[0].rate: "fast": want a rate`}, nil},
 		{"validate", "  - name: x\n  - name: y\n    priority: 9\n    compression: max\n",
-			[]string{`line 7: classes[1]: priority: invalid class: class "y": priority 9 outside 0..7`, `line 7: classes[1]: priority: invalid class: class "y": unknown compression "max"`}, nil},
-		{"duplicate", "  - name: x\n  - name: x\n", []string{`line 7: classes[1]: priority: invalid class: class "x": duplicate name`}, nil},
+			[]string{`line 7: classes[1] (y): priority: 9: want 0 (served first) to 7`, `line 7: classes[1] (y): compression: "max": want fastest, default, better or best`}, []string{"priority: invalid"}},
+		{"duplicate", "  - name: x\n  - name: x\n", []string{`line 7: classes[1] (x): the same name as classes[0] (line 6)`}, nil},
 		{"unknown class", "  - name: x\nflows:\n  - {name: a, class: bulk, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
 			[]string{`line 8: flows[0].class: "bulk": want one of critical, ingest, replication, backfill, x`}, nil},
 		// A flow of a broken class: only the class's error.
@@ -631,5 +645,385 @@ func TestPlanClassErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlanOverload: testdata/plan/overload.yaml, worked by hand. Link wan,
+// 10 Mbit/s (C = 1,250,000 B/s), no packet limit, rtt 40 ms; target T =
+// 1,000,000 B/s.
+//
+// orders (critical), 100/s of 500 B at 5:1: n = min(100, 131, 1.5) = 1.5,
+// cost 150.3 + 256 = 406.3 B, 66.667 p/s, 27,086.67 B/s. views (ingest)
+// as in hand.yaml: 9.9502 p/s of 20,381.125 B, 202,797.26 B/s. bulk
+// (backfill: 4096 events, 768 KiB, 1 s), 1000/s of 1000 B, no compression:
+// bound min(max(1e6·0.025, 16 KiB), 768 KiB) = 25,000, n = 25, cost 25,025
+// + 256 = 25,281 B, 40 p/s, 1,011,240 B/s. Demand D = 1,241,123.93 B/s,
+// 99.3% of the link: over headroom, not over capacity (exit 0).
+//
+// Rates: critical 27,087, ingest 202,798, replication 0, backfill what the
+// target leaves, 770,115 (with a warning); critical ceil 1,250,000 −
+// 972,913 = 277,087.
+//
+// The spool: at level 0 backfill (throttle: borrow only) gets T − 27,086.67
+// − 202,797.26 = 770,116.07 of its 1,011,240 B/s, so the backlog grows and
+// the node settles at level 2: ingest drop_fields:20 (its guarantee holds),
+// replication and backfill throttled (their plans defer; the link is
+// healthy). The same shares: backfill keeps 241,123.93/1,011,240 = 23.84%
+// of its 1,000,000 event bytes/s, 238,443.9 B/s: its 1 GiB cap in 4,503 s,
+// spool.max_bytes 10 GiB in 45,031 s.
+//
+// The link carries what is sent: 1,000,000 B/s (ρ 0.8) in 66.667 + 9.9502
+// + 40·0.76156 = 107.08 batches/s, mean 9,338.8 B, s = 7.471 ms, W =
+// 0.8/(2μ·0.2) = 14.94 ms. Latencies: orders 5 ms + W + 0.325 ms + 20 ms
+// (rtt/2) = 40.27 ms; views 100 ms + W + 16.305 ms + 20 ms = 151.25 ms;
+// bulk unbounded (its class's spool grows).
+func TestPlanOverload(t *testing.T) {
+	p := mustPlan(t, "overload.yaml")
+	if len(p.OverCapacity) != 0 {
+		t.Errorf("over capacity: %q", p.OverCapacity)
+	}
+	const (
+		orders = 100 / 1.5 * 406.3
+		views  = 2000.0 / 201 * 20_381.125
+		bulk   = 40 * 25_281.0
+	)
+	h := hopNamed(t, p, "wan")
+	if !approx(h.After.BitsPerSec, (orders+views+bulk)*8) || h.After.Verdict != "over headroom" || h.RTTSeconds != 0.04 {
+		t.Errorf("wan after: %+v", h)
+	}
+	backfillSent := 1e6 - orders - views
+	sentMsgs := 100/1.5 + 2000.0/201 + 40*backfillSent/bulk
+	s := 1e6 / sentMsgs * 8 / 1e7
+	mu := 1 / s
+	w := 0.8 / (2 * mu * 0.2)
+	if h.Sent == nil || !approx(h.Sent.BitsPerSec, 8e6) || !approx(h.Sent.PacketsPerSec, sentMsgs) ||
+		!approx(h.Sent.Utilization, 0.8) || math.Abs(*h.Sent.QueueWaitSeconds-w) > 1e-9 {
+		t.Errorf("wan sent: %+v, want W %v", h.Sent, w)
+	}
+	if o := flowNamed(t, p, "orders"); !approx(*o.LatencySeconds, 0.005+w+406.3*8/1e7+0.02) || o.PropagationSeconds != 0.02 || !*o.WithinBudget {
+		t.Errorf("orders: latency %v, %+v", *o.LatencySeconds, o)
+	}
+	if v := flowNamed(t, p, "views"); !approx(*v.LatencySeconds, 0.1+w+20_381.125*8/1e7+0.02) {
+		t.Errorf("views: latency %v", *v.LatencySeconds)
+	}
+	if b := flowNamed(t, p, "bulk"); b.LatencySeconds != nil || b.PropagationSeconds != 0.02 {
+		t.Errorf("bulk: %+v", b)
+	}
+	growth := (bulk - backfillSent) / bulk * 1e6
+	want := []classPlan{
+		{Name: "critical", RateBytesPerSec: 27_087, CeilBytesPerSec: 277_087, Action: "none", SentBytesPerSec: orders},
+		{Name: "ingest", RateBytesPerSec: 202_798, CeilBytesPerSec: 1_250_000, Action: "drop_fields:20", SentBytesPerSec: views},
+		{Name: "replication", RateBytesPerSec: 0, CeilBytesPerSec: 1_250_000, Action: "throttle"},
+		{Name: "backfill", RateBytesPerSec: 770_115, CeilBytesPerSec: 1_250_000, Action: "throttle", SentBytesPerSec: backfillSent,
+			SpoolGrowthPerSec: growth, SpoolMaxBytes: 1 << 30, Overflow: "drop_oldest"},
+	}
+	for i, w := range want {
+		c := p.Classes[i]
+		if c.Name != w.Name || c.RateBytesPerSec != w.RateBytesPerSec || c.CeilBytesPerSec != w.CeilBytesPerSec || c.Action != w.Action ||
+			!approx(c.SentBytesPerSec, w.SentBytesPerSec) || !approx(c.SpoolGrowthPerSec, w.SpoolGrowthPerSec) || c.SpoolMaxBytes != w.SpoolMaxBytes {
+			t.Errorf("class %d: %+v\nwant %+v", i, c, w)
+		}
+	}
+	if f := p.Classes[3].SpoolFullSeconds; f == nil || !approx(*f, (1<<30)/growth) || math.Abs(*f-4503) > 1 {
+		t.Errorf("backfill full in %v", f)
+	}
+	if p.Classes[0].SpoolFullSeconds != nil || p.Classes[1].SpoolGrowthPerSec != 0 {
+		t.Errorf("critical, ingest: %+v %+v", p.Classes[0], p.Classes[1])
+	}
+	sp := p.Spool
+	if sp.Level != 2 || !approx(sp.SentBytesPerSec, 1e6) || !approx(sp.DemandBytesPerSec, orders+views+bulk) ||
+		!approx(sp.GrowthBytesPerSec, growth) || sp.MaxBytes != 10<<30 || sp.FullSeconds == nil ||
+		!approx(*sp.FullSeconds, (10<<30)/growth) || !sp.DropFields {
+		t.Errorf("spool %+v", sp)
+	}
+	// The recommended config keeps the spool cap and the class's keys.
+	_, r := loadRecommended(t, p)
+	if b := r.classes[3]; b.MaxBytes != 1<<30 || b.Overflow != priority.OverflowDropOldest || r.spool.MaxBytes != 10<<30 {
+		t.Errorf("recommended: backfill %+v, spool %+v\n%s", b, r.spool, p.Config)
+	}
+}
+
+// TestPlanRTT: a hop's rtt adds half of itself to the latency of every
+// flow crossing it and to the hop's own budget; it is refused below 0.
+func TestPlanRTT(t *testing.T) {
+	base := mustPlan(t, "hand.yaml")
+	data, err := os.ReadFile(filepath.Join("testdata", "plan", "hand.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hop's budget, 50 ms, held 0.178 ms + 1.675 ms; with 100 ms of rtt
+	// it does not.
+	withRTT := strings.Replace(string(data), "    latency_budget: 50ms\n", "    latency_budget: 50ms\n    rtt: 100ms\n", 1)
+	path := filepath.Join(t.TempDir(), "hand.yaml")
+	if err := os.WriteFile(path, []byte(withRTT), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := planFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"orders", "views"} {
+		b, f := flowNamed(t, base, name), flowNamed(t, p, name)
+		if !approx(*f.LatencySeconds, *b.LatencySeconds+0.05) || f.PropagationSeconds != 0.05 {
+			t.Errorf("%s: latency %v, without rtt %v", name, *f.LatencySeconds, *b.LatencySeconds)
+		}
+	}
+	if h := hopNamed(t, p, "wan"); *h.WithinBudget || !*hopNamed(t, base, "wan").WithinBudget {
+		t.Errorf("budget with rtt: %v", *h.WithinBudget)
+	}
+	var out bytes.Buffer
+	if err := p.writeText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "1  wan  10 Mbit/s 1000 p/s  100ms  13.68 Mbit/s") || !strings.Contains(out.String(), "50ms OVER") {
+		t.Errorf("output:\n%s", out.String())
+	}
+
+	inv := strings.Replace(string(data), "    latency_budget: 50ms\n", "    rtt: -1ms\n", 1)
+	if _, err := planInventory(t, inv); err == nil || !strings.Contains(err.Error(), "line 7: hops[0].rtt: -1ms: want a round-trip time ≥ 0") {
+		t.Errorf("negative rtt: %v", err)
+	}
+}
+
+// planInventory writes inv to a file and plans it.
+func planInventory(t *testing.T, inv string) (*plan, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "flows.yaml")
+	if err := os.WriteFile(path, []byte(inv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return planFile(path)
+}
+
+// TestPlanOverCapacityExit: an inventory over capacity fails, prints the
+// plan without a config and writes none, unless --allow-over-capacity;
+// over headroom (overload.yaml: the spool grows) is not a failure.
+func TestPlanOverCapacityExit(t *testing.T) {
+	twohop := filepath.Join("testdata", "plan", "twohop.yaml")
+	out := filepath.Join(t.TempDir(), "sluice.yaml")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"plan", "--write-config", out, twohop}, &stdout, &stderr)
+	if err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), "plan "+twohop+": over capacity at peak: hop dsl at 441.3% of its capacity after batching") {
+		t.Fatalf("error %v", err)
+	}
+	if _, serr := os.Stat(out); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("config written: %v", serr)
+	}
+	text := stdout.String()
+	if strings.Contains(text, "Recommended config") || strings.Contains(text, "classes:") ||
+		!strings.Contains(text, "Over capacity at peak: hop dsl at 441.3% of its capacity after batching.\nNo recommended config") {
+		t.Errorf("output:\n%s", text)
+	}
+
+	stdout.Reset()
+	if err := run(context.Background(), []string{"plan", twohop, "--allow-over-capacity", "--write-config", out}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	written, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "Recommended config") || !strings.Contains(string(written), "# Over capacity at peak (written with --allow-over-capacity): hop dsl at 441.3%") {
+		t.Errorf("written:\n%s", written)
+	}
+
+	stdout.Reset()
+	if err := run(context.Background(), []string{"plan", filepath.Join("testdata", "plan", "overload.yaml")}, &stdout, &stderr); err != nil {
+		t.Errorf("overload.yaml (over headroom, not capacity): %v", err)
+	}
+	if !strings.Contains(stdout.String(), "the spool grows by 232.9 KiB/s and reaches spool.max_bytes 10 GiB in 12h30m31s from empty") {
+		t.Errorf("output:\n%s", stdout.String())
+	}
+}
+
+// TestPlanPrintedFigures: every figure `sluice plan` prints is the model's:
+// each cell of the hop, flow and spool tables of every testdata inventory,
+// and the spool line, formatted from the plan's own values.
+func TestPlanPrintedFigures(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "plan", "*.yaml"))
+	checked := 0
+	for _, file := range files {
+		p, err := planFile(file)
+		if err != nil {
+			continue // bad.yaml, unknown.yaml
+		}
+		checked++
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			var out bytes.Buffer
+			if err := p.writeText(&out); err != nil {
+				t.Fatal(err)
+			}
+			text := out.String()
+			hops := tableRows(t, text, "#  hop")
+			if len(hops) != len(p.Hops) {
+				t.Fatalf("%d hop rows, %d hops:\n%s", len(hops), len(p.Hops), text)
+			}
+			for i, h := range p.Hops {
+				capacity := fmtBits(h.CapacityBitsPerSec)
+				if h.CapacityPacketsPerSec > 0 {
+					capacity += " " + fmtRate(h.CapacityPacketsPerSec) + " p/s"
+				}
+				rtt, budget, queue := "-", "-", fmtWait(h.After.QueueWaitSeconds)
+				if h.RTTSeconds > 0 {
+					rtt = fmtSeconds(h.RTTSeconds)
+				}
+				if h.WithinBudget != nil {
+					budget = fmtSeconds(h.LatencyBudgetSeconds) + " " + okWord(*h.WithinBudget)
+				}
+				if h.Sent != nil {
+					queue = fmtWait(h.Sent.QueueWaitSeconds) + " *"
+					line := fmt.Sprintf("* %s: the queue of what the node sends, %s and %s p/s (%s);", h.Name,
+						fmtBits(h.Sent.BitsPerSec), fmtRate(h.Sent.PacketsPerSec), fmtPct(h.Sent.Utilization))
+					if !strings.Contains(text, line) {
+						t.Errorf("no %q", line)
+					}
+				}
+				want := []string{strconv.Itoa(h.Rank), h.Name, capacity, rtt, fmtBits(h.Before.BitsPerSec), fmtRate(h.Before.PacketsPerSec),
+					fmtPct(h.Before.Utilization), fmtBits(h.After.BitsPerSec), fmtRate(h.After.PacketsPerSec), fmtPct(h.After.Utilization),
+					h.After.Verdict, queue, budget}
+				if !slices.Equal(hops[i], want) {
+					t.Errorf("hop row %q\nwant %q", hops[i], want)
+				}
+			}
+			flows := tableRows(t, text, "flow ")
+			for i, f := range p.Flows {
+				budget := "-"
+				if f.WithinBudget != nil {
+					budget = fmtSeconds(f.LatencyBudgetSeconds) + " " + okWord(*f.WithinBudget)
+				}
+				want := []string{f.Name, f.Class, fmtRate(f.EventsPerSec), fmtBytes(f.MeanBytes) + " / " + fmtBytes(f.P99Bytes),
+					strconv.FormatFloat(f.Amplification, 'g', 4, 64), strconv.FormatFloat(f.CompressionRatio, 'f', 2, 64) + " (" + f.RatioSource + ")",
+					strconv.FormatFloat(f.EventsPerBatch, 'g', 5, 64), fmtBytes(f.BatchWireBytes),
+					fmtBits(f.Before.BitsPerSec) + " " + fmtRate(f.Before.PacketsPerSec) + " p/s",
+					fmtBits(f.After.BitsPerSec) + " " + fmtRate(f.After.PacketsPerSec) + " p/s", fmtWait(f.LatencySeconds), budget}
+				if !slices.Equal(flows[i], want) {
+					t.Errorf("flow row %q\nwant %q", flows[i], want)
+				}
+			}
+			sp := p.Spool
+			if sp.GrowthBytesPerSec == 0 {
+				line := fmt.Sprintf("Spool at peak: %s sends all of its %s demand", p.Link, fmtBits(sp.DemandBytesPerSec*8))
+				if !strings.Contains(text, line) || !approx(sp.SentBytesPerSec, sp.DemandBytesPerSec) {
+					t.Errorf("no %q, or sent %v ≠ demand %v", line, sp.SentBytesPerSec, sp.DemandBytesPerSec)
+				}
+				return
+			}
+			line := fmt.Sprintf("Spool at peak: the node sends %s of the %s demand on %s (target %s), at level %d; the spool grows by %s/s",
+				fmtBits(sp.SentBytesPerSec*8), fmtBits(sp.DemandBytesPerSec*8), p.Link, fmtBits(float64(p.TargetBytesPerSec)*8), sp.Level, fmtBytes(sp.GrowthBytesPerSec))
+			if !strings.Contains(text, line) {
+				t.Errorf("no %q", line)
+			}
+			rows := tableRows(t, text, "class ")
+			var sum float64
+			k := 0
+			for _, c := range p.Classes {
+				sum += c.SpoolGrowthPerSec
+				if c.DemandBytesPerSec <= 0 {
+					continue
+				}
+				growth, capacity, full, then := "0", "-", "-", "-"
+				if c.SpoolGrowthPerSec > 0 {
+					growth = fmtBytes(c.SpoolGrowthPerSec) + "/s"
+				}
+				if c.SpoolMaxBytes > 0 {
+					capacity = fmtBytes(float64(c.SpoolMaxBytes))
+				}
+				if c.SpoolFullSeconds != nil {
+					full, then = fmtDuration(*c.SpoolFullSeconds), overflowWords(c.Overflow)
+				}
+				want := []string{c.Name, c.Action, fmtBits(c.DemandBytesPerSec * 8), fmtBits(c.SentBytesPerSec * 8), growth, capacity, full, then}
+				if k >= len(rows) || !slices.Equal(rows[k], want) {
+					t.Errorf("spool row %d: %q\nwant %q", k, rows[min(k, len(rows)-1)], want)
+				}
+				k++
+			}
+			// The model's own sums.
+			if !approx(sum, sp.GrowthBytesPerSec) || sp.SentBytesPerSec > float64(p.TargetBytesPerSec)*(1+1e-9) {
+				t.Errorf("growth %v, classes' %v; sent %v, target %d", sp.GrowthBytesPerSec, sum, sp.SentBytesPerSec, p.TargetBytesPerSec)
+			}
+		})
+	}
+	if checked < 5 {
+		t.Errorf("%d inventories checked", checked)
+	}
+}
+
+// tableRows returns the rows of the table whose header line starts with
+// header, each split into its cells (tabwriter pads with 2+ spaces).
+func tableRows(t *testing.T, text, header string) [][]string {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, header) })
+	if i < 0 {
+		t.Fatalf("no table %q in\n%s", header, text)
+	}
+	var rows [][]string
+	for _, l := range lines[i+1:] {
+		if l == "" || strings.HasPrefix(l, "* ") || strings.HasPrefix(l, "drop_fields ") || strings.HasPrefix(l, "warning: ") {
+			break
+		}
+		rows = append(rows, cellSep.Split(strings.TrimRight(l, " "), -1))
+	}
+	return rows
+}
+
+var cellSep = regexp.MustCompile(`  +`)
+
+// TestPlanInventoryBounds: the inventory is bounded as a config file is,
+// and its errors are in plain words.
+func TestPlanInventoryBounds(t *testing.T) {
+	bomb := "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n" +
+		"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+	if _, _, err := parseInventory([]byte(bomb)); err == nil || !strings.Contains(err.Error(), "the inventory expands past 100000 YAML nodes") {
+		t.Errorf("alias bomb: %v", err)
+	}
+	big := bytes.Repeat([]byte("# padding padding padding padding\n"), maxConfigBytes/16)
+	if _, err := planInventory(t, string(big)); err == nil || !strings.Contains(err.Error(), "larger than 1048576 bytes (1 MiB), the limit of an inventory") {
+		t.Errorf("big: %v", err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"hello\n", "line 1: the inventory: want a mapping of keys, got \"hello\""},
+		{"hops: 3\n", "line 1: hops: want a list, got \"3\""},
+		{"hops:\n  - name: wan\n    rtt: soon\n", "line 3: hops[0].rtt: want a duration such as 250ms, 30s or 1m30s, got `soon`"},
+		{"hops:\n  - {name: wan, bandwidth: 10Mbit, packets_per_sec: [1]}\n", "line 2: hops[0].packets_per_sec: want a number, got a list"},
+		{"flows:\n  - {name: a, payload: 3}\n", "line 2: flows[0].payload: want a mapping of keys, got \"3\""},
+		{"spool: {max_bytes: lots}\nhops: [{name: wan, bandwidth: 1Mbit}]\nflows: [{name: a, class: ingest, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}]\n",
+			`line 1: spool.max_bytes: "lots": want a size`},
+		{"spool: {max_byte: 1GiB}\n", "line 1: field max_byte not found in spool"},
+		{"hops:\n  - {name: wan, bandwidth: 1Mbit}\nflows:\n  - {name: a, class: critcal, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
+			`line 4: flows[0].class: "critcal": did you mean critical? want one of critical, ingest, replication, backfill`},
+		{"hops:\n  - {name: wan, bandwidth: 1Mbit}\nclasses:\n  - {name: critcal, priority: 0}\nflows:\n  - {name: a, class: critcal, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
+			`line 4: classes[0] (critcal): did you mean critical? "critcal" is not a default class: it would add a new class with no guarantee at priority 7 and leave critical as it is`},
+		{"hops:\n  - {name: wan, bandwidth: 1Mbit}\nclasses:\n  - {name: x, rate: 35}\nflows:\n  - {name: a, class: x, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
+			`line 4: classes[0].rate: "35": a rate needs a unit`},
+	} {
+		_, err := planInventory(t, tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.yaml, err, tc.want)
+			continue
+		}
+		checkPlainWords(t, err)
+	}
+}
+
+// TestPlanKeepsExpire: a class's expire, and every other key the
+// inventory gives it, is in the recommended config.
+func TestPlanKeepsExpire(t *testing.T) {
+	p, err := planInventory(t, `hops: [{name: wan, bandwidth: 10Mbit}]
+classes:
+  - {name: ingest, max_age: 10m, expire: drop}
+  - {name: audit, max_age: 1h, expire: demote, rate_msgs: 5, ceil_msgs: 50}
+flows:
+  - {name: a, class: ingest, events_per_sec: 10, payload: {mean: 100, p99: 100}, hops: [wan]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, r := loadRecommended(t, p)
+	if c := r.classes[1]; c.Name != "ingest" || c.MaxAge != 10*time.Minute || c.Expire != priority.ExpireDrop {
+		t.Errorf("ingest %+v\n%s", c, p.Config)
+	}
+	if c := r.classes[4]; c.Name != "audit" || c.MaxAge != time.Hour || c.Expire != priority.ExpireDemote || c.Rate.MsgsPerSec != 5 || c.Ceil.MsgsPerSec != 50 {
+		t.Errorf("audit %+v\n%s", c, p.Config)
 	}
 }
