@@ -627,6 +627,9 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 		return nil, c.fileErr(c.keyErr("spool", err))
 	}
 	if r.ingest, err = c.Ingest.options(c.Node, r.classes); err != nil {
+		if ke, ok := errors.AsType[*keyPathError](err); ok {
+			return nil, c.fileErr(c.keyErr("ingest."+ke.key, ke.err))
+		}
 		return nil, c.fileErr(c.keyErr("ingest", err))
 	}
 	mem, memFrom := memoryLimit()

@@ -243,7 +243,7 @@ func TestConfigValueErrorsNameLine(t *testing.T) {
 		{"node: a\nfsync: sometimes\n", "line 2: fsync: "},
 		{"headroom: 1.5\n", "line 1: headroom: 1.5: want a fraction in (0, 1]"},
 		{"spool:\n  max_bytes: lots\n", "line 1: spool: spool.max_bytes: \"lots\""},
-		{"ingest:\n  routes:\n    - class: nope\n", "line 1: ingest: routes: "},
+		{"ingest:\n  routes:\n    - class: nope\n", "line 3: ingest.routes[0].class: unknown class \"nope\""},
 		{"tls:\n  key_file: /x\n", "line 1: tls: "},
 		{"ingest:\n  keys:\n    - key: k\n      source: web\n      pin_class: true\n",
 			`line 5: ingest.keys[0].pin_class: true without a class (source "web"): set class to the class every event of the key goes to`},
@@ -390,6 +390,33 @@ func TestConfigErrorsNoGoTypes(t *testing.T) {
 		}
 		if m := goTypeName.FindString(fmt.Sprint(err)); m != "" {
 			t.Errorf("%q: error %v names a Go type (%q)", tt.yaml, err, m)
+		}
+	}
+}
+
+// A class that is not configured is reported where it is written, with a
+// hint, for the default class, routes and keys alike.
+func TestUnknownClassReferences(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"ingest:\n  default_class: ingset\n", `line 2: ingest.default_class: unknown class "ingset": did you mean ingest? the classes are critical, ingest, replication, backfill`},
+		{"ingest:\n  routes:\n    - {field: event, equals: [x], class: critical}\n    - {field: event, equals: [y], class: critcal}\n", `line 4: ingest.routes[1].class: unknown class "critcal": did you mean critical?`},
+		{"ingest:\n  keys:\n    - {key: abc, class: bakfill}\n", `line 3: ingest.keys[0].class: unknown class "bakfill": did you mean backfill?`},
+		{"ingest:\n  keys:\n    - {key: abc, class: web}\n", `line 3: ingest.keys[0].class: unknown class "web": the classes are critical, ingest, replication, backfill`},
+	} {
+		path := filepath.Join(t.TempDir(), "sluice.yaml")
+		if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := nodeConfig{Config: path}
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		c.flags(fs)
+		c.Config = path
+		err := c.load(fs)
+		if err == nil {
+			_, err = c.resolve()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v\nwant it to contain %s", tc.yaml, err, tc.want)
 		}
 	}
 }

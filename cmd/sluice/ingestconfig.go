@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,9 +76,32 @@ func (c ingestConfig) router(classes []priority.Class) (*priority.Router, error)
 	if def == "" {
 		def = ingest.DefaultClass
 	}
+	names := make([]string, len(classes))
+	for i, cl := range classes {
+		names[i] = cl.Name
+	}
+	// A class that is not configured is named where it is written, with a
+	// hint: the router's own error said "rule #0" and came after others.
+	known := func(key, class string) error {
+		if class == "" || slices.Contains(names, class) {
+			return nil
+		}
+		return &keyPathError{key, fmt.Errorf("unknown class %q: %sthe classes are %s", class, hintFor(class, names...), strings.Join(names, ", "))}
+	}
+	if err := known("default_class", c.DefaultClass); err != nil {
+		return nil, err
+	}
 	rules := make([]priority.Rule, len(c.Routes))
 	for i, r := range c.Routes {
+		if err := known(fmt.Sprintf("routes[%d].class", i), r.Class); err != nil {
+			return nil, err
+		}
 		rules[i] = priority.Rule{Field: r.Field, Equals: r.Equals, Source: r.Source, Class: r.Class}
+	}
+	for i, k := range c.Keys {
+		if err := known(fmt.Sprintf("keys[%d].class", i), k.Class); err != nil {
+			return nil, err
+		}
 	}
 	rt, err := priority.NewRouter(classes, rules, def)
 	if err != nil {
@@ -85,6 +109,17 @@ func (c ingestConfig) router(classes []priority.Class) (*priority.Router, error)
 	}
 	return rt, nil
 }
+
+// keyPathError is an error about the value of one key, named by its path
+// under the section ("routes[0].class"), so that the caller can give the
+// line it is on.
+type keyPathError struct {
+	key string
+	err error
+}
+
+func (e *keyPathError) Error() string { return e.key + ": " + e.err.Error() }
+func (e *keyPathError) Unwrap() error { return e.err }
 
 // keys reads the write keys of c, from the file or from key_file.
 func (c ingestConfig) keys() ([]ingest.Key, error) {
