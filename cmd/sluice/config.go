@@ -261,7 +261,7 @@ func parseConfigEnv(data []byte, lookup func(string) (string, bool)) (fileConfig
 			said[e.line] = true
 		}
 		for _, m := range te.Errors {
-			if line, msg := typeErrorMessage(m, values); !said[line] {
+			if line, msg := typeErrorMessage(strings.ReplaceAll(m, "\n", `\n`), values); !said[line] {
 				errs.addMsg(line, msg)
 			}
 		}
@@ -440,22 +440,27 @@ func nodeKind(n *yaml.Node) string {
 
 // typeError matches the decoder's "line 3: cannot unmarshal !!str `soon`
 // into time.Duration" (a value of more than 10 bytes is cut to 7 and "...").
-var typeError = regexp.MustCompile("^line ([0-9]+): cannot unmarshal (!![a-z]+)(?: `(.*)`)? into (.+)$")
+var typeError = regexp.MustCompile("^line ([0-9]+): cannot unmarshal (!\\S*)(?: `(.*)`)? into (.+)$")
+
+// yamlGoType is a Go type in a YAML error that typeError did not match.
+var yamlGoType = regexp.MustCompile(` (?:into|in type) [*\[\]]*(?:main|time|map|struct)[^ ]*`)
 
 // typeErrorMessage rewrites one of the decoder's type errors for people:
 // the key instead of a Go type, what the key wants and what it got.
 func typeErrorMessage(m string, values map[int][]keyedNode) (int, string) {
 	sm := typeError.FindStringSubmatch(m)
 	if sm == nil {
-		if i := strings.Index(m, " in type "); i >= 0 {
-			m = m[:i]
-		}
-		return 0, m
+		// Whatever else yaml says, never a Go type's name.
+		return 0, yamlGoType.ReplaceAllString(m, "")
 	}
 	line, _ := strconv.Atoi(sm[1])
 	tag, value, goType := sm[2], sm[3], sm[4]
 	got := map[string]string{"!!seq": "a list", "!!map": "a mapping"}[tag]
-	if got == "" {
+	switch {
+	case got != "":
+	case !strings.HasPrefix(tag, "!!"):
+		got = "a value with the YAML tag " + tag
+	default:
 		got = "`" + value + "`"
 	}
 	key := ""
