@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -214,7 +215,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	}
 	cst := ln.Stats()
 	log.Info("limits", "max_inflight_bytes", iopts.MaxInflightBytes, "max_inflight_from", r.inflightFrom,
-		"max_connections", cst.Max, "max_connections_per_ip", cst.PerIP, "max_body_bytes", iopts.MaxBodyBytes)
+		"max_connections", cst.Max, "max_connections_per_ip", cst.PerIP, "max_body_bytes", cmp.Or(iopts.MaxBodyBytes, ingest.DefaultMaxBodyBytes))
 	rl := &reloader{flagged: flagged, fs: fs, running: c, node: node, handler: handler, log: log}
 	var natsSrc *ingest.NATSSource
 	if natsIn != nil {
