@@ -406,21 +406,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	arena := bufs.arena[:0]
 	// The stamped copies, the dedup keys and the per-class lists, charged
 	// before they are made.
-	charge := int64(len(events)) * (24 + 16)
+	size := 0
 	if len(prefix) > 0 {
-		size := 0
 		for i := range events {
 			size += len(events[i].Body) + len(prefix) + 1
 		}
-		charge += int64(size)
-		if err := m.charge(charge); err != nil {
-			return h.busy(w)
-		}
-		if cap(arena) < size {
-			arena = make([]byte, 0, size)
-		}
-	} else if err := m.charge(charge); err != nil {
+	}
+	if err := m.charge(int64(len(events))*(24+16) + int64(size)); err != nil {
 		return h.busy(w)
+	}
+	if cap(arena) < size {
+		arena = make([]byte, 0, size)
 	}
 	if bufs.groups == nil {
 		bufs.groups = make(map[string]*classGroup)

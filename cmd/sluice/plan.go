@@ -1558,24 +1558,27 @@ func (p *plan) writeSpool(b *bytes.Buffer) {
 		if c.DemandBytesPerSec <= 0 {
 			continue
 		}
-		growth, capacity, full, then := "0", "-", "-", "-"
-		if c.SpoolGrowthPerSec > 0 {
-			growth = fmtBytes(c.SpoolGrowthPerSec) + "/s"
-		}
-		if c.SpoolMaxBytes > 0 {
-			capacity = fmtBytes(float64(c.SpoolMaxBytes))
-		}
-		if c.SpoolFullSeconds != nil {
-			full = fmtDuration(*c.SpoolFullSeconds)
-			then = overflowWords(c.Overflow)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Action, fmtBits(c.DemandBytesPerSec*8), fmtBits(c.SentBytesPerSec*8),
-			growth, capacity, full, then)
+		fmt.Fprintln(tw, strings.Join(spoolRow(c), "\t"))
 	}
 	tw.Flush()
 	if sp.DropFields {
 		fmt.Fprintf(b, "drop_fields at level %d is not modelled (the plan does not know your events' fields): growth is at most, and time to full at least, what is shown.\n", sp.Level)
 	}
+}
+
+// spoolRow is a class's row of the "Spool at peak" table, as printed.
+func spoolRow(c classPlan) []string {
+	growth, capacity, full, then := "0", "-", "-", "-"
+	if c.SpoolGrowthPerSec > 0 {
+		growth = fmtBytes(c.SpoolGrowthPerSec) + "/s"
+	}
+	if c.SpoolMaxBytes > 0 {
+		capacity = fmtBytes(float64(c.SpoolMaxBytes))
+	}
+	if c.SpoolFullSeconds != nil {
+		full, then = fmtDuration(*c.SpoolFullSeconds), overflowWords(c.Overflow)
+	}
+	return []string{c.Name, c.Action, fmtBits(c.DemandBytesPerSec * 8), fmtBits(c.SentBytesPerSec * 8), growth, capacity, full, then}
 }
 
 // overflowWords says what a class's overflow policy does at its cap.

@@ -921,17 +921,7 @@ func TestPlanPrintedFigures(t *testing.T) {
 				if c.DemandBytesPerSec <= 0 {
 					continue
 				}
-				growth, capacity, full, then := "0", "-", "-", "-"
-				if c.SpoolGrowthPerSec > 0 {
-					growth = fmtBytes(c.SpoolGrowthPerSec) + "/s"
-				}
-				if c.SpoolMaxBytes > 0 {
-					capacity = fmtBytes(float64(c.SpoolMaxBytes))
-				}
-				if c.SpoolFullSeconds != nil {
-					full, then = fmtDuration(*c.SpoolFullSeconds), overflowWords(c.Overflow)
-				}
-				want := []string{c.Name, c.Action, fmtBits(c.DemandBytesPerSec * 8), fmtBits(c.SentBytesPerSec * 8), growth, capacity, full, then}
+				want := spoolRow(c)
 				if k >= len(rows) || !slices.Equal(rows[k], want) {
 					t.Errorf("spool row %d: %q\nwant %q", k, rows[min(k, len(rows)-1)], want)
 				}
