@@ -163,12 +163,7 @@ func (l *lane) notify() {
 
 // action is what the class does at the current level; unshaped, nothing.
 func (l *lane) action() (priority.Action, int) {
-	if l.n.link.unshaped {
-		return priority.Action{}, 0
-	}
-	k := l.n.link
-	level := k.Level()
-	return shaper.EffectiveAction(&l.cfg.Load().class, level, int(k.linkLevel.Load()), k.probing.Load()), level
+	return l.n.drv.action(&l.cfg.Load().class)
 }
 
 // ship is the shipper goroutine.
@@ -288,7 +283,7 @@ func (l *lane) ship() {
 			case <-ctx.Done():
 				return
 			case <-drain: // draining sends partial batches at once
-			case <-l.n.link.levelChanged():
+			case <-l.n.drv.levelChanged():
 			case <-l.wake:
 			case <-tc:
 			}
@@ -381,7 +376,7 @@ func (l *lane) cut(s cutSpec, act priority.Action, level int) (b *batch, set spo
 	}
 	var oldBefore int64 // events appended before this are past the max age
 	maxAge := cfg.class.MaxAge
-	if maxAge > 0 && !l.n.link.unshaped {
+	if maxAge > 0 && !l.n.opts.Link.Unshaped {
 		oldBefore = time.Now().Add(-maxAge).UnixNano()
 	}
 	demote := oldBefore != 0 && cfg.class.Expire != priority.ExpireDrop
@@ -503,9 +498,9 @@ const (
 // observed ratio) fits in batchAirtime at the link's target. The rule is
 // shaper's model, which `sluice plan` evaluates too.
 func (l *lane) batchBytes() int {
-	target := l.n.link.snap.Load().Target
+	target := l.n.drv.target()
 	maxBytes := l.cfg.Load().maxBytes
-	if l.n.link.unshaped || target <= 0 {
+	if target <= 0 {
 		return maxBytes
 	}
 	ratio := 1.0
@@ -555,7 +550,7 @@ func (l *lane) send(b *batch) bool {
 	case <-l.n.ctx.Done():
 		return false
 	}
-	ok, held := l.n.link.reserveHeld(l.id, b.size(), l.n.drain)
+	ok, held := l.n.drv.reserve(l.n.ctx, l.id, b.size(), l.cfg.Load().class.Critical, l.n.drain)
 	if !ok {
 		<-l.window
 		return false
@@ -563,7 +558,7 @@ func (l *lane) send(b *batch) bool {
 	// Limited by the sender, not the link: nothing else to send right
 	// now, or admitted without waiting.
 	limited := !held || l.n.spool.Last(l.name) <= b.r.Last
-	l.publish(b, l.n.link.onSend(b.size(), true, limited))
+	l.publish(b, l.n.drv.onSend(b.size(), true, limited))
 	l.stats.batches.Add(1)
 	l.stats.published.Add(uint64(b.count))
 	if b.stale > 0 {
@@ -589,7 +584,7 @@ func (l *lane) publish(b *batch, id uint64) {
 	b.attempt = id
 	b.reconnects = l.n.opts.Conn.Stats().Reconnects
 	b.connected = l.n.opts.Conn.IsConnected()
-	b.alive, b.up = l.n.link.aliveAfter(), l.n.link.upAfter()
+	b.alive, b.up = l.n.drv.aliveAfter(), l.n.drv.upAfter()
 	b.fut, b.err = l.n.js.PublishMsgAsync(b.msg)
 }
 
@@ -620,7 +615,7 @@ func (l *lane) ack() {
 // and acknowledges its range to the spool. It returns false if the node
 // stops first.
 func (l *lane) deliver(b *batch) bool {
-	k := l.n.link
+	k := l.n.drv
 	for {
 		ack, err := l.wait(b)
 		if err == nil {
@@ -676,7 +671,7 @@ func (l *lane) deliver(b *batch) bool {
 			if !ok {
 				return false
 			}
-			if probe && k.linkLevel.Load() == 3 && !l.cfg.Load().class.Critical {
+			if probe && k.linkLevel() == 3 && !l.cfg.Load().class.Critical {
 				// The link failed: level 3 defers this class, and with
 				// nothing sent nothing would tell the node the link is
 				// back (a blackhole never disconnects). The budget's
@@ -686,7 +681,7 @@ func (l *lane) deliver(b *batch) bool {
 				continue
 			}
 		}
-		if !k.reserve(l.id, b.size(), nil) {
+		if ok, _ := k.reserve(l.n.ctx, l.id, b.size(), l.cfg.Load().class.Critical, nil); !ok {
 			return false
 		}
 		l.stats.retries.Add(1)
@@ -702,7 +697,7 @@ func (l *lane) deliver(b *batch) bool {
 // through; at level 3 nothing but a probe could end the outage). ok is
 // false if the node stops first.
 func (l *lane) awaitLink(b *batch) (probe, ok bool) {
-	k := l.n.link
+	k := l.n.drv
 	up := b.up
 	for {
 		t := time.NewTimer(jitter(l.n.opts.RetryMax))
@@ -764,7 +759,7 @@ func (l *lane) retrySleep(b *batch, d time.Duration, o shaper.Outcome) bool {
 // too large for the server can never be sent: it is counted, logged and
 // acknowledged, so it does not block the class forever.
 func (l *lane) split(b *batch, cause error) bool {
-	k := l.n.link
+	k := l.n.drv
 	if b.count <= 1 {
 		l.stats.tooLarge.Add(uint64(b.count))
 		l.n.opts.Logger.Error("event larger than the server's max payload: dropped",
@@ -797,7 +792,7 @@ func (l *lane) split(b *batch, cause error) bool {
 			break
 		}
 		from = half.r.Last + 1
-		if !k.reserve(l.id, half.size(), nil) {
+		if ok, _ := k.reserve(l.n.ctx, l.id, half.size(), l.cfg.Load().class.Critical, nil); !ok {
 			return false
 		}
 		l.publish(half, k.onSend(half.size(), true, false))
@@ -888,4 +883,26 @@ func (b *backoff) next() time.Duration {
 	}
 	b.attempt++
 	return time.Duration(rand.Int64N(int64(d)) + 1)
+}
+
+// outcome classifies a publish error for the shaper.
+func outcome(err error) shaper.Outcome {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return shaper.OutcomeAck
+	case errors.Is(err, nats.ErrMaxPayload):
+		return shaper.OutcomePayloadTooLarge
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return shaper.OutcomeTimeout
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+		return shaper.OutcomeNoResponders
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrReconnectBufExceeded):
+		return shaper.OutcomeDisconnected
+	case errors.As(err, &apiErr) && apiErr.Code == 503:
+		return shaper.OutcomeUnavailable
+	}
+	return shaper.OutcomeOther
 }

@@ -31,7 +31,7 @@ type Node struct {
 	opts  Options
 	spool *spool.Spool
 	js    jetstream.JetStream
-	link  *link
+	drv   *driver // the shaper
 
 	ctx    context.Context // cancelled on hard stop
 	cancel context.CancelFunc
@@ -95,13 +95,19 @@ func New(opts Options) (*Node, error) {
 		drain:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	if n.link, err = newLink(n); err != nil {
+	n.drv, err = newDriver(opts, msgOverhead(opts, sp.ID()), driverInputs{
+		backlog:    n.backlog,
+		ratio:      n.wireRatio,
+		spoolBytes: func() int64 { return sp.Stats().Bytes },
+		connected:  func() bool { return opts.Conn.Status() == nats.CONNECTED },
+	}, time.Now)
+	if err != nil {
 		cancel()
 		sp.Close()
 		return nil, fmt.Errorf("aggregator: shaper: %w", err)
 	}
 	for i := range opts.Classes {
-		l, err := newLane(n, i, n.link.window)
+		l, err := newLane(n, i, n.drv.window)
 		if err != nil {
 			cancel()
 			sp.Close()
@@ -113,7 +119,7 @@ func New(opts Options) (*Node, error) {
 		}
 	}
 	n.goFunc(n.watchUpstream)
-	n.goFunc(n.link.run)
+	n.goFunc(func() { n.drv.run(ctx) })
 	if opts.Spool.Fsync == spool.FsyncInterval {
 		n.goFunc(n.syncEvery)
 	}
@@ -219,7 +225,7 @@ func (n *Node) ingest(ctx context.Context, class string, events [][]byte, check 
 	l.stats.ingestedBytes.Add(uint64(size))
 	l.pendingBytes.Add(int64(size))
 	if l.cfg.Load().urgent {
-		n.link.ingress.Add(int64(size))
+		n.drv.addIngress(size)
 	}
 	l.notify()
 	return nil
@@ -280,7 +286,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			defer close(drained)
 			for _, wait := range n.lanes {
 				for {
-					changed := n.link.levelChanged()
+					changed := n.drv.levelChanged()
 					for i, l := range n.lanes {
 						if act, level := l.action(); act.Kind == priority.ActionDefer {
 							deferredAt[i] = level + 1
@@ -302,7 +308,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		case <-drained:
 		case <-ctx.Done():
 			n.shutErr = ctx.Err()
-			down := !n.opts.Conn.IsConnected() || n.link.linkLevel.Load() == 3
+			down := !n.opts.Conn.IsConnected() || n.drv.linkLevel() == 3
 			cut = make([]LeftReason, len(n.lanes))
 			for i, l := range n.lanes {
 				switch {
@@ -502,7 +508,7 @@ func (n *Node) SpoolID() string { return n.spool.ID() }
 // (re)connection (a server may come back with an empty store), creating it
 // if needed (never changing a stream that exists) and retrying with
 // backoff, at most a second apart, until it succeeds. Each success tells
-// the lanes the upstream is back (link.upAfter), so that batches which
+// the lanes the upstream is back (shaping.upAfter), so that batches which
 // failed while it was away go again now, not when their backoff ends:
 // waiting out RetryMax stalled a fresh upstream's drain by seconds.
 // Publishes before the stream exists fail and are retried by their lanes.
@@ -525,7 +531,7 @@ func (n *Node) watchUpstream() {
 			retry = time.After(b.next())
 		} else {
 			retry = nil
-			n.link.signalUp()
+			n.drv.signalUp()
 		}
 		select {
 		case <-n.ctx.Done():

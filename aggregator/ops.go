@@ -80,11 +80,8 @@ type ClassShape struct {
 // (Reconfigure changes them). With Link.Unshaped the token buckets are not
 // used and only the configuration is meaningful.
 func (n *Node) Shape() []ClassShape {
-	now := time.Now()
-	k := n.link
-	k.mu.Lock()
-	snap := k.lanes.SnapshotAt(now)
-	k.mu.Unlock()
+	k := n.drv
+	snap := k.lanesSnapshot()
 	out := make([]ClassShape, 0, len(n.lanes))
 	for i, l := range n.lanes {
 		c := l.cfg.Load().class

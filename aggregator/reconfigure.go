@@ -3,7 +3,6 @@ package aggregator
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/sluicehq/sluice/priority"
 )
@@ -63,11 +62,7 @@ func (n *Node) Reconfigure(classes []priority.Class) error {
 			all[i] = classes[i]
 		}
 	}
-	k := n.link
-	k.mu.Lock()
-	err := k.lanes.SetClassesAt(time.Now(), all)
-	k.mu.Unlock()
-	if err != nil {
+	if err := n.drv.setClasses(all); err != nil {
 		return fmt.Errorf("aggregator: reconfigure: %w", err)
 	}
 	for i, cfg := range cfgs {

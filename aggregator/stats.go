@@ -70,7 +70,7 @@ func (n *Node) Stats() Stats {
 	sp := n.spool.Stats()
 	s := Stats{
 		Classes:     make(map[string]ClassStats, len(n.lanes)),
-		Link:        *n.link.snap.Load(),
+		Link:        *n.drv.snap.Load(),
 		SpoolBytes:  sp.Bytes,
 		Quarantined: sp.Quarantined,
 	}

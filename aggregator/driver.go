@@ -2,28 +2,77 @@ package aggregator
 
 import (
 	"context"
-	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/wire"
 )
 
-// link is the node's shaper: the token-bucket lanes, the link-health
+// shaping is the shaper driver as a lane sees it: what the class may do at
+// the current level, admission of its batches, and the outcome of each
+// attempt. The driver is its one implementation; the lanes hold it by
+// this interface so that what they may ask of the shaper is written down
+// in one place.
+type shaping interface {
+	// action is what class c does at the current level, and the level;
+	// unshaped, the zero action and level 0.
+	action(c *priority.Class) (priority.Action, int)
+	// levelChanged returns a channel closed when action's answer may
+	// change.
+	levelChanged() <-chan struct{}
+	// target is the link's target rate in bytes/s, 0 when unshaped or not
+	// known yet: the lanes size their batches from it.
+	target() int64
+	// linkLevel is the part of the level the link's own health accounts
+	// for.
+	linkLevel() int
+	// reserve waits until lane id may send bytes (see driver.reserve).
+	reserve(ctx context.Context, id, bytes int, critical bool, drain <-chan struct{}) (ok, held bool)
+	// onSend records an attempt and returns its id; onAck and onFailure
+	// its end. onFailure returns what the retrier decides.
+	onSend(bytes int, first, limited bool) uint64
+	onAck(id uint64)
+	onFailure(id uint64, a shaper.Attempt) shaper.Decision
+	// tryRetry asks the retry budget for one retry now.
+	tryRetry() bool
+	// aliveAfter and upAfter return channels closed at the next ack, and
+	// the next time the upstream is back.
+	aliveAfter() <-chan struct{}
+	upAfter() <-chan struct{}
+}
+
+// driverInputs is what the driver reads of the node at each tick, handed
+// to it rather than read from the node's lanes.
+type driverInputs struct {
+	// backlog returns the raw bytes waiting to be cut into batches and the
+	// longest time an urgent class's batch has waited to go (sojourn).
+	backlog func(now time.Time) (bytes int64, sojourn time.Duration)
+	// ratio is the wire bytes per raw byte published so far (1 before any).
+	ratio func() float64
+	// spoolBytes is the disk space of the whole spool.
+	spoolBytes func() int64
+	// connected reports whether the upstream connection is up.
+	connected func() bool
+}
+
+// driver is the node's shaper: the token-bucket lanes, the link-health
 // estimator, the degradation controller and the retrier. They are pure
-// state machines; link holds them under one mutex, feeds them the clock,
-// and runs the tick that turns link health into a target rate and a
-// degradation level.
-type link struct {
-	n        *Node
+// state machines; the driver holds them under one mutex, feeds them the
+// clock, and runs the tick that turns link health into a target rate and
+// a degradation level. Its clock is now (time.Now in a node), so that its
+// decisions can be driven over fixed instants.
+type driver struct {
+	in       driverInputs
+	now      func() time.Time
+	log      *slog.Logger
+	tickIv   time.Duration // Link.Tick
+	capBytes int64         // the spool's total cap (Options.Spool.MaxBytes)
 	unshaped bool
 	window   chan struct{} // the one FIFO window of all classes when unshaped
 
@@ -35,7 +84,7 @@ type link struct {
 	nextID  uint64
 
 	level       atomic.Int32
-	linkLevel   atomic.Int32                  // the part of level the link's own health accounts for (shaper.ControllerStatus.LinkLevel)
+	linkLvl     atomic.Int32                  // the part of level the link's own health accounts for (shaper.ControllerStatus.LinkLevel)
 	probing     atomic.Bool                   // the estimator probes: deferred classes may borrow
 	pacing      int64                         // the lanes' target, bytes/s (k.mu)
 	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when probing starts or ends
@@ -50,6 +99,8 @@ type link struct {
 	lastOutcome atomic.Int64 // unix ns of the last ack or failure
 	snap        atomic.Pointer[LinkStats]
 }
+
+var _ shaping = (*driver)(nil)
 
 // LinkStats is the shaper's view of the upstream link.
 type LinkStats struct {
@@ -91,9 +142,14 @@ func msgOverhead(o Options, spoolID string) int {
 	return n + len("HPUB ") + len(o.Subject) + 1 + len(b.Class) + 1 + reply + 1 + sizes + len("\r\n\r\n")
 }
 
-func newLink(n *Node) (*link, error) {
-	o := n.opts
-	k := &link{n: n, unshaped: o.Link.Unshaped}
+// newDriver builds the shaper for options o (defaults set), whose batches
+// cost overhead bytes each besides their bodies, reading the node through
+// in and the time through now.
+func newDriver(o Options, overhead int, in driverInputs, now func() time.Time) (*driver, error) {
+	k := &driver{
+		in: in, now: now, log: o.Logger, tickIv: o.Link.Tick,
+		capBytes: o.Spool.MaxBytes, unshaped: o.Link.Unshaped,
+	}
 	ch, ach, lch, uch := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	k.changed.Store(&ch)
 	k.acked.Store(&ach)
@@ -107,10 +163,10 @@ func newLink(n *Node) (*link, error) {
 	if o.Link.Ceil > 0 {
 		target.BytesPerSec = int64(float64(o.Link.Ceil) * o.Link.Headroom)
 	}
-	// Bucket depths follow the batches' air time (see lane.batchBytes), not
-	// their byte bounds: a deep link bucket is a burst into the bottleneck's
-	// queue that critical batches then wait behind.
-	if k.lanes, err = shaper.NewLanes(o.Classes, target, shaper.LanesOptions{OverheadBytes: msgOverhead(o, n.spool.ID())}); err != nil {
+	// Bucket depths follow the batches' air time (see batcher.batchBytes),
+	// not their byte bounds: a deep link bucket is a burst into the
+	// bottleneck's queue that critical batches then wait behind.
+	if k.lanes, err = shaper.NewLanes(o.Classes, target, shaper.LanesOptions{OverheadBytes: overhead}); err != nil {
 		return nil, err
 	}
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -123,7 +179,7 @@ func newLink(n *Node) (*link, error) {
 		return nil, err
 	}
 	// Batch sizes follow the target from the first batch on.
-	snap := k.est.SnapshotAt(time.Now())
+	snap := k.est.SnapshotAt(now())
 	k.snap.Store(&LinkStats{Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Probe: snap.State.String()})
 	if k.retrier, err = shaper.NewRetrier(shaper.RetryOptions{
 		Backoff: shaper.Backoff{Base: o.RetryMin, Cap: o.RetryMax},
@@ -138,67 +194,106 @@ func newLink(n *Node) (*link, error) {
 }
 
 // Level returns the current degradation level.
-func (k *link) Level() int { return int(k.level.Load()) }
+func (k *driver) Level() int { return int(k.level.Load()) }
+
+func (k *driver) linkLevel() int { return int(k.linkLvl.Load()) }
+
+func (k *driver) action(c *priority.Class) (priority.Action, int) {
+	if k.unshaped {
+		return priority.Action{}, 0
+	}
+	level := k.Level()
+	return shaper.EffectiveAction(c, level, k.linkLevel(), k.probing.Load()), level
+}
+
+func (k *driver) target() int64 {
+	if k.unshaped {
+		return 0
+	}
+	return k.snap.Load().Target
+}
+
+// addIngress counts bytes an urgent class accepted: the demand signal.
+func (k *driver) addIngress(bytes int) { k.ingress.Add(int64(bytes)) }
 
 // levelChanged returns a channel closed at the next level change, when
 // the link's part of it changes, or when a probe starts or ends (deferred
 // classes may send during a probe): whenever shaper.EffectiveAction may.
-func (k *link) levelChanged() <-chan struct{} { return *k.changed.Load() }
+func (k *driver) levelChanged() <-chan struct{} { return *k.changed.Load() }
 
 // wakeLevel closes the levelChanged channel.
-func (k *link) wakeLevel() {
+func (k *driver) wakeLevel() {
 	ch := make(chan struct{})
 	close(*k.changed.Swap(&ch))
 }
 
-// run is the tick goroutine.
-func (k *link) run() {
-	t := time.NewTicker(k.n.opts.Link.Tick)
+// run is the tick goroutine; it returns when ctx ends.
+func (k *driver) run(ctx context.Context) {
+	t := time.NewTicker(k.tickIv)
 	defer t.Stop()
-	last := time.Now()
+	last := k.now()
 	for {
 		select {
-		case <-k.n.ctx.Done():
+		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := k.now()
 			k.tick(now, now.Sub(last))
 			last = now
 		}
 	}
 }
 
-func (k *link) tick(now time.Time, dt time.Duration) {
-	in := k.ingress.Load()
-	// Demand is compared with a target in wire bytes: scale raw ingress by
-	// the compression seen so far (1 before the first batch).
-	ingress := int64(float64(in-k.lastIngress) / max(dt.Seconds(), 1e-3) * k.n.wireRatio())
-	k.lastIngress = in
-	backlog, sojourn := k.n.backlog(now)
-	sp := k.n.spool.Stats()
-	// The link is down once the connection has been away for a second: a
-	// reconnect in progress (or a first connect just after start) is not
-	// an outage worth level 3 and its 30 s of dwell on the way back.
-	if k.n.opts.Conn.Status() == nats.CONNECTED {
-		k.downSince = time.Time{}
-	} else if k.downSince.IsZero() {
-		k.downSince = now
+// demand is the urgent classes' ingress rate in wire bytes/s: in raw bytes
+// over dt, scaled by the compression seen so far, so that it compares
+// with a target in wire bytes.
+func demand(in int64, dt time.Duration, ratio float64) int64 {
+	return int64(float64(in) / max(dt.Seconds(), 1e-3) * ratio)
+}
+
+// linkDownAt tracks the connection: since is when it was first seen not
+// connected (zero while connected). The link is down once the connection
+// has been away for a second: a reconnect in progress (or a first connect
+// just after start) is not an outage worth level 3 and its 30 s of dwell
+// on the way back.
+func linkDownAt(now, since time.Time, connected bool) (time.Time, bool) {
+	if connected {
+		return time.Time{}, false
 	}
-	linkDown := !k.downSince.IsZero() && now.Sub(k.downSince) >= time.Second
+	if since.IsZero() {
+		since = now
+	}
+	return since, now.Sub(since) >= time.Second
+}
+
+// freshHealth is the estimator's snapshot s as the controller should see
+// it at now, the last attempt having ended at last. With nothing sent
+// ended, well or badly, for staleAfter, the error rate, RTT inflation and
+// in-flight count describe an older link. Left as they are, a node whose
+// level defers the traffic that would measure the link never measures it
+// again and keeps the level for good (seen: level 1 held by the inflation
+// of the last burst before replication was deferred).
+func freshHealth(s shaper.Snapshot, now, last time.Time) shaper.Snapshot {
+	if now.Sub(last) > staleAfter {
+		s.ErrorRate, s.Inflation, s.InflightMsgs = 0, 0, 0
+	}
+	return s
+}
+
+func (k *driver) tick(now time.Time, dt time.Duration) {
+	in := k.ingress.Load()
+	ingress := demand(in-k.lastIngress, dt, k.in.ratio())
+	k.lastIngress = in
+	backlog, sojourn := k.in.backlog(now)
+	spoolBytes := k.in.spoolBytes()
+	var linkDown bool
+	k.downSince, linkDown = linkDownAt(now, k.downSince, k.in.connected())
 
 	k.mu.Lock()
 	k.est.SetLinkDownAt(now, linkDown)
 	k.est.SetBacklogAt(now, backlog > 0)
 	snap := k.est.SnapshotAt(now)
-	health := snap
-	if now.Sub(time.Unix(0, k.lastOutcome.Load())) > staleAfter {
-		// Nothing sent has ended, well or badly, for a while: the error
-		// rate, RTT inflation and in-flight count describe an older link.
-		// Left as they are, a node whose level defers the traffic that
-		// would measure the link never measures it again and keeps the
-		// level for good (seen: level 1 held by the inflation of the last
-		// burst before replication was deferred).
-		health.ErrorRate, health.Inflation, health.InflightMsgs = 0, 0, 0
-	}
+	health := freshHealth(snap, now, time.Unix(0, k.lastOutcome.Load()))
 	k.syncPacing(now)
 	level := k.Level()
 	if !k.unshaped {
@@ -206,12 +301,12 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 			Link:               health,
 			IngressBytesPerSec: ingress,
 			Sojourn:            sojourn,
-			BacklogBytes:       sp.Bytes,
-			CapBytes:           k.n.opts.Spool.MaxBytes,
+			BacklogBytes:       spoolBytes,
+			CapBytes:           k.capBytes,
 			LinkDown:           linkDown,
 		})
 	}
-	prev, prevLink := k.Level(), int(k.linkLevel.Load())
+	prev, prevLink := k.Level(), k.linkLevel()
 	st := k.ctl.Status()
 	linkLevel := level
 	if !k.unshaped {
@@ -232,7 +327,7 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	probeChanged := k.probing.Swap(probing) != probing
 
 	if prev := k.snap.Load(); prev.Probe != snap.State.String() {
-		k.n.opts.Logger.Debug("link estimator", "from", prev.Probe, "to", snap.State.String(),
+		k.log.Debug("link estimator", "from", prev.Probe, "to", snap.State.String(),
 			"capacity_bps", snap.Capacity*8, "max_bw_bps", snap.MaxBw*8, "bw_lo_bps", snap.BwLo*8,
 			"delivery_bps", snap.DeliveryRate*8, "min_rtt", snap.MinRtt, "rounds", snap.Rounds)
 	}
@@ -242,12 +337,12 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 		MinRTT: snap.MinRtt, SRTT: snap.SRTT, ErrorRate: snap.ErrorRate, InFlight: snap.InflightBytes,
 		Probe: snap.State.String(), Signals: st.Signals,
 	})
-	k.linkLevel.Store(int32(linkLevel))
+	k.linkLvl.Store(int32(linkLevel))
 	if level != prev {
 		k.level.Store(int32(level))
 		k.transitions.Add(1)
 		k.wakeLevel()
-		k.n.opts.Logger.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel,
+		k.log.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel,
 			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
 			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
 	} else if probeChanged || linkLevel != prevLink {
@@ -255,32 +350,32 @@ func (k *link) tick(now time.Time, dt time.Duration) {
 	}
 }
 
-// reserve waits until class id may send bytes, and returns true; or false
-// when the node stops, or when the class is deferred at the current level
-// and drain is closed (its batch stays claimed in the spool and is sent
-// after the next start). A batch may go when the lanes admit it and the
-// bytes in flight leave room under the estimator's cap (two bandwidth-
-// delay products, BBR's cwnd): the pacing rate bounds how fast the
-// bottleneck's queue grows, the cap bounds how deep it gets when the
-// capacity falls faster than the estimate. A batch larger than half the
-// cap needs only half the cap free, so a batch cut for a faster link is
-// not held back for as long as other classes keep anything in flight.
-// Critical batches may exceed the cap, so that bulk in flight never holds
-// them back. Waits are re-evaluated at least every tick, as the target
-// and the cap move.
-func (k *link) reserve(id, bytes int, drain <-chan struct{}) bool {
-	ok, _ := k.reserveHeld(id, bytes, drain)
-	return ok
+// inflightFull reports whether a batch of bytes must wait for room in
+// flight: the bytes in flight leave no room under the estimator's cap (two
+// bandwidth-delay products, BBR's cwnd). A batch larger than half the cap
+// needs only half the cap free, so a batch cut for a faster link is not
+// held back for as long as other classes keep anything in flight; a
+// critical batch, or one with nothing in flight, never waits.
+func inflightFull(critical bool, bytes, inflight, capBytes int64) bool {
+	return !critical && inflight > 0 && inflight+min(bytes, capBytes/2) > capBytes
 }
 
-// reserveHeld is reserve that also says whether the send was held back
-// (by pacing, the in-flight cap or the level) before it was admitted: the
-// estimator reads a send the shaper never held as limited by the sender.
-func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool) {
+// reserve waits until lane id may send bytes, and returns ok; or not ok
+// when ctx ends, or when the class is deferred at the current level and
+// drain is closed (its batch stays claimed in the spool and is sent after
+// the next start). A batch may go when the lanes admit it and the bytes in
+// flight leave room (inflightFull): the pacing rate bounds how fast the
+// bottleneck's queue grows, the cap bounds how deep it gets when the
+// capacity falls faster than the estimate. Critical batches may exceed the
+// cap, so that bulk in flight never holds them back. Waits are
+// re-evaluated at least every tick, as the target and the cap move. held
+// says whether the send was held back (by pacing, the in-flight cap or the
+// level) before it was admitted: the estimator reads a send the shaper
+// never held as limited by the sender.
+func (k *driver) reserve(ctx context.Context, id, bytes int, critical bool, drain <-chan struct{}) (ok, held bool) {
 	if k.unshaped {
 		return true, false
 	}
-	critical := k.n.lanes[id].cfg.Load().class.Critical
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -288,11 +383,10 @@ func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool)
 		}
 	}()
 	for {
-		now := time.Now()
+		now := k.now()
 		k.mu.Lock()
 		snap := k.est.SnapshotAt(now)
-		full := !critical && snap.InflightBytes > 0 &&
-			snap.InflightBytes+min(int64(bytes), snap.InflightCapBytes/2) > snap.InflightCapBytes
+		full := inflightFull(critical, int64(bytes), snap.InflightBytes, snap.InflightCapBytes)
 		var r shaper.Reservation
 		if !full {
 			r = k.lanes.ReserveAt(now, id, bytes)
@@ -312,7 +406,7 @@ func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool)
 		held = true
 		var tc <-chan time.Time
 		if !deferred {
-			wait := k.n.opts.Link.Tick // in-flight full: an ack wakes us first
+			wait := k.tickIv // in-flight full: an ack wakes us first
 			if !full {
 				wait = min(r.At.Sub(now), wait)
 			}
@@ -332,9 +426,9 @@ func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool)
 			wake = nil
 		}
 		select {
-		case <-k.n.ctx.Done():
+		case <-ctx.Done():
 			k.mu.Lock()
-			k.lanes.SetBacklogAt(time.Now(), id, 0)
+			k.lanes.SetBacklogAt(k.now(), id, 0)
 			k.mu.Unlock()
 			return false, held
 		case <-wake:
@@ -346,14 +440,14 @@ func (k *link) reserveHeld(id, bytes int, drain <-chan struct{}) (ok, held bool)
 }
 
 // signalAck wakes the lanes waiting for room in flight.
-func (k *link) signalAck() {
+func (k *driver) signalAck() {
 	ch := make(chan struct{})
 	close(*k.acked.Swap(&ch))
 }
 
 // onSend records a publish attempt of bytes and returns its id.
-func (k *link) onSend(bytes int, first bool, limited bool) uint64 {
-	now := time.Now()
+func (k *driver) onSend(bytes int, first bool, limited bool) uint64 {
+	now := k.now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.nextID++
@@ -373,15 +467,15 @@ const staleAfter = 5 * time.Second
 // lanes heard of only at the next tick had ended before it sent anything
 // faster (seen: a step back up to 20 Mbit/s found after 19 s of failed
 // probes, once the link bucket no longer held a 128 KiB burst).
-func (k *link) syncPacing(now time.Time) {
+func (k *driver) syncPacing(now time.Time) {
 	if p := k.est.PacingRateAt(now); p != k.pacing {
 		k.pacing = p
 		k.lanes.SetTargetAt(now, priority.Rate{BytesPerSec: p})
 	}
 }
 
-func (k *link) onAck(id uint64) {
-	now := time.Now()
+func (k *driver) onAck(id uint64) {
+	now := k.now()
 	k.lastOutcome.Store(now.UnixNano())
 	k.mu.Lock()
 	k.est.OnAckAt(now, id)
@@ -393,57 +487,49 @@ func (k *link) onAck(id uint64) {
 }
 
 // aliveAfter returns a channel closed at the next successful ack.
-func (k *link) aliveAfter() <-chan struct{} { return *k.alive.Load() }
+func (k *driver) aliveAfter() <-chan struct{} { return *k.alive.Load() }
 
 // upAfter returns a channel closed the next time the upstream is back: the
 // connection (re)made and the stream found or created.
-func (k *link) upAfter() <-chan struct{} { return *k.up.Load() }
+func (k *driver) upAfter() <-chan struct{} { return *k.up.Load() }
 
-func (k *link) signalUp() {
+func (k *driver) signalUp() {
 	ch := make(chan struct{})
 	close(*k.up.Swap(&ch))
 }
 
 // onFailure records a failed attempt and decides what happens next.
-func (k *link) onFailure(id uint64, a shaper.Attempt) shaper.Decision {
-	now := time.Now()
+func (k *driver) onFailure(id uint64, a shaper.Attempt) shaper.Decision {
+	now := k.now()
 	k.lastOutcome.Store(now.UnixNano())
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.est.OnErrorAt(now, id, a.Outcome)
 	k.syncPacing(now)
 	// Retries are held back for a failing link, not for a backlog.
-	a.Level = int(k.linkLevel.Load())
+	a.Level = k.linkLevel()
 	d := k.retrier.OnFailureAt(now, a)
 	k.signalAck()
 	return d
 }
 
 // tryRetry asks the budget for one retry now.
-func (k *link) tryRetry() bool {
+func (k *driver) tryRetry() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.retrier.Budget().TryRetryAt(time.Now())
+	return k.retrier.Budget().TryRetryAt(k.now())
 }
 
-// outcome classifies a publish error for the shaper.
-func outcome(err error) shaper.Outcome {
-	var apiErr *jetstream.APIError
-	switch {
-	case err == nil:
-		return shaper.OutcomeAck
-	case errors.Is(err, nats.ErrMaxPayload):
-		return shaper.OutcomePayloadTooLarge
-	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return shaper.OutcomeTimeout
-	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
-		return shaper.OutcomeNoResponders
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
-		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected),
-		errors.Is(err, nats.ErrReconnectBufExceeded):
-		return shaper.OutcomeDisconnected
-	case errors.As(err, &apiErr) && apiErr.Code == 503:
-		return shaper.OutcomeUnavailable
-	}
-	return shaper.OutcomeOther
+// setClasses gives the lanes' buckets the classes' new settings.
+func (k *driver) setClasses(classes []priority.Class) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lanes.SetClassesAt(k.now(), classes)
+}
+
+// lanesSnapshot returns the token buckets' state now.
+func (k *driver) lanesSnapshot() shaper.LanesSnapshot {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lanes.SnapshotAt(k.now())
 }
