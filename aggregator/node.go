@@ -107,7 +107,7 @@ func New(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("aggregator: shaper: %w", err)
 	}
 	for i := range opts.Classes {
-		l, err := newLane(n, i, n.drv.window)
+		l, err := newLane(&n.opts, i, sp, js, n.drv, n.drain)
 		if err != nil {
 			cancel()
 			sp.Close()
@@ -124,7 +124,7 @@ func New(opts Options) (*Node, error) {
 		n.goFunc(n.syncEvery)
 	}
 	for _, l := range n.lanes {
-		l.start()
+		l.start(ctx, n.goFunc)
 	}
 	return n, nil
 }
@@ -223,7 +223,7 @@ func (n *Node) ingest(ctx context.Context, class string, events [][]byte, check 
 	}
 	l.stats.ingested.Add(uint64(len(events)))
 	l.stats.ingestedBytes.Add(uint64(size))
-	l.pendingBytes.Add(int64(size))
+	l.bt.pending.Add(int64(size))
 	if l.cfg.Load().urgent {
 		n.drv.addIngress(size)
 	}
@@ -313,7 +313,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			for i, l := range n.lanes {
 				switch {
 				case isClosed(l.done):
-				case down || l.failing.Load():
+				case down || l.pub.failing.Load():
 					cut[i] = LeftUpstreamDown
 				default:
 					cut[i] = LeftDeadline
@@ -475,11 +475,11 @@ func (n *Node) backlog(now time.Time) (bytes int64, sojourn time.Duration) {
 	for _, l := range n.lanes {
 		// Deferred backlog counts too: the estimator probes only with
 		// data waiting, and a probe is filled from deferred classes.
-		bytes += l.pendingBytes.Load()
+		bytes += l.bt.pending.Load()
 		if act, _ := l.action(); act.Kind == priority.ActionDefer {
 			continue
 		}
-		if w := l.waiting.Load(); w != 0 && l.cfg.Load().urgent {
+		if w := l.pub.waiting.Load(); w != 0 && l.cfg.Load().urgent {
 			sojourn = max(sojourn, now.Sub(time.Unix(0, w)))
 		}
 	}
