@@ -9,15 +9,34 @@
 // group commit, and returns only once they are committed under the fsync
 // policy: a nil error means the events survive a crash.
 //
-// Each class has a lane of two goroutines. The shipper reads the spool from
-// the first unsent event, cuts a batch (ClassOptions MaxEvents, MaxBytes,
-// Linger), claims its range durably in the spool, compresses it with a
-// reused zstd encoder into the wire envelope and publishes it asynchronously,
-// at most Options.MaxInFlight batches per class unacknowledged. The acker
-// waits for JetStream's acks in publish order; a failed or timed-out
-// publish is sent again, identically, with capped exponential backoff and
-// full jitter. Only an ack advances the spool, which then deletes wholly
-// acknowledged segment files.
+// Ingest refuses a class that is not configured (ErrInvalidClass). Each
+// configured class, and each class found only in the spool at New (drained
+// with the last configured class's settings, never fed), has a lane that
+// runs the stages design.md draws, one file each:
+//
+//   - batcher.go: the batcher reads the class's spool from its cursor,
+//     expires events past the class's max age (below), drops low-priority
+//     fields as the degradation level says, compresses the batch with a
+//     reused zstd encoder into the wire envelope, and claims its range
+//     durably in the spool before it is sent. It knows nothing of NATS.
+//   - driver.go: the shaper driver holds the shaper's token-bucket lanes,
+//     link-health estimator, degradation controller and retrier under one
+//     mutex, runs the tick that turns link health into a target rate and
+//     a level, and admits each batch (the class's Rate and Ceil, the
+//     level's plan, bytes in flight). It is handed the backlog and the
+//     compression ratio, and its clock.
+//   - publisher.go: the publisher publishes asynchronously, at most
+//     Options.MaxInFlight batches per class unacknowledged, waits for
+//     JetStream's acks, sends a failed or timed-out batch again,
+//     identically, when the shaper's retrier says (capped exponential
+//     backoff with full jitter, under a retry budget), splits a batch the
+//     server finds too large, and acknowledges acked ranges to the spool.
+//     Only an ack advances the spool, which then deletes wholly
+//     acknowledged segment files.
+//   - lane.go: the lane's shipper loop decides when a batch is due (the
+//     class's Batch limits MaxEvents, MaxBytes and Linger; at once while
+//     draining; never while the level defers the class) and wires
+//     batcher, driver and publisher for its class.
 //
 // # Expiry
 //
@@ -55,6 +74,7 @@
 //     last: the batches acknowledged after set-aside events stay above the
 //     persisted cursor until those events are sent.
 //   - A JetStream ack is not an fsync on the server (see docs/wire.md).
-//   - Every class name Ingest sees gets a lane and a spool directory; the
-//     set of classes is not bounded here.
+//   - A class found in the spool but no longer configured gets a lane that
+//     drains it, with the last configured class's settings; Ingest does
+//     not accept it.
 package aggregator
