@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sluicehq/sluice/priority"
@@ -270,4 +271,58 @@ func TestDemand(t *testing.T) {
 			t.Errorf("demand(%d, %v, %v) = %d, want %d", tc.in, tc.dt, tc.ratio, got, tc.want)
 		}
 	}
+}
+
+// TestDriverRunWakesDeferred runs the driver's tick goroutine and a
+// deferred class's reserve in a synctest bubble: the connection gone for
+// over a second takes the level to 3 at a tick, a bulk class then waits
+// for admission without a timer (nothing but a level change, the drain
+// or the end of the node can wake it), and the drain's start sends it
+// back with its batch still claimed.
+func TestDriverRunWakesDeferred(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fn := &fakeNode{connected: false, ratio: 1}
+		d := testDriver(t, fn, false)
+		d.now = time.Now // the bubble's clock
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go d.run(ctx)
+
+		time.Sleep(time.Second) // ticks at 0.25 .. 1 s: away 0.75 s
+		synctest.Wait()
+		if d.Level() != 0 {
+			t.Fatalf("away 0.75 s: level %d", d.Level())
+		}
+		time.Sleep(250 * time.Millisecond)
+		synctest.Wait()
+		if d.Level() != 3 {
+			t.Fatalf("away 1 s: level %d, want 3", d.Level())
+		}
+
+		drain := make(chan struct{})
+		type result struct{ ok, held bool }
+		res := make(chan result, 1)
+		go func() {
+			ok, held := d.reserve(ctx, classID(t, "replication"), 1000, false, drain)
+			res <- result{ok, held}
+		}()
+		time.Sleep(time.Minute) // a minute of ticks at level 3
+		synctest.Wait()
+		select {
+		case r := <-res:
+			t.Fatalf("deferred class admitted at level 3: %+v", r)
+		default:
+		}
+		close(drain)
+		synctest.Wait()
+		select {
+		case r := <-res:
+			if r.ok || !r.held {
+				t.Fatalf("deferred class at the drain: ok %v held %v, want false true", r.ok, r.held)
+			}
+		default:
+			t.Fatal("deferred class still waiting after the drain began")
+		}
+		cancel()
+	})
 }

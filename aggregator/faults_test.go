@@ -794,7 +794,13 @@ func TestFaultFreshUpstream(t *testing.T) {
 	n := faultNode(t, nc, func(o *aggregator.Options) { o.RetryMin, o.RetryMax = time.Minute, time.Minute })
 	const total = 20_000
 	ingest(t, n, "ingest", 0, total, 100)
-	time.Sleep(5 * time.Second) // attempts fail; backoffs grow
+	// Wait until an attempt has failed: its retry is then up to a minute
+	// away, and only the upstream's return can bring it forward.
+	for deadline := time.Now().Add(30 * time.Second); n.Stats().Classes["ingest"].Errors == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed attempt 30 s without a server: %+v", n.Stats().Classes["ingest"])
+		}
+	}
 	if st := n.Stats().Classes["ingest"]; st.Acked != 0 || st.Depth != total {
 		t.Fatalf("before the server: acked %d, depth %d", st.Acked, st.Depth)
 	}
