@@ -31,8 +31,11 @@ func checkReport(t *testing.T, dir string, rep aggregator.ShutdownReport, before
 		if c.Left != pending[c.Class] {
 			t.Errorf("%s: report says %d left, spool check says %d pending", c.Class, c.Left, pending[c.Class])
 		}
-		if acked := after.Classes[c.Class].Acked - before.Classes[c.Class].Acked; c.Shipped != acked {
-			t.Errorf("%s: report says %d shipped, JetStream acknowledged %d during Shutdown", c.Class, c.Shipped, acked)
+		// before is taken just ahead of Shutdown: acks may land between
+		// the two, so the report's count (from Shutdown's own start) can
+		// be lower than the test's, never higher.
+		if acked := after.Classes[c.Class].Acked - before.Classes[c.Class].Acked; c.Shipped > acked {
+			t.Errorf("%s: report says %d shipped, JetStream acknowledged only %d since just before Shutdown", c.Class, c.Shipped, acked)
 		}
 		if (c.Left == 0) != (c.Reason == aggregator.LeftNone) {
 			t.Errorf("%s: %d left with reason %v", c.Class, c.Left, c.Reason)
@@ -82,10 +85,15 @@ func TestShutdownDrained(t *testing.T) {
 	if rep.Left() != 0 || rep.TimedOut {
 		t.Errorf("upstream up: %d left, timed out %v", rep.Left(), rep.TimedOut)
 	}
-	// What was not yet acknowledged when Shutdown began was shipped by it.
+	// What was not yet acknowledged just before Shutdown was shipped by
+	// the lanes or by the drain: every ingested event was acknowledged.
 	for _, c := range []string{"ingest", "critical"} {
-		if got, want := class(rep, c).Shipped, before.Classes[c].Depth; got != want {
-			t.Errorf("%s: shipped %d during the drain, %d were waiting", c, got, want)
+		waiting := before.Classes[c].Depth
+		if a := after.Classes[c]; a.Acked != a.Ingested {
+			t.Errorf("%s: %d acknowledged in all, %d ingested", c, a.Acked, a.Ingested)
+		}
+		if got := class(rep, c).Shipped; got > waiting {
+			t.Errorf("%s: report says %d shipped during the drain, only %d were waiting", c, got, waiting)
 		}
 	}
 	// Later calls give the same answer.
