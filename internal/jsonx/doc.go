@@ -13,9 +13,16 @@
 // [Members] lists an object's top-level members with their positions (and
 // [ObjectMembers] does so while validating, in one pass), [Unquote] and
 // [AppendQuote] convert strings as encoding/json and JavaScript do, and
-// [AppendCompact] removes white space as json.Compact does. The scanners
-// check structure only: a malformed element or value reaches the caller,
-// to be refused on its own.
+// [AppendCompact] removes white space as json.Compact does. Elements and
+// Members check structure only: a malformed element or value reaches the
+// caller, to be refused on its own.
+//
+// It is the project's only JSON scanner: package priority routes events
+// and drops their fields with ObjectMembers and Members, so an event is
+// judged valid by the same rules everywhere. Object, ObjectMembers and
+// Members are one scanner: a loop over the outer object's members, which
+// validates each value with one fixed-stack state machine or, for Members,
+// only finds where it ends.
 //
 // # Caveats
 //

@@ -19,6 +19,35 @@ const MaxDepth = 512
 //
 // Object does not allocate when b is valid, and does not retain b.
 func Object(b []byte) error {
+	return walk(b, nil, true)
+}
+
+// ObjectMembers is [Object] and [Members] in one pass: it validates b
+// exactly as Object does and calls fn for each member of the outer object,
+// in order, duplicates included, as soon as the member's value is known to
+// be valid. Each Member is as Members gives it, except that its Value is
+// valid JSON.
+//
+// If ObjectMembers returns a *[SyntaxError], b is not a valid object and
+// the calls already made concern a prefix of it: the caller must discard
+// what it learnt from them. An error returned by fn stops the scan and is
+// returned as is.
+//
+// Use it on the hot path instead of Object followed by Members: it reads b
+// once. It does not allocate when b is valid and no member name has an
+// escape, and does not retain b.
+func ObjectMembers(b []byte, fn func(m Member) error) error {
+	return walk(b, fn, true)
+}
+
+// walk is the one object scanner behind [Object], [ObjectMembers] and
+// [Members]. It reads the outer object's members itself and calls fn (when
+// not nil) for each; a member's value is validated by scanContainer,
+// scanString or scanScalar when validate is set, and only delimited by
+// spanEnd when it is not. Checking fn and validate once per top-level
+// member, rather than at every depth, keeps Object as fast as a scanner of
+// its own.
+func walk(b []byte, fn func(m Member) error, validate bool) error {
 	n := len(b)
 	i := skipSpace(b, 0)
 	if i >= n {
@@ -27,60 +56,118 @@ func Object(b []byte) error {
 	if b[i] != '{' {
 		return errAt(i, "not an object: starts with "+quoteByte(b[i]))
 	}
+	i = skipSpace(b, i+1)
+	if i >= n {
+		return errEOF(b)
+	}
+	if b[i] == '}' {
+		return trailing(b, i+1, "object")
+	}
+	var scratch []byte // decoded names that have escapes
+	var err error
+	for {
+		// at a byte that must open a member name; i < n
+		if b[i] != '"' {
+			return errUnexpected(b, i)
+		}
+		keyStart := i
+		if i, err = scanString(b, i); err != nil {
+			return err
+		}
+		keyEnd := i
+		if i < n && b[i] == ':' { // fast path: no space before ':'
+			i++
+		} else {
+			i = skipSpace(b, i)
+			if i >= n {
+				return errEOF(b)
+			}
+			if b[i] != ':' {
+				return errUnexpected(b, i)
+			}
+			i++
+		}
+		i = skipSpace(b, i)
+		if i >= n {
+			return errEOF(b)
+		}
+		valueStart := i
+		var value []byte
+		if validate {
+			switch b[i] {
+			case '"':
+				i, err = scanString(b, i)
+			case '{', '[':
+				i, err = scanContainer(b, i)
+			default:
+				i, err = scanScalar(b, i)
+			}
+			if err != nil {
+				return err
+			}
+			value = b[valueStart:i:i]
+		} else {
+			end, err := spanEnd(b, i)
+			if err != nil {
+				return err
+			}
+			value = trimmed(b, i, end)
+			i = end
+		}
+		if fn != nil {
+			k := b[keyStart+1 : keyEnd-1 : keyEnd-1]
+			if bytes.IndexByte(k, '\\') >= 0 {
+				scratch = appendUnescaped(scratch[:0], k)
+				k = scratch
+			}
+			if err := fn(Member{Key: k, Value: value, Start: keyStart, End: valueStart + len(value)}); err != nil {
+				return err
+			}
+		}
+		if i < n && b[i] <= ' ' {
+			i = skipSpace(b, i)
+		}
+		if i >= n {
+			return errEOF(b)
+		}
+		switch b[i] {
+		case ',':
+			if i = skipSpace(b, i+1); i >= n {
+				return errEOF(b)
+			}
+		case '}':
+			return trailing(b, i+1, "object")
+		default:
+			return errUnexpected(b, i)
+		}
+	}
+}
 
+// scanContainer validates the object or array that opens at b[i], a value
+// of the outer object (depth 1), and returns the offset just after it. It
+// is an iterative state machine with a fixed-size stack: it never
+// recurses, and refuses nesting deeper than [MaxDepth].
+func scanContainer(b []byte, i int) (int, error) {
+	n := len(b)
 	// stack holds one bit per open container below the current one:
-	// bit d-1 is set when the container at depth d is an array.
+	// bit d-1 is set when the container at depth d is an array. Depth 1,
+	// the outer object, is walk's.
 	var stack [MaxDepth / 64]uint64
 	depth := 1
 	inArray := false
 	var err error
 	var c byte
-	i++
-
-objectStart: // just after '{'
-	i = skipSpace(b, i)
-	if i >= n {
-		return errEOF(b)
-	}
-	if b[i] == '}' {
-		i++
-		goto closed
-	}
-
-key: // at a byte that must open a member name; i < n
-	if b[i] != '"' {
-		return errUnexpected(b, i)
-	}
-	if i, err = scanString(b, i); err != nil {
-		return err
-	}
-	if i < n && b[i] == ':' { // fast path: no space before ':'
-		i++
-	} else {
-		i = skipSpace(b, i)
-		if i >= n {
-			return errEOF(b)
-		}
-		if b[i] != ':' {
-			return errUnexpected(b, i)
-		}
-		i++
-	}
-	i = skipSpace(b, i)
-	if i >= n {
-		return errEOF(b)
-	}
 
 value: // at the first byte of a value; i < n
 	c = b[i]
 	switch {
 	case c == '"':
 		if i, err = scanString(b, i); err != nil {
-			return err
+			return 0, err
 		}
 	case c == '{' || c == '[':
 		if depth == MaxDepth {
-			return errAt(i, "nesting deeper than "+strconv.Itoa(MaxDepth))
+			return 0, errAt(i, "nesting deeper than "+strconv.Itoa(MaxDepth))
 		}
 		d := uint(depth) // index of the new container's bit
 		depth++
@@ -94,45 +181,31 @@ value: // at the first byte of a value; i < n
 		inArray = true
 		i = skipSpace(b, i)
 		if i >= n {
-			return errEOF(b)
+			return 0, errEOF(b)
 		}
 		if b[i] == ']' {
 			i++
 			goto closed
 		}
 		goto value
-	case c == '-' || c-'0' <= 9:
-		if i, err = scanNumber(b, i); err != nil {
-			return err
-		}
-	case c == 't':
-		if i, err = scanLiteral(b, i, "true"); err != nil {
-			return err
-		}
-	case c == 'f':
-		if i, err = scanLiteral(b, i, "false"); err != nil {
-			return err
-		}
-	case c == 'n':
-		if i, err = scanLiteral(b, i, "null"); err != nil {
-			return err
-		}
 	default:
-		return errUnexpected(b, i)
+		if i, err = scanScalar(b, i); err != nil {
+			return 0, err
+		}
 	}
 
-afterValue: // just after a complete value
+afterValue: // just after a complete value inside the container at depth
 	if i < n && b[i] <= ' ' {
 		i = skipSpace(b, i)
 	}
 	if i >= n {
-		return errEOF(b)
+		return 0, errEOF(b)
 	}
 	c = b[i]
 	if c == ',' {
 		i = skipSpace(b, i+1)
 		if i >= n {
-			return errEOF(b)
+			return 0, errEOF(b)
 		}
 		if inArray {
 			goto value
@@ -140,22 +213,71 @@ afterValue: // just after a complete value
 		goto key
 	}
 	if (inArray && c != ']') || (!inArray && c != '}') {
-		return errUnexpected(b, i)
+		return 0, errUnexpected(b, i)
 	}
 	i++
 
 closed: // just after the '}' or ']' that closed the container at depth
 	depth--
-	if depth > 0 {
+	if depth == 1 {
+		return i, nil
+	}
+	{
 		d := uint(depth - 1)
 		inArray = stack[d/64&(MaxDepth/64-1)]>>(d%64)&1 != 0
-		goto afterValue
+	}
+	goto afterValue
+
+objectStart: // just after '{'
+	i = skipSpace(b, i)
+	if i >= n {
+		return 0, errEOF(b)
+	}
+	if b[i] == '}' {
+		i++
+		goto closed
+	}
+
+key: // at a byte that must open a member name; i < n
+	if b[i] != '"' {
+		return 0, errUnexpected(b, i)
+	}
+	if i, err = scanString(b, i); err != nil {
+		return 0, err
+	}
+	if i < n && b[i] == ':' { // fast path: no space before ':'
+		i++
+	} else {
+		i = skipSpace(b, i)
+		if i >= n {
+			return 0, errEOF(b)
+		}
+		if b[i] != ':' {
+			return 0, errUnexpected(b, i)
+		}
+		i++
 	}
 	i = skipSpace(b, i)
-	if i < n {
-		return errAt(i, "trailing data after object")
+	if i >= n {
+		return 0, errEOF(b)
 	}
-	return nil
+	goto value
+}
+
+// scanScalar validates the number, true, false or null at b[i] and returns
+// the offset just after it; any other byte is unexpected there.
+func scanScalar(b []byte, i int) (int, error) {
+	switch c := b[i]; {
+	case c == '-' || c-'0' <= 9:
+		return scanNumber(b, i)
+	case c == 't':
+		return scanLiteral(b, i, "true")
+	case c == 'f':
+		return scanLiteral(b, i, "false")
+	case c == 'n':
+		return scanLiteral(b, i, "null")
+	}
+	return 0, errUnexpected(b, i)
 }
 
 // HasNewline reports whether b contains '\n' or '\r', inside strings or

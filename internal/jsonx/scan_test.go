@@ -358,11 +358,16 @@ func objectMembers(b []byte) ([]member, error) {
 	return out, err
 }
 
-// checkObjectMembers fails t unless ObjectMembers returns Object's error
-// on b and, when b is valid, the members Members finds.
+// checkObjectMembers fails t unless ObjectMembers accepts exactly what the
+// encoding/json oracle accepts, returns Object's error on b (Object is the
+// same scanner without a callback) and, when b is valid, finds the members
+// Members finds.
 func checkObjectMembers(t testing.TB, b []byte) {
 	t.Helper()
 	got, err := objectMembers(b)
+	if (err == nil) != oracle(b) {
+		t.Fatalf("ObjectMembers(%d-byte input) = %v, oracle says valid=%v", len(b), err, oracle(b))
+	}
 	want := Object(b)
 	if errorString(err) != errorString(want) {
 		t.Fatalf("ObjectMembers(%d-byte input) = %v, Object says %v", len(b), err, want)
