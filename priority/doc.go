@@ -1,8 +1,9 @@
 // Package priority defines sluice's traffic classes: what a class is
 // guaranteed and allowed (rates and ceilings in bytes/s and msgs/s), how
 // events are routed to classes, which JSON fields matter least, and what each
-// class does at each degradation level. It is pure: stdlib only, no
-// goroutines, no I/O, no clock.
+// class does at each degradation level. It is pure: no goroutines, no I/O,
+// no clock, and no imports beyond the standard library and the module's
+// internal/jsonx, the JSON scanner that ingest validates events with.
 //
 // # Classes
 //
@@ -24,9 +25,10 @@
 // FieldRule gives a JSON path ("context.userAgent", "context.page.*") a
 // priority; higher is more important (the opposite direction of
 // Class.Priority). A FieldSet answers "which paths go at min priority p".
-// DropFields removes those paths from one compact JSON object in a single
-// validating pass over the bytes, with no decoding into maps and no
-// allocation: on the bundled Segment sample it is ≈ 15–20× faster than a
+// DropFields removes those paths from one compact JSON object with no
+// decoding into maps and no allocation: the event is validated by the same
+// scanner, in the same pass, that lists its top-level members, and only the
+// objects on a path are read again: on the bundled Segment sample it is ≈ 15–20× faster than a
 // map decode + delete + encode (BenchmarkDropFields). Its output is checked
 // against that map-based reference by FuzzDropFields.
 //
@@ -44,11 +46,15 @@
 //   - Degradation must happen at ship time (design.md invariant 4): callers
 //     apply DropFields to a copy of the spooled event, never to the spool.
 //   - DropFields compacts the whitespace of the objects it rewrites (objects
-//     on a dropped path); everything else is copied byte for byte, so
-//     invalid UTF-8 inside strings is passed through as encoding/json's
-//     json.Valid accepts it.
-//   - Route does not validate events (ingest does); with duplicate keys it
-//     takes the first, where encoding/json keeps the last.
+//     on a dropped path); everything else is copied byte for byte. It
+//     accepts exactly what ingest accepts (valid UTF-8 in strings, nesting
+//     at most 512 deep), which is stricter than encoding/json's json.Valid:
+//     an event that ingest would refuse is returned unchanged with
+//     ErrMalformedJSON.
+//   - Route does not require a valid event (ingest has validated it): a rule
+//     matches on a member whose value is valid before the first syntax
+//     error. With duplicate keys it takes the first, where encoding/json
+//     keeps the last.
 //   - Rates are integers (bytes/s, msgs/s) so shaping is exact and identical
 //     on every architecture; a fractional msgs/s rate is not expressible.
 package priority

@@ -118,8 +118,28 @@ type Paths struct {
 
 type pathNode struct {
 	children map[string]*pathNode
-	drop     int // 1 + index into patterns when this exact key is dropped
-	dropAll  int // 1 + index into patterns when every child is dropped (".*")
+	// names and nodes list children too when they are few: comparing a
+	// handful of names is cheaper than hashing each member's key.
+	names   []string
+	nodes   []*pathNode
+	drop    int // 1 + index into patterns when this exact key is dropped
+	dropAll int // 1 + index into patterns when every child is dropped (".*")
+}
+
+// maxListed is the most children a pathNode finds by comparing names.
+const maxListed = 8
+
+// child returns the child named key, or nil.
+func (n *pathNode) child(key []byte) *pathNode {
+	if n.names == nil {
+		return n.children[string(key)]
+	}
+	for i, name := range n.names {
+		if name == string(key) {
+			return n.nodes[i]
+		}
+	}
+	return nil
 }
 
 // CompilePaths compiles field paths for DropFields.
@@ -152,7 +172,19 @@ func CompilePaths(paths []string) (*Paths, error) {
 			}
 		}
 	}
+	ps.root.list()
 	return ps, nil
+}
+
+// list fills names and nodes below n wherever there are few children.
+func (n *pathNode) list() {
+	for name, c := range n.children {
+		if len(n.children) <= maxListed {
+			n.names = append(n.names, name)
+			n.nodes = append(n.nodes, c)
+		}
+		c.list()
+	}
 }
 
 // Patterns returns the compiled paths, sorted.

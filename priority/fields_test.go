@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/sluicehq/sluice/internal/jsonx"
 )
 
 func TestValidatePath(t *testing.T) {
@@ -148,9 +151,16 @@ func TestDropFieldsMalformed(t *testing.T) {
 			t.Errorf("%q: test case is valid JSON", in)
 		}
 	}
-	deep := strings.Repeat(`{"a":`, maxDepth+1) + "1" + strings.Repeat("}", maxDepth+1)
+	deep := strings.Repeat(`{"a":`, jsonx.MaxDepth+1) + "1" + strings.Repeat("}", jsonx.MaxDepth+1)
 	if _, _, err := DropFields(nil, []byte(deep), p); !errors.Is(err, ErrMalformedJSON) {
 		t.Errorf("deep: err = %v", err)
+	}
+	// Ingest refuses invalid UTF-8 in strings; so does DropFields, in a
+	// dropped member or a kept one.
+	for _, in := range []string{"{\"a\":\"\xff\"}", "{\"b\":{\"c\":1,\"d\":\"\xed\xa0\x80\"}}", "{\"\xc3\":1}"} {
+		if out, _, err := DropFields(nil, []byte(in), p); !errors.Is(err, ErrMalformedJSON) || string(out) != in {
+			t.Errorf("%q: out %q, err = %v, want input unchanged and ErrMalformedJSON", in, out, err)
+		}
 	}
 }
 
@@ -297,7 +307,9 @@ func FuzzDropFields(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out, _, err := DropFields(nil, in, p)
-		valid := json.Valid(in)
+		// What ingest accepts: a JSON object with valid UTF-8, nested at
+		// most jsonx.MaxDepth deep.
+		valid := json.Valid(in) && utf8.Valid(in) && nesting(in) <= jsonx.MaxDepth
 		isObj := valid && bytes.HasPrefix(bytes.TrimLeft(in, " \t\r\n"), []byte("{"))
 		if err != nil {
 			if isObj {
@@ -322,6 +334,26 @@ func FuzzDropFields(f *testing.F) {
 			t.Fatalf("differs from map reference\n in %s\ngot %s\nref %s", in, out, ref)
 		}
 	})
+}
+
+// nesting returns the deepest nesting of objects and arrays in in, which
+// must be valid JSON, read with encoding/json's tokenizer.
+func nesting(in []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(in))
+	depth, deepest := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return deepest
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			deepest = max(deepest, depth)
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
 }
 
 func BenchmarkDropFields(b *testing.B) {

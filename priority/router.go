@@ -2,9 +2,11 @@ package priority
 
 import (
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/sluicehq/sluice/internal/jsonx"
 )
 
 // Rule routes events to a class. A rule matches when Source is empty or
@@ -112,11 +114,10 @@ func valueEquals(raw []byte, equals [][]byte) bool {
 	if len(raw) > 0 && raw[0] == '"' {
 		cmp = raw[1 : len(raw)-1]
 		if bytes.IndexByte(cmp, '\\') >= 0 {
-			var s string
-			if json.Unmarshal(raw, &s) != nil {
+			var err error
+			if cmp, err = jsonx.Unquote(raw); err != nil {
 				return false
 			}
-			cmp = []byte(s)
 		}
 	}
 	for _, e := range equals {
@@ -131,71 +132,32 @@ func valueEquals(raw []byte, equals [][]byte) bool {
 // in event, without decoding the event. With duplicate keys the first wins
 // (encoding/json keeps the last; SDKs do not send duplicates). ok is false
 // when the path is absent or the event is malformed before the value's end.
+// An empty path names the whole event, which must then be a valid object.
 func Lookup(event []byte, path []string) (raw []byte, ok bool) {
-	s := scanner{src: event}
-	s.ws()
-	depth := 0
+	if len(path) == 0 {
+		if jsonx.Object(event) != nil {
+			return nil, false
+		}
+		return bytes.TrimSpace(event), true
+	}
+	raw = event
 	for _, seg := range path {
-		if s.peek() != '{' {
-			return nil, false
-		}
-		depth++
-		if !s.findKey(seg, depth) {
+		found := false
+		// ObjectMembers calls back only with values it has validated, so
+		// a member found before a syntax error counts, as documented.
+		jsonx.ObjectMembers(raw, func(m jsonx.Member) error {
+			if string(m.Key) == seg {
+				raw, found = m.Value, true
+				return errFound
+			}
+			return nil
+		})
+		if !found {
 			return nil, false
 		}
 	}
-	start := s.pos
-	if s.value(depth) != nil {
-		return nil, false
-	}
-	return event[start:s.pos], true
+	return raw, true
 }
 
-// findKey moves s to the value of key in the object at pos.
-func (s *scanner) findKey(key string, depth int) bool {
-	if depth > maxDepth {
-		return false
-	}
-	s.pos++
-	s.ws()
-	if s.peek() == '}' {
-		return false
-	}
-	for {
-		if s.peek() != '"' {
-			return false
-		}
-		kStart := s.pos
-		esc, high, err := s.str()
-		if err != nil {
-			return false
-		}
-		raw := s.src[kStart:s.pos]
-		s.ws()
-		if s.peek() != ':' {
-			return false
-		}
-		s.pos++
-		s.ws()
-		var match bool
-		if k, slow := keyString(raw, esc, high); slow {
-			match = k == key
-		} else {
-			match = string(raw[1:len(raw)-1]) == key
-		}
-		if match {
-			return true
-		}
-		if s.value(depth) != nil {
-			return false
-		}
-		s.ws()
-		switch s.peek() {
-		case ',':
-			s.pos++
-			s.ws()
-		default:
-			return false
-		}
-	}
-}
+// errFound stops a member walk at the member looked for.
+var errFound = errors.New("found")
