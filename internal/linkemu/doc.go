@@ -60,8 +60,8 @@
 // Stats.Dropped) and resets new ones as they are accepted, until the link
 // comes back.
 //
-// Measured by this package's tests under -race on the 2-CPU bench
-// machine: 1, 10, 50 and 100 Mbit/s within 1% over 1 s windows (also with
+// Measured by this package's timing checks (SLUICE_LINK_TIMING=1, see
+// the README's gated runs) under -race on the 2-CPU bench machine, idle: 1, 10, 50 and 100 Mbit/s within 1% over 1 s windows (also with
 // 50 ms latency, and shared by 3 connections); 40 ms each way gives an
 // 80.8–81.6 ms ping-pong; the 90 ms starting 10 ms after a 20 → 5 Mbit/s
 // step already average 4.9 Mbit/s; through nats-server at 5 Mbit/s and
@@ -90,7 +90,9 @@
 //     latency: about 0.1 ms on an idle machine, milliseconds when other
 //     jobs load the CPUs. A backlogged bottleneck that wakes late catches
 //     up (up to 20 ms) so the rate holds over a window; a longer stall costs
-//     capacity. The tests retry their timing checks for this reason.
+//     capacity. For this reason the tests check rates and latency bounds
+//     only when SLUICE_LINK_TIMING is set, and then retry them; otherwise
+//     they check what no timing excuses (data intact, never early).
 //   - Jitter is applied per chunk and cannot reorder, so on dense traffic
 //     (chunks closer together than Jitter) delays bunch towards
 //     Latency+Jitter: with 10 ms + [0, 20 ms] and a message every 1 ms the

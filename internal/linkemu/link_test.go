@@ -56,8 +56,10 @@ func TestSettingsString(t *testing.T) {
 	}
 }
 
-// TestThroughput checks the bottleneck rate over 1 s windows, and that
-// latency and several connections do not change it.
+// TestThroughput moves data through the bottleneck at several rates, with
+// latency and with several connections, and checks it arrives intact on
+// every connection. The rate over 1 s windows (±5%, and that latency and
+// several connections do not change it) is checked under timingEnv.
 func TestThroughput(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -74,7 +76,7 @@ func TestThroughput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			retry(t, func(t *testing.T) error {
+			measure(t, func(t *testing.T) error {
 				k := startSink(t)
 				l := newLink(t, k.Addr(), Settings{Upstream: Shape{Bandwidth: tc.rate, Latency: tc.latency}})
 				window := dur(time.Second, 500*time.Millisecond)
@@ -122,12 +124,13 @@ func TestThroughput(t *testing.T) {
 	}
 }
 
-// TestLatency measures a ping-pong through 40 ms each way.
+// TestLatency measures a ping-pong through 40 ms each way: never faster
+// than 80 ms; the median's upper bound is checked under timingEnv.
 func TestLatency(t *testing.T) {
 	e := startEcho(t)
 	l := newLink(t, e.Addr(), Symmetric(Shape{Latency: 40 * time.Millisecond}))
 	c := dial(t, l.Addr())
-	retry(t, func(t *testing.T) error {
+	measure(t, func(t *testing.T) error {
 		rtts := make([]time.Duration, 8)
 		for i := range rtts {
 			rtts[i] = ping(t, c, []byte(fmt.Sprintf("ping %d", i)))
@@ -157,7 +160,7 @@ func TestJitter(t *testing.T) {
 	)
 	e := startEcho(t)
 	l := newLink(t, e.Addr(), Settings{Upstream: Shape{Latency: lat, Jitter: jitter}})
-	retry(t, func(t *testing.T) error {
+	measure(t, func(t *testing.T) error {
 		c := dial(t, l.Addr())
 		sent := make([]time.Time, n)
 		var mu sync.Mutex
@@ -211,10 +214,12 @@ func TestJitter(t *testing.T) {
 	})
 }
 
-// TestScheduleStepChange runs 20 → 5 → 20 Mbit/s with Run and checks each
-// phase's rate, measured from 100 ms after each step.
+// TestScheduleStepChange runs 20 → 5 → 20 Mbit/s with Run under traffic
+// and checks the data arrives intact and the last step holds after Run;
+// each phase's rate, measured from 100 ms after each step, is checked
+// under timingEnv. TestScheduleSteps checks the steps themselves.
 func TestScheduleStepChange(t *testing.T) {
-	retry(t, func(t *testing.T) error {
+	measure(t, func(t *testing.T) error {
 		k := startSink(t)
 		l := newLink(t, k.Addr(), Settings{Upstream: Shape{Bandwidth: 20 * Mbit}})
 		phase := dur(time.Second, 600*time.Millisecond)
@@ -258,6 +263,57 @@ func TestScheduleStepChange(t *testing.T) {
 	})
 }
 
+// TestScheduleSteps checks, without timing a transfer, that Run applies
+// each step in order, none before its At, and leaves the last one in force.
+func TestScheduleSteps(t *testing.T) {
+	var mu sync.Mutex
+	var applied []string
+	h := &recordHandler{record: func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "settings" {
+				mu.Lock()
+				applied = append(applied, a.Value.String())
+				mu.Unlock()
+			}
+			return true
+		})
+	}}
+	l := newLink(t, "127.0.0.1:1", Settings{}, func(o *Options) { o.Logger = slog.New(h) })
+	steps := []Settings{
+		{Upstream: Shape{Bandwidth: 20 * Mbit}},
+		{Upstream: Shape{Bandwidth: 5 * Mbit}},
+		{Upstream: Shape{Bandwidth: 20 * Mbit}, Downstream: Shape{Latency: time.Millisecond}},
+	}
+	sc := Schedule{{At: 0, Settings: steps[0]}, {At: 20 * time.Millisecond, Settings: steps[1]}, {At: 40 * time.Millisecond, Settings: steps[2]}}
+	start := time.Now()
+	if err := l.Run(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el < 40*time.Millisecond {
+		t.Errorf("Run returned after %v, before its last step's At", el) // never excused: early
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{Settings{}.String()} // New's
+	for _, st := range steps {
+		want = append(want, st.String())
+	}
+	if !slices.Equal(applied, want) {
+		t.Errorf("applied %q, want %q", applied, want)
+	}
+	if got := l.Settings(); got != steps[2] {
+		t.Errorf("after Run: %v, want %v", got, steps[2])
+	}
+}
+
+// recordHandler is a slog.Handler that passes every record to record.
+type recordHandler struct{ record func(slog.Record) }
+
+func (h *recordHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error { h.record(r); return nil }
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler                 { return h }
+
 func TestRunCancelAndClose(t *testing.T) {
 	l, err := New(Options{Upstream: "127.0.0.1:1"})
 	if err != nil {
@@ -291,7 +347,7 @@ func TestRunCancelAndClose(t *testing.T) {
 // byte, in order.
 func TestOutageBlackhole(t *testing.T) {
 	const lat = 5 * time.Millisecond
-	retry(t, func(t *testing.T) error {
+	measure(t, func(t *testing.T) error {
 		k := startSink(t)
 		l := newLink(t, k.Addr(), Symmetric(Shape{Bandwidth: 10 * Mbit, Latency: lat}))
 		c := dial(t, l.Addr())
@@ -320,7 +376,7 @@ func TestOutageBlackhole(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		cancel()
 		w := <-written
-		k.waitEOFs(t, 1, 5*time.Second)
+		k.waitEOFs(t, 1, 20*time.Second)
 		defer k.check(t)
 
 		// No loss, whatever the timing.
@@ -357,7 +413,7 @@ func TestOutageReset(t *testing.T) {
 	if err := l.SetDown(true); err != nil {
 		t.Fatal(err)
 	}
-	_ = c1.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_ = c1.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c1.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Errorf("open connection during reset outage: read err %v, want reset or EOF", err)
 	} else {
@@ -365,7 +421,7 @@ func TestOutageReset(t *testing.T) {
 	}
 	c2, err := net.Dial("tcp", l.Addr())
 	if err == nil {
-		_ = c2.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, err = c2.Read(make([]byte, 1))
 		c2.Close()
 		if err == nil || isTimeout(err) {
@@ -376,7 +432,7 @@ func TestOutageReset(t *testing.T) {
 	// The link forgets a reset connection on its own goroutine: give the
 	// counters a moment under load.
 	s := l.Stats()
-	for deadline := time.Now().Add(2 * time.Second); (s.Resets != 1 || s.Refused != 1 || s.Conns != 0) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); (s.Resets != 1 || s.Refused != 1 || s.Conns != 0) && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 		s = l.Stats()
 	}
@@ -420,8 +476,12 @@ func TestQueueBackpressure(t *testing.T) {
 	}
 	sample(500 * time.Millisecond) // buffers fill
 	w0, r0 := written.Load(), k.totalBytes()
+	from := time.Now()
 	sample(time.Second)
 	w1, r1 := written.Load(), k.totalBytes()
+	// On a busy machine the sampling second runs long; the link's rate
+	// bounds the writes per second actually elapsed, however long that is.
+	elapsed := time.Since(from)
 	cancel()
 	<-done
 	t.Logf("over 1s at %v: sender wrote %d B, sink got %d B; max queued %d B (limit %d), max in flight %d B (window %d)",
@@ -432,14 +492,15 @@ func TestQueueBackpressure(t *testing.T) {
 	if maxInFlight > window {
 		t.Errorf("in flight %d B, window %d", maxInFlight, window)
 	}
-	if perSec := float64(rate) / 8; float64(w1-w0) > 1.5*perSec {
-		t.Errorf("sender wrote %d B in 1s through a %v link: writes not blocked", w1-w0, rate)
+	if perSec := float64(rate) / 8; float64(w1-w0) > 1.5*perSec*elapsed.Seconds() {
+		t.Errorf("sender wrote %d B in %v through a %v link: writes not blocked", w1-w0, elapsed, rate)
 	}
 	k.check(t)
 }
 
 // TestUnshapedFastPath moves data through an unshaped link and checks it
-// is intact and fast.
+// is intact, and fast (over 100 MB/s without the race detector) under
+// timingEnv.
 func TestUnshapedFastPath(t *testing.T) {
 	k := startSink(t)
 	l := newLink(t, k.Addr(), Settings{})
@@ -448,13 +509,13 @@ func TestUnshapedFastPath(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	w := pump(ctx, c, nil)
-	k.waitEOFs(t, 1, 5*time.Second)
+	k.waitEOFs(t, 1, 20*time.Second)
 	el := time.Since(start)
 	t.Logf("unshaped: %d MB in %v = %.0f MB/s (race detector: %v)", w>>20, el.Round(time.Millisecond), float64(w)/el.Seconds()/1e6, raceEnabled)
 	if k.totalBytes() != w {
 		t.Errorf("received %d, wrote %d", k.totalBytes(), w)
 	}
-	if !raceEnabled && float64(w)/el.Seconds() < 100e6 {
+	if timingChecked() && !raceEnabled && float64(w)/el.Seconds() < 100e6 {
 		t.Errorf("unshaped throughput %.0f MB/s, want > 100", float64(w)/el.Seconds()/1e6)
 	}
 	k.check(t)
@@ -480,7 +541,9 @@ func TestCloseNoLeak(t *testing.T) {
 		go func() { defer wg.Done(); pump(ctx, c, nil) }()
 		go func() { defer wg.Done(); _, _ = io.Copy(io.Discard, c); c.Close() }()
 	}
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); l.Stats().Conns != 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n := l.Stats().Conns; n != 3 {
 		t.Errorf("conns %d, want 3", n)
 	}
@@ -495,7 +558,7 @@ func TestCloseNoLeak(t *testing.T) {
 	if n := l.Stats().Conns; n != 0 {
 		t.Errorf("conns after Close %d", n)
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -525,7 +588,7 @@ func TestHalfClose(t *testing.T) {
 	if !bytes.Equal(got, msg) {
 		t.Fatalf("echoed %d bytes, want %d", len(got), len(msg))
 	}
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(10 * time.Second) // a guard, not a measurement
 	for l.Stats().Conns != 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -545,13 +608,13 @@ func TestDialError(t *testing.T) {
 	l := newLink(t, addr, Settings{})
 	// The reset may beat the connect's return on loopback.
 	if c, err := net.Dial("tcp", l.Addr()); err == nil {
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 			t.Errorf("read = %v, want closed", err)
 		}
 		c.Close()
 	}
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(10 * time.Second) // a guard, not a measurement
 	for l.Stats().DialErrors == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
