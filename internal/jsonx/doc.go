@@ -19,10 +19,9 @@
 //
 // It is the project's only JSON scanner: package priority routes events
 // and drops their fields with ObjectMembers and Members, so an event is
-// judged valid by the same rules everywhere. Object, ObjectMembers and
-// Members are one scanner: a loop over the outer object's members, which
-// validates each value with one fixed-stack state machine or, for Members,
-// only finds where it ends.
+// judged valid by the same rules everywhere. Object and ObjectMembers are
+// one scanner: a loop over the outer object's members that validates each
+// value with one fixed-stack state machine.
 //
 // # Caveats
 //

@@ -19,7 +19,7 @@ const MaxDepth = 512
 //
 // Object does not allocate when b is valid, and does not retain b.
 func Object(b []byte) error {
-	return walk(b, nil, true)
+	return walk(b, nil)
 }
 
 // ObjectMembers is [Object] and [Members] in one pass: it validates b
@@ -37,17 +37,15 @@ func Object(b []byte) error {
 // once. It does not allocate when b is valid and no member name has an
 // escape, and does not retain b.
 func ObjectMembers(b []byte, fn func(m Member) error) error {
-	return walk(b, fn, true)
+	return walk(b, fn)
 }
 
-// walk is the one object scanner behind [Object], [ObjectMembers] and
-// [Members]. It reads the outer object's members itself and calls fn (when
-// not nil) for each; a member's value is validated by scanContainer,
-// scanString or scanScalar when validate is set, and only delimited by
-// spanEnd when it is not. Checking fn and validate once per top-level
-// member, rather than at every depth, keeps Object as fast as a scanner of
-// its own.
-func walk(b []byte, fn func(m Member) error, validate bool) error {
+// walk is the one validating object scanner, behind [Object] and
+// [ObjectMembers]. It reads the outer object's members itself and calls fn
+// (when not nil) for each, after scanContainer, scanString or scanScalar
+// has validated its value. Checking fn once per top-level member, rather
+// than at every depth, keeps Object as fast as a scanner of its own.
+func walk(b []byte, fn func(m Member) error) error {
 	n := len(b)
 	i := skipSpace(b, 0)
 	if i >= n {
@@ -92,27 +90,16 @@ func walk(b []byte, fn func(m Member) error, validate bool) error {
 			return errEOF(b)
 		}
 		valueStart := i
-		var value []byte
-		if validate {
-			switch b[i] {
-			case '"':
-				i, err = scanString(b, i)
-			case '{', '[':
-				i, err = scanContainer(b, i)
-			default:
-				i, err = scanScalar(b, i)
-			}
-			if err != nil {
-				return err
-			}
-			value = b[valueStart:i:i]
-		} else {
-			end, err := spanEnd(b, i)
-			if err != nil {
-				return err
-			}
-			value = trimmed(b, i, end)
-			i = end
+		switch b[i] {
+		case '"':
+			i, err = scanString(b, i)
+		case '{', '[':
+			i, err = scanContainer(b, i)
+		default:
+			i, err = scanScalar(b, i)
+		}
+		if err != nil {
+			return err
 		}
 		if fn != nil {
 			k := b[keyStart+1 : keyEnd-1 : keyEnd-1]
@@ -120,7 +107,7 @@ func walk(b []byte, fn func(m Member) error, validate bool) error {
 				scratch = appendUnescaped(scratch[:0], k)
 				k = scratch
 			}
-			if err := fn(Member{Key: k, Value: value, Start: keyStart, End: valueStart + len(value)}); err != nil {
+			if err := fn(Member{Key: k, Value: b[valueStart:i:i], Start: keyStart, End: i}); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package jsonx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 )
@@ -87,7 +88,62 @@ type Member struct {
 // error is a *[SyntaxError] with an offset in obj. Members allocates only
 // for a name that has an escape; it does not retain obj.
 func Members(obj []byte, fn func(m Member) error) error {
-	return walk(obj, fn, false)
+	b := obj
+	n := len(b)
+	i := skipSpace(b, 0)
+	if i >= n {
+		return errEOF(b)
+	}
+	if b[i] != '{' {
+		return errAt(i, "not an object: starts with "+quoteByte(b[i]))
+	}
+	i = skipSpace(b, i+1)
+	if i < n && b[i] == '}' {
+		return trailing(b, i+1, "object")
+	}
+	var scratch []byte // decoded names that have escapes
+	var err error
+	for {
+		if i >= n {
+			return errEOF(b)
+		}
+		if b[i] != '"' {
+			return errUnexpected(b, i)
+		}
+		start := i
+		if i, err = scanString(b, i); err != nil {
+			return err
+		}
+		key := b[start+1 : i-1 : i-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			scratch = appendUnescaped(scratch[:0], key)
+			key = scratch
+		}
+		i = skipSpace(b, i)
+		if i >= n {
+			return errEOF(b)
+		}
+		if b[i] != ':' {
+			return errUnexpected(b, i)
+		}
+		i = skipSpace(b, i+1)
+		var end int
+		if end, err = spanEnd(b, i); err != nil {
+			return err
+		}
+		value := trimmed(b, i, end)
+		if err := fn(Member{Key: key, Value: value, Start: start, End: i + len(value)}); err != nil {
+			return err
+		}
+		switch b[end] {
+		case ',':
+			i = skipSpace(b, end+1)
+		case '}':
+			return trailing(b, end+1, "object")
+		default: // ']'
+			return errUnexpected(b, end)
+		}
+	}
 }
 
 // trimmed returns b[i:end] without trailing white space (i is already past
