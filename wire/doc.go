@@ -12,6 +12,11 @@
 // id, so a retry or a republish after a restart is dropped by JetStream's
 // duplicate window instead of delivered twice.
 //
+// MsgOverhead and EncoderLevel are the envelope's costs for whoever sizes
+// batches: the bytes a batch message carries besides its body, and the zstd
+// level of a class's compression name. The edge node charges them and
+// `sluice plan` (package plan) models them with the same functions.
+//
 // # Caveats
 //
 // Decode bounds the decompressed size (Decoder.MaxSize) so a hostile message
