@@ -47,6 +47,10 @@ func TestDependencyDirection(t *testing.T) {
 		"shaper":         {module + "/priority", module + "/internal/jsonx"},
 		"spool":          {"go.etcd.io/bbolt", "golang.org/x/sys"},
 		"wire":           {"github.com/klauspost/compress", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys", "github.com/nats-io/nuid", "golang.org/x/"},
+		// The planning model: the shaper's model and the envelope's costs,
+		// nothing of the running node (aggregator, spool, bbolt).
+		"plan": {module + "/priority", module + "/shaper", module + "/wire", module + "/internal/jsonx",
+			"github.com/klauspost/compress", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys", "github.com/nats-io/nuid", "golang.org/x/"},
 	}
 	for name, deps := range pkgs {
 		for _, d := range deps {

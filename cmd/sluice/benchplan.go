@@ -171,7 +171,7 @@ func (pb *planBench) measure(o *blast.Outcome) []hopResult {
 				share := f.rawBps / classRaw[f.class]
 				c := w.Classes[f.class]
 				bits += share * shaper.MsgCost(float64(c.WireBytes), 0) * 8
-				bits += share * float64(c.Batches) * shaper.DefaultOverheadBytes * 8
+				bits += share * float64(c.Batches) * float64(pb.Plan.OverheadBytes) * 8 // what the plan charges a batch
 				pkts += share * float64(c.Batches)
 			}
 			if hr.MeasuredFromLinkemu {
