@@ -118,8 +118,8 @@ type HopPlan struct {
 	before, aftr shaper.Load
 }
 
-// Rate is a flow's load: bit/s and packets/s.
-type Rate struct {
+// FlowRate is a flow's load: bit/s and packets/s.
+type FlowRate struct {
 	BitsPerSec    float64 `json:"bits_per_sec"`
 	PacketsPerSec float64 `json:"packets_per_sec"`
 }
@@ -138,8 +138,8 @@ type FlowPlan struct {
 	BatchBoundBytes  int      `json:"batch_bound_bytes"`
 	EventsPerBatch   float64  `json:"events_per_batch"`
 	BatchWireBytes   float64  `json:"batch_wire_bytes"`
-	Before           Rate     `json:"before"`
-	After            Rate     `json:"after"`
+	Before           FlowRate `json:"before"`
+	After            FlowRate `json:"after"`
 	// LatencySeconds: batch formation (linger or fill) plus, per hop, the
 	// M/D/1 wait, this flow's batch service time and rtt/2; nil when a
 	// hop's queue is unbounded or the flow's class grows in the spool.
@@ -381,8 +381,8 @@ func Evaluate(inv Inventory) (*Plan, error) {
 			p.Flows = append(p.Flows, fp)
 			continue
 		}
-		fp.Before = Rate{fp.before.BitsPerSec(), fp.before.MsgsPerSec}
-		fp.After = Rate{fp.after.BitsPerSec(), fp.after.MsgsPerSec}
+		fp.Before = FlowRate{fp.before.BitsPerSec(), fp.before.MsgsPerSec}
+		fp.After = FlowRate{fp.after.BitsPerSec(), fp.after.MsgsPerSec}
 		if p99 > JetStreamMaxPayload {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("flow %s: p99 payload %s is over JetStream's default max_payload (1 MiB) and sluice's default ingest.max_event_bytes: such events are refused", f.Name, FormatBytes(p99)))
 		} else if p99 > float64(fp.BatchBoundBytes) {

@@ -14,8 +14,8 @@
 //
 // MsgOverhead and EncoderLevel are the envelope's costs for whoever sizes
 // batches: the bytes a batch message carries besides its body, and the zstd
-// level of a class's compression name. The edge node charges them and
-// `sluice plan` (package plan) models them with the same functions.
+// level of a class's compression name, one function each for the edge node
+// and for the planning model (package plan), so that the two agree.
 //
 // # Caveats
 //

@@ -21,16 +21,17 @@ const inboxReplyBytes = 52
 
 // MsgOverhead returns what one batch message costs on the wire besides its
 // body, in bytes: its headers as NATS encodes them (Header, for a batch of
-// up to 9,999 events, 13-digit spool ranges, degradation level 1..9 and an
+// up to 9,999 events, 13-digit spool ranges, a Sluice-Level header and an
 // Oldest with nanoseconds) and the HPUB protocol line with its JetStream
 // reply inbox. subject is the node's subject prefix (a batch of class C goes
 // to subject.C), node its name, spool its spool's id and classLen the length
 // of the longest class name the node ships.
 //
-// It is the per-batch overhead the node's lanes charge for each batch and
-// the one `sluice plan` adds to each batch: one function, so that the plan
-// and the node agree. Headers a batch carries only sometimes
-// (Sluice-Dropped-Fields, Sluice-Stale) are not counted.
+// It is the per-batch overhead of the node's lanes (aggregator's
+// msgOverhead computes the same figure; the tests hold the two equal) and
+// the one `sluice plan` adds to each batch, so that the plan and the node
+// agree. Headers a batch carries only sometimes (Sluice-Dropped-Fields,
+// Sluice-Stale) are not counted.
 func MsgOverhead(subject, node, spool string, classLen int) int {
 	b := Batch{Node: node, Spool: spool, Class: strings.Repeat("x", max(classLen, 0)),
 		Count: 1000, First: maxOverheadSeq, Last: maxOverheadSeq + 999, Oldest: overheadOldest, Level: 1}
