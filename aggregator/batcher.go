@@ -84,7 +84,7 @@ type batcher struct {
 func newBatcher(sp *spool.Spool, class, node string, compression string, cfg *atomic.Pointer[laneConfig],
 	stats *laneStats, target func() int64, expire bool, now func() time.Time, log *slog.Logger) (*batcher, error) {
 	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstdLevel(compression)),
+		zstd.WithEncoderLevel(wire.EncoderLevel(compression)),
 		zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err

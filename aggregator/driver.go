@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,27 +118,17 @@ type LinkStats struct {
 	Signals     [5]int        // raw level per signal: inflation, errors, demand, queue, time to full
 }
 
-// msgOverhead is what a batch costs on the wire besides its body: its
-// headers as NATS encodes them and the HPUB line with its reply inbox,
-// for the longest class name and 13-digit ranges. The lanes' default of
-// 256 bytes was half of it: paced at the target by the lanes' count, the
-// link carried about 2% more (seen: 80.6% of a 5 Mbit/s link at a
-// headroom of 80%).
+// msgOverhead is what a batch costs on the wire besides its body, for the
+// longest class name: wire.MsgOverhead, the figure `sluice plan` charges
+// too. The lanes' old default of 256 bytes was half of it: paced at the
+// target by the lanes' count, the link carried about 2% more (seen: 80.6%
+// of a 5 Mbit/s link at a headroom of 80%).
 func msgOverhead(o Options, spoolID string) int {
-	b := wire.Batch{Node: o.Node, Spool: spoolID, Count: 1000, First: 1e12, Last: 1e12 + 999, Oldest: time.Now(), Level: 1}
+	n := 0
 	for _, c := range o.Classes {
-		b.Class = max(b.Class, strings.Repeat("x", len(c.Name)))
+		n = max(n, len(c.Name))
 	}
-	n := len("NATS/1.0\r\n\r\n")
-	for k, vs := range b.Header() {
-		for _, v := range vs {
-			n += len(k) + len(": \r\n") + len(v)
-		}
-	}
-	// HPUB <subject> <reply> <header bytes> <total bytes>\r\n … \r\n, the
-	// reply a JetStream async inbox (_INBOX.<22>.<22>).
-	const reply, sizes = 52, 2 * 8
-	return n + len("HPUB ") + len(o.Subject) + 1 + len(b.Class) + 1 + reply + 1 + sizes + len("\r\n\r\n")
+	return wire.MsgOverhead(o.Subject, o.Node, spoolID, n)
 }
 
 // newDriver builds the shaper for options o (defaults set), whose batches

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluicehq/sluice/priority"
@@ -172,19 +171,4 @@ func (o *Options) setDefaults() error {
 		o.Spool.Logger = o.Logger
 	}
 	return nil
-}
-
-// zstdLevel maps a class's compression name to a zstd level. "" is fastest:
-// on real SDK events in 1000-event batches it compresses as well as zstd's
-// default level (about 13×) and faster.
-func zstdLevel(name string) zstd.EncoderLevel {
-	switch name {
-	case priority.CompressionDefault:
-		return zstd.SpeedDefault
-	case priority.CompressionBetter:
-		return zstd.SpeedBetterCompression
-	case priority.CompressionBest:
-		return zstd.SpeedBestCompression
-	}
-	return zstd.SpeedFastest
 }

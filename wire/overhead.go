@@ -27,9 +27,7 @@ const inboxReplyBytes = 52
 // to subject.C), node its name, spool its spool's id and classLen the length
 // of the longest class name the node ships.
 //
-// It is the per-batch overhead of the node's lanes (aggregator's
-// msgOverhead computes the same figure; the tests hold the two equal) and
-// the one `sluice plan` adds to each batch, so that the plan and the node
+// It is the per-batch overhead the node's lanes charge and the one `sluice plan` adds to each batch, so that the plan and the node
 // agree. Headers a batch carries only sometimes (Sluice-Dropped-Fields,
 // Sluice-Stale) are not counted.
 func MsgOverhead(subject, node, spool string, classLen int) int {
