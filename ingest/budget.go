@@ -97,6 +97,21 @@ func (b *budget) count(wait bool) {
 	}
 }
 
+// waitRelease waits until some charge is released, ctx ends or wait
+// passes, whichever comes first.
+func (b *budget) waitRelease(ctx context.Context, wait time.Duration) {
+	b.mu.Lock()
+	freed := b.freed
+	b.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-freed:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // release gives back n bytes and wakes the waiters.
 func (b *budget) release(n int64) {
 	if n <= 0 {
@@ -156,6 +171,22 @@ func (m *meter) charge(n int64) error {
 	}
 	m.held[i] += n
 	return nil
+}
+
+// tryCharge takes n more bytes if they fit now, without waiting.
+func (m *meter) tryCharge(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	i, b := 0, m.pre
+	if m.authorized {
+		i, b = 1, m.main
+	}
+	if ok, _ := b.tryCharge(n); !ok {
+		return false
+	}
+	m.held[i] += n
+	return true
 }
 
 // authorize sends the request's next charges to the main budget.

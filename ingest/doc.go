@@ -1,7 +1,19 @@
 // Package ingest is sluice's front door: an HTTP handler that speaks NDJSON
-// and the wire formats of real tracking SDKs, and a NATS source. Both hand
-// events to a Sink (an *aggregator.Node in the binary) and acknowledge only
-// after the Sink made them durable.
+// and the wire formats of real tracking SDKs, and a NATS source. Both are
+// doors of one Pipeline, which hands events to a Sink (an *aggregator.Node
+// in the binary); each acknowledges only after the Sink made them durable.
+//
+// # Pipeline
+//
+// An event takes one path whichever door it came in by: the door's
+// decoder validates it once (one JSON object, at most MaxEventBytes, made
+// one line); the pipeline drops repeats (dedup), routes it to its class,
+// stamps it, groups the batch's events by class and makes one Sink call
+// per class; the door translates the outcome once (an HTTP status; a NATS
+// ack, delayed nak or term). The doors share the routing, the stamp, the
+// limits, the memory budget (Options.MaxInflightBytes) and the dedup
+// window, and Pipeline.Reconfigure changes the routing, the stamp and the
+// event limits of both at once.
 //
 // # Endpoints
 //
@@ -73,11 +85,23 @@
 //
 // # NATS subjects
 //
-// StartNATS ingests the messages of NATS subjects into the same Sink. A
-// message body is one JSON object (it may span lines) or NDJSON; its
-// events get the Subscription's Class, or are routed by NATSOptions.Router
-// under the source "nats:"+Subject. Messages that arrive together are
+// StartNATS ingests the messages of NATS subjects through the same
+// Pipeline. A message body is one JSON object (it may span lines; it is
+// compacted onto one) or NDJSON; its events get the Subscription's Class,
+// or are routed by Options.Router under the source "nats:"+Subject, and
+// are stamped as HTTP events are. Messages that arrive together are
 // ingested together, one Sink call per class and MaxBatch events.
+//
+// NATS traffic is charged to the pipeline's memory budget as HTTP bodies
+// are, before it is read: a JetStream fetch reserves NATSOptions.MaxBatchBytes
+// (at least the connection's max payload) before it asks the server for
+// messages, and a core message is charged as it is taken from the
+// subscription. While the budget is spent a JetStream subscription does
+// not fetch (its messages wait in the stream, unacknowledged), a batch
+// whose stamped copies do not fit is handed back for redelivery after
+// NakDelay, and a core subscription takes no more messages, so that the
+// client's pending limits bound what waits (NATSCounts.Busy counts the
+// waits).
 // Subscriptions that could overlap the node's own upstream subjects
 // (NATSOptions.ExcludeSubjects, default "sluice.>") or each other are
 // refused, so the node never ingests its own output or one message twice.
@@ -101,8 +125,11 @@
 // # Caveats
 //
 // The whole decoded body is held in memory, bounded by Options.MaxBodyBytes
-// and Options.MaxDecodedBytes, so the handler's memory is those limits
-// times the concurrent requests. A Sink must not retain the event slices
+// and Options.MaxDecodedBytes, and charged to Options.MaxInflightBytes. A
+// core NATS subscription's pending messages are the NATS client's, bounded
+// by NATSOptions.PendingMsgs and PendingBytes, not by the budget; and a
+// core batch that waits for the budget to stamp its events holds its
+// messages (at most MaxBatchBytes) while it waits. A Sink must not retain the event slices
 // after Ingest returns.
 //
 // The NATS source is the one place outside aggregator that starts
@@ -114,6 +141,6 @@
 // Class the node does not know makes every Ingest fail (logged once): the
 // messages are redelivered forever (JetStream) or dropped (core).
 //
-// The package imports aggregator only for its error values, which decide
-// the status codes.
+// The package imports aggregator only for its error values (which are the
+// spool's), translated once in errors.go into what each door answers.
 package ingest

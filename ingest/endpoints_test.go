@@ -306,7 +306,7 @@ func TestReconfigure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Reconfigure([]ingest.Key{{Key: "new"}}, rt, ""); err != nil {
+	if err := h.Pipeline().Reconfigure(ingest.Options{Keys: []ingest.Key{{Key: "new"}}, Router: rt}); err != nil {
 		t.Fatal(err)
 	}
 	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"new"}}, `{"a":1}`); x.status != 200 || sink.calls[0].class != "critical" {
@@ -315,7 +315,7 @@ func TestReconfigure(t *testing.T) {
 	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"old"}}, `{"a":1}`); x.status != 401 {
 		t.Errorf("old key after the reload: %d", x.status)
 	}
-	if err := h.Reconfigure([]ingest.Key{{Key: "k"}, {Key: "k"}}, nil, ""); !errors.Is(err, ingest.ErrInvalidOptions) {
+	if err := h.Pipeline().Reconfigure(ingest.Options{Keys: []ingest.Key{{Key: "k"}, {Key: "k"}}}); !errors.Is(err, ingest.ErrInvalidOptions) {
 		t.Errorf("duplicate keys: %v", err)
 	}
 	if x := do(t, h, "POST", "/v1/events", http.Header{"X-Sluice-Key": {"new"}}, `{"a":1}`); x.status != 200 {

@@ -8,12 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
-	"sync/atomic"
-	"time"
 
-	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -33,41 +28,29 @@ type ValidSink interface {
 	IngestValid(ctx context.Context, class string, events [][]byte) error
 }
 
-// Handler serves the ingest endpoints (see the package documentation).
+// Handler serves the ingest endpoints (see the package documentation): the
+// HTTP door of a Pipeline.
 type Handler struct {
-	sink  Sink
-	valid ValidSink // sink, if it is one
-	opts  Options
-	live  atomic.Pointer[routing] // replaced whole by Reconfigure
-	dedup *dedup
+	p     *Pipeline
 	mux   *http.ServeMux
 	stats handlerCounters
-	bufs  sync.Pool // *requestBufs
-	// budget and preauth are Options.MaxInflightBytes: three quarters for
-	// authorized requests, one for those whose key has not passed yet.
-	budget, preauth *budget
 }
 
-// NewHandler returns the handler of the ingest endpoints, or an error
-// wrapping ErrInvalidOptions when a key or the router is invalid.
+// NewHandler returns the handler of the ingest endpoints on a Pipeline of
+// its own, or an error wrapping ErrInvalidOptions when a key or the
+// router is invalid. It is NewPipeline(sink, opts) and its Handler.
 func NewHandler(sink Sink, opts Options) (*Handler, error) {
-	opts.setDefaults()
-	if !spool.ValidClass(opts.DefaultClass) {
-		return nil, fmt.Errorf("%w: default class %q", ErrInvalidOptions, opts.DefaultClass)
-	}
-	kr, err := newKeyring(opts.Keys)
+	p, err := NewPipeline(sink, opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		return nil, err
 	}
-	pre := opts.MaxInflightBytes / 4
-	h := &Handler{sink: sink, opts: opts,
-		budget: newBudget(opts.MaxInflightBytes-pre, opts.BudgetWait), preauth: newBudget(pre, opts.BudgetWait)}
-	h.live.Store(&routing{keys: kr, router: opts.Router, defaultClass: opts.DefaultClass})
-	h.valid, _ = sink.(ValidSink)
-	if opts.DedupWindow > 0 {
-		h.dedup = newDedup(opts.DedupWindow, opts.DedupEntries)
-	}
-	h.bufs.New = func() any { return new(requestBufs) }
+	return p.Handler(), nil
+}
+
+// Handler returns the HTTP door of p: the ingest endpoints, whose events
+// take p's path to the Sink with the NATS source's.
+func (p *Pipeline) Handler() *Handler {
+	h := &Handler{p: p}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", h.healthz)
 	post := func(path, source string, decode decodeFunc) {
@@ -92,36 +75,12 @@ func NewHandler(sink Sink, opts Options) (*Handler, error) {
 		writeError(w, http.StatusNotFound, "no such path: "+r.URL.Path)
 	})
 	h.mux = mux
-	return h, nil
+	return h
 }
 
-// routing is what a reload may change: the write keys and how events are
-// classified.
-type routing struct {
-	keys         *keyring
-	router       *priority.Router
-	defaultClass string
-}
-
-// Reconfigure replaces the write keys, the router and the default class
-// (Options.Keys, Router, DefaultClass) while the handler serves: a
-// request in progress finishes with the configuration it started with.
-// On an invalid key or class nothing changes and the error wraps
-// ErrInvalidOptions.
-func (h *Handler) Reconfigure(keys []Key, router *priority.Router, defaultClass string) error {
-	if defaultClass == "" {
-		defaultClass = DefaultClass
-	}
-	if !spool.ValidClass(defaultClass) {
-		return fmt.Errorf("%w: default class %q", ErrInvalidOptions, defaultClass)
-	}
-	kr, err := newKeyring(keys)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
-	}
-	h.live.Store(&routing{keys: kr, router: router, defaultClass: defaultClass})
-	return nil
-}
+// Pipeline returns the pipeline the handler feeds, for StartNATS and
+// Reconfigure.
+func (h *Handler) Pipeline() *Pipeline { return h.p }
 
 // Sources: the source endpoint of an event, for routing rules
 // (priority.Rule.Source) and for scoping event ids when the write key
@@ -207,22 +166,6 @@ type response struct {
 	Omitted    int         `json:"rejected_omitted,omitempty"`
 }
 
-// requestBufs are the per-request slices, pooled.
-type requestBufs struct {
-	keys   []dedupKey
-	events []Event
-	groups map[string]*classGroup
-	order  []string
-	stamp  []byte
-	arena  []byte
-}
-
-// classGroup is the events of one class in a request.
-type classGroup struct {
-	bodies [][]byte
-	keys   []dedupKey
-}
-
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, "GET, HEAD")
@@ -256,7 +199,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	if explicit != "" && !spool.ValidClass(explicit) {
 		return writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid class %q: want 1-64 bytes of [A-Za-z0-9_-], not \"quarantine\"", explicit))
 	}
-	live := h.live.Load() // one request, one configuration
+	p := h.p
+	live := p.live.Load() // one request, one configuration
 	// A key in the headers is checked before the body is read.
 	presented, err := presentedKey(r.Header)
 	if err != nil {
@@ -264,7 +208,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	}
 	// Memory is charged before it is spent: to the pre-auth budget until
 	// the request's key has passed, then to the main one.
-	m := &meter{ctx: r.Context(), pre: h.preauth, main: h.budget}
+	m := &meter{ctx: r.Context(), pre: p.preauth, main: p.budget}
 	defer m.releaseAll() // after the body's Release: defers run last first
 	var match keyMatch
 	if presented != "" {
@@ -279,10 +223,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 
 	var body []byte
 	if method := r.Method; method != http.MethodGet {
-		if h.opts.MaxBodyBytes > 0 {
-			r.Body = http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
+		if p.opts.MaxBodyBytes > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, p.opts.MaxBodyBytes)
 		}
-		b, status, err := decodeBody(r, bodyLimits{MaxBodyBytes: h.opts.MaxBodyBytes, MaxDecodedBytes: h.opts.MaxDecodedBytes, Meter: m})
+		b, status, err := decodeBody(r, bodyLimits{MaxBodyBytes: p.opts.MaxBodyBytes, MaxDecodedBytes: p.opts.MaxDecodedBytes, Meter: m})
 		if err != nil {
 			switch status {
 			case http.StatusUnsupportedMediaType:
@@ -297,7 +241,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 		defer b.Release() // after the Sink: the events alias the body
 		body = b.Bytes()
 	}
-	lim := decodeLimits{maxEvent: h.opts.MaxEventBytes, maxEvents: h.opts.MaxEvents, maxExpansion: h.opts.MaxExpansion, meter: m}
+	lim := decodeLimits{maxEvent: live.maxEventBytes, maxEvents: live.maxEvents, maxExpansion: p.opts.MaxExpansion, meter: m}
 	authStatus := 0
 	if !m.authorized {
 		// The key is in the body: the decoder has it checked the moment
@@ -315,11 +259,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	dec, err := decode(r, body, lim)
 	if n, ok := errors.AsType[tooManyLines](err); ok {
 		h.stats.tooLarge.Add(1)
-		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", int(n), h.opts.MaxEvents))
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", int(n), live.maxEvents))
 	}
 	if errors.Is(err, errTooManyEvents) {
 		h.stats.tooLarge.Add(1)
-		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of more than %d events exceeds the limit of %d events", h.opts.MaxEvents, h.opts.MaxEvents))
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of more than %d events exceeds the limit of %d events", live.maxEvents, live.maxEvents))
 	}
 	if _, ok := errors.AsType[*errExpansion](err); ok {
 		h.stats.tooLarge.Add(1)
@@ -335,9 +279,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 	case err != nil:
 		return writeError(w, http.StatusBadRequest, err.Error())
 	}
-	if n := len(dec.Events) + len(dec.Rejected); n > h.opts.MaxEvents {
+	if n := len(dec.Events) + len(dec.Rejected); n > live.maxEvents {
 		h.stats.tooLarge.Add(1)
-		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", n, h.opts.MaxEvents))
+		return writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events exceeds the limit of %d events", n, live.maxEvents))
 	}
 	if !m.authorized {
 		// No key in the headers nor in the body (or a body format with
@@ -355,8 +299,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 		explicit = match.Class
 	}
 	resp := response{Rejected: dec.Rejected}
-	if n := len(resp.Rejected) - h.opts.MaxRejected; n > 0 {
-		resp.Rejected, resp.Omitted = resp.Rejected[:h.opts.MaxRejected], n
+	if n := len(resp.Rejected) - p.opts.MaxRejected; n > 0 {
+		resp.Rejected, resp.Omitted = resp.Rejected[:p.opts.MaxRejected], n
 	}
 	if resp.Rejected == nil {
 		resp.Rejected = []Rejection{}
@@ -375,104 +319,30 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 		return writeJSON(w, http.StatusBadRequest, resp)
 	}
 
-	bufs := h.bufs.Get().(*requestBufs)
-	defer h.putBufs(bufs)
-	events := dec.Events
 	scope := source
 	if match.Source != "" {
 		scope = match.Source
 	}
-	var keys []dedupKey
-	if h.dedup != nil {
-		keys = bufs.keys[:0]
-		for i := range events {
-			keys = append(keys, h.dedup.key(scope, events[i].ID))
-		}
-		var dups int
-		now := h.opts.Now()
-		keys, events, dups = dedupFilterAt(h.dedup, now, keys, events)
-		bufs.keys = keys
-		resp.Duplicates = dups
-		h.stats.duplicates.Add(uint64(dups))
-		if len(events) == 0 {
-			return h.ok(w, r, resp)
-		}
-	}
-
-	// Classify and stamp, into one arena sized for the request so that no
-	// append moves the events already in it.
-	prefix := h.opts.stampPrefix(bufs.stamp[:0], h.opts.Now())
-	bufs.stamp = prefix
-	arena := bufs.arena[:0]
-	// The stamped copies, the dedup keys and the per-class lists, charged
-	// before they are made.
-	size := 0
-	if len(prefix) > 0 {
-		for i := range events {
-			size += len(events[i].Body) + len(prefix) + 1
-		}
-	}
-	if err := m.charge(int64(len(events))*(24+16) + int64(size)); err != nil {
+	bufs := p.getBufs()
+	defer p.putBufs(bufs)
+	dups, err := p.prepare(&pipeBatch{cfg: live, source: source, scope: scope, class: explicit, keyClass: match.Class, events: dec.Events}, bufs, m)
+	resp.Duplicates = dups
+	h.stats.duplicates.Add(uint64(dups))
+	if err != nil {
 		return h.busy(w)
 	}
-	if cap(arena) < size {
-		arena = make([]byte, 0, size)
-	}
-	if bufs.groups == nil {
-		bufs.groups = make(map[string]*classGroup)
-	}
-	bufs.order = bufs.order[:0]
-	for i := range events {
-		class := explicit
-		if class == "" {
-			class = match.Class
-		}
-		if class == "" && live.router != nil {
-			class = live.router.Route(source, events[i].Body)
-		}
-		if class == "" {
-			class = live.defaultClass
-		}
-		g := bufs.groups[class]
-		if g == nil {
-			g = new(classGroup)
-			bufs.groups[class] = g
-		}
-		if len(g.bodies) == 0 {
-			bufs.order = append(bufs.order, class)
-		}
-		ev := events[i].Body
-		if len(prefix) > 0 {
-			start := len(arena)
-			arena = appendStamped(arena, prefix, ev)
-			ev = arena[start:len(arena):len(arena)]
-		}
-		g.bodies = append(g.bodies, ev)
-		if keys != nil {
-			g.keys = append(g.keys, keys[i])
-		}
-	}
-	bufs.arena = arena
 
 	// One Sink call per class, in the order the classes appeared.
-	for _, class := range bufs.order {
-		g := bufs.groups[class]
-		if h.valid != nil {
-			err = h.valid.IngestValid(r.Context(), class, g.bodies)
-		} else {
-			err = h.sink.Ingest(r.Context(), class, g.bodies...)
-		}
-		switch {
-		case err == nil:
+	for _, g := range bufs.order {
+		switch out, err := p.store(r.Context(), g.class, g.bodies); out {
+		case outStored:
 			resp.Accepted += len(g.bodies)
-			if h.dedup != nil {
-				h.dedup.commitAt(h.opts.Now(), g.keys)
-			}
-		case errors.Is(err, aggregator.ErrDropped):
+			p.commit(g.keys)
+		case outDropped:
 			resp.Dropped += len(g.bodies)
 		default:
 			h.stats.accepted.Add(uint64(resp.Accepted))
-			return h.sinkError(w, class, len(g.bodies), resp, err)
+			return h.sinkError(w, g.class, len(g.bodies), resp, out, err)
 		}
 	}
 	h.stats.accepted.Add(uint64(resp.Accepted))
@@ -505,41 +375,42 @@ var pixelGIF = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xf
 // producers (they go to the log where they help an operator). A failure
 // that is not the request's fault is a 503 with Retry-After, never a 500:
 // SDKs give up on a 500.
-func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp response, err error) int {
+func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp response, out outcome, err error) int {
 	resp.Error = err.Error()
 	status := http.StatusServiceUnavailable
-	switch {
-	case errors.Is(err, aggregator.ErrFull):
+	o := &h.p.opts
+	switch out {
+	case outFull:
 		resp.Error = fmt.Sprintf("class %q is full: retry later", class)
-		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
+		w.Header().Set("Retry-After", strconv.Itoa(o.RetryAfterFull))
 		status = http.StatusTooManyRequests
-	case errors.Is(err, aggregator.ErrNoSpace):
+	case outNoSpace:
 		// 503, not 507: SDKs retry 503 with Retry-After and drop on 507.
 		// The spool logs the disk filling up (once, not per request); the
 		// error names files, which are no business of producers.
 		resp.Error = "spool disk full"
-		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
+		w.Header().Set("Retry-After", strconv.Itoa(o.RetryAfterClose))
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, aggregator.ErrClosed):
+	case outClosed:
 		resp.Error = "shutting down: retry later"
-		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
+		w.Header().Set("Retry-After", strconv.Itoa(o.RetryAfterClose))
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, aggregator.ErrTooLarge):
-		h.opts.Logger.Warn("ingest refused as too large", "class", class, "events", n, "err", err)
+	case outTooLarge:
+		o.Logger.Warn("ingest refused as too large", "class", class, "events", n, "err", err)
 		h.stats.tooLarge.Add(1)
 		resp.Error = fmt.Sprintf("%d events of class %q are more than the class stores at once: send smaller batches", n, class)
 		status = http.StatusRequestEntityTooLarge
-	case errors.Is(err, aggregator.ErrInvalidEvent), errors.Is(err, aggregator.ErrInvalidClass):
+	case outInvalid:
 		status = http.StatusBadRequest
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case outCanceled:
 		// The client went away or the server's deadline passed before
 		// the events were taken: nothing of this class is durable.
 		status = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
+		w.Header().Set("Retry-After", strconv.Itoa(o.RetryAfterFull))
 	default:
-		h.opts.Logger.Error("ingest failed", "class", class, "events", n, "err", err)
+		o.Logger.Error("ingest failed", "class", class, "events", n, "err", err)
 		resp.Error = "internal error storing the events: retry later"
-		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterClose))
+		w.Header().Set("Retry-After", strconv.Itoa(o.RetryAfterClose))
 	}
 	return writeJSON(w, status, resp)
 }
@@ -547,7 +418,7 @@ func (h *Handler) sinkError(w http.ResponseWriter, class string, n int, resp res
 // busy answers a request whose memory charge the budget refused.
 func (h *Handler) busy(w http.ResponseWriter) int {
 	h.stats.busy.Add(1)
-	w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfterFull))
+	w.Header().Set("Retry-After", strconv.Itoa(h.p.opts.RetryAfterFull))
 	return writeError(w, http.StatusTooManyRequests, "too many requests in flight: retry later")
 }
 
@@ -561,17 +432,6 @@ func (h *Handler) writeStatus(w http.ResponseWriter, status int, err error) int 
 		w.Header().Set("WWW-Authenticate", authChallenge)
 	}
 	return writeError(w, status, err.Error())
-}
-
-func (h *Handler) putBufs(b *requestBufs) {
-	if cap(b.arena) > 4<<20 || cap(b.keys) > 1<<16 || len(b.groups) > 16 {
-		return // an outsized request: let it go
-	}
-	for _, g := range b.groups {
-		clear(g.bodies)
-		g.bodies, g.keys = g.bodies[:0], g.keys[:0]
-	}
-	h.bufs.Put(b)
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) int {
@@ -597,6 +457,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) int {
 	w.Write(append(b, '\n'))
 	return status
 }
-
-// timeNow is Options.Now's default.
-func timeNow() time.Time { return time.Now() }

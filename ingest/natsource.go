@@ -16,7 +16,6 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/internal/jsonx"
-	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -44,6 +43,10 @@ const (
 	natsRetryMin   = 100 * time.Millisecond // backoff of failing fetches
 	natsRetryMax   = 5 * time.Second
 	natsReasonSize = 200 // bytes of a rejection reason sent with Term
+	// natsMsgOverhead is what a message's subject, reply and headers add
+	// to its payload, as a fetch's byte limit counts them: at most this
+	// for sluice's subjects.
+	natsMsgOverhead = 1 << 10
 )
 
 // Subscription is one subject sluice ingests from.
@@ -74,24 +77,20 @@ type NATSOptions struct {
 	// Subscriptions are the subjects to ingest. No two may overlap (a
 	// message would be ingested twice).
 	Subscriptions []Subscription
-	// Router classifies the events of a Subscription without a Class.
-	// Default nil: class DefaultClass ("ingest").
-	Router *priority.Router
 	// ExcludeSubjects are subjects no Subscription may overlap, by NATS
 	// wildcard rules, so the node never ingests what it publishes upstream.
 	// Set it to the aggregator's Subject+".>". Default
 	// [DefaultNATSExclude] ("sluice.>"). "$JS.>", "$SYS.>" and the
 	// connection's inbox prefix are always excluded.
 	ExcludeSubjects []string
-	// MaxEventBytes bounds one event, in bytes; a longer one is rejected on
-	// its own. Default DefaultMaxEventBytes (1 MiB).
-	MaxEventBytes int
 	// MaxBatch bounds the events of one Sink.Ingest call and the messages
 	// taken together from a subscription. Default 1000.
 	MaxBatch int
 	// MaxBatchBytes bounds the bytes of one Sink.Ingest call and of one
-	// JetStream fetch (a single larger message still goes alone). Default
-	// 4 MiB.
+	// JetStream fetch, and is what a JetStream fetch reserves of the
+	// pipeline's memory budget before it asks the server for messages (at
+	// least the connection's maximum payload, so that any one message
+	// fits). Default 4 MiB.
 	MaxBatchBytes int
 	// PendingMsgs and PendingBytes bound the messages a core subscription
 	// holds while the Sink is busy; beyond them the NATS client drops
@@ -111,9 +110,6 @@ type NATSOptions struct {
 func (o *NATSOptions) setDefaults(inboxPrefix string) error {
 	if len(o.Subscriptions) == 0 {
 		return fmt.Errorf("%w: no subscriptions", ErrInvalidNATSOptions)
-	}
-	if o.MaxEventBytes <= 0 {
-		o.MaxEventBytes = DefaultMaxEventBytes
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = DefaultNATSMaxBatch
@@ -231,13 +227,16 @@ func natsOverlap(a, b string) bool {
 	return len(ta) == len(tb)
 }
 
-// NATSSource ingests the messages of NATS subjects into a Sink. It runs
-// one goroutine per subscription until Shutdown.
+// NATSSource ingests the messages of NATS subjects into a Pipeline: the
+// NATS door, beside the HTTP Handler. It runs one goroutine per
+// subscription until Shutdown.
 type NATSSource struct {
 	nc   *nats.Conn
-	sink Sink
+	p    *Pipeline
 	opts NATSOptions
 	subs []*natsSub
+	// fetchBytes is what a JetStream fetch reserves of the budget.
+	fetchBytes int
 
 	stopCtx  context.Context // cancelled when Shutdown begins: no new fetches
 	stop     context.CancelFunc
@@ -251,19 +250,29 @@ type NATSSource struct {
 }
 
 // StartNATS subscribes to opts.Subscriptions on nc and ingests what
-// arrives into sink until Shutdown. It creates or updates the durable
+// arrives through p (routed, stamped and limited as p's HTTP requests are,
+// charged to p's memory budget) until Shutdown. It creates or updates the durable
 // consumer of every JetStream subscription, and returns once the server
 // knows every subscription (ctx bounds that setup, not the source's life).
 // nc stays the caller's: the source never closes it, and acknowledgements
 // go out on it, so close nc only after Shutdown.
-func StartNATS(ctx context.Context, nc *nats.Conn, sink Sink, opts NATSOptions) (*NATSSource, error) {
-	if nc == nil || sink == nil {
-		return nil, fmt.Errorf("%w: nil connection or sink", ErrInvalidNATSOptions)
+func StartNATS(ctx context.Context, nc *nats.Conn, p *Pipeline, opts NATSOptions) (*NATSSource, error) {
+	if nc == nil || p == nil || p.sink == nil {
+		return nil, fmt.Errorf("%w: nil connection, pipeline or sink", ErrInvalidNATSOptions)
 	}
 	if err := opts.setDefaults(nc.Opts.InboxPrefix); err != nil {
 		return nil, err
 	}
-	s := &NATSSource{nc: nc, sink: sink, opts: opts, done: make(chan struct{})}
+	s := &NATSSource{nc: nc, p: p, opts: opts, done: make(chan struct{})}
+	s.fetchBytes = max(opts.MaxBatchBytes, int(nc.MaxPayload())+natsMsgOverhead)
+	jetStream := false
+	for _, sub := range s.opts.Subscriptions {
+		jetStream = jetStream || sub.Stream != ""
+	}
+	if jetStream && int64(s.fetchBytes) > p.budget.size {
+		return nil, fmt.Errorf("%w: a JetStream fetch reserves %d bytes (MaxBatchBytes, at least the server's max payload), more than the memory budget's %d for authorized traffic (Options.MaxInflightBytes)",
+			ErrInvalidNATSOptions, s.fetchBytes, p.budget.size)
+	}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	s.hardCtx, s.hardStop = context.WithCancel(context.Background())
 	var js jetstream.JetStream
@@ -388,8 +397,8 @@ type NATSCounts struct {
 	// Events is the events the Sink made durable.
 	Events uint64
 	// Rejected is the events not kept because they are not one JSON
-	// object or exceed MaxEventBytes (found here or by the Sink). An empty
-	// message counts as one.
+	// object or exceed the pipeline's MaxEventBytes (found here or by the
+	// Sink). An empty message counts as one.
 	Rejected uint64
 	// Dropped is the events the Sink refused under a drop_newest overflow
 	// policy (aggregator.ErrDropped): counted by design, not kept.
@@ -406,6 +415,12 @@ type NATSCounts struct {
 	// SlowConsumer is the core messages the NATS client dropped because
 	// the subscription's pending limit was reached.
 	SlowConsumer uint64
+	// Busy counts the times a subscription waited out the pipeline's
+	// memory budget (Options.BudgetWait) and found it still spent: a
+	// JetStream fetch not made (the messages stay in the stream), a
+	// JetStream batch handed back for redelivery after NakDelay, or a core
+	// batch held while the subscription's pending limits take the rest.
+	Busy uint64
 }
 
 // Sub returns c - o, counter by counter: the counts of an interval between
@@ -420,6 +435,7 @@ func (c NATSCounts) Sub(o NATSCounts) NATSCounts {
 		Redelivered:  c.Redelivered - o.Redelivered,
 		Terminated:   c.Terminated - o.Terminated,
 		SlowConsumer: c.SlowConsumer - o.SlowConsumer,
+		Busy:         c.Busy - o.Busy,
 	}
 }
 
@@ -432,6 +448,7 @@ func (c *NATSCounts) add(o NATSCounts) {
 	c.Redelivered += o.Redelivered
 	c.Terminated += o.Terminated
 	c.SlowConsumer += o.SlowConsumer
+	c.Busy += o.Busy
 }
 
 // NATSSubscriptionStats are one subscription's counters.
@@ -462,6 +479,7 @@ func (s *NATSSource) Stats() NATSStats {
 			Redelivered:  w.redelivered.Load(),
 			Terminated:   w.terminated.Load(),
 			SlowConsumer: w.slow.Load(),
+			Busy:         w.busy.Load(),
 		}
 		st.Total.add(c)
 		st.Subscriptions = append(st.Subscriptions, NATSSubscriptionStats{Subject: w.cfg.Subject, Stream: w.cfg.Stream, NATSCounts: c})
@@ -480,18 +498,18 @@ type natsSub struct {
 	js   jetstream.JetStream
 	cons jetstream.Consumer // JetStream consumer
 
-	messages, events, rejected, dropped, refused, redelivered, terminated atomic.Uint64
-	slow                                                                  atomic.Uint64 // last value of core.Dropped()
+	messages, events, rejected, dropped, refused, redelivered, terminated, busy atomic.Uint64
+	slow                                                                        atomic.Uint64 // last value of core.Dropped()
 
 	items   []natsItem
-	groups  []natsGroup
 	parsed  [][]byte
-	call    [][]byte
-	refusal error // the Sink's error while it refuses, nil while it accepts
+	evs     []Event // parsed, as the pipeline takes them
+	owner   []int32 // the item of each event of evs
+	refusal error   // the Sink's error while it refuses, nil while it accepts
 
-	rejectLog, refuseLog, slowLog, ackLog natsLogGate
-	refusedRun                            uint64 // events or messages refused since refusal began
-	fetchErr                              error  // last fetch error while fetches fail
+	rejectLog, refuseLog, slowLog, ackLog, busyLog natsLogGate
+	refusedRun                                     uint64 // events or messages refused since refusal began
+	fetchErr                                       error  // last fetch error while fetches fail
 }
 
 // natsItem is one message of a batch.
@@ -501,17 +519,6 @@ type natsItem struct {
 	kept   int           // events the Sink took (durable or dropped by policy)
 	reason string        // first rejection
 	err    error         // the Sink refused some of its events
-}
-
-// natsGroup is the events of one class in a batch.
-type natsGroup struct {
-	class  string
-	events []natsEvent
-}
-
-type natsEvent struct {
-	ev   []byte
-	item int
 }
 
 // natsLogGate lets one log line through per natsLogEvery and counts what
@@ -586,6 +593,9 @@ func (w *natsSub) noteSlow() uint64 {
 }
 
 // runCore ingests a core subscription until it is drained or closed.
+// Each message taken from the subscription is charged to the pipeline's
+// budget; while the budget is spent no more are taken, and the NATS
+// client's pending limits (PendingMsgs, PendingBytes) bound what waits.
 func (w *natsSub) runCore() {
 	o := &w.s.opts
 	defer func() {
@@ -595,17 +605,27 @@ func (w *natsSub) runCore() {
 		}
 		w.core.Unsubscribe()
 	}()
+	var next *nats.Msg // taken, but did not fit in the last batch's charge
 	for {
-		m, err := w.core.NextMsgWithContext(w.s.hardCtx)
-		if errors.Is(err, nats.ErrSlowConsumer) {
-			w.logSlow()
-			continue
-		}
-		if err != nil {
-			if w.s.stopCtx.Err() == nil {
-				w.log().Error("nats: subscription closed", "subject", w.cfg.Subject, "err", err)
+		m := next
+		if next = nil; m == nil {
+			var err error
+			m, err = w.core.NextMsgWithContext(w.s.hardCtx)
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				w.logSlow()
+				continue
 			}
-			return
+			if err != nil {
+				if w.s.stopCtx.Err() == nil {
+					w.log().Error("nats: subscription closed", "subject", w.cfg.Subject, "err", err)
+				}
+				return
+			}
+		}
+		mt := w.meter()
+		if !w.chargeCore(mt, int64(len(m.Data))) {
+			w.refused.Add(1)
+			return // Shutdown's deadline passed while the budget was spent
 		}
 		w.items = append(w.items[:0], natsItem{data: m.Data})
 		size := len(m.Data)
@@ -617,13 +637,49 @@ func (w *natsSub) runCore() {
 			if err != nil {
 				break // a slow-consumer report is seen by the next NextMsgWithContext
 			}
+			if !mt.tryCharge(int64(len(m.Data))) {
+				next = m // the first of the next batch, which waits for the budget
+				break
+			}
 			w.items = append(w.items, natsItem{data: m.Data})
 			size += len(m.Data)
 		}
-		w.process()
+		w.process(mt)
+		mt.releaseAll()
 		if w.noteSlow() > 0 {
 			w.logSlow()
 		}
+	}
+}
+
+// meter returns the account of one batch: NATS traffic is authorized
+// (the server authenticated it), so it charges the main budget.
+func (w *natsSub) meter() *meter {
+	return &meter{ctx: w.s.hardCtx, main: w.s.p.budget, authorized: true}
+}
+
+// chargeCore charges n bytes for a core batch, waiting as long as the
+// budget stays spent (core NATS cannot redeliver what it dropped, and
+// meanwhile the subscription's pending limits hold the rest). It returns
+// false once Shutdown's deadline passed.
+func (w *natsSub) chargeCore(m *meter, n int64) bool {
+	n = min(n, w.s.p.budget.size) // a message the whole budget cannot hold waits for all of it
+	for {
+		if m.charge(n) == nil {
+			return true
+		}
+		if w.s.hardCtx.Err() != nil {
+			return false
+		}
+		w.busy.Add(1)
+		w.logBusy()
+	}
+}
+
+func (w *natsSub) logBusy() {
+	if n, ok := w.busyLog.allow(time.Now(), 1); ok {
+		w.log().Warn("nats: memory budget spent: ingest waits (JetStream messages stay in the stream; core messages wait in the subscription's pending limits)",
+			"subject", w.cfg.Subject, "waits", n, "budget_bytes", w.s.p.budget.size)
 	}
 }
 
@@ -640,8 +696,18 @@ func (w *natsSub) logSlow() {
 func (w *natsSub) runJetStream() {
 	retry := natsRetryMin
 	for w.s.stopCtx.Err() == nil {
+		// The fetch's bytes are charged before they are asked for: with
+		// the budget spent, nothing is fetched and the messages wait in
+		// the stream, unacknowledged and safe.
+		mt := &meter{ctx: w.s.stopCtx, main: w.s.p.budget, authorized: true}
+		if err := mt.charge(int64(w.s.fetchBytes)); err != nil {
+			w.busy.Add(1)
+			w.logBusy()
+			continue
+		}
 		n, err := w.fetch()
 		if err != nil {
+			mt.releaseAll()
 			if w.s.stopCtx.Err() != nil {
 				return
 			}
@@ -663,9 +729,14 @@ func (w *natsSub) runJetStream() {
 			w.fetchErr, retry = nil, natsRetryMin
 		}
 		if n == 0 {
+			mt.releaseAll()
 			continue
 		}
-		if w.process() {
+		// The Sink's calls take hardCtx: Shutdown lets them finish.
+		mt.ctx = w.s.hardCtx
+		refused := w.process(mt)
+		mt.releaseAll()
+		if refused {
 			w.pause(w.s.opts.NakDelay) // backpressure: the Sink is full
 		}
 	}
@@ -681,25 +752,27 @@ func (w *natsSub) pause(d time.Duration) {
 	}
 }
 
-// fetch fills w.items: it waits up to natsFetchWait for one message, then
-// briefly for what else is pending, up to MaxBatch and MaxBatchBytes.
+// fetch fills w.items within the fetchBytes the caller charged: it waits
+// up to natsFetchWait for one message, then briefly for what else is
+// pending, up to MaxBatch messages.
 func (w *natsSub) fetch() (int, error) {
 	w.items = w.items[:0]
+	limit := w.s.fetchBytes
 	ctx, cancel := context.WithTimeout(w.s.stopCtx, natsFetchWait)
 	defer cancel()
-	b, err := w.cons.Fetch(1, jetstream.FetchContext(ctx))
+	b, err := w.cons.Fetch(1, jetstream.FetchContext(ctx), jetstream.FetchMaxBytes(limit))
 	if err != nil {
 		return 0, err
 	}
-	w.collect(b)
+	got := w.collect(b)
 	if len(w.items) == 0 {
 		if err := b.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return 0, err
 		}
 		return 0, nil
 	}
-	if o := &w.s.opts; o.MaxBatch > 1 && w.s.stopCtx.Err() == nil {
-		b, err := w.cons.Fetch(o.MaxBatch-1, jetstream.FetchMaxBytes(o.MaxBatchBytes), jetstream.FetchMaxWait(natsDrainWait))
+	if o := &w.s.opts; o.MaxBatch > 1 && limit-got > natsMsgOverhead && w.s.stopCtx.Err() == nil {
+		b, err := w.cons.Fetch(o.MaxBatch-1, jetstream.FetchMaxBytes(limit-got), jetstream.FetchMaxWait(natsDrainWait))
 		if err == nil {
 			w.collect(b) // an error here leaves the rest for the next fetch
 		}
@@ -707,57 +780,94 @@ func (w *natsSub) fetch() (int, error) {
 	return len(w.items), nil
 }
 
-func (w *natsSub) collect(b jetstream.MessageBatch) {
+// collect appends the messages of b to w.items and returns their bytes
+// as a fetch's byte limit counts them, about.
+func (w *natsSub) collect(b jetstream.MessageBatch) int {
+	n := 0
 	for m := range b.Messages() {
 		w.items = append(w.items, natsItem{data: m.Data(), msg: m})
+		n += len(m.Data()) + len(m.Subject())
 	}
+	return n
 }
 
-// process ingests w.items: it parses each message, groups the events by
-// class, calls the Sink once per class and MaxBatch, then settles each
-// JetStream message. It reports whether the Sink refused anything.
-func (w *natsSub) process() (refused bool) {
+// process ingests w.items through the pipeline: it parses (validates)
+// each message's events, which the pipeline routes, stamps and groups by
+// class; it calls the Sink once per class and MaxBatch, then settles each
+// JetStream message. m is the batch's account. It reports whether the
+// Sink refused anything.
+func (w *natsSub) process(m *meter) (refused bool) {
 	o := &w.s.opts
-	for i := range w.groups {
-		w.groups[i].events = w.groups[i].events[:0]
-	}
-	w.parsed, w.call = w.parsed[:0], w.call[:0]
+	p := w.s.p
+	cfg := p.live.Load() // one batch, one configuration
+	w.parsed, w.evs, w.owner = w.parsed[:0], w.evs[:0], w.owner[:0]
 	var rejected uint64
 	var reason string
 	for i := range w.items {
 		it := &w.items[i]
 		var rej []Rejection
-		w.parsed, rej = natsParse(it.data, o.MaxEventBytes, w.parsed[:0])
+		n0 := len(w.parsed)
+		w.parsed, rej = natsParse(it.data, cfg.maxEventBytes, w.parsed)
 		if len(rej) > 0 {
 			it.reason = rej[0].Error
-			if len(w.parsed)+len(rej) > 1 {
+			if len(w.parsed)-n0+len(rej) > 1 {
 				it.reason = fmt.Sprintf("line %d: %s", rej[0].Line, rej[0].Error)
 			}
 			rejected += uint64(len(rej))
 			reason = it.reason
 		}
-		for _, ev := range w.parsed {
-			class := w.cfg.Class
-			if class == "" {
-				class = DefaultClass
-				if o.Router != nil {
-					class = o.Router.Route(w.source, ev)
-				}
-			}
-			g := w.group(class)
-			g.events = append(g.events, natsEvent{ev: ev, item: i})
+		for _, ev := range w.parsed[n0:] {
+			w.evs = append(w.evs, Event{Body: ev})
+			w.owner = append(w.owner, int32(i))
 		}
 	}
 	w.messages.Add(uint64(len(w.items)))
-	for gi := range w.groups {
-		g := &w.groups[gi]
-		for start := 0; start < len(g.events); {
+
+	bufs := p.getBufs()
+	defer p.putBufs(bufs)
+	b := pipeBatch{cfg: cfg, source: w.source, scope: w.source, class: w.cfg.Class, events: w.evs}
+	for {
+		_, err := p.prepare(&b, bufs, m)
+		if err == nil {
+			break
+		}
+		w.busy.Add(1)
+		w.logBusy()
+		if w.core == nil || w.s.hardCtx.Err() != nil {
+			// JetStream: hand the messages back for redelivery after
+			// NakDelay rather than hold them past the budget.
+			for _, owner := range w.owner {
+				if it := &w.items[owner]; it.err == nil {
+					it.err = err
+				}
+			}
+			break
+		}
+		// Core: give back what the batch holds, so that no two
+		// subscriptions wait for each other, then wait for the budget.
+		m.releaseAll()
+		p.budget.waitRelease(w.s.hardCtx, p.opts.BudgetWait)
+		size := 0
+		for i := range w.items {
+			size += len(w.items[i].data)
+		}
+		if !w.chargeCore(m, int64(size)) {
+			// Shutdown's deadline passed: core NATS cannot redeliver.
+			for _, owner := range w.owner {
+				w.items[owner].err = err
+			}
+			w.refused.Add(uint64(len(w.owner)))
+			break
+		}
+	}
+	for _, g := range bufs.order {
+		for start := 0; start < len(g.bodies); {
 			end, size := start, 0
-			for end < len(g.events) && end-start < o.MaxBatch && (end == start || size+len(g.events[end].ev) <= o.MaxBatchBytes) {
-				size += len(g.events[end].ev)
+			for end < len(g.bodies) && end-start < o.MaxBatch && (end == start || size+len(g.bodies[end]) <= o.MaxBatchBytes) {
+				size += len(g.bodies[end])
 				end++
 			}
-			rejected += w.ingest(g.class, g.events[start:end], &reason)
+			rejected += w.ingest(g.class, g.bodies[start:end], g.idx[start:end], &reason)
 			start = end
 		}
 	}
@@ -805,61 +915,45 @@ func (w *natsSub) process() (refused bool) {
 	// Drop the references to the messages' bytes until the next batch.
 	clear(w.items[:cap(w.items)])
 	clear(w.parsed[:cap(w.parsed)])
-	clear(w.call[:cap(w.call)])
-	for i := range w.groups {
-		clear(w.groups[i].events[:cap(w.groups[i].events)])
-	}
+	clear(w.evs[:cap(w.evs)])
 	return refused
 }
 
-func (w *natsSub) group(class string) *natsGroup {
-	for i := range w.groups {
-		if w.groups[i].class == class {
-			return &w.groups[i]
-		}
-	}
-	w.groups = append(w.groups, natsGroup{class: class})
-	return &w.groups[len(w.groups)-1]
-}
-
-// ingest hands chunk to the Sink and records the outcome in the chunk's
+// ingest hands one chunk of a class's events (bodies, and idx their
+// index in w.evs) to the Sink and records the outcome in the chunk's
 // items. It returns the events rejected by the Sink. A chunk the Sink
 // rejects as invalid or too large is retried event by event, so that a bad
 // event costs only itself.
-func (w *natsSub) ingest(class string, chunk []natsEvent, reason *string) (rejected uint64) {
-	w.call = w.call[:0]
-	for _, e := range chunk {
-		w.call = append(w.call, e.ev)
-	}
-	err := w.s.sink.Ingest(w.s.hardCtx, class, w.call...)
-	n := uint64(len(chunk))
+func (w *natsSub) ingest(class string, bodies [][]byte, idx []int32, reason *string) (rejected uint64) {
+	out, err := w.s.p.store(w.s.hardCtx, class, bodies)
+	n := uint64(len(bodies))
 	switch {
-	case err == nil || errors.Is(err, aggregator.ErrDropped):
-		for _, e := range chunk {
-			w.items[e.item].kept++
+	case out.kept():
+		for _, i := range idx {
+			w.items[w.owner[i]].kept++
 		}
-		if err == nil {
+		if out == outStored {
 			w.events.Add(n)
 		} else {
 			w.dropped.Add(n)
 		}
 		return 0
-	case errors.Is(err, aggregator.ErrInvalidEvent) || errors.Is(err, aggregator.ErrTooLarge):
-		if len(chunk) == 1 {
-			it := &w.items[chunk[0].item]
+	case out.final():
+		if len(bodies) == 1 {
+			it := &w.items[w.owner[idx[0]]]
 			if it.reason == "" {
 				it.reason = err.Error()
 			}
 			*reason = err.Error()
 			return 1
 		}
-		for i := range chunk {
-			rejected += w.ingest(class, chunk[i:i+1], reason)
+		for i := range bodies {
+			rejected += w.ingest(class, bodies[i:i+1], idx[i:i+1], reason)
 		}
 		return rejected
 	}
-	for _, e := range chunk {
-		if it := &w.items[e.item]; it.err == nil {
+	for _, i := range idx {
+		if it := &w.items[w.owner[i]]; it.err == nil {
 			it.err = err
 		}
 	}
@@ -867,19 +961,19 @@ func (w *natsSub) ingest(class string, chunk []natsEvent, reason *string) (rejec
 		w.refused.Add(n)
 		w.refusedRun += n
 	} else {
-		w.refusedRun += uint64(countItems(chunk))
+		w.refusedRun += uint64(w.countItems(idx))
 	}
 	w.logRefusal(class, err)
 	return 0
 }
 
-// countItems counts the distinct messages of chunk (its events are in
-// message order).
-func countItems(chunk []natsEvent) int {
-	n, last := 0, -1
-	for _, e := range chunk {
-		if e.item != last {
-			n, last = n+1, e.item
+// countItems counts the distinct messages of the events idx (in message
+// order).
+func (w *natsSub) countItems(idx []int32) int {
+	n, last := 0, int32(-1)
+	for _, i := range idx {
+		if o := w.owner[i]; o != last {
+			n, last = n+1, o
 		}
 	}
 	return n
@@ -920,7 +1014,9 @@ func (w *natsSub) logRejects(rejected, terminated uint64, reason string) {
 }
 
 // natsParse appends the events of one message to events: the message is
-// one JSON object (which may span lines) or NDJSON. The events alias data.
+// one JSON object (which may span lines: it is compacted onto one, in
+// place) or NDJSON. Each event is validated once, here. The events alias
+// data.
 func natsParse(data []byte, maxEvent int, events [][]byte) ([][]byte, []Rejection) {
 	body := bytes.TrimSpace(data)
 	if len(body) == 0 {
@@ -928,10 +1024,11 @@ func natsParse(data []byte, maxEvent int, events [][]byte) ([][]byte, []Rejectio
 	}
 	if bytes.IndexByte(body, '\n') >= 0 && jsonx.Object(body) == nil {
 		// One pretty-printed object, not NDJSON.
-		if err := checkEvent(body, maxEvent); err != nil {
-			return events, []Rejection{{Line: 1, Error: err.Error()}}
+		if len(body) > maxEvent {
+			return events, []Rejection{{Line: 1, Error: fmt.Sprintf("event of %d bytes, limit %d", len(body), maxEvent)}}
 		}
-		return append(events, body), nil
+		body = jsonx.AppendCompact(body[:0], body) // never longer: in place
+		return append(events, body[:len(body):len(body)]), nil
 	}
 	return parseNDJSON(data, maxEvent, events, nil) // line numbers of data
 }

@@ -66,7 +66,7 @@ func TestNATSParse(t *testing.T) {
 		rejected []string
 	}{
 		{"one object", ` {"a":1} `, []string{`{"a":1}`}, nil},
-		{"pretty object", "{\n  \"a\": [1,\n 2]\n}\n", []string{"{\n  \"a\": [1,\n 2]\n}"}, nil},
+		{"pretty object", "{\n  \"a\": [1,\n 2]\n}\n", []string{`{"a":[1,2]}`}, nil}, // compacted: an event is one line
 		{"ndjson", "{\"a\":1}\n\n{\"b\":2}\r\n", []string{`{"a":1}`, `{"b":2}`}, nil},
 		{"ndjson with a bad line", "{\"a\":1}\nnope\n{\"b\":2}", []string{`{"a":1}`, `{"b":2}`},
 			[]string{"invalid JSON at byte 0: not an object: starts with 'n'"}},
@@ -120,7 +120,7 @@ func TestNATSOptionsRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := StartNATS(context.Background(), nc, sink, tt.opts)
+			s, err := StartNATS(context.Background(), nc, natsTestPipeline(t, sink, Options{}), tt.opts)
 			if !errors.Is(err, ErrInvalidNATSOptions) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("StartNATS = %v, %v; want ErrInvalidNATSOptions saying %q", s, err, tt.want)
 			}
@@ -137,7 +137,7 @@ func TestNATSOptionsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := nc.NumSubscriptions()
-	_, err = StartNATS(context.Background(), nc, sink, NATSOptions{Subscriptions: []Subscription{
+	_, err = StartNATS(context.Background(), nc, natsTestPipeline(t, sink, Options{}), NATSOptions{Subscriptions: []Subscription{
 		{Subject: "events.>"},
 		{Subject: "missing.>", Stream: "MISSING"},
 	}})
@@ -163,9 +163,8 @@ func TestNATSCoreToStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := natsTestStart(t, nc, node, NATSOptions{
+	src := natsTestStartP(t, nc, natsTestPipeline(t, node, Options{Router: router}), NATSOptions{
 		Subscriptions: []Subscription{{Subject: "events.>"}, {Subject: "audit.*", Class: priority.ClassBackfill}},
-		Router:        router,
 		MaxBatch:      64,
 	})
 	pub := natsTestConnect(t, srv.ClientURL())
@@ -345,9 +344,8 @@ func TestNATSJetStreamPoison(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	src := natsTestStart(t, nc, sink, NATSOptions{
+	src := natsTestStartP(t, nc, natsTestPipeline(t, sink, Options{MaxEventBytes: 64}), NATSOptions{
 		Subscriptions: []Subscription{{Subject: "in.>", Stream: "IN"}},
-		MaxEventBytes: 64,
 		NakDelay:      50 * time.Millisecond,
 		Logger:        logs.logger(),
 	})
@@ -586,7 +584,26 @@ func natsTestConnect(t testing.TB, url string) *nats.Conn {
 // failing test leaves no goroutine to the next.
 func natsTestStart(t testing.TB, nc *nats.Conn, sink Sink, opts NATSOptions) *NATSSource {
 	t.Helper()
-	s, err := StartNATS(context.Background(), nc, sink, opts)
+	return natsTestStartP(t, nc, natsTestPipeline(t, sink, Options{}), opts)
+}
+
+// natsTestPipeline is a pipeline into sink, stamped with node "test-node".
+func natsTestPipeline(t testing.TB, sink Sink, opts Options) *Pipeline {
+	t.Helper()
+	if opts.Node == "" {
+		opts.Node = "test-node"
+	}
+	p, err := NewPipeline(sink, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// natsTestStartP is natsTestStart on a pipeline of the test's.
+func natsTestStartP(t testing.TB, nc *nats.Conn, p *Pipeline, opts NATSOptions) *NATSSource {
+	t.Helper()
+	s, err := StartNATS(context.Background(), nc, p, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

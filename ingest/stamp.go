@@ -7,7 +7,7 @@ import (
 	"github.com/sluicehq/sluice/internal/jsonx"
 )
 
-// The members the handler stamps on every event it accepts, first in the
+// The members the pipeline stamps on every event it accepts, by either door, first in the
 // object. An event that already has a member of either name loses it: the
 // node's clock and name are the ones that count, as a collector's
 // receivedAt is in Segment's model.
@@ -19,16 +19,17 @@ const (
 // stampLayout is receivedAt's format: what Segment's API sets.
 const stampLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// stampPrefix appends the stamp members for a request received at now:
-// `"receivedAt":"…","sluiceNode":"…"`, or nothing when stamping is off.
-func (o *Options) stampPrefix(dst []byte, now time.Time) []byte {
-	if o.NoStamp {
+// stampPrefix appends the stamp members for a request or NATS batch
+// received at now: `"receivedAt":"…","sluiceNode":"…"`, or nothing when
+// stamping is off.
+func (c *pipeConfig) stampPrefix(dst []byte, now time.Time) []byte {
+	if c.noStamp {
 		return dst
 	}
 	dst = append(dst, `"`+StampReceivedAt+`":"`...)
 	dst = now.UTC().AppendFormat(dst, stampLayout)
 	dst = append(dst, `","`+StampNode+`":`...)
-	return jsonx.AppendQuote(dst, []byte(o.Node))
+	return jsonx.AppendQuote(dst, []byte(c.node))
 }
 
 // appendStamped appends to dst the event ev (one valid JSON object) with

@@ -27,8 +27,8 @@ func TestHasName(t *testing.T) {
 
 func BenchmarkStamp(b *testing.B) {
 	ev := []byte(`{"anonymousId":"5d41402abc4b2a76b9719d911017c592","context":{"library":{"name":"analytics-node","version":"3.1.0"},"ip":"203.0.113.7","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"},"event":"Page Viewed","messageId":"node-next-1700000000000-7f0c","properties":{"path":"/pricing","url":"https://example.com/pricing"},"timestamp":"2015-05-17T10:05:03.000Z","type":"page"}`)
-	o := Options{Node: "edge-1"}
-	prefix := o.stampPrefix(nil, time.Date(2026, 11, 26, 1, 2, 3, 0, time.UTC))
+	c := pipeConfig{node: "edge-1"}
+	prefix := c.stampPrefix(nil, time.Date(2026, 11, 26, 1, 2, 3, 0, time.UTC))
 	dst := make([]byte, 0, 2*len(ev))
 	b.SetBytes(int64(len(ev)))
 	b.ReportAllocs()

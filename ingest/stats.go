@@ -15,9 +15,10 @@ type Stats struct {
 	// Busy counts requests answered 429 because the memory budget
 	// (Options.MaxInflightBytes) stayed spent; TooLarge those answered 413.
 	Busy, TooLarge uint64
-	// AuthorizedBytes and PreAuthBytes are what requests hold now of the
+	// AuthorizedBytes and PreAuthBytes are what is held now of the
 	// memory budget's two parts (Options.MaxInflightBytes): authorized
-	// requests, and requests whose write key has not passed yet. The Peak
+	// requests and the NATS source's batches (which share the pipeline),
+	// and requests whose write key has not passed yet. The Peak
 	// fields are the most each part held at once since the start.
 	AuthorizedBytes, AuthorizedPeak int64
 	PreAuthBytes, PreAuthPeak       int64
@@ -41,11 +42,11 @@ func (h *Handler) Stats() Stats {
 		Busy:         h.stats.busy.Load(),
 		TooLarge:     h.stats.tooLarge.Load(),
 	}
-	pre, main := h.preauth.Stats(), h.budget.Stats()
-	s.AuthorizedBytes, s.AuthorizedPeak = main.Used, main.Peak
-	s.PreAuthBytes, s.PreAuthPeak = pre.Used, pre.Peak
-	if h.dedup != nil {
-		s.DedupEntries = h.dedup.stats().Entries
+	b := h.p.Budget()
+	s.AuthorizedBytes, s.AuthorizedPeak = b.AuthorizedBytes, b.AuthorizedPeak
+	s.PreAuthBytes, s.PreAuthPeak = b.PreAuthBytes, b.PreAuthPeak
+	if h.p.dedup != nil {
+		s.DedupEntries = h.p.dedup.stats().Entries
 	}
 	return s
 }

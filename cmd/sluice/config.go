@@ -645,10 +645,10 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 		return nil, c.fileErr(c.keyErr("limits", err))
 	}
 	r.ingest.MaxExpansion = c.Limits.MaxExpansion
-	if _, err := ingest.NewHandler(nil, r.ingest); err != nil {
+	if _, err := ingest.NewPipeline(nil, r.ingest); err != nil {
 		return nil, c.fileErr(c.keyErr("ingest.keys", err))
 	}
-	r.nats, r.hasNATS = c.NATSIngest.natsOptions(r.ingest.Router, c.Subject)
+	r.nats, r.hasNATS = c.NATSIngest.natsOptions(c.Subject)
 	if r.tls, err = c.TLS.reloader(); err != nil {
 		return nil, c.fileErr(c.keyErr("tls", err))
 	}

@@ -204,7 +204,7 @@ nats_ingest:
 	if got := opts.Router.Route("segment", []byte(`{"event":"Order Completed"}`)); got != "critical" {
 		t.Errorf("routed to %q", got)
 	}
-	if n, ok := f.NATSIngest.natsOptions(opts.Router, "sluice"); !ok || n.ExcludeSubjects[0] != "sluice.>" {
+	if n, ok := f.NATSIngest.natsOptions("sluice"); !ok || n.ExcludeSubjects[0] != "sluice.>" {
 		t.Errorf("nats options %+v %v", n, ok)
 	}
 

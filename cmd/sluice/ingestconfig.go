@@ -11,8 +11,9 @@ import (
 	"github.com/sluicehq/sluice/priority"
 )
 
-// ingestConfig is the "ingest" section of the config file: the HTTP
-// endpoints' keys, routing and limits.
+// ingestConfig is the "ingest" section of the config file: the keys, the
+// routing, the stamp and the limits of the ingest pipeline, which both
+// doors (the HTTP endpoints and nats_ingest) share.
 type ingestConfig struct {
 	// DefaultClass is the class of events nothing else places; default
 	// "ingest".
@@ -167,8 +168,9 @@ func (c ingestConfig) options(node string, classes []priority.Class) (ingest.Opt
 }
 
 // natsOptions returns the NATS source's options, or false when no subject
-// is configured.
-func (c natsIngestConfig) natsOptions(rt *priority.Router, subject string) (ingest.NATSOptions, bool) {
+// is configured. Routing, stamps and event limits are the ingest
+// pipeline's, which the source shares with the HTTP endpoints.
+func (c natsIngestConfig) natsOptions(subject string) (ingest.NATSOptions, bool) {
 	if len(c.Subscriptions) == 0 {
 		return ingest.NATSOptions{}, false
 	}
@@ -178,7 +180,6 @@ func (c natsIngestConfig) natsOptions(rt *priority.Router, subject string) (inge
 	}
 	return ingest.NATSOptions{
 		Subscriptions: subs,
-		Router:        rt,
 		// The node publishes to SUBJECT.<class>: never ingest that.
 		ExcludeSubjects: []string{subject + ".>"},
 	}, true

@@ -186,13 +186,16 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		}
 	}()
 
-	handler, err := ingest.NewHandler(node, iopts)
+	// One pipeline for both doors: the HTTP endpoints and the NATS
+	// subjects route, stamp and limit alike, and a reload changes both.
+	pipe, err := ingest.NewPipeline(node, iopts)
 	if err != nil {
 		return err
 	}
+	handler := pipe.Handler()
 	var natsIn *natsIngest
 	if r.hasNATS {
-		if natsIn, err = startNATSIngest(ctx, c.NATSIngest.URL, nc, node, r.nats, log); err != nil {
+		if natsIn, err = startNATSIngest(ctx, c.NATSIngest.URL, nc, pipe, r.nats, log); err != nil {
 			return err
 		}
 		defer natsIn.stop(context.Background()) // idempotent; on early returns
@@ -216,7 +219,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	cst := ln.Stats()
 	log.Info("limits", "max_inflight_bytes", iopts.MaxInflightBytes, "max_inflight_from", r.inflightFrom,
 		"max_connections", cst.Max, "max_connections_per_ip", cst.PerIP, "max_body_bytes", cmp.Or(iopts.MaxBodyBytes, ingest.DefaultMaxBodyBytes))
-	rl := &reloader{flagged: flagged, fs: fs, running: c, node: node, handler: handler, log: log}
+	rl := &reloader{flagged: flagged, fs: fs, running: c, node: node, pipe: pipe, log: log}
 	var natsSrc *ingest.NATSSource
 	if natsIn != nil {
 		natsSrc = natsIn.src
@@ -484,8 +487,9 @@ type natsIngest struct {
 }
 
 // startNATSIngest subscribes to the configured subjects, on url or, when
-// it is empty, on the node's own connection.
-func startNATSIngest(ctx context.Context, url string, nc *nats.Conn, node *aggregator.Node, opts ingest.NATSOptions, log *slog.Logger) (*natsIngest, error) {
+// it is empty, on the node's own connection, into the pipeline the HTTP
+// endpoints use.
+func startNATSIngest(ctx context.Context, url string, nc *nats.Conn, pipe *ingest.Pipeline, opts ingest.NATSOptions, log *slog.Logger) (*natsIngest, error) {
 	opts.Logger = log
 	in := &natsIngest{log: log}
 	if url != "" {
@@ -495,7 +499,7 @@ func startNATSIngest(ctx context.Context, url string, nc *nats.Conn, node *aggre
 		}
 		in.own, nc = own, own
 	}
-	src, err := ingest.StartNATS(ctx, nc, node, opts)
+	src, err := ingest.StartNATS(ctx, nc, pipe, opts)
 	if err != nil {
 		if in.own != nil {
 			in.own.Close()

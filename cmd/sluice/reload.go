@@ -17,8 +17,11 @@ import (
 // reloader re-reads the config file on SIGHUP or POST /-/reload (on the
 // admin listener, admin.go) and applies what can change while the node
 // runs: the classes' rates, ceilings, priorities, plans, field priorities
-// and max ages, the write keys (with their class and pin_class) and the
-// routes, and through hooks the TLS certificates and the admin token.
+// and max ages; the ingest pipeline's write keys (with their class and
+// pin_class), routes, default class, stamp and event limits
+// (ingest.max_event_bytes, ingest.max_events), for the HTTP endpoints and
+// the NATS subjects at once; and through hooks the TLS certificates and
+// the admin token.
 // Anything else that changed refuses the reload, naming each key; an
 // invalid file refuses it too. A refused reload changes nothing: the old
 // configuration stays, and the error goes to the log and to the answer of
@@ -29,7 +32,7 @@ type reloader struct {
 	fs      *flag.FlagSet // which flags were set: they override the file
 	running nodeConfig    // the configuration applied now
 	node    *aggregator.Node
-	handler *ingest.Handler
+	pipe    *ingest.Pipeline // both doors' pipeline
 	log     *slog.Logger
 	hooks   []func(*nodeConfig) error // more things to reload (TLS certificates)
 }
@@ -56,7 +59,7 @@ func (r *reloader) reload() error {
 	if err := r.node.Reconfigure(res.classes); err != nil {
 		return fmt.Errorf("config %s: %w", c.Config, err)
 	}
-	if err := r.handler.Reconfigure(res.ingest.Keys, res.ingest.Router, res.ingest.DefaultClass); err != nil {
+	if err := r.pipe.Reconfigure(res.ingest); err != nil {
 		// Checked by resolve; the classes are already applied, so put
 		// them back rather than run half of each configuration.
 		r.node.Reconfigure(mustClasses(r.running))
@@ -92,8 +95,7 @@ func fixedChanges(a, b *nodeConfig) []string {
 		{"headroom", a.Headroom, b.Headroom}, {"unshaped", a.Unshaped, b.Unshaped}, {"nats_ingest", a.NATSIngest, b.NATSIngest},
 		{"log_format", a.LogFormat, b.LogFormat}, {"log_level", a.LogLevel, b.LogLevel}, {"drain_timeout", a.DrainTimeout, b.DrainTimeout},
 		{"ingest.dedup_window", a.Ingest.DedupWindow, b.Ingest.DedupWindow}, {"ingest.dedup_entries", a.Ingest.DedupEntries, b.Ingest.DedupEntries},
-		{"ingest.max_body_bytes", a.Ingest.MaxBodyBytes, b.Ingest.MaxBodyBytes}, {"ingest.max_event_bytes", a.Ingest.MaxEventBytes, b.Ingest.MaxEventBytes},
-		{"ingest.max_events", a.Ingest.MaxEvents, b.Ingest.MaxEvents}, {"ingest.stamp", a.Ingest.Stamp, b.Ingest.Stamp},
+		{"ingest.max_body_bytes", a.Ingest.MaxBodyBytes, b.Ingest.MaxBodyBytes},
 		{"tls", a.TLS, b.TLS}, {"upstream_auth", a.UpstreamAuth, b.UpstreamAuth}, {"admin", a.Admin, b.Admin},
 	}
 	var out []string

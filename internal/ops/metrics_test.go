@@ -146,7 +146,7 @@ series:
 // be, and that the counters move.
 func TestMetricsScrape(t *testing.T) {
 	r := newRig(t)
-	src, err := ingest.StartNATS(context.Background(), r.nc, r.node, ingest.NATSOptions{
+	src, err := ingest.StartNATS(context.Background(), r.nc, r.ingest.Pipeline(), ingest.NATSOptions{
 		Subscriptions: []ingest.Subscription{{Subject: "events.in", Class: "ingest"}},
 	})
 	if err != nil {
