@@ -235,6 +235,57 @@ func TestPipelineNATSBudgetJetStream(t *testing.T) {
 	}
 }
 
+// TestPipelineNATSBudgetStamps: a JetStream batch fetched within the
+// budget whose stamped copies do not fit is handed back for redelivery,
+// not held and not acknowledged; once the budget is back every event is
+// stored once.
+func TestPipelineNATSBudgetStamps(t *testing.T) {
+	srv := embedded.StartTest(t)
+	nc := natsTestConnect(t, srv.ClientURL())
+	js := natsTestStreamIn(t, nc)
+	node := natsTestNode(t, nc)
+	p := natsTestPipeline(t, node, Options{MaxInflightBytes: 4 << 20, BudgetWait: 10 * time.Millisecond})
+	const n = 50
+	for i := range n {
+		if _, err := js.PublishAsync("in.x", fmt.Appendf(nil, `{"id":"s%d"}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	// Leave exactly one fetch's reservation free: the fetch goes, its
+	// stamps do not fit.
+	fetch := int64(max(16<<10, int(nc.MaxPayload())+natsMsgOverhead))
+	m := &meter{ctx: context.Background(), main: p.budget, authorized: true}
+	if err := m.charge(p.budget.size - fetch); err != nil {
+		t.Fatal(err)
+	}
+	defer m.releaseAll()
+	src := natsTestStartP(t, nc, p, NATSOptions{
+		Subscriptions: []Subscription{{Subject: "in.>", Stream: "IN"}},
+		MaxBatchBytes: 16 << 10,
+		NakDelay:      20 * time.Millisecond,
+	})
+	if int64(src.fetchBytes) != fetch {
+		t.Fatalf("fetch reserves %d, test assumed %d", src.fetchBytes, fetch)
+	}
+	natsTestEventually(t, func() bool { return src.Stats().Total.Redelivered > 0 }, "a batch handed back")
+	if st := src.Stats().Total; st.Events != 0 {
+		t.Fatalf("budget spent: %+v, want no event stored", st)
+	}
+	m.releaseAll()
+	natsTestEventually(t, func() bool { return src.Stats().Total.Events == n }, "events ingested")
+	if err := src.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	info := natsTestConsumer(t, js, "IN", DefaultNATSDurable)
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Errorf("consumer: %d ack pending, %d pending; want 0, 0", info.NumAckPending, info.NumPending)
+	}
+	if got := pipeTestShipped(t, nc, node); len(got) != n {
+		t.Errorf("stream holds %d distinct events, want %d", len(got), n)
+	}
+}
+
 // TestPipelineNATSBudgetCore: with the memory budget spent, a core source
 // takes no more messages: they wait within the subscription's pending
 // limit, beyond which the NATS client drops and counts them. Nothing is
