@@ -205,20 +205,12 @@ func (n *Node) ingest(ctx context.Context, class string, events [][]byte, check 
 		size += len(norm)
 	}
 	_, err := n.spool.Append(ctx, class, events)
-	switch {
-	case err == nil:
-	case errors.Is(err, spool.ErrFull):
-		l.stats.refused.Add(uint64(len(events)))
-		return fmt.Errorf("%w: %w", ErrFull, err)
-	case errors.Is(err, spool.ErrDropped):
-		return fmt.Errorf("%w: %w", ErrDropped, err)
-	case errors.Is(err, spool.ErrNoSpace):
-		return fmt.Errorf("%w: %w", ErrNoSpace, err)
-	case errors.Is(err, spool.ErrTooLarge):
-		return fmt.Errorf("%w: %w", ErrTooLarge, err)
-	case errors.Is(err, spool.ErrClosed):
-		return fmt.Errorf("%w: %w", ErrClosed, err)
-	default:
+	if err != nil {
+		// The spool's errors are the node's (errors.go): passed on as they
+		// are, translated once at the edge.
+		if errors.Is(err, ErrFull) {
+			l.stats.refused.Add(uint64(len(events)))
+		}
 		return fmt.Errorf("aggregator: ingest %s: %w", class, err)
 	}
 	l.stats.ingested.Add(uint64(len(events)))
