@@ -13,8 +13,9 @@ const module = "github.com/sluicehq/sluice"
 // TestDependencyDirection pins the package graph of design.md: pure
 // packages stay pure, the spool knows nothing of NATS or zstd, a consumer
 // can import wire without bbolt, library packages never import nats-server
-// (the harnesses, bench and internal/blast, run one in a child process),
-// and nothing imports cmd or bench.
+// (only embednats, which starts one for embedders, the test helpers, the
+// commands and the bench harness do), no package but the test helpers
+// imports testing, and nothing imports cmd or bench.
 func TestDependencyDirection(t *testing.T) {
 	cmd := exec.Command("go", "list", "-deps=false", "-json", module+"/...")
 	out, err := cmd.Output()
@@ -39,6 +40,10 @@ func TestDependencyDirection(t *testing.T) {
 	if len(pkgs) < 5 {
 		t.Fatalf("go list found only %v", pkgs)
 	}
+	// serverImporters are the packages that may link a NATS server: the
+	// public package that starts one for embedders, the test helpers over
+	// it, and the commands, benchmarks and bench harness.
+	serverImporters := []string{"embednats", "internal/natstest", "internal/blast", "cmd/", "bench"}
 	// allowed says which non-standard imports (module path prefixes) each
 	// package may have, directly or not.
 	allowed := map[string][]string{
@@ -54,16 +59,19 @@ func TestDependencyDirection(t *testing.T) {
 	}
 	for name, deps := range pkgs {
 		for _, d := range deps {
+			if (d == "testing" || d == module+"/internal/natstest") && name != "internal/natstest" {
+				t.Errorf("%s imports %s: only tests import testing and the test helpers", name, d)
+			}
 			if !strings.Contains(strings.Split(d, "/")[0], ".") {
 				continue // standard library
 			}
 			if strings.HasPrefix(d, module+"/cmd") || strings.HasPrefix(d, module+"/bench") {
 				t.Errorf("%s imports %s: nothing imports cmd or bench", name, d)
 			}
-			if lib := !strings.HasPrefix(name, "cmd") && !strings.HasPrefix(name, "bench") && !strings.HasPrefix(name, "internal/embedded") && !strings.HasPrefix(name, "internal/blast"); lib &&
-				(strings.HasPrefix(d, "github.com/nats-io/nats-server") || d == module+"/internal/embedded") {
-				t.Errorf("%s imports %s: library packages never import nats-server", name, d)
+			if !hasPrefix(name, serverImporters) && strings.HasPrefix(d, "github.com/nats-io/nats-server") {
+				t.Errorf("%s imports %s: library packages never import nats-server (only %v may)", name, d, serverImporters)
 			}
+
 			if allow, ok := allowed[name]; ok && !hasPrefix(d, allow) {
 				t.Errorf("%s imports %s; it may import only %v and the standard library", name, d, allow)
 			}

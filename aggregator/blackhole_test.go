@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/internal/linkemu"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // A blackhole never disconnects: the level reaches 3 by failed attempts,
@@ -19,7 +19,7 @@ func TestBlackholeRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 12 s outage")
 	}
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	link, err := linkemu.New(linkemu.Options{Upstream: srv.Addr().String()})
 	if err != nil {
 		t.Fatal(err)

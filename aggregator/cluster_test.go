@@ -182,7 +182,8 @@ func (c *jsCluster) stop(i int) {
 	c.srvs[i] = nil
 	c.mu.Unlock()
 	if s != nil {
-		shutdown(c.t, s)
+		s.Shutdown()
+		s.WaitForShutdown()
 	}
 }
 

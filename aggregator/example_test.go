@@ -12,19 +12,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/wire"
 )
 
 func Example() {
 	dir, _ := os.MkdirTemp("", "sluice-example")
 	defer os.RemoveAll(dir)
-	srv, err := embedded.Start(embedded.Options{Dir: dir + "/nats", Port: -1})
+	// A NATS server with JetStream inside this process; a service with a
+	// NATS server of its own connects to that instead.
+	srv, err := embednats.Start(embednats.Options{Dir: dir + "/nats", NoListen: true})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer embedded.Shutdown(context.Background(), srv)
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1))
+	defer srv.Close()
+	nc, err := srv.Connect(nats.MaxReconnects(-1))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -78,12 +80,12 @@ func Example() {
 func ExampleNode_Ingest_errors() {
 	dir, _ := os.MkdirTemp("", "sluice-example")
 	defer os.RemoveAll(dir)
-	srv, err := embedded.Start(embedded.Options{Dir: dir + "/nats", Port: -1})
+	srv, err := embednats.Start(embednats.Options{Dir: dir + "/nats", NoListen: true})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer embedded.Shutdown(context.Background(), srv)
-	nc, err := nats.Connect(srv.ClientURL())
+	defer srv.Close()
+	nc, err := srv.Connect()
 	if err != nil {
 		log.Fatal(err)
 	}

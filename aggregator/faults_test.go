@@ -24,8 +24,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/internal/linkemu"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -200,7 +200,7 @@ func TestFaultLinkResetMidPublish(t *testing.T) {
 		cutFor     = 200 * time.Millisecond
 		largeOnAir = 32 << 10 // bytes on the link that make a cut land mid-publish
 	)
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	link, err := linkemu.New(linkemu.Options{
 		Upstream:   srv.Addr().String(),
 		Settings:   linkemu.Symmetric(linkemu.Shape{Bandwidth: 40 * linkemu.Mbit, Latency: 20 * time.Millisecond}),

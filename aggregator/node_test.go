@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/embednats"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -158,7 +158,7 @@ func exactlyOnce(t testing.TB, seen map[string]int, count int, classes ...string
 }
 
 func TestDeliverExactlyOnce(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	n := newNode(t, t.TempDir(), nc, nil)
 
@@ -192,7 +192,7 @@ func TestDeliverExactlyOnce(t *testing.T) {
 }
 
 func TestIngestInvalid(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	n := newNode(t, t.TempDir(), connect(t, srv.ClientURL()), func(o *aggregator.Options) { o.MaxEventBytes = 100 })
 	for _, tc := range []struct {
 		name string
@@ -229,7 +229,7 @@ func TestIngestInvalid(t *testing.T) {
 	exactlyOnce(t, collect(t, n2c(t, srv), 1, 10*time.Second), 1, "ingest")
 }
 
-func n2c(t testing.TB, srv *server.Server) *nats.Conn { return connect(t, srv.ClientURL()) }
+func n2c(t testing.TB, srv *embednats.Server) *nats.Conn { return connect(t, srv.ClientURL()) }
 
 // TestRestartWithBacklog spools while the upstream is unreachable, stops
 // the node with its backlog, and checks that a new node on the same spool
@@ -284,7 +284,7 @@ func TestUpstreamOutage(t *testing.T) {
 // are in flight; the next node republishes the claimed batches with the
 // same ids and JetStream drops the copies.
 func TestHardStopRepublishesClaims(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	dir := t.TempDir()
 	for round := range 3 {
@@ -312,9 +312,9 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startAt(t testing.TB, dir string, port int) *server.Server {
+func startAt(t testing.TB, dir string, port int) *embednats.Server {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Options{Dir: dir, Port: port})
+	srv, err := embednats.Start(embednats.Options{Dir: dir, Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,10 +322,10 @@ func startAt(t testing.TB, dir string, port int) *server.Server {
 	return srv
 }
 
-func shutdown(t testing.TB, srv *server.Server) {
+func shutdown(t testing.TB, srv *embednats.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := embedded.Shutdown(ctx, srv); err != nil {
+	if err := srv.Shutdown(ctx); err != nil {
 		t.Error(err)
 	}
 }
@@ -334,7 +334,7 @@ func shutdown(t testing.TB, srv *server.Server) {
 // batches compressed above it are split until they fit, and a single event
 // larger than it is counted and logged, not retried forever.
 func TestSplitTooLarge(t *testing.T) {
-	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir(), Port: -1, MaxPayload: 4 << 10})
+	srv, err := embednats.Start(embednats.Options{Dir: t.TempDir(), MaxPayload: 4 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func TestSplitTooLarge(t *testing.T) {
 // not one batch per linger. With a 2 s linger the old rule took 2 s a
 // batch: about 20 s for these events.
 func TestLingerOnlyUnderOneBatch(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	classes := priority.Defaults(200_000)
 	for i := range classes {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 )
 
@@ -16,7 +16,7 @@ import (
 // the configured and effective rates, and Accepting turns false when
 // Shutdown begins.
 func TestNodeOps(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	const ceil = 4 << 20
 	n := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) {
@@ -145,7 +145,7 @@ func TestNodeOps(t *testing.T) {
 // exactly that: no guarantee in force, and the link's rate as every
 // class's ceiling in force, never 0.
 func TestShapeUnknownLink(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	n := newNode(t, t.TempDir(), nc, nil)
 	ingest(t, n, "ingest", 0, 100, 50)

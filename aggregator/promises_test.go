@@ -25,7 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 	"github.com/sluicehq/sluice/wire"
@@ -112,7 +112,7 @@ func eventsIn(bs []streamBatch, class string) int {
 // compression), and is cut at the bound, not below it: a backlog goes out
 // in full batches.
 func TestBatchBounds(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	const maxEvents, maxBytes = 7, 1000
 	n := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) {
@@ -186,7 +186,7 @@ func TestBatchBounds(t *testing.T) {
 // configured level makes of the batch's NDJSON, and compression "" is
 // fastest (priority.CompressionFastest).
 func TestCompressionLevel(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	levels := map[string]zstd.EncoderLevel{
 		priority.CompressionFastest: zstd.SpeedFastest,
@@ -303,7 +303,7 @@ func lookup(m map[string]any, path string) (parent map[string]any, key string, o
 // paths removed from its events, which are the originals less those
 // paths, nothing else.
 func TestDegradedBatchHeaders(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	n := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) { o.Link.Ceil = 40_000 })
 	var class priority.Class
@@ -446,7 +446,7 @@ func TestMaxAgeExpiry(t *testing.T) {
 	for _, c := range []string{"alerts", "clicks"} {
 		spoolEvents(t, dir, c, old, fresh)
 	}
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	// The stream exists before the node starts, so that no first publish
 	// fails and the stream's order is the order the node sent in.

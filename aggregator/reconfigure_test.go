@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 )
 
@@ -15,7 +15,7 @@ import (
 // nothing and keeps spooling, its old plan back ships the backlog, and
 // every event arrives once. What cannot change in place is refused whole.
 func TestReconfigure(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	n := newNode(t, t.TempDir(), nc, nil)
 

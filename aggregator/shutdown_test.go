@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
 )
@@ -63,7 +63,7 @@ func class(rep aggregator.ShutdownReport, name string) aggregator.ClassDrain {
 // TestShutdownDrained: with the upstream up, Shutdown ships every spooled
 // event and reports it; nothing is left and the spool agrees.
 func TestShutdownDrained(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	dir := t.TempDir()
 	n := newNode(t, dir, nc, nil)
@@ -153,7 +153,7 @@ func TestShutdownUpstreamDown(t *testing.T) {
 // ceiling) cannot carry the backlog before the deadline: the class is
 // reported cut short by the deadline, not the upstream.
 func TestShutdownDeadline(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	dir := t.TempDir()
 	n := newNode(t, dir, nc, func(o *aggregator.Options) {

@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -93,7 +93,7 @@ func TestNATSParse(t *testing.T) {
 }
 
 func TestNATSOptionsRefused(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	sink := &natsTestSink{}
 	tests := []struct {
@@ -154,7 +154,7 @@ func TestNATSOptionsRefused(t *testing.T) {
 // reads them back from its upstream stream: each valid event arrives once,
 // in the class its subscription or the router gave it.
 func TestNATSCoreToStream(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	node := natsTestNode(t, nc)
 	router, err := priority.NewRouter(priority.Defaults(0), []priority.Rule{
@@ -219,7 +219,7 @@ func TestNATSCoreToStream(t *testing.T) {
 // TestNATSJetStreamAcks ingests a JetStream backlog in batches and
 // acknowledges every message once it is durable.
 func TestNATSJetStreamAcks(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	node := natsTestNode(t, nc)
@@ -264,7 +264,7 @@ func TestNATSJetStreamAcks(t *testing.T) {
 // acknowledged; JetStream redelivers them and each event reaches the Sink
 // exactly once.
 func TestNATSJetStreamRedelivers(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	for _, refusal := range []error{
@@ -318,7 +318,7 @@ func TestNATSJetStreamRedelivers(t *testing.T) {
 // and counted, never redelivered; the good events beside them are kept,
 // also when the Sink is the one that finds an event invalid.
 func TestNATSJetStreamPoison(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	var logs natsTestLog
@@ -376,7 +376,7 @@ func TestNATSJetStreamPoison(t *testing.T) {
 // settles its messages; a core subscription is drained of what NATS
 // already delivered.
 func TestNATSShutdownInFlight(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	for _, jetStream := range []bool{false, true} {
@@ -439,7 +439,7 @@ func TestNATSShutdownInFlight(t *testing.T) {
 // in flight is cancelled and its JetStream messages come back to the next
 // source on the same consumer.
 func TestNATSShutdownDeadline(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	entered := make(chan struct{})
@@ -481,7 +481,7 @@ func TestNATSShutdownDeadline(t *testing.T) {
 // TestNATSCoreRefused: a core subscription cannot hand refused events
 // back, so it counts them and says so once, not once per batch.
 func TestNATSCoreRefused(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	var logs natsTestLog
 	var full atomic.Bool
@@ -526,7 +526,7 @@ func TestNATSCoreRefused(t *testing.T) {
 // messages while the Sink is busy; NATS drops the rest and they are
 // counted.
 func TestNATSSlowConsumer(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once

@@ -20,8 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/ingest"
-	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -210,11 +210,11 @@ func TestReplaySDKRequests(t *testing.T) {
 
 func replayNode(t *testing.T) (*nats.Conn, *aggregator.Node) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir(), Port: -1})
+	srv, err := embednats.Start(embednats.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { embedded.Shutdown(context.Background(), srv) })
+	t.Cleanup(func() { srv.Close() })
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)

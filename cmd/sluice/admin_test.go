@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // adminNode is a `sluice run` started by a test with an admin listener.
@@ -107,7 +107,7 @@ func TestAdminReload(t *testing.T) {
 		token2 = "admin-tok-rotated-3c7e0a5f"
 		key    = "wk-browser-8e1d4a"
 	)
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	dir := t.TempDir()
 	sock := filepath.Join(socketDir(t), "admin.sock")
 	tokFile := filepath.Join(dir, "admin.token")
@@ -238,7 +238,7 @@ func TestAdminReload(t *testing.T) {
 // TestAdminTCP: an admin listener on a loopback TCP address needs no
 // token, and SIGHUP-less reloads work there.
 func TestAdminTCP(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(cfg, []byte("admin:\n  listen: 127.0.0.1:0\n"), 0o600); err != nil {

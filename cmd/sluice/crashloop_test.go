@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -94,7 +94,7 @@ func TestCrashLoop(t *testing.T) {
 	start := time.Now()
 
 	// The hub outlives every node.
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	url := srv.ClientURL()
 	dataDir := t.TempDir()
 	// Small segments, so that the loop also kills the node while it seals

@@ -22,8 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/ingest"
-	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/internal/linkemu"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/wire"
@@ -173,14 +173,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(dir, "nats"), Port: -1})
+	srv, err := embednats.Start(embednats.Options{Dir: filepath.Join(dir, "nats")})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := embedded.Shutdown(sctx, srv); err != nil {
+		if err := srv.Shutdown(sctx); err != nil {
 			log.Warn("embedded nats-server shutdown", "err", err)
 		}
 	}()

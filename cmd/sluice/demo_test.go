@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/spool"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -159,7 +159,7 @@ func TestDemo(t *testing.T) {
 	type classCount struct{ events, batches, partial uint64 }
 	inStream := map[string]classCount{}
 	var streamBatches, streamPartial uint64
-	srv := embedded.StartTestIn(t, filepath.Join(dir, "nats"))
+	srv := natstest.StartIn(t, filepath.Join(dir, "nats"))
 	st, info, closeConn := openStream(ctx, t, srv.ClientURL(), "SLUICE")
 	defer closeConn()
 	dec, err := wire.NewDecoder(0)

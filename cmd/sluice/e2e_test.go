@@ -14,7 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/embednats"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
@@ -79,7 +80,7 @@ func startNode(t *testing.T, args ...string) (string, func() error) {
 // it (draining the spool into JetStream), and reads them back with an
 // in-process `sluice sink`: every accepted event comes out exactly once.
 func TestEndToEnd(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	url := srv.ClientURL()
 	addr, stop := startNode(t, "--upstream", url, "--data-dir", t.TempDir(), "--node", "e2e")
 
@@ -173,7 +174,7 @@ func TestEndToEnd(t *testing.T) {
 // exactly once.
 func TestRestartDrainsBacklog(t *testing.T) {
 	natsDir := t.TempDir()
-	srv, err := embedded.Start(embedded.Options{Dir: natsDir, Port: -1})
+	srv, err := embednats.Start(embednats.Options{Dir: natsDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +196,15 @@ func TestRestartDrainsBacklog(t *testing.T) {
 		}
 	}
 	postAll(0, 500)
-	srv.Shutdown() // the upstream goes away
-	srv.WaitForShutdown()
+	if err := srv.Close(); err != nil { // the upstream goes away
+		t.Fatal(err)
+	}
 	postAll(500, 1000) // still accepted: the spool holds them
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err) // a drain timeout is logged, not an error
 	}
 
-	srv = embedded.StartTestIn(t, natsDir)
+	srv = natstest.StartIn(t, natsDir)
 	url = srv.ClientURL()
 	addr, stop = startNode(t, "--upstream", url, "--data-dir", dataDir)
 	postAll(1500, 500)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // envLookup looks names up in env, as os.LookupEnv does the environment.
@@ -126,7 +126,7 @@ func TestEnvValuesLiteral(t *testing.T) {
 // exactly that key.
 func TestEnvSecretEndToEnd(t *testing.T) {
 	const secret = "wk #1: &x !!binary *y, {z}"
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(cfg, []byte("ingest:\n  keys:\n    - key: ${SLUICE_TEST_NASTY_KEY}\n      source: web\n"), 0o600); err != nil {

@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 const (
@@ -60,7 +60,7 @@ func TestHostileTraffic(t *testing.T) {
 		}
 		hostileInflight = n
 	}
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // sluiceProc is `sluice run` in a subprocess: the test binary re-executed
@@ -95,7 +95,7 @@ func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kill -9 test: slow")
 	}
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	url := srv.ClientURL()
 	dataDir := t.TempDir()
 	args := []string{"--upstream", url, "--data-dir", dataDir, "--node", "kill9"}

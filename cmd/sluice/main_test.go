@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/internal/blast"
-	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -154,14 +154,14 @@ func TestRunShutdownReport(t *testing.T) {
 	// The next run starts with the upstream still down; it comes back.
 	p = startProc(t, args...)
 	waitLog(t, p, "upstream connect failed")
-	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir(), Port: port})
+	srv, err := embednats.Start(embednats.Options{Dir: t.TempDir(), Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		embedded.Shutdown(ctx, srv)
+		srv.Shutdown(ctx)
 	})
 	back := waitLog(t, p, "upstream connected")
 	if n, _ := back["failed_attempts"].(float64); n < 1 || back["down_for"] == nil {

@@ -24,9 +24,9 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/connlimit"
-	"github.com/sluicehq/sluice/internal/embedded"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -93,9 +93,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		if err != nil {
 			return fmt.Errorf("nats listen address: %w", err)
 		}
-		if port == 0 {
-			port = -1 // any free port, as net.Listen does
-		}
+		port = max(port, 0) // 0 and -1 both pick a free port
 		// Another sluice on this data dir would share the NATS store
 		// with a second server: refuse before starting one.
 		if err := spoolFree(filepath.Join(c.DataDir, "spool")); err != nil {
@@ -111,14 +109,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 			l.Close()
 		}
 		dir := filepath.Join(c.DataDir, "nats")
-		srv, err := embedded.Start(embedded.Options{Dir: dir, Host: host, Port: port, Logger: natsLog})
+		srv, err := embednats.Start(embednats.Options{Dir: dir, Host: host, Port: port, Logger: natsLog})
 		if err != nil {
 			return err
 		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := embedded.Shutdown(sctx, srv); err != nil {
+			if err := srv.Shutdown(sctx); err != nil {
 				log.Warn("embedded nats-server shutdown", "err", err)
 			}
 			log.Info("embedded nats-server stopped")

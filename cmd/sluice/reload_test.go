@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // TestReloadUnderLoad rewrites the config file while producers post: a
@@ -25,7 +25,7 @@ import (
 // change that needs a restart are refused with the old config kept, and
 // every acknowledged event reaches the stream once.
 func TestReloadUnderLoad(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "sluice.yaml")
 	write := func(s string) {
@@ -169,7 +169,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // TestRunHTTPS: with tls in the config, sluice run serves ingest over
 // HTTPS only.
 func TestRunHTTPS(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	ca := newTestCA(t, "run-ca")
 	cert := ca.issue("127.0.0.1", true)
 	dir := t.TempDir()

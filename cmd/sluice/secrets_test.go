@@ -22,7 +22,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // runningNode is a `sluice run` started by a test, with all it printed.
@@ -542,7 +542,7 @@ func TestSecretsUpstreamCredentials(t *testing.T) {
 // operations endpoints are behind the same check.
 func TestRunMutualTLS(t *testing.T) {
 	const writeKey = "wk-mtls-0e5a9c3b7f"
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	ca := newTestCA(t, "mtls-ca")
 	cert := ca.issue("127.0.0.1", true)
 	client := ca.issue("producer", false)

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -48,7 +48,7 @@ type sinkWant struct {
 // message that is not a batch.
 func newSinkFixture(t *testing.T) *sinkFixture {
 	t.Helper()
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	f := &sinkFixture{url: srv.ClientURL()}
 	ctx := t.Context()
 	nc, err := nats.Connect(f.url)
@@ -331,7 +331,7 @@ func TestCutTornLine(t *testing.T) {
 // TestSinkNoStream: a missing stream is an error that says what may be
 // wrong; an empty one is a run whose summary says it is empty.
 func TestSinkNoStream(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	var errOut bytes.Buffer
 	err := run(t.Context(), []string{"sink", "--upstream", srv.ClientURL(), "--idle-exit", "1s"}, &bytes.Buffer{}, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "no node has published there yet, or --stream is wrong") {

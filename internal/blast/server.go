@@ -4,16 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/embednats"
 )
 
 // serverEnv names the environment variable that turns a re-executed bench
@@ -29,11 +29,11 @@ func ServeIfChild() bool {
 	if dir == "" {
 		return false
 	}
-	port := -1
+	port := 0
 	if p, err := strconv.Atoi(os.Getenv(serverEnv + "_PORT")); err == nil {
 		port = p
 	}
-	srv, err := embedded.Start(embedded.Options{Dir: dir, Port: port})
+	srv, err := embednats.Start(embednats.Options{Dir: dir, Port: port})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -42,7 +42,7 @@ func ServeIfChild() bool {
 	io.Copy(io.Discard, os.Stdin)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	embedded.Shutdown(ctx, srv)
+	srv.Shutdown(ctx)
 	return true
 }
 
@@ -56,13 +56,15 @@ type Server struct {
 // StartServer re-executes the running binary (which must call
 // ServeIfChild first thing: a test binary in TestMain, a command in main)
 // as a NATS server storing in dir, on a free port.
-func StartServer(dir string) (*Server, error) { return StartServerAt(dir, -1) }
+func StartServer(dir string) (*Server, error) { return StartServerAt(dir, 0) }
 
 // StartServerAt is StartServer on the given port.
 func StartServerAt(dir string, port int) (*Server, error) {
 	var args []string
-	if testing.Testing() {
-		args = []string{"-test.run=^$"} // a test binary: run no tests before TestMain serves
+	if flag.Lookup("test.run") != nil {
+		// A test binary (the testing package registered its flags): run
+		// no tests should TestMain not serve first.
+		args = []string{"-test.run=^$"}
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), serverEnv+"="+dir, fmt.Sprintf("%s_PORT=%d", serverEnv, port))

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // TestThroughNATS runs a nats.go client through a 5 Mbit/s, 20 ms link to
@@ -23,7 +23,7 @@ func TestThroughNATS(t *testing.T) {
 		oneWay  = 20 * time.Millisecond
 		payload = 32 << 10
 	)
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	l := newLink(t, srv.Addr().String(), Symmetric(Shape{Bandwidth: rate, Latency: oneWay}))
 
 	nc, err := nats.Connect("nats://"+l.Addr(), nats.Name("linkemu-test"))

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/internal/ops"
 )
 
@@ -22,11 +22,11 @@ import (
 func Example() {
 	dir, _ := os.MkdirTemp("", "sluice-ops-example")
 	defer os.RemoveAll(dir)
-	srv, err := embedded.Start(embedded.Options{Dir: dir + "/nats", Port: -1})
+	srv, err := embednats.Start(embednats.Options{Dir: dir + "/nats"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer embedded.Shutdown(context.Background(), srv)
+	defer srv.Close()
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		log.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 )
 
 // TestStatusLive runs a sampler on a real node under load and reads the
@@ -186,7 +186,7 @@ func TestStatusPage(t *testing.T) {
 // guarantee, every class served by priority (critical strictly first,
 // backfill with what is left), each bounded by the link's measured rate.
 func TestStatusUnknownLink(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 )
 
@@ -37,7 +37,7 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
