@@ -87,3 +87,25 @@ func hasPrefix(s string, prefixes []string) bool {
 	}
 	return false
 }
+
+// TestProductionBinary pins the test and bench scaffolding out of the
+// sluice binary as built by default: it links no testing package, no test
+// helpers, and not the bench harness, whose binaries turn into a NATS
+// server when an environment variable says so (`sluice bench` is built
+// with -tags sluicebench).
+func TestProductionBinary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", module+"/cmd/sluice").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 50 {
+		t.Fatalf("go list found only %q", deps)
+	}
+	for _, d := range deps {
+		switch d {
+		case "testing", module + "/internal/natstest", module + "/internal/blast":
+			t.Errorf("cmd/sluice links %s", d)
+		}
+	}
+}

@@ -10,8 +10,8 @@
 // RSS and spool disk use.
 //
 // The blast-radius scenarios (BenchmarkScenarios here, and the suite of
-// `sluice bench`) run on package internal/blast, which the sluice binary
-// can import; nothing imports bench.
+// `sluice bench`) run on package internal/blast, which the bench build of
+// the sluice binary (-tags sluicebench) imports; nothing imports bench.
 //
 // The NATS server runs in a child process (the test binary re-executed), so
 // the figures of the node's process are its own.

@@ -1,3 +1,5 @@
+//go:build sluicebench
+
 package main
 
 import (
@@ -17,6 +19,18 @@ import (
 
 	"github.com/sluicehq/sluice/internal/blast"
 )
+
+// This file and benchplan.go are `sluice bench`, in a build with the
+// sluicebench tag only (nobench.go is the production build's stand-in): the
+// suite re-executes the binary as its NATS server (serveBenchChild), which
+// the production binary must never become.
+
+// benchUsage is the bench line of `sluice help`.
+const benchUsage = "  sluice bench [flags]         blast-radius scenarios against unshaped and naive baselines; HTML report\n"
+
+// serveBenchChild runs the bench's NATS server and returns true if this
+// process is one that the suite started (see blast.ServeIfChild).
+func serveBenchChild() bool { return blast.ServeIfChild() }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sluice bench", flag.ContinueOnError)

@@ -1,3 +1,5 @@
+//go:build sluicebench
+
 package main
 
 import (

@@ -7,6 +7,7 @@
 //	sluice spool check DIR report a spool directory, read-only
 //	sluice demo            the whole product in one command over an emulated link
 //	sluice bench           blast-radius scenarios with baselines, HTML report
+//	                       (only in a build with -tags sluicebench)
 //	sluice config default  print the default config, every key commented
 //
 // Run `sluice help` for the flags.
@@ -28,11 +29,10 @@ import (
 	"syscall"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/blast"
 )
 
 func main() {
-	if blast.ServeIfChild() { // sluice bench runs its NATS server as a child of itself
+	if serveBenchChild() { // false unless built with -tags sluicebench (see bench.go)
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,7 +65,9 @@ var errUsage = errors.New("usage")
 // systemd, SuccessExitStatus=3 counts it as a clean stop.
 var errNotDrained = errors.New("stopped with events left in the spool")
 
-const usage = `sluice is an edge aggregator: events go in over HTTP, are made durable in a
+const usage = usageHead + benchUsage + usageTail
+
+const usageHead = `sluice is an edge aggregator: events go in over HTTP, are made durable in a
 local spool, and are shipped in compressed batches to NATS JetStream.
 
 Usage:
@@ -75,8 +77,9 @@ Usage:
   sluice plan [flags] FLOWS    per-hop load before/after batching, bottleneck, recommended class config
   sluice spool check DIR       report a spool's classes, damaged files and quarantine, read-only
   sluice demo [flags]          the whole product in one command: a node, a degrading link, live lanes
-  sluice bench [flags]         blast-radius scenarios against unshaped and naive baselines; HTML report
-  sluice config default        print the default config file, every key with its default and a comment
+`
+
+const usageTail = `  sluice config default        print the default config file, every key with its default and a comment
   sluice help                  print this help
 
 Run 'sluice COMMAND -h' for the flags of a command.

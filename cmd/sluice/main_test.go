@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/embednats"
-	"github.com/sluicehq/sluice/internal/blast"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -25,7 +24,7 @@ import (
 const envMain = "SLUICE_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
-	if blast.ServeIfChild() { // sluice bench's NATS server child
+	if serveBenchChild() { // sluice bench's NATS server child (with -tags sluicebench)
 		os.Exit(0)
 	}
 	if os.Getenv(envMain) == "1" {
@@ -167,6 +166,7 @@ func TestRunShutdownReport(t *testing.T) {
 	if n, _ := back["failed_attempts"].(float64); n < 1 || back["down_for"] == nil {
 		t.Errorf("end of the outage: %v, want how long and how many attempts failed", back)
 	}
+	waitLog(t, p, "stream created") // the node creates it after connecting: poll it only then
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		got, _ := streamIDs(t, srv.ClientURL(), "SLUICE")
 		if len(got) == 500 {
