@@ -5,25 +5,31 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/connlimit"
-	"github.com/sluicehq/sluice/internal/ops"
+	"github.com/sluicehq/sluice/observe"
 )
 
 // nodeMux serves a node on one listener: the ingest endpoints, and the
 // operations endpoints (metrics, health, the status page and its JSON)
 // backed by a sampler it starts. stop ends the sampler. natsSrc may be nil.
 func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSrc *ingest.NATSSource, conns *connlimit.Listener, log *slog.Logger) (mux *http.ServeMux, stop func(), err error) {
-	sampler, err := ops.NewSampler(node, ops.SamplerOptions{Name: name})
+	sampler, err := observe.NewSampler(node, observe.SamplerOptions{Name: name})
 	if err != nil {
 		return nil, nil, err
 	}
-	src := ops.Sources{Node: node, Ingest: handler, Conns: conns}
+	src := observe.Sources{Node: node, Ingest: handler}
 	if natsSrc != nil {
 		src.NATS = natsSrc
 	}
-	opsHandler, err := ops.NewHandler(src, ops.Options{Sampler: sampler, Logger: log})
+	var extra []prometheus.Collector
+	if conns != nil {
+		extra = append(extra, newConnCollector(conns))
+	}
+	opsHandler, err := observe.NewHandler(src, observe.Options{Sampler: sampler, Collectors: extra, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

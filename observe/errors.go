@@ -1,4 +1,4 @@
-package ops
+package observe
 
 import "errors"
 
@@ -6,9 +6,9 @@ import "errors"
 var (
 	// ErrInvalidOptions is returned by NewHandler, NewCollector and
 	// NewSampler for sources or options that cannot work.
-	ErrInvalidOptions = errors.New("ops: invalid options")
+	ErrInvalidOptions = errors.New("observe: invalid options")
 
 	// ErrRunning is returned by Sampler.Run while another Run of the same
 	// sampler has not returned.
-	ErrRunning = errors.New("ops: sampler already running")
+	ErrRunning = errors.New("observe: sampler already running")
 )

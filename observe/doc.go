@@ -1,13 +1,24 @@
-// Package ops serves a sluice node's operations endpoints: Prometheus
-// metrics, health and readiness checks, and a live status page for people.
+// Package observe exposes a running sluice node to people and to
+// Prometheus: a prometheus.Collector over a *aggregator.Node (and, where
+// present, its HTTP and NATS intake), and an http.Handler serving metrics,
+// health and readiness checks, and a live status page with its JSON. A
+// service that embeds a node mounts the handler on its own mux, or
+// registers the Collector in its own registry; `sluice run` serves the
+// same handler, so the metric names are the same everywhere.
 //
-//	sampler, err := ops.NewSampler(node, ops.SamplerOptions{Name: "edge-1"})
+//	sampler, err := observe.NewSampler(node, observe.SamplerOptions{Name: "edge-1"})
 //	...
 //	go sampler.Run(ctx) // the caller owns the one goroutine; cancel ctx to stop it
-//	h, err := ops.NewHandler(ops.Sources{Node: node, Ingest: handler, NATS: natsSource},
-//		ops.Options{Sampler: sampler, Logger: log})
+//	h, err := observe.NewHandler(observe.Sources{Node: node, Ingest: handler, NATS: natsSource},
+//		observe.Options{Sampler: sampler, Logger: log})
 //	...
 //	http.ListenAndServe(":9090", h)
+//
+// or, metrics only, into a registry of the service's:
+//
+//	col, err := observe.NewCollector(observe.Sources{Node: node})
+//	...
+//	registry.MustRegister(col)
 //
 // # Endpoints
 //
@@ -99,13 +110,6 @@
 //	sluice_ingest_dedup_entries, sluice_ingest_inflight_bytes,
 //	sluice_ingest_preauth_inflight_bytes (gauges)
 //
-// With Sources.Conns (the HTTP listener's connection limiter):
-//
-//	sluice_http_connections_max, sluice_http_connections_open,
-//	sluice_http_connections_idle (gauges); sluice_http_connections_accepted_total,
-//	sluice_http_connections_refused_total, sluice_http_connections_refused_per_ip_total,
-//	sluice_http_connections_evicted_total, sluice_http_accept_errors_total (counters)
-//
 // With Sources.NATS (NATS intake), counters labelled subject and stream:
 //
 //	sluice_nats_messages_total, sluice_nats_events_total, sluice_nats_rejected_events_total,
@@ -114,7 +118,8 @@
 //	sluice_nats_slow_consumer_messages_total
 //
 // NewHandler's registry adds the Go runtime (go_*), process (process_*)
-// and scrape (promhttp_*) collectors.
+// and scrape (promhttp_*) collectors, and Options.Collectors: `sluice run`
+// adds its HTTP listener's connection limits there (sluice_http_*).
 //
 // # Status page
 //
@@ -148,4 +153,4 @@
 //     (Node.DiskFull checks for it at most once a second). It does not
 //     judge the upstream link (the spool is there to ride out its outages;
 //     watch the level and the backlog).
-package ops
+package observe

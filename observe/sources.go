@@ -1,4 +1,4 @@
-package ops
+package observe
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
-	"github.com/sluicehq/sluice/internal/connlimit"
 )
 
 // Node is what ops reads from a running node. *aggregator.Node implements
@@ -29,21 +28,14 @@ type NATSStats interface {
 	Stats() ingest.NATSStats
 }
 
-// ConnStats is the HTTP listener's connection limiter;
-// *connlimit.Listener implements it.
-type ConnStats interface {
-	Stats() connlimit.Stats
-}
-
 // Sources are the snapshots ops reads, at scrape time and at each sample.
-// Node is required; a nil Ingest, NATS or Conns (including a typed nil
-// pointer, such as a *ingest.NATSSource that was never started) is
-// skipped, and its metric families are not exported.
+// Node is required; a nil Ingest or NATS (including a typed nil pointer,
+// such as a *ingest.NATSSource that was never started) is skipped, and its
+// metric families are not exported.
 type Sources struct {
 	Node   Node
 	Ingest IngestStats
 	NATS   NATSStats
-	Conns  ConnStats
 }
 
 // check validates s and turns typed nil pointers into nil interfaces, so
@@ -58,9 +50,6 @@ func (s Sources) check() (Sources, error) {
 	}
 	if isNil(s.NATS) {
 		s.NATS = nil
-	}
-	if isNil(s.Conns) {
-		s.Conns = nil
 	}
 	return s, nil
 }

@@ -1,4 +1,4 @@
-package ops
+package observe
 
 import (
 	"maps"
@@ -9,7 +9,6 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
-	"github.com/sluicehq/sluice/internal/connlimit"
 	"github.com/sluicehq/sluice/shaper"
 )
 
@@ -35,7 +34,6 @@ type Collector struct {
 
 	ingest []ingestMetric
 	nats   []natsMetric // subject, stream
-	conns  []connMetric
 }
 
 type classMetric struct {
@@ -48,12 +46,6 @@ type linkMetric struct {
 	desc *prometheus.Desc
 	typ  prometheus.ValueType
 	val  func(aggregator.LinkStats) float64
-}
-
-type connMetric struct {
-	desc *prometheus.Desc
-	typ  prometheus.ValueType
-	val  func(connlimit.Stats) float64
 }
 
 type ingestMetric struct {
@@ -206,19 +198,6 @@ func NewCollector(src Sources) (*Collector, error) {
 		id("inflight_bytes", "Memory the authorized requests in flight hold of the budget (limits.max_inflight_bytes, three quarters of it).", gauge, func(s ingest.Stats) float64 { return float64(s.AuthorizedBytes) })
 		id("preauth_inflight_bytes", "Memory the requests whose write key has not passed yet hold of the budget (a quarter of it).", gauge, func(s ingest.Stats) float64 { return float64(s.PreAuthBytes) })
 	}
-	if src.Conns != nil {
-		cn := func(name, help string, typ prometheus.ValueType, val func(connlimit.Stats) float64) {
-			c.conns = append(c.conns, connMetric{prometheus.NewDesc("sluice_http_"+name, help, nil, nil), typ, val})
-		}
-		cn("connections_max", "Open HTTP connections allowed (limits.max_connections).", gauge, func(s connlimit.Stats) float64 { return float64(s.Max) })
-		cn("connections_open", "Open HTTP connections.", gauge, func(s connlimit.Stats) float64 { return float64(s.Open) })
-		cn("connections_idle", "Open HTTP connections between keep-alive requests.", gauge, func(s connlimit.Stats) float64 { return float64(s.Idle) })
-		cn("connections_accepted_total", "Connections accepted, admitted or refused.", counter, func(s connlimit.Stats) float64 { return float64(s.Accepted) })
-		cn("connections_refused_total", "Connections refused at a limit (503, or 429 over the per-address cap) with nothing idle to close.", counter, func(s connlimit.Stats) float64 { return float64(s.Refused) })
-		cn("connections_refused_per_ip_total", "Connections refused over limits.max_connections_per_ip.", counter, func(s connlimit.Stats) float64 { return float64(s.RefusedPerIP) })
-		cn("connections_evicted_total", "Idle keep-alive connections closed to make room for a new one.", counter, func(s connlimit.Stats) float64 { return float64(s.Evicted) })
-		cn("accept_errors_total", "Temporary accept errors (such as EMFILE) waited out with backoff.", counter, func(s connlimit.Stats) float64 { return float64(s.AcceptErrors) })
-	}
 	if src.NATS != nil {
 		sl := []string{"subject", "stream"}
 		nd := func(name, help string, val func(ingest.NATSCounts) float64) {
@@ -248,9 +227,6 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	for _, m := range c.ingest {
-		ch <- m.desc
-	}
-	for _, m := range c.conns {
 		ch <- m.desc
 	}
 	for _, m := range c.nats {
@@ -323,12 +299,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		is := c.src.Ingest.Stats()
 		for _, m := range c.ingest {
 			ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.val(is))
-		}
-	}
-	if c.src.Conns != nil {
-		cs := c.src.Conns.Stats()
-		for _, m := range c.conns {
-			ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.val(cs))
 		}
 	}
 	if c.src.NATS != nil {

@@ -1,4 +1,4 @@
-package ops
+package observe
 
 import (
 	_ "embed"
@@ -22,6 +22,10 @@ type Options struct {
 	// Default nil: those two paths answer 404 and only metrics and health
 	// are served.
 	Sampler *Sampler
+	// Collectors are registered beside the node's Collector, so that
+	// /metrics serves them too: a service's own metrics, or those of its
+	// listener. Default none.
+	Collectors []prometheus.Collector
 	// Logger receives errors met while gathering or writing metrics. Nil
 	// discards.
 	Logger *slog.Logger
@@ -44,7 +48,7 @@ type Handler struct {
 
 // NewHandler returns the handler of src's operations endpoints. Its
 // metrics registry holds a Collector over src, Go runtime and process
-// collectors, and promhttp's own scrape counters.
+// collectors, Options.Collectors, and promhttp's own scrape counters.
 func NewHandler(src Sources, opts Options) (*Handler, error) {
 	src, err := src.check()
 	if err != nil {
@@ -58,13 +62,13 @@ func NewHandler(src Sources, opts Options) (*Handler, error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{
+	for _, c := range append([]prometheus.Collector{
 		col,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	} {
+	}, opts.Collectors...) {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("ops: register metrics: %w", err)
+			return nil, fmt.Errorf("observe: register metrics: %w", err)
 		}
 	}
 	metrics := promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{

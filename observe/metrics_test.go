@@ -1,4 +1,4 @@
-package ops
+package observe
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -313,5 +314,26 @@ func TestMetricsSkipsAbsentSources(t *testing.T) {
 		if _, err := NewHandler(src, Options{}); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("NewHandler(%+v) = %v, want ErrInvalidOptions", src, err)
 		}
+	}
+}
+
+// TestHandlerServesExtraCollectors: Options.Collectors are scraped beside
+// the node's families, and one that clashes with them is refused.
+func TestHandlerServesExtraCollectors(t *testing.T) {
+	extra := prometheus.NewCounter(prometheus.CounterOpts{Name: "svc_orders_total", Help: "Orders."})
+	extra.Add(3)
+	h, err := NewHandler(Sources{Node: newFakeNode()}, Options{Collectors: []prometheus.Collector{extra}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	code, _, body := get(t, srv.URL+"/metrics")
+	if code != 200 || !strings.Contains(string(body), "\nsvc_orders_total 3\n") || !strings.Contains(string(body), "sluice_link_degradation_level 0") {
+		t.Errorf("/metrics: %d, want svc_orders_total 3 beside the node's families:\n%s", code, body)
+	}
+	clash := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_node_accepting", Help: "again"})
+	if _, err := NewHandler(Sources{Node: newFakeNode()}, Options{Collectors: []prometheus.Collector{clash}}); err == nil {
+		t.Error("a collector clashing with the node's families was registered")
 	}
 }
