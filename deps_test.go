@@ -71,7 +71,6 @@ func TestDependencyDirection(t *testing.T) {
 			if !hasPrefix(name, serverImporters) && strings.HasPrefix(d, "github.com/nats-io/nats-server") {
 				t.Errorf("%s imports %s: library packages never import nats-server (only %v may)", name, d, serverImporters)
 			}
-
 			if allow, ok := allowed[name]; ok && !hasPrefix(d, allow) {
 				t.Errorf("%s imports %s; it may import only %v and the standard library", name, d, allow)
 			}
