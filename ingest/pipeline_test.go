@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -89,7 +89,7 @@ func pipeTestPost(t *testing.T, url, body string) {
 // without members of the stamped names) reaches the upstream stream with
 // the same bytes but for its id.
 func TestPipelineNATSStampedLikeHTTP(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	node := natsTestNode(t, nc)
@@ -126,7 +126,7 @@ func TestPipelineNATSStampedLikeHTTP(t *testing.T) {
 // TestPipelineReloadReachesNATS: one Reconfigure changes the routing and
 // the stamp of the NATS door, as of the HTTP one.
 func TestPipelineReloadReachesNATS(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	node := natsTestNode(t, nc)
 	p := natsTestPipeline(t, node, Options{})
@@ -191,7 +191,7 @@ func pipeTestHold(t *testing.T, p *Pipeline) func() {
 // none is held in memory and none acknowledged); once the budget is back,
 // every message is ingested once and acknowledged after it is durable.
 func TestPipelineNATSBudgetJetStream(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	node := natsTestNode(t, nc)
@@ -240,7 +240,7 @@ func TestPipelineNATSBudgetJetStream(t *testing.T) {
 // not held and not acknowledged; once the budget is back every event is
 // stored once.
 func TestPipelineNATSBudgetStamps(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	node := natsTestNode(t, nc)
@@ -291,7 +291,7 @@ func TestPipelineNATSBudgetStamps(t *testing.T) {
 // limit, beyond which the NATS client drops and counts them. Nothing is
 // lost uncounted, and what was pending is ingested once the budget is back.
 func TestPipelineNATSBudgetCore(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	node := natsTestNode(t, nc)
 	p := natsTestPipeline(t, node, Options{MaxInflightBytes: 4 << 20, BudgetWait: 10 * time.Millisecond})
@@ -336,7 +336,7 @@ func TestPipelineNATSBudgetCore(t *testing.T) {
 // the stream once, the hopeless messages are terminated and the rest
 // acknowledged.
 func TestPipelineNATSBadMessageCostsOnlyItself(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	js := natsTestStreamIn(t, nc)
 	node := natsTestNode(t, nc)
@@ -398,7 +398,7 @@ func (s *validOnlySink) IngestValid(context.Context, string, [][]byte) error {
 // TestPipelineValidatesOnce: both doors hand a ValidSink only events they
 // validated, through IngestValid.
 func TestPipelineValidatesOnce(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := natsTestConnect(t, srv.ClientURL())
 	sink := &validOnlySink{t: t}
 	p := natsTestPipeline(t, sink, Options{})

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -22,7 +22,7 @@ import (
 // its events are stamped as HTTP ones are, and a reload that adds a route
 // routes the next NATS event by it, as it does HTTP events.
 func TestReloadReachesNATS(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "sluice.yaml")
 	sock := filepath.Join(socketDir(t), "admin.sock")
