@@ -58,10 +58,14 @@ type Node struct {
 // returns a node ready to ingest. Classes found in the spool but no longer
 // configured are drained with the settings of the last configured class.
 func New(opts Options) (*Node, error) {
-	if err := opts.setDefaults(); err != nil {
+	spoolOpts, err := opts.setDefaults()
+	if err != nil {
 		return nil, err
 	}
-	sp, err := spool.Open(opts.Dir, opts.Spool)
+	sp, err := spool.Open(opts.Dir, spoolOpts)
+	if errors.Is(err, spool.ErrInvalidOptions) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -561,11 +565,7 @@ func (n *Node) createStream() error {
 // syncEvery bounds the loss window of spool.FsyncInterval for classes that
 // go idle: the spool itself only fsyncs at its next commit.
 func (n *Node) syncEvery() {
-	iv := n.opts.Spool.FsyncInterval
-	if iv <= 0 {
-		iv = time.Second
-	}
-	t := time.NewTicker(iv)
+	t := time.NewTicker(n.opts.Spool.FsyncInterval)
 	defer t.Stop()
 	for {
 		select {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
+	"github.com/sluicehq/sluice/spool"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -408,5 +410,45 @@ func TestLingerOnlyUnderOneBatch(t *testing.T) {
 	// One linger at most (the last partial batch), and time to send.
 	if took > 8*time.Second {
 		t.Errorf("took %s for %d batches: lingered between full batches", took, st.Batches)
+	}
+}
+
+// TestNewSpoolOptions: the zero SpoolOptions (and a policy without its
+// interval) work, and New refuses values the spool cannot use with
+// ErrInvalidOptions, before it creates anything in Dir.
+func TestNewSpoolOptions(t *testing.T) {
+	nc := connect(t, natstest.Start(t).ClientURL())
+	for _, so := range []aggregator.SpoolOptions{{}, {Fsync: spool.FsyncInterval}, {Fsync: spool.FsyncNever, SegmentBytes: 1 << 20, MaxBytes: 8 << 20}} {
+		n, err := aggregator.New(aggregator.Options{Dir: t.TempDir(), Conn: nc, Spool: so})
+		if err != nil {
+			t.Errorf("%+v: %v", so, err)
+			continue
+		}
+		n.Close()
+	}
+	for _, tc := range []struct {
+		name string
+		so   aggregator.SpoolOptions
+	}{
+		{"fsync", aggregator.SpoolOptions{Fsync: spool.FsyncNever + 1}},
+		{"negative fsync", aggregator.SpoolOptions{Fsync: -1}},
+		{"negative interval", aggregator.SpoolOptions{Fsync: spool.FsyncInterval, FsyncInterval: -time.Second}},
+		{"negative segment", aggregator.SpoolOptions{SegmentBytes: -1}},
+		{"small segment", aggregator.SpoolOptions{SegmentBytes: 1<<20 - 1}},
+		{"huge segment", aggregator.SpoolOptions{SegmentBytes: 1 << 40}},
+		{"negative cap", aggregator.SpoolOptions{MaxBytes: -1}},
+	} {
+		dir := t.TempDir()
+		n, err := aggregator.New(aggregator.Options{Dir: dir, Conn: nc, Spool: tc.so})
+		if !errors.Is(err, aggregator.ErrInvalidOptions) {
+			if err == nil {
+				n.Close()
+			}
+			t.Errorf("%s: %v, want ErrInvalidOptions", tc.name, err)
+			continue
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%s: refused, but Dir holds %d entries", tc.name, len(ents))
+		}
 	}
 }

@@ -56,12 +56,41 @@ type Options struct {
 	Classes []priority.Class
 	// Link describes the upstream link to the shaper.
 	Link Link
-	// Spool configures the spool (fsync policy, segment size, total cap).
-	// Its Classes and Default are filled from Classes.
-	Spool spool.Options
+	// Spool configures the node's spool: fsync policy, segment size and
+	// total cap. The caps and overflow policy of each class are in Classes.
+	Spool SpoolOptions
 	// Logger receives state changes (upstream lost and back, level changes,
 	// stream created, spool recovery). Nil discards.
 	Logger *slog.Logger
+}
+
+// SpoolOptions are the spool settings a caller chooses; the node builds
+// the spool's own options from them and from Classes (each class's cap and
+// overflow policy). The zero value is a working default: fsync before each
+// Ingest returns, 64 MiB segments, no total cap. New refuses invalid
+// values with ErrInvalidOptions.
+type SpoolOptions struct {
+	// Fsync is the durability policy of Ingest. Default spool.FsyncAlways:
+	// every commit is fsynced before Ingest returns (group commit shares
+	// the fsync between concurrent calls). spool.FsyncInterval and
+	// spool.FsyncNever trade the events of a power loss for throughput; a
+	// process crash loses nothing under any policy.
+	Fsync spool.Fsync
+	// FsyncInterval is the longest time between two fsyncs under
+	// spool.FsyncInterval; the node also fsyncs idle classes at this
+	// period. Default 1s; must not be negative; ignored by the other
+	// policies.
+	FsyncInterval time.Duration
+	// SegmentBytes is the size in bytes of one segment file: the unit the
+	// spool deletes once its events are acknowledged. Default 64 MiB; 1 MiB
+	// to 512 MiB. One Ingest call must fit in an empty segment (about
+	// 1.1 × SegmentBytes), else it fails with ErrTooLarge.
+	SegmentBytes int64
+	// MaxBytes caps the disk bytes of all classes' segments together. 0
+	// (default) is unlimited; must not be negative. When an Ingest would
+	// exceed it, the class's overflow policy applies (priority.Class
+	// Overflow: block answers ErrFull). A class's own cap is its MaxBytes.
+	MaxBytes int64
 }
 
 // Link describes the upstream link for the shaper.
@@ -86,12 +115,15 @@ type Link struct {
 	Dwell time.Duration
 }
 
-func (o *Options) setDefaults() error {
+// setDefaults fills the defaults of o, checks it, and returns the options of
+// its spool.
+func (o *Options) setDefaults() (spool.Options, error) {
+	var so spool.Options
 	if o.Dir == "" {
-		return fmt.Errorf("%w: Dir is required", ErrInvalidOptions)
+		return so, fmt.Errorf("%w: Dir is required", ErrInvalidOptions)
 	}
 	if o.Conn == nil {
-		return fmt.Errorf("%w: Conn is required", ErrInvalidOptions)
+		return so, fmt.Errorf("%w: Conn is required", ErrInvalidOptions)
 	}
 	if o.Node == "" {
 		o.Node = hostname()
@@ -118,13 +150,13 @@ func (o *Options) setDefaults() error {
 		o.RetryMax = 5 * time.Second
 	}
 	if o.RetryMax < o.RetryMin {
-		return fmt.Errorf("%w: RetryMax %v < RetryMin %v", ErrInvalidOptions, o.RetryMax, o.RetryMin)
+		return so, fmt.Errorf("%w: RetryMax %v < RetryMin %v", ErrInvalidOptions, o.RetryMax, o.RetryMin)
 	}
 	if o.RetryBudget == 0 {
 		o.RetryBudget = 0.1
 	}
 	if o.RetryBudget < 0 || o.RetryBudget > 1 {
-		return fmt.Errorf("%w: RetryBudget %v outside 0..1", ErrInvalidOptions, o.RetryBudget)
+		return so, fmt.Errorf("%w: RetryBudget %v outside 0..1", ErrInvalidOptions, o.RetryBudget)
 	}
 	if o.MaxEventBytes <= 0 {
 		o.MaxEventBytes = 1 << 20
@@ -133,10 +165,10 @@ func (o *Options) setDefaults() error {
 		o.Link.Headroom = 0.8
 	}
 	if o.Link.Headroom < 0 || o.Link.Headroom > 1 {
-		return fmt.Errorf("%w: Link.Headroom %v outside (0, 1]", ErrInvalidOptions, o.Link.Headroom)
+		return so, fmt.Errorf("%w: Link.Headroom %v outside (0, 1]", ErrInvalidOptions, o.Link.Headroom)
 	}
 	if o.Link.Ceil < 0 {
-		return fmt.Errorf("%w: negative Link.Ceil", ErrInvalidOptions)
+		return so, fmt.Errorf("%w: negative Link.Ceil", ErrInvalidOptions)
 	}
 	if o.Link.Tick <= 0 {
 		o.Link.Tick = 250 * time.Millisecond
@@ -151,24 +183,34 @@ func (o *Options) setDefaults() error {
 		o.Classes = priority.Defaults(o.Link.Ceil)
 	}
 	if err := priority.Validate(o.Classes, priority.Rate{BytesPerSec: o.Link.Ceil}); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		return so, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	o.Spool.Classes = make(map[string]spool.ClassOptions, len(o.Classes))
+	if o.Spool.Fsync < spool.FsyncAlways || o.Spool.Fsync > spool.FsyncNever {
+		return so, fmt.Errorf("%w: Spool.Fsync %v", ErrInvalidOptions, o.Spool.Fsync)
+	}
+	if o.Spool.FsyncInterval < 0 || o.Spool.SegmentBytes < 0 || o.Spool.MaxBytes < 0 {
+		return so, fmt.Errorf("%w: negative Spool.FsyncInterval, SegmentBytes or MaxBytes", ErrInvalidOptions)
+	}
+	if o.Spool.FsyncInterval == 0 {
+		o.Spool.FsyncInterval = time.Second
+	}
+	// The spool checks SegmentBytes' range; New wraps its refusal in
+	// ErrInvalidOptions.
+	so = spool.Options{Fsync: o.Spool.Fsync, FsyncInterval: o.Spool.FsyncInterval,
+		SegmentBytes: o.Spool.SegmentBytes, MaxBytes: o.Spool.MaxBytes, Logger: o.Logger,
+		Classes: make(map[string]spool.ClassOptions, len(o.Classes))}
 	for _, c := range o.Classes {
 		if !spool.ValidClass(c.Name) {
-			return fmt.Errorf("%w: class name %q: 1-64 bytes of [A-Za-z0-9_-]", ErrInvalidOptions, c.Name)
+			return so, fmt.Errorf("%w: class name %q: 1-64 bytes of [A-Za-z0-9_-]", ErrInvalidOptions, c.Name)
 		}
 		ov, err := spool.Block, error(nil)
 		if c.Overflow != "" {
 			ov, err = spool.ParseOverflow(c.Overflow)
 		}
 		if err != nil {
-			return fmt.Errorf("%w: class %s: %w", ErrInvalidOptions, c.Name, err)
+			return so, fmt.Errorf("%w: class %s: %w", ErrInvalidOptions, c.Name, err)
 		}
-		o.Spool.Classes[c.Name] = spool.ClassOptions{MaxBytes: c.MaxBytes, Overflow: ov}
+		so.Classes[c.Name] = spool.ClassOptions{MaxBytes: c.MaxBytes, Overflow: ov}
 	}
-	if o.Spool.Logger == nil {
-		o.Spool.Logger = o.Logger
-	}
-	return nil
+	return so, nil
 }

@@ -703,7 +703,7 @@ func serveLoopback(h http.Handler) (addr string, stop func(), err error) {
 // the shaper neither starts from its 1 MiB/s guess nor degrades.
 func httpBenchNode() aggregator.Options {
 	return aggregator.Options{
-		Spool: spool.Options{Fsync: spool.FsyncAlways},
+		Spool: aggregator.SpoolOptions{Fsync: spool.FsyncAlways},
 		Link:  aggregator.Link{Ceil: 1 << 30},
 	}
 }

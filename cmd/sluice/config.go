@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/spool"
@@ -99,8 +100,8 @@ type spoolConfig struct {
 }
 
 // options returns the spool options of c.
-func (c spoolConfig) options(fsync spool.Fsync) (spool.Options, error) {
-	o := spool.Options{Fsync: fsync, FsyncInterval: c.FsyncInterval}
+func (c spoolConfig) options(fsync spool.Fsync) (aggregator.SpoolOptions, error) {
+	o := aggregator.SpoolOptions{Fsync: fsync, FsyncInterval: c.FsyncInterval}
 	var err error
 	if c.MaxBytes != "" {
 		if o.MaxBytes, err = parseSize(c.MaxBytes); err != nil {
@@ -606,7 +607,7 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, *slog.Logger) {
 // starts from.
 type resolved struct {
 	classes  []priority.Class
-	spool    spool.Options
+	spool    aggregator.SpoolOptions
 	ingest   ingest.Options
 	nats     ingest.NATSOptions
 	hasNATS  bool
