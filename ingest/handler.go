@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/sluicehq/sluice/internal/validated"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -21,11 +22,19 @@ type Sink interface {
 	Ingest(ctx context.Context, class string, events ...[]byte) error
 }
 
-// ValidSink is a Sink that can skip validating events the handler has
+// validSink is a Sink that can skip validating events the pipeline has
 // already checked (one JSON object on one line each): *aggregator.Node's
-// IngestValid. The handler uses it when its Sink has it.
-type ValidSink interface {
-	IngestValid(ctx context.Context, class string, events [][]byte) error
+// IngestValid. The pipeline uses it when its Sink has it. Its method takes
+// a validated.Events, which only code of this module can build, so no
+// other module can store events past the node's validation.
+type validSink interface {
+	IngestValid(ctx context.Context, class string, events validated.Events) error
+}
+
+// ingestValid hands events the doors' decoders validated to s: the one
+// place package ingest vouches for events.
+func ingestValid(ctx context.Context, s validSink, class string, bodies [][]byte) error {
+	return s.IngestValid(ctx, class, validated.Vouch(bodies))
 }
 
 // Handler serves the ingest endpoints (see the package documentation): the

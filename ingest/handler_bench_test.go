@@ -9,14 +9,15 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/validated"
 )
 
 // discardSink takes every event at once: what is measured is the
 // handler, not a spool.
 type discardSink struct{}
 
-func (discardSink) Ingest(context.Context, string, ...[]byte) error     { return nil }
-func (discardSink) IngestValid(context.Context, string, [][]byte) error { return nil }
+func (discardSink) Ingest(context.Context, string, ...[]byte) error             { return nil }
+func (discardSink) IngestValid(context.Context, string, validated.Events) error { return nil }
 
 // BenchmarkHandler serves one request of 100 events (about 250 bytes
 // each) at a time, through the whole handler (decode, dedup, route,

@@ -25,7 +25,7 @@ import (
 // stamp and the event limits for both doors at once.
 type Pipeline struct {
 	sink  Sink
-	valid ValidSink // sink, if it is one
+	valid validSink // sink, if it is one
 	opts  Options   // fixed at NewPipeline; what Reconfigure changes is in live
 	live  atomic.Pointer[pipeConfig]
 	dedup *dedup
@@ -59,7 +59,7 @@ func NewPipeline(sink Sink, opts Options) (*Pipeline, error) {
 	pre := opts.MaxInflightBytes / 4
 	p := &Pipeline{sink: sink, opts: opts,
 		budget: newBudget(opts.MaxInflightBytes-pre, opts.BudgetWait), preauth: newBudget(pre, opts.BudgetWait)}
-	p.valid, _ = sink.(ValidSink)
+	p.valid, _ = sink.(validSink)
 	p.live.Store(cfg)
 	if opts.DedupWindow > 0 {
 		p.dedup = newDedup(opts.DedupWindow, opts.DedupEntries)
@@ -237,11 +237,11 @@ func (p *Pipeline) prepare(b *pipeBatch, bufs *pipeBufs, m *meter) (dups int, er
 
 // store hands one class's events to the Sink in one call and translates
 // its answer. The events are valid (the doors' decoders checked them), so
-// a ValidSink skips checking them again.
+// a validSink skips checking them again.
 func (p *Pipeline) store(ctx context.Context, class string, bodies [][]byte) (outcome, error) {
 	var err error
 	if p.valid != nil {
-		err = p.valid.IngestValid(ctx, class, bodies)
+		err = ingestValid(ctx, p.valid, class, bodies)
 	} else {
 		err = p.sink.Ingest(ctx, class, bodies...)
 	}

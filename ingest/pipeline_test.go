@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/internal/natstest"
+	"github.com/sluicehq/sluice/internal/validated"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -390,12 +391,17 @@ func (s *validOnlySink) Ingest(context.Context, string, ...[]byte) error {
 	return nil
 }
 
-func (s *validOnlySink) IngestValid(context.Context, string, [][]byte) error {
+func (s *validOnlySink) IngestValid(_ context.Context, _ string, evs validated.Events) error {
+	for _, ev := range evs.Bodies() {
+		if strings.ContainsAny(string(ev), "\r\n") {
+			s.t.Errorf("vouched for an event of more than one line: %q", ev)
+		}
+	}
 	s.calls.Add(1)
 	return nil
 }
 
-// TestPipelineValidatesOnce: both doors hand a ValidSink only events they
+// TestPipelineValidatesOnce: both doors hand a validSink only events they
 // validated, through IngestValid.
 func TestPipelineValidatesOnce(t *testing.T) {
 	srv := natstest.Start(t)
