@@ -47,8 +47,22 @@ type Options struct {
 	// add (plus one retry per second), so a failing link never sees a retry
 	// storm. Default 0.1.
 	RetryBudget float64
-	// MaxEventBytes is the largest single event Ingest accepts. Default
-	// 1 MiB.
+	// MaxEventBytes is the largest single event Node.Ingest accepts, in
+	// bytes; a larger one fails the call with ErrTooLarge. Default 1 MiB,
+	// nats-server's default max_payload. Keep it near the upstream's
+	// max_payload: an event that does not fit in one message even
+	// compressed is acknowledged by Ingest, then dropped at publish and
+	// counted in ClassStats.TooLarge.
+	//
+	// It is the limit of the node's own door, Ingest, and of nothing else.
+	// Events that come through package ingest are bounded once, by that
+	// pipeline's Options.MaxEventBytes (reloadable; a larger event is
+	// refused on its own), and stored through IngestValid, which does not
+	// check them again: no event meets both limits, so the two never
+	// disagree about an event. A Sink that hides the Node (a wrapper with
+	// only Ingest) gets the node's checks too: then set this to at least
+	// the pipeline's limit plus its stamp. `sluice run` sets only the
+	// pipeline's, from ingest.max_event_bytes.
 	MaxEventBytes int
 	// Classes are the traffic classes the node accepts; Ingest refuses
 	// others with ErrInvalidClass. Default priority.Defaults(Link.Ceil):
