@@ -115,7 +115,8 @@
 //	sluice_nats_messages_total, sluice_nats_events_total, sluice_nats_rejected_events_total,
 //	sluice_nats_dropped_events_total, sluice_nats_refused_events_total,
 //	sluice_nats_redelivered_messages_total, sluice_nats_terminated_messages_total,
-//	sluice_nats_slow_consumer_messages_total
+//	sluice_nats_slow_consumer_messages_total, sluice_nats_busy_waits_total (the memory
+//	budget spent)
 //
 // NewHandler's registry adds the Go runtime (go_*), process (process_*)
 // and scrape (promhttp_*) collectors, and Options.Collectors: `sluice run`

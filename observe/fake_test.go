@@ -106,7 +106,7 @@ func (fakeIngest) Stats() ingest.Stats { return ingest.Stats{Requests: 3, Accept
 type fakeNATS struct{}
 
 func (fakeNATS) Stats() ingest.NATSStats {
-	a := ingest.NATSCounts{Messages: 2, Events: 2}
+	a := ingest.NATSCounts{Messages: 2, Events: 2, Busy: 1}
 	return ingest.NATSStats{Total: ingest.NATSCounts{Messages: 6, Events: 6}, Subscriptions: []ingest.NATSSubscriptionStats{
 		{Subject: "a.>", NATSCounts: a},
 		{Subject: "b.>", Stream: "B", NATSCounts: a},

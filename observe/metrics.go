@@ -211,6 +211,7 @@ func NewCollector(src Sources) (*Collector, error) {
 		nd("redelivered_messages_total", "JetStream messages handed back for redelivery because the node refused their events.", func(n ingest.NATSCounts) float64 { return u(n.Redelivered) })
 		nd("terminated_messages_total", "JetStream messages terminated because no event in them was valid.", func(n ingest.NATSCounts) float64 { return u(n.Terminated) })
 		nd("slow_consumer_messages_total", "Core messages the NATS client dropped at the subscription's pending limit.", func(n ingest.NATSCounts) float64 { return u(n.SlowConsumer) })
+		nd("busy_waits_total", "Times a NATS subscription waited out the memory budget (limits.max_inflight_bytes) and found it still spent: a JetStream fetch not made, a JetStream batch handed back for redelivery, or a core batch held.", func(n ingest.NATSCounts) float64 { return u(n.Busy) })
 	}
 	return c, nil
 }
@@ -344,6 +345,7 @@ func addNATS(sum *ingest.NATSCounts, c ingest.NATSCounts) {
 	sum.Redelivered += c.Redelivered
 	sum.Terminated += c.Terminated
 	sum.SlowConsumer += c.SlowConsumer
+	sum.Busy += c.Busy
 }
 
 func b2f(b bool) float64 {

@@ -87,6 +87,7 @@ var families = map[string]dto.MetricType{
 	"sluice_nats_redelivered_messages_total":   dto.MetricType_COUNTER,
 	"sluice_nats_terminated_messages_total":    dto.MetricType_COUNTER,
 	"sluice_nats_slow_consumer_messages_total": dto.MetricType_COUNTER,
+	"sluice_nats_busy_waits_total":             dto.MetricType_COUNTER,
 
 	// Go runtime, process and scrape collectors.
 	"go_goroutines":                          dto.MetricType_GAUGE,
@@ -335,5 +336,28 @@ func TestHandlerServesExtraCollectors(t *testing.T) {
 	clash := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_node_accepting", Help: "again"})
 	if _, err := NewHandler(Sources{Node: newFakeNode()}, Options{Collectors: []prometheus.Collector{clash}}); err == nil {
 		t.Error("a collector clashing with the node's families was registered")
+	}
+}
+
+// TestMetricsNATSPerSubscription: the NATS counters are exported per
+// subject and stream, subscriptions with the same labels summed, the
+// busy waits among them.
+func TestMetricsNATSPerSubscription(t *testing.T) {
+	c, err := NewCollector(Sources{Node: newFakeNode(), NATS: fakeNATS{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `
+# HELP sluice_nats_busy_waits_total Times a NATS subscription waited out the memory budget (limits.max_inflight_bytes) and found it still spent: a JetStream fetch not made, a JetStream batch handed back for redelivery, or a core batch held. Label stream is "" for a core subscription.
+# TYPE sluice_nats_busy_waits_total counter
+sluice_nats_busy_waits_total{stream="",subject="a.>"} 2
+sluice_nats_busy_waits_total{stream="B",subject="b.>"} 1
+# HELP sluice_nats_messages_total Messages received by NATS ingest; a redelivered JetStream message counts again. Label stream is "" for a core subscription.
+# TYPE sluice_nats_messages_total counter
+sluice_nats_messages_total{stream="",subject="a.>"} 4
+sluice_nats_messages_total{stream="B",subject="b.>"} 2
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "sluice_nats_busy_waits_total", "sluice_nats_messages_total"); err != nil {
+		t.Error(err)
 	}
 }
