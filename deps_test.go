@@ -47,11 +47,12 @@ func TestDependencyDirection(t *testing.T) {
 	// allowed says which non-standard imports (module path prefixes) each
 	// package may have, directly or not.
 	allowed := map[string][]string{
-		"internal/jsonx": {},
-		"priority":       {module + "/internal/jsonx"},
-		"shaper":         {module + "/priority", module + "/internal/jsonx"},
-		"spool":          {"go.etcd.io/bbolt", "golang.org/x/sys"},
-		"wire":           {"github.com/klauspost/compress", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys", "github.com/nats-io/nuid", "golang.org/x/"},
+		"internal/jsonx":     {},
+		"internal/validated": {},
+		"priority":           {module + "/internal/jsonx"},
+		"shaper":             {module + "/priority", module + "/internal/jsonx"},
+		"spool":              {"go.etcd.io/bbolt", "golang.org/x/sys"},
+		"wire":               {"github.com/klauspost/compress", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys", "github.com/nats-io/nuid", "golang.org/x/"},
 		// The planning model: the shaper's model and the envelope's costs,
 		// nothing of the running node (aggregator, spool, bbolt).
 		"plan": {module + "/priority", module + "/shaper", module + "/wire", module + "/internal/jsonx",
