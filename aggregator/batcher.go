@@ -17,14 +17,16 @@ import (
 	"github.com/sluicehq/sluice/wire"
 )
 
-// A batch is one class's cut of spooled events, compressed: its wire
-// header fields (class, spool range, count, oldest event, level, dropped
-// fields) and its zstd body, from the batcher's pool of bodies.
+// A batch is one class's cut of spooled events: its wire header fields
+// (class, spool range, count, oldest event, level, dropped fields), its
+// events as NDJSON (text) until it is compressed, then its zstd body, from
+// the batcher's pool of bodies.
 type batch struct {
 	wire.Batch               // header fields; Events unused
 	raw        int           // uncompressed bytes
 	stale      time.Duration // the max age its oldest event had passed when cut (expiry by demotion); 0 if none
-	body       *[]byte
+	text       *[]byte       // NDJSON, from cut until compress; nil after
+	body       *[]byte       // zstd, from compress until its ack; nil before
 }
 
 // rng is the batch's spool range.
@@ -36,9 +38,11 @@ func (b *batch) size() int { return len(*b.body) }
 // A batcher reads one class's spool from its cursor and cuts batches:
 // it expires events past the class's max age (dropped, or set aside to be
 // sent after the newer ones: expiry by demotion), drops low-priority
-// fields as the degradation level says, compresses the batch with a
-// reused zstd encoder, and claims its range durably in the spool, so that
-// the batch's identity is fixed before its first publish.
+// fields as the degradation level says, claims the batch's range durably
+// in the spool, so that the batch's identity is fixed before its first
+// publish, and compresses it with a reused zstd encoder: the caller's
+// (compress, one encoder per compression worker of the lane's pipeline)
+// or, for the halves of a split, its own (compressOwn).
 //
 // Expiry by demotion: events past the max age at the head of what is
 // unsent are set aside (neither claimed nor acknowledged, so they stay in
@@ -52,8 +56,9 @@ func (b *batch) size() int { return len(*b.body) }
 // they are, still in batches of their own and labelled.
 //
 // The cursor and the set-aside ranges belong to the lane's shipper; cut
-// may also be called by the publisher (for the halves of a split), so it
-// serializes on mu.
+// may also be called by the publisher (for the halves of a split). Each
+// cut reads into an NDJSON buffer of its own, from a free list that keeps
+// as many as were ever in use at once (the pipeline bounds them).
 type batcher struct {
 	sp      *spool.Spool
 	class   string
@@ -75,28 +80,82 @@ type batcher struct {
 	cursor uint64        // the first event not yet cut, set aside, dropped or expired
 	stale  []spool.Range // set aside, still to be sent after the newer events; ascending, disjoint
 
-	mu   sync.Mutex
-	enc  *zstd.Encoder
-	raw  []byte    // NDJSON scratch buffer (mu)
-	bufs sync.Pool // compressed bodies, returned after their ack
+	level zstd.EncoderLevel // the class's compression
+	mu    sync.Mutex
+	enc   *zstd.Encoder // compressOwn's, made at its first use (mu)
+	texts chan *[]byte  // free NDJSON buffers
+	bufs  sync.Pool     // compressed bodies, returned after their ack
 }
+
+// maxFreeTexts bounds the free list of NDJSON buffers. The buffers in use
+// at once are bounded by the pipeline (its slots, plus a split's half),
+// so the list keeps only as many as that.
+const maxFreeTexts = 64
 
 func newBatcher(sp *spool.Spool, class, node string, compression string, cfg *atomic.Pointer[laneConfig],
 	stats *laneStats, target func() int64, expire bool, now func() time.Time, log *slog.Logger) (*batcher, error) {
-	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(wire.EncoderLevel(compression)),
-		zstd.WithEncoderConcurrency(1))
+	bt := &batcher{
+		sp: sp, class: class, node: node, spoolID: sp.ID(), cfg: cfg, now: now, log: log,
+		stats: stats, target: target, expire: expire, level: wire.EncoderLevel(compression),
+		texts: make(chan *[]byte, maxFreeTexts),
+	}
+	// Fail at New, not at the first batch, on an encoder the options
+	// cannot make.
+	enc, err := bt.newEncoder()
 	if err != nil {
 		return nil, err
 	}
-	return &batcher{
-		sp: sp, class: class, node: node, spoolID: sp.ID(), cfg: cfg, now: now, log: log,
-		stats: stats, target: target, expire: expire, enc: enc,
-	}, nil
+	bt.enc = enc
+	return bt, nil
 }
 
-// close releases the encoder.
-func (bt *batcher) close() { bt.enc.Close() }
+// newEncoder returns an encoder at the class's level, for one goroutine.
+func (bt *batcher) newEncoder() (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderLevel(bt.level), zstd.WithEncoderConcurrency(1))
+}
+
+// close releases compressOwn's encoder.
+func (bt *batcher) close() {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	if bt.enc != nil {
+		bt.enc.Close()
+		bt.enc = nil
+	}
+}
+
+// compress replaces b's NDJSON with its zstd body, encoded by enc (one
+// goroutine's), and gives the NDJSON buffer back.
+func (bt *batcher) compress(enc *zstd.Encoder, b *batch) {
+	body := bt.getBody()
+	*body = enc.EncodeAll(*b.text, (*body)[:0])
+	b.body = body
+	bt.putText(b.text)
+	b.text = nil
+}
+
+// compressOwn compresses b with the batcher's own encoder: for the halves
+// of a split, cut outside the pipeline.
+func (bt *batcher) compressOwn(b *batch) error {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	if bt.enc == nil {
+		enc, err := bt.newEncoder()
+		if err != nil {
+			return err
+		}
+		bt.enc = enc
+	}
+	bt.compress(bt.enc, b)
+	return nil
+}
+
+// release gives back the buffers of a batch that will not be published.
+func (bt *batcher) release(b *batch) {
+	bt.putText(b.text)
+	bt.putBody(b.body)
+	b.text, b.body = nil, nil
+}
 
 // resume places the cursor after the last acknowledged event and returns
 // the ranges claimed before a restart, to be republished range for range
@@ -140,14 +199,16 @@ func (bt *batcher) unsent() uint64 {
 func (bt *batcher) hasStale() bool { return len(bt.stale) > 0 }
 
 // cutExact cuts claimed range r again, as the batch it was: same range,
-// same message id, whatever its events have become.
+// same message id, whatever its events have become. The batch is left to
+// be compressed.
 func (bt *batcher) cutExact(b *batch, r spool.Range, act priority.Action, level int) (bool, error) {
 	ok, _, _, err := bt.cut(b, cutSpec{from: r.First, last: r.Last, maxEvents: int(r.Len()), exact: true}, act, level)
 	return ok, err
 }
 
-// next cuts and claims the next batch: of the set-aside events if old,
-// else from the cursor, which then moves past what was read. It returns
+// next cuts and claims the next batch, left to be compressed: of the
+// set-aside events if old, else from the cursor, which then moves past
+// what was read. It returns
 // false with a nil error when nothing is left to send in what was read
 // (all of it expired, dropped or set aside). On an error nothing moved:
 // the same events are cut again next time.
@@ -186,22 +247,28 @@ func (bt *batcher) next(b *batch, old bool, act priority.Action, level int) (boo
 	return ok, nil
 }
 
-// cutHalf cuts and claims the batch of at most n events (0: all) of
-// [from, last], a half of a split batch: old and newer events together,
-// since the half must cover its range whatever it holds.
+// cutHalf cuts, claims and compresses the batch of at most n events (0:
+// all) of [from, last], a half of a split batch: old and newer events
+// together, since the half must cover its range whatever it holds.
 func (bt *batcher) cutHalf(b *batch, from, last uint64, n int, act priority.Action, level int) (bool, error) {
 	ok, _, _, err := bt.cut(b, cutSpec{from: from, last: last, maxEvents: n, mixed: true}, act, level)
 	if err == nil && ok {
 		err = bt.claim(b)
 	}
+	if err == nil && ok {
+		if err = bt.compressOwn(b); err != nil {
+			// Claimed: the half goes again, identically, after a restart.
+			bt.release(b)
+		}
+	}
 	return ok, err
 }
 
 // claim records b's range durably: from now on it is republished as the
-// same batch until acknowledged. On failure b's body goes back.
+// same batch until acknowledged. On failure b's buffers go back.
 func (bt *batcher) claim(b *batch) error {
 	if err := bt.sp.Claim(bt.class, b.rng()); err != nil {
-		bt.putBody(b.body)
+		bt.release(b)
 		return fmt.Errorf("claim %d-%d: %w", b.First, b.Last, err)
 	}
 	return nil
@@ -227,7 +294,7 @@ type cutSpec struct {
 // age behind; beyond the bound, old events are cut where they are.
 const maxStaleRanges = 4096
 
-// cut reads the events s describes into compressed batch b, applying the
+// cut reads the events s describes into batch b as NDJSON, applying the
 // level's action (under ActionDropFields, low-priority fields are
 // removed) and the class's expiry: an event past the max age is left out
 // and counted (ExpireDrop), or, with ExpireDemote, set aside (s.aside, at
@@ -237,9 +304,13 @@ const maxStaleRanges = 4096
 // send (a range whose events have all expired is acknowledged here); the
 // range of events set aside; and the seq to read from next.
 func (bt *batcher) cut(b *batch, s cutSpec, act priority.Action, level int) (ok bool, set spool.Range, next uint64, err error) {
-	bt.mu.Lock()
-	defer bt.mu.Unlock()
-	raw := bt.raw[:0]
+	text := bt.getText()
+	defer func() {
+		if !ok {
+			bt.putText(text)
+		}
+	}()
+	raw := (*text)[:0]
 	*b = batch{}
 	b.Level = level
 	cfg := bt.cfg.Load()
@@ -301,7 +372,7 @@ func (bt *batcher) cut(b *batch, s cutSpec, act priority.Action, level int) (ok 
 		raw = append(raw, '\n')
 		return nil
 	})
-	bt.raw = raw
+	*text = raw
 	if err != nil && !errors.Is(err, errStopRead) {
 		return false, spool.Range{}, s.from, fmt.Errorf("read from %d: %w", s.from, err)
 	}
@@ -328,9 +399,7 @@ func (bt *batcher) cut(b *batch, s cutSpec, act priority.Action, level int) (ok 
 		b.stale = maxAge
 	}
 	b.raw = len(raw)
-	body := bt.getBody()
-	*body = bt.enc.EncodeAll(raw, (*body)[:0])
-	b.body = body
+	b.text = text
 	b.Node, b.Spool, b.Class = bt.node, bt.spoolID, bt.class
 	return true, set, next, nil
 }
@@ -372,6 +441,26 @@ func (bt *batcher) trouble(ctx context.Context, b *backoff, err error) bool {
 		bt.log.Error("spool read failed, retrying", "class", bt.class, "err", err)
 	}
 	return sleep(ctx, b.next())
+}
+
+func (bt *batcher) getText() *[]byte {
+	select {
+	case p := <-bt.texts:
+		return p
+	default:
+		p := make([]byte, 0, 64<<10)
+		return &p
+	}
+}
+
+func (bt *batcher) putText(p *[]byte) {
+	if p == nil {
+		return
+	}
+	select {
+	case bt.texts <- p:
+	default:
+	}
 }
 
 func (bt *batcher) getBody() *[]byte {

@@ -63,9 +63,14 @@ func testBatcher(t *testing.T, sp *spool.Spool, c priority.Class, now time.Time)
 	return bt, stats
 }
 
-// ndjson decompresses b's body.
-func ndjson(t *testing.T, b *batch) string {
+// ndjson compresses b, if it is not yet, and decompresses its body.
+func ndjson(t *testing.T, bt *batcher, b *batch) string {
 	t.Helper()
+	if b.body == nil {
+		if err := bt.compressOwn(b); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dec, err := zstd.NewReader(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +100,7 @@ func TestBatcherDemote(t *testing.T) {
 	if b.First != 4 || b.Last != 5 || b.Count != 2 || b.stale != 0 {
 		t.Errorf("newer batch: range %d-%d, %d events, stale %v; want 4-5, 2, 0", b.First, b.Last, b.Count, b.stale)
 	}
-	if got := ndjson(t, &b); got != "{\"n\":4}\n{\"n\":5}\n" {
+	if got := ndjson(t, bt, &b); got != "{\"n\":4}\n{\"n\":5}\n" {
 		t.Errorf("newer batch body %q", got)
 	}
 	if !bt.hasStale() || bt.unsent() != 0 {
@@ -164,7 +169,7 @@ func TestBatcherExact(t *testing.T) {
 	if b.First != 2 || b.Last != 4 || b.Count != 3 || b.stale != maxAge {
 		t.Errorf("range %d-%d, %d events, stale %v; want 2-4, 3, %v", b.First, b.Last, b.Count, b.stale, maxAge)
 	}
-	if !bytes.Contains([]byte(ndjson(t, &b)), []byte(`{"n":4}`)) {
-		t.Errorf("body %q lacks event 4", ndjson(t, &b))
+	if !bytes.Contains([]byte(ndjson(t, bt, &b)), []byte(`{"n":4}`)) {
+		t.Errorf("body %q lacks event 4", ndjson(t, bt, &b))
 	}
 }

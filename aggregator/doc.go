@@ -16,9 +16,15 @@
 //
 //   - batcher.go: the batcher reads the class's spool from its cursor,
 //     expires events past the class's max age (below), drops low-priority
-//     fields as the degradation level says, compresses the batch with a
-//     reused zstd encoder into the wire envelope, and claims its range
-//     durably in the spool before it is sent. It knows nothing of NATS.
+//     fields as the degradation level says, claims the batch's range
+//     durably in the spool before it is sent, and compresses it with a
+//     reused zstd encoder into the wire envelope. It knows nothing of NATS.
+//   - pipeline.go: the pipeline carries a class's batches from cut to
+//     publish: the lane's shipper cuts and claims them in spool order,
+//     one compression worker per core (GOMAXPROCS), each with its own
+//     encoder, compresses them in parallel, and a sequencer hands them to
+//     the publisher in the order they were claimed. At most workers+1
+//     batches are cut and not yet published.
 //   - driver.go: the shaper driver holds the shaper's token-bucket lanes,
 //     link-health estimator, degradation controller and retrier under one
 //     mutex, runs the tick that turns link health into a target rate and
@@ -35,8 +41,9 @@
 //     acknowledged segment files.
 //   - lane.go: the lane's shipper loop decides when a batch is due (the
 //     class's Batch limits MaxEvents, MaxBytes and Linger; at once while
-//     draining; never while the level defers the class) and wires
-//     batcher, driver and publisher for its class.
+//     draining; never while the level defers the class), takes the level's
+//     decision for it as it is cut, and wires batcher, pipeline, driver
+//     and publisher for its class.
 //
 // # Expiry
 //

@@ -3,10 +3,12 @@ package aggregator
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/priority"
@@ -14,17 +16,21 @@ import (
 )
 
 // A lane ships one class: its shipper goroutine (ship) waits until a batch
-// is due, has the batcher cut and claim it, and hands it to the publisher
-// (send), which waits for the shaper's admission and publishes; the
-// publisher's acker goroutine (publisher.run) waits for the acks.
+// is due, has the batcher cut and claim it, and hands it to the pipeline,
+// whose compression workers compress it and whose sequencer hands it, in
+// cut order, to the publisher (send), which waits for the shaper's
+// admission and publishes; the publisher's acker goroutine (publisher.run)
+// waits for the acks.
 type lane struct {
 	id   int // index in the node's classes and the shaper's lanes
 	name string
 	cfg  atomic.Pointer[laneConfig] // replaced whole by Reconfigure
 
-	drv shaping
-	bt  *batcher
-	pub *publisher
+	drv  shaping
+	bt   *batcher
+	pub  *publisher
+	pl   *pipeline
+	encs []*zstd.Encoder // one per compression worker, closed by it
 
 	wake  chan struct{} // a token per Ingest, capacity 1
 	drain <-chan struct{}
@@ -93,6 +99,20 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 		retryMin: o.RetryMin, retryMax: o.RetryMax, ackTimeout: o.AckTimeout,
 		window: window, inflight: make(chan *flight, o.MaxInFlight),
 	}
+	// One compression worker per core: the class's shipping is then
+	// bounded by the cores, not by one encoder.
+	l.pl = newPipeline(l.bt, l.pub.send, runtime.GOMAXPROCS(0))
+	for range l.pl.workers {
+		enc, err := l.bt.newEncoder()
+		if err != nil {
+			for _, e := range l.encs {
+				e.Close()
+			}
+			l.bt.close()
+			return nil, err
+		}
+		l.encs = append(l.encs, enc)
+	}
 	return l, nil
 }
 
@@ -100,8 +120,16 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 // lane has drained.
 func (l *lane) start(ctx context.Context, goFunc func(func())) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3 + len(l.encs))
 	goFunc(func() { defer wg.Done(); l.ship(ctx) })
+	for _, enc := range l.encs {
+		goFunc(func() { defer wg.Done(); l.pl.compressor(enc) })
+	}
+	goFunc(func() {
+		defer wg.Done()
+		l.pl.sequence(ctx)
+		close(l.pub.inflight)
+	})
 	goFunc(func() { defer wg.Done(); l.pub.run(ctx) })
 	goFunc(func() { wg.Wait(); l.bt.close(); close(l.done) })
 }
@@ -121,21 +149,28 @@ func (l *lane) action() (priority.Action, int) {
 // ship is the shipper goroutine: it republishes what was claimed before a
 // restart, then cuts a batch whenever one is due (a full batch waiting,
 // the linger over, the node draining, set-aside events with nothing newer
-// to go) and the level does not defer the class.
+// to go) and the level does not defer the class. Each batch is cut under
+// a slot of the pipeline, taken before the level's decision for it; the
+// shipper stops when the pipeline's sequencer does (a send refused).
 func (l *lane) ship(ctx context.Context) {
-	defer close(l.pub.inflight)
-	bt := l.bt
+	defer l.pl.done()
+	bt, pl := l.bt, l.pl
 	trouble := backoff{min: l.retryMin, max: l.retryMax}
 
 	// Republish, range for range, what was claimed before a restart.
 	for _, c := range bt.resume() {
+		if !pl.acquire(ctx) {
+			return
+		}
 		for {
 			act, level := l.action()
 			f := new(flight)
 			ok, err := bt.cutExact(&f.batch, c, act, level)
 			if err == nil {
-				if ok && !l.pub.send(ctx, f) {
-					return
+				if ok {
+					pl.submit(f)
+				} else {
+					pl.release()
 				}
 				break
 			}
@@ -148,7 +183,11 @@ func (l *lane) ship(ctx context.Context) {
 	var lingerUntil time.Time
 	var timer *time.Timer
 	deferred := false
+	held := false // a pipeline slot for the next batch
 	for {
+		if pl.stopped() {
+			return
+		}
 		unsent := bt.unsent()
 		draining := isClosed(l.drain)
 		act, level := l.action()
@@ -211,12 +250,26 @@ func (l *lane) ship(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-pl.stop:
+				return
 			case <-drain: // draining sends partial batches at once
 			case <-l.drv.levelChanged():
 			case <-l.wake:
 			case <-tc:
 			}
 			continue
+		}
+		if !held {
+			if !pl.tryAcquire() {
+				// The pipeline is full: wait for room, then decide again
+				// (the level, what is due) for the batch to cut.
+				if !pl.acquire(ctx) {
+					return
+				}
+				held = true
+				continue
+			}
+			held = true
 		}
 		if !old {
 			lingerUntil = time.Time{}
@@ -232,8 +285,9 @@ func (l *lane) ship(ctx context.Context) {
 			continue
 		}
 		trouble = backoff{min: l.retryMin, max: l.retryMax}
-		if ok && !l.pub.send(ctx, f) {
-			return
+		if ok {
+			pl.submit(f)
+			held = false
 		}
 	}
 }

@@ -1,0 +1,275 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/sluicehq/sluice/priority"
+	"github.com/sluicehq/sluice/spool"
+)
+
+// pipelineSpool opens a spool holding n events of class "c" and returns it
+// with the events as NDJSON lines, by seq (index 0 unused). Event sizes
+// vary from a few bytes to a few KiB of random letters, so that batches
+// take the workers very different times to compress and finish out of
+// order.
+func pipelineSpool(t *testing.T, n int) (*spool.Spool, []string) {
+	t.Helper()
+	sp, err := spool.Open(t.TempDir(), spool.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	r := rand.New(rand.NewPCG(1, 2))
+	lines := []string{""}
+	var evs [][]byte
+	for i := 1; i <= n; i++ {
+		pad := make([]byte, r.IntN(4096))
+		for j := range pad {
+			pad[j] = byte('a' + r.IntN(26))
+		}
+		ev := fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)
+		lines = append(lines, ev)
+		evs = append(evs, []byte(ev))
+	}
+	if _, err := sp.Append(context.Background(), "c", evs); err != nil {
+		t.Fatal(err)
+	}
+	return sp, lines
+}
+
+// testLane is a lane of class "c" (batches of at most maxEvents) on sp,
+// unshaped, whose pipeline has the given workers and sends with send,
+// draining from the start: its shipper cuts everything at once and stops
+// when nothing is left. run starts its shipper, workers and sequencer and
+// waits for them.
+func testLane(t *testing.T, sp *spool.Spool, maxEvents, workers int, send func(context.Context, *flight) bool) (l *lane, run func(context.Context)) {
+	t.Helper()
+	c := priority.Class{Name: "c", Batch: priority.Batch{MaxEvents: maxEvents}}
+	bt, _ := testBatcher(t, sp, c, time.Now())
+	bt.expire = false
+	cfg, err := newLaneConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := make(chan struct{})
+	close(drain)
+	l = &lane{
+		name: "c", drv: testDriver(t, &fakeNode{}, true), bt: bt,
+		wake: make(chan struct{}, 1), drain: drain, done: make(chan struct{}),
+		retryMin: time.Millisecond, retryMax: 10 * time.Millisecond,
+	}
+	l.cfg.Store(cfg)
+	l.pl = newPipeline(bt, send, workers)
+	return l, func(ctx context.Context) {
+		var wg sync.WaitGroup
+		for range workers {
+			enc, err := bt.newEncoder()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			wg.Go(func() { l.pl.compressor(enc) })
+		}
+		wg.Go(func() { l.pl.sequence(ctx) })
+		l.ship(ctx)
+		wg.Wait()
+	}
+}
+
+// sent records what a test's send was handed, checking each body against
+// the spooled events of its range.
+type sent struct {
+	t      *testing.T
+	lines  []string
+	dec    *zstd.Decoder
+	mu     sync.Mutex
+	ranges []spool.Range
+}
+
+func newSent(t *testing.T, lines []string) *sent {
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dec.Close)
+	return &sent{t: t, lines: lines, dec: dec}
+}
+
+func (s *sent) record(f *flight) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out, err := s.dec.DecodeAll(*f.body, nil)
+	if err != nil {
+		s.t.Errorf("batch %d-%d: %v", f.First, f.Last, err)
+		return
+	}
+	want := strings.Join(s.lines[f.First:f.Last+1], "\n") + "\n"
+	if string(out) != want || f.Count != int(f.rng().Len()) {
+		s.t.Errorf("batch %d-%d (%d events): body is not its range's events", f.First, f.Last, f.Count)
+	}
+	s.ranges = append(s.ranges, f.rng())
+}
+
+// inOrder checks that the ranges sent tile 1..n in ascending order.
+func (s *sent) inOrder(n uint64) {
+	s.t.Helper()
+	next := uint64(1)
+	for i, r := range s.ranges {
+		if r.First != next {
+			s.t.Fatalf("batch %d sent is %d-%d, want it to start at %d (sent: %v)", i, r.First, r.Last, next, s.ranges)
+		}
+		next = r.Last + 1
+	}
+	if next != n+1 {
+		s.t.Fatalf("sent up to %d, want %d", next-1, n)
+	}
+}
+
+// TestPipelineOrder: with four workers compressing batches of very
+// different sizes, the sequencer hands them to send in the order their
+// ranges were claimed, each with its own events, and never more than
+// workers+1 batches are cut and not yet sent.
+func TestPipelineOrder(t *testing.T) {
+	const n, workers = 1200, 4
+	sp, lines := pipelineSpool(t, n)
+	s := newSent(t, lines)
+	var l *lane
+	l, run := testLane(t, sp, 7, workers, func(_ context.Context, f *flight) bool {
+		if busy := l.pl.busy.Load(); busy > workers+1 {
+			t.Errorf("%d batches cut and not sent, want at most %d", busy, workers+1)
+		}
+		s.record(f)
+		l.bt.putBody(f.body)
+		return true
+	})
+	run(context.Background())
+	s.inOrder(n)
+	if len(s.ranges) < 100 {
+		t.Fatalf("only %d batches", len(s.ranges))
+	}
+	if p := l.pl.peak.Load(); p > workers+1 {
+		t.Errorf("peak %d batches in the pipeline, want at most %d", p, workers+1)
+	}
+	claims := sp.Claims("c")
+	if len(claims) != len(s.ranges) {
+		t.Errorf("%d claims, %d batches sent: every batch is claimed before it is sent", len(claims), len(s.ranges))
+	}
+}
+
+// TestPipelineBounded: while the first batch waits in send, the shipper
+// cuts (and claims) exactly workers+1 batches and then waits for room; it
+// reads no further. Once send goes on, the rest follows in order.
+func TestPipelineBounded(t *testing.T) {
+	const n, workers = 300, 3
+	sp, lines := pipelineSpool(t, n)
+	s := newSent(t, lines)
+	gate := make(chan struct{})
+	var l *lane
+	l, run := testLane(t, sp, 5, workers, func(_ context.Context, f *flight) bool {
+		<-gate
+		s.record(f)
+		l.bt.putBody(f.body)
+		return true
+	})
+	done := make(chan struct{})
+	go func() { defer close(done); run(context.Background()) }()
+
+	// Wait until the shipper has had to wait for a slot.
+	deadline := time.Now().Add(time.Minute)
+	for l.pl.blocked.Load() == 0 {
+		if time.Now().After(deadline) {
+			close(gate)
+			t.Fatal("the shipper never waited for room in the pipeline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if claims := sp.Claims("c"); len(claims) != workers+1 {
+		t.Errorf("with send held: %d batches claimed, want %d (one in send, %d compressing)", len(claims), workers+1, workers)
+	}
+	if got := l.bt.cursor; got != (workers+1)*5+1 {
+		t.Errorf("with send held: cursor at %d, want %d", got, (workers+1)*5+1)
+	}
+	close(gate)
+	<-done
+	s.inOrder(n)
+	if p := l.pl.peak.Load(); p != workers+1 {
+		t.Errorf("peak %d batches in the pipeline, want %d", p, workers+1)
+	}
+}
+
+// TestPipelineStopLosesNothing: a send refused mid-stream (a deferred
+// class while the node drains, or a hard stop) stops the pipeline with
+// batches cut and compressing behind it; they and the refused one stay
+// claimed, unacknowledged, and a batcher resuming the spool gets them back
+// range for range, then the unread events: nothing is lost, nothing sent
+// twice.
+func TestPipelineStopLosesNothing(t *testing.T) {
+	const n, workers = 400, 2
+	sp, lines := pipelineSpool(t, n)
+	s := newSent(t, lines)
+	calls := 0
+	var l *lane
+	l, run := testLane(t, sp, 10, workers, func(_ context.Context, f *flight) bool {
+		calls++
+		if calls == 4 {
+			return false
+		}
+		s.record(f)
+		l.bt.putBody(f.body)
+		sp.Ack("c", f.rng()) // as the publisher does on JetStream's ack
+		return true
+	})
+	run(context.Background())
+	if len(s.ranges) != 3 || calls != 4 {
+		t.Fatalf("sent %d batches in %d calls, want 3 in 4", len(s.ranges), calls)
+	}
+
+	// A restart: the claimed ranges come back first, then the rest.
+	bt, _ := testBatcher2(t, sp)
+	claims := bt.resume()
+	if len(claims) == 0 || claims[0].First != s.ranges[2].Last+1 {
+		t.Fatalf("claims after the stop %v, want them to start after the sent %v", claims, s.ranges)
+	}
+	next := claims[0].First
+	for _, c := range claims {
+		if c.First != next {
+			t.Fatalf("claims %v leave a gap at %d", claims, next)
+		}
+		next = c.Last + 1
+	}
+	if bt.cursor != next || bt.unsent() != n+1-next {
+		t.Errorf("cursor %d, unsent %d; want %d, %d", bt.cursor, bt.unsent(), next, n+1-next)
+	}
+	if got, max := len(claims), workers+1; got > max {
+		t.Errorf("%d claimed batches not sent, want at most %d", got, max)
+	}
+}
+
+// testBatcher2 is a batcher of class "c" on sp that has not resumed.
+func testBatcher2(t *testing.T, sp *spool.Spool) (*batcher, *laneStats) {
+	t.Helper()
+	cfg, err := newLaneConfig(priority.Class{Name: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p atomic.Pointer[laneConfig]
+	p.Store(cfg)
+	stats := new(laneStats)
+	bt, err := newBatcher(sp, "c", "edge", "", &p, stats,
+		func() int64 { return 0 }, false, time.Now, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bt.close)
+	return bt, stats
+}
