@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
-	"github.com/sluicehq/sluice/internal/embedded"
+	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -60,7 +60,7 @@ func streamRanges(t *testing.T, nc *nats.Conn) map[string][][2]uint64 {
 // while the node is still creating it fail and are retried, and a retried
 // batch may land after later ones (package doc, Caveats).
 func TestPipelineStreamOrder(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -113,7 +113,7 @@ func TestPipelineStreamOrder(t *testing.T) {
 // batches cut, compressing and in flight) lose nothing: after a last
 // start, the stream holds every event exactly once.
 func TestPipelineShutdownMidStream(t *testing.T) {
-	srv := embedded.StartTest(t)
+	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	dir := t.TempDir()
 	big := func(o *aggregator.Options) {
