@@ -36,8 +36,11 @@
 //
 // A Router returns the class of the first Rule whose Source and JSON field
 // value match, or the default class. Field lookup scans only as far as
-// needed. A class given explicitly by the producer wins; that choice belongs
-// to the caller, which then does not call Route.
+// needed. A caller that has already scanned the event (ingest, while it
+// validates it) routes it with RouteValues from the values of the
+// top-level members named by Fields, without reading it again. A class
+// given explicitly by the producer wins; that choice belongs to the
+// caller, which then does not call Route.
 //
 // # Caveats
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/jsonx"
@@ -29,14 +30,16 @@ type Rule struct {
 // argument) wins over the rules; that choice is the caller's: call Route only
 // when no class was given.
 type Router struct {
-	rules []compiledRule
-	def   string
+	rules  []compiledRule
+	def    string
+	fields []string // the distinct first segments of the rules' paths
 }
 
 type compiledRule struct {
 	Rule
 	path   []string
 	equals [][]byte
+	slot   int // index in Router.fields of path[0]
 }
 
 // NewRouter compiles rules. When classes is non-nil, every rule's class and
@@ -67,6 +70,11 @@ func NewRouter(classes []Class, rules []Rule, defaultClass string) (*Router, err
 				return nil, fmt.Errorf("%w: rule #%d: field %q: %w", ErrInvalidRule, i, rule.Field, ErrInvalidPath)
 			}
 			cr.path = strings.Split(rule.Field, ".")
+			cr.slot = slices.Index(r.fields, cr.path[0])
+			if cr.slot < 0 {
+				cr.slot = len(r.fields)
+				r.fields = append(r.fields, cr.path[0])
+			}
 		} else if len(rule.Equals) > 0 {
 			return nil, fmt.Errorf("%w: rule #%d: equals without a field", ErrInvalidRule, i)
 		}
@@ -107,6 +115,61 @@ func (r *Router) Route(source string, event []byte) string {
 		}
 	}
 	return r.def
+}
+
+// Fields returns the distinct top-level member names the rules read (the
+// first segment of each rule's Field), in the order [Router.MatchValues]
+// takes their values; nil when no rule reads a field.
+func (r *Router) Fields() []string { return slices.Clone(r.fields) }
+
+// RouteValues is [Router.Route] for an event whose top-level members the
+// caller has already found while scanning it (ingest finds them while it
+// validates the event, so that the event is read once): values[i] is the
+// raw value, without surrounding white space, of the first top-level
+// member named Fields()[i], or nil when the event has none. On a valid
+// event it returns what Route returns. A rule whose Field has more than
+// one segment reads only within values[i]. values must be at least as
+// long as Fields().
+func (r *Router) RouteValues(source string, values [][]byte) string {
+	return r.RuleClass(r.MatchValues(source, values))
+}
+
+// MatchValues returns the index of the first rule that matches the event
+// whose top-level values are values (as for [Router.RouteValues]), or -1
+// when none does. [Router.RuleClass] turns it into the class.
+func (r *Router) MatchValues(source string, values [][]byte) int {
+	for i := range r.rules {
+		cr := &r.rules[i]
+		if cr.Source != "" && cr.Source != source {
+			continue
+		}
+		if cr.path == nil {
+			return i
+		}
+		raw := values[cr.slot]
+		if raw == nil {
+			continue
+		}
+		if len(cr.path) > 1 {
+			var ok bool
+			if raw, ok = Lookup(raw, cr.path[1:]); !ok {
+				continue
+			}
+		}
+		if len(cr.equals) == 0 || valueEquals(raw, cr.equals) {
+			return i
+		}
+	}
+	return -1
+}
+
+// RuleClass returns the class of rule i, an index that
+// [Router.MatchValues] returned, or the default class for -1.
+func (r *Router) RuleClass(i int) string {
+	if i < 0 || i >= len(r.rules) {
+		return r.def
+	}
+	return r.rules[i].Class
 }
 
 func valueEquals(raw []byte, equals [][]byte) bool {

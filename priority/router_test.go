@@ -2,7 +2,10 @@ package priority
 
 import (
 	"errors"
+	"slices"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/jsonx"
 )
 
 func TestRouter(t *testing.T) {
@@ -96,5 +99,56 @@ func BenchmarkRoute(b *testing.B) {
 		if r.Route("segment", evs[i%len(evs)]) != ClassIngest {
 			b.Fatal("misrouted")
 		}
+	}
+}
+
+// TestRouteValues checks that routing from the top-level values a scan
+// found gives Route's answer on every valid event.
+func TestRouteValues(t *testing.T) {
+	r, err := NewRouter(Defaults(1<<20), []Rule{
+		{Field: "event", Equals: []string{"Order Completed", "Fraud Signal"}, Class: ClassCritical},
+		{Source: "replica", Class: ClassReplication},
+		{Field: "context.import", Equals: []string{"true"}, Class: ClassBackfill},
+		{Field: "type", Equals: []string{"track", "page", "identify"}, Source: "segment", Class: ClassIngest},
+		{Field: "properties.batchJob", Class: ClassBackfill},
+		{Field: "event", Class: ClassReplication},
+	}, ClassIngest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.Fields(), []string{"event", "context", "type", "properties"}; !slices.Equal(got, want) {
+		t.Fatalf("Fields() = %q, want %q", got, want)
+	}
+	evs := append(loadEvents(t),
+		[]byte(`{"type":"track","event":"Order Completed"}`),
+		[]byte(`{"event":"Fraud\u0020Signal"}`),
+		[]byte(`{"type":"page","context":{"import":true}}`),
+		[]byte(`{"type":"page","context":{"import":false},"context":{"import":true}}`),
+		[]byte(`{"properties":{"x":[1,{"batchJob":1}],"batchJob":null}}`),
+		[]byte(`{"properties":{"x":[1,{"batchJob":1}]}}`),
+		[]byte(`{"type":"alias"}`),
+		[]byte(`{"ev\u0065nt":"Order Completed"}`),
+		[]byte(`{"event":"x","event":"Order Completed"}`),
+		[]byte(`{"event" : [1, 2]}`),
+		[]byte(`{}`),
+	)
+	for _, source := range []string{"segment", "replica", "http"} {
+		for _, ev := range evs {
+			values := make([][]byte, len(r.Fields()))
+			if err := jsonx.ObjectMembers(ev, func(m jsonx.Member) error {
+				if i := slices.Index(r.Fields(), string(m.Key)); i >= 0 && values[i] == nil {
+					values[i] = m.Value
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("%s: %v", ev, err)
+			}
+			if got, want := r.RouteValues(source, values), r.Route(source, ev); got != want {
+				t.Errorf("RouteValues(%q, %s) = %q, Route = %q", source, ev, got, want)
+			}
+		}
+	}
+	if r.RuleClass(-1) != ClassIngest || r.RuleClass(0) != ClassCritical {
+		t.Errorf("RuleClass(-1), RuleClass(0) = %q, %q", r.RuleClass(-1), r.RuleClass(0))
 	}
 }
