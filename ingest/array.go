@@ -14,10 +14,8 @@ func decodeArray(body []byte, lim decodeLimits) (Decoded, error) {
 		return Decoded{}, err
 	}
 	return d.result(d.elements(body, 0, func(line int, raw []byte) {
-		if err := checkEvent(raw, d.maxEvent); err != nil {
-			d.reject(line, err.Error())
-			return
+		if d.scan(line, raw, nil) {
+			d.keep(line, raw, nil, false)
 		}
-		d.keep(line, raw, nil, false)
 	}))
 }

@@ -119,7 +119,7 @@ func (c coding) String() string {
 
 // decodedBody is a request body with its content codings removed. It is
 // pooled: Bytes is valid until Release, and the caller must not retain it
-// (nor slices of it, such as the events parseNDJSON returns) after.
+// (nor slices of it, such as the events parseEvents returns) after.
 type decodedBody struct {
 	data []byte // the decoded body, aliasing raw or out
 

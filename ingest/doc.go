@@ -9,7 +9,11 @@
 // decoder validates it once (one JSON object, at most MaxEventBytes, made
 // one line); the pipeline drops repeats (dedup), routes it to its class,
 // stamps it, groups the batch's events by class and makes one Sink call
-// per class; the door translates the outcome once (an HTTP status; a NATS
+// per class. Its bytes are walked once: the validating pass also finds its
+// id, the values of the top-level members the routing rules name (the
+// event is routed from them) and whether it carries a stamp member, so
+// that dedup, routing and the stamp read nothing again (scan.go says
+// which rebuilt events are walked once more); the door translates the outcome once (an HTTP status; a NATS
 // ack, delayed nak or term). The doors share the routing, the stamp, the
 // limits, the memory budget (Options.MaxInflightBytes) and the dedup
 // window, and Pipeline.Reconfigure changes the routing, the stamp and the

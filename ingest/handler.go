@@ -119,16 +119,13 @@ func decodeEvents(_ *http.Request, body []byte, lim decodeLimits) (Decoded, erro
 		// memory than its bytes).
 		return Decoded{}, tooManyLines(n)
 	}
-	// The lists parseNDJSON and this function make, charged before.
+	// The lists parseEvents makes, charged before.
 	if err := lim.meter.charge(int64(n) * (eventSize + 24)); err != nil {
 		return Decoded{}, err
 	}
-	events, rejected := parseNDJSON(body, lim.maxEvent, nil, nil)
-	d := Decoded{Rejected: rejected, Events: make([]Event, len(events))}
-	for i, ev := range events {
-		d.Events[i].Body = ev
-	}
-	return d, nil
+	sc := newEventScan(lim.plan)
+	events, rejected := parseEvents(body, lim.maxEvent, &sc, make([]Event, 0, n), nil)
+	return Decoded{Rejected: rejected, Events: events}, nil
 }
 
 func segmentCall(call string) decodeFunc {
@@ -142,7 +139,7 @@ func decodePostHogBody(_ *http.Request, body []byte, lim decodeLimits) (Decoded,
 }
 
 // countLines counts the lines of body that are not blank: the events
-// and rejections parseNDJSON would return.
+// and rejections parseEvents would return.
 func countLines(body []byte) int {
 	n := 0
 	for len(body) > 0 {
@@ -250,7 +247,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source string, d
 		defer b.Release() // after the Sink: the events alias the body
 		body = b.Bytes()
 	}
-	lim := decodeLimits{maxEvent: live.maxEventBytes, maxEvents: live.maxEvents, maxExpansion: p.opts.MaxExpansion, meter: m}
+	lim := decodeLimits{maxEvent: live.maxEventBytes, maxEvents: live.maxEvents, maxExpansion: p.opts.MaxExpansion, meter: m,
+		plan: live.plan(source, explicit)}
 	authStatus := 0
 	if !m.authorized {
 		// The key is in the body: the decoder has it checked the moment

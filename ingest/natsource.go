@@ -502,7 +502,6 @@ type natsSub struct {
 	slow                                                                        atomic.Uint64 // last value of core.Dropped()
 
 	items   []natsItem
-	parsed  [][]byte
 	evs     []Event // parsed, as the pipeline takes them
 	owner   []int32 // the item of each event of evs
 	refusal error   // the Sink's error while it refuses, nil while it accepts
@@ -800,24 +799,24 @@ func (w *natsSub) process(m *meter) (refused bool) {
 	o := &w.s.opts
 	p := w.s.p
 	cfg := p.live.Load() // one batch, one configuration
-	w.parsed, w.evs, w.owner = w.parsed[:0], w.evs[:0], w.owner[:0]
+	w.evs, w.owner = w.evs[:0], w.owner[:0]
 	var rejected uint64
 	var reason string
+	sc := newEventScan(cfg.plan(w.source, w.cfg.Class))
 	for i := range w.items {
 		it := &w.items[i]
 		var rej []Rejection
-		n0 := len(w.parsed)
-		w.parsed, rej = natsParse(it.data, cfg.maxEventBytes, w.parsed)
+		n0 := len(w.evs)
+		w.evs, rej = natsParseEvents(it.data, cfg.maxEventBytes, &sc, w.evs)
 		if len(rej) > 0 {
 			it.reason = rej[0].Error
-			if len(w.parsed)-n0+len(rej) > 1 {
+			if len(w.evs)-n0+len(rej) > 1 {
 				it.reason = fmt.Sprintf("line %d: %s", rej[0].Line, rej[0].Error)
 			}
 			rejected += uint64(len(rej))
 			reason = it.reason
 		}
-		for _, ev := range w.parsed[n0:] {
-			w.evs = append(w.evs, Event{Body: ev})
+		for range w.evs[n0:] {
 			w.owner = append(w.owner, int32(i))
 		}
 	}
@@ -914,7 +913,6 @@ func (w *natsSub) process(m *meter) (refused bool) {
 	}
 	// Drop the references to the messages' bytes until the next batch.
 	clear(w.items[:cap(w.items)])
-	clear(w.parsed[:cap(w.parsed)])
 	clear(w.evs[:cap(w.evs)])
 	return refused
 }
@@ -1013,22 +1011,40 @@ func (w *natsSub) logRejects(rejected, terminated uint64, reason string) {
 	}
 }
 
-// natsParse appends the events of one message to events: the message is
-// one JSON object (which may span lines: it is compacted onto one, in
-// place) or NDJSON. Each event is validated once, here. The events alias
-// data.
-func natsParse(data []byte, maxEvent int, events [][]byte) ([][]byte, []Rejection) {
+// natsParseEvents appends the events of one message to events: the
+// message is one JSON object (which may span lines: it is compacted onto
+// one, in place) or NDJSON. Each event is validated once, here, by the
+// pass that collects its meta with sc (scan.go). The events alias data.
+func natsParseEvents(data []byte, maxEvent int, sc *eventScan, events []Event) ([]Event, []Rejection) {
 	body := bytes.TrimSpace(data)
 	if len(body) == 0 {
 		return events, []Rejection{{Line: 1, Error: "empty message"}}
 	}
-	if bytes.IndexByte(body, '\n') >= 0 && jsonx.Object(body) == nil {
+	nl := bytes.IndexByte(body, '\n')
+	if nl < 0 {
+		return parseEvents(data, maxEvent, sc, events, nil)
+	}
+	// Several lines. When the first is an object on its own, the message
+	// cannot be one object: it is NDJSON, and its first line is validated
+	// once, as the others are.
+	lead := cap(data) - cap(body) // body is data[lead:…]
+	line := 1 + bytes.Count(data[:lead], []byte{'\n'})
+	if first := bytes.TrimSpace(body[:nl]); len(first) <= maxEvent && bytes.IndexByte(first, '\r') < 0 {
+		if meta, err := sc.validate(first, nil); err == nil {
+			events = append(events, Event{Body: first[:len(first):len(first)], meta: meta})
+			return parseEventsFrom(body[nl+1:], line+1, maxEvent, sc, events, nil)
+		}
+	}
+	if traceScan != nil {
+		traceScan(body)
+	}
+	if jsonx.Object(body) == nil {
 		// One pretty-printed object, not NDJSON.
 		if len(body) > maxEvent {
 			return events, []Rejection{{Line: 1, Error: fmt.Sprintf("event of %d bytes, limit %d", len(body), maxEvent)}}
 		}
 		body = jsonx.AppendCompact(body[:0], body) // never longer: in place
-		return append(events, body[:len(body):len(body)]), nil
+		return append(events, Event{Body: body[:len(body):len(body)], meta: sc.rescan(body)}), nil
 	}
-	return parseNDJSON(data, maxEvent, events, nil) // line numbers of data
+	return parseEvents(data, maxEvent, sc, events, nil) // line numbers of data
 }

@@ -41,6 +41,7 @@ type Pipeline struct {
 type pipeConfig struct {
 	keys          *keyring
 	router        *priority.Router
+	fields        []string // router.Fields()
 	defaultClass  string
 	node          string
 	noStamp       bool
@@ -79,8 +80,22 @@ func newPipeConfig(o Options) (*pipeConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	return &pipeConfig{keys: kr, router: o.Router, defaultClass: o.DefaultClass, node: o.Node, noStamp: o.NoStamp,
+	var fields []string
+	if o.Router != nil {
+		fields = o.Router.Fields()
+	}
+	return &pipeConfig{keys: kr, router: o.Router, fields: fields, defaultClass: o.DefaultClass, node: o.Node, noStamp: o.NoStamp,
 		maxEventBytes: cmpOr(o.MaxEventBytes, DefaultMaxEventBytes), maxEvents: cmpOr(o.MaxEvents, DefaultMaxEvents)}, nil
+}
+
+// plan returns what a door's validating pass collects to route the events
+// of source: nothing when they have a class already (explicit) or there
+// are no rules.
+func (c *pipeConfig) plan(source, explicit string) scanPlan {
+	if explicit != "" || c.router == nil {
+		return scanPlan{}
+	}
+	return scanPlan{router: c.router, fields: c.fields, source: source}
 }
 
 func cmpOr(v, def int) int {
@@ -201,13 +216,22 @@ func (p *Pipeline) prepare(b *pipeBatch, bufs *pipeBufs, m *meter) (dups int, er
 		bufs.groups = make(map[string]*classGroup)
 	}
 	for k, i := range idx {
-		ev := b.events[i].Body
+		ev, meta := b.events[i].Body, b.events[i].meta
 		class := b.class
 		if class == "" {
 			class = b.keyClass
 		}
 		if class == "" && b.cfg.router != nil {
-			class = b.cfg.router.Route(b.source, ev)
+			// The door's validating pass routed the event (scan.go),
+			// unless it had no reason to.
+			if meta&metaRouted != 0 {
+				class = b.cfg.router.RuleClass(meta.rule())
+			} else {
+				if traceScan != nil {
+					traceScan(ev)
+				}
+				class = b.cfg.router.Route(b.source, ev)
+			}
 		}
 		if class == "" {
 			class = b.cfg.defaultClass
@@ -222,7 +246,7 @@ func (p *Pipeline) prepare(b *pipeBatch, bufs *pipeBufs, m *meter) (dups int, er
 		}
 		if len(prefix) > 0 {
 			start := len(arena)
-			arena = appendStamped(arena, prefix, ev)
+			arena = appendStampedMeta(arena, prefix, ev, meta)
 			ev = arena[start:len(arena):len(arena)]
 		}
 		g.bodies = append(g.bodies, ev)

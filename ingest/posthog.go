@@ -44,9 +44,7 @@ func decodePostHog(body []byte, lim decodeLimits) (Decoded, error) {
 		return Decoded{}, d.syntaxErr(err, 0)
 	}
 	if batchAt < 0 { // one event
-		if err := jsonx.Object(body); err != nil {
-			return Decoded{}, d.syntaxErr(err, 0)
-		}
+		d.whole = body // validated by posthogEvent's scan
 		d.posthogEvent(1, trimJSONSpace(body))
 		return d.result(nil)
 	}

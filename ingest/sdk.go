@@ -73,6 +73,9 @@ type Event struct {
 	// "uuid", with escapes decoded. It is nil when the member is absent,
 	// not a string, or empty. It may alias the request body or Body.
 	ID []byte
+	// meta is what the door's validating pass learnt of Body for routing
+	// and stamping (scan.go); zero when the event was not scanned so.
+	meta eventMeta
 }
 
 // Decoded is what a decoder made of one request body.
@@ -102,6 +105,9 @@ type decodeLimits struct {
 	// meter is charged for what the decoder allocates: events built,
 	// the event and rejection lists. Nil charges nothing.
 	meter *meter
+	// plan is what the validating pass collects to route each event
+	// (scan.go).
+	plan scanPlan
 	// authorize, when set, checks the write key the body carries as soon
 	// as the decoder finds it (the envelope's, else the first event's),
 	// and no event is built (a member added or stripped) before it has
@@ -138,6 +144,12 @@ type sdkDecoder struct {
 	growth    int   // a built event is at most growth × its element, plus the members added
 	credit    int64 // bytes charged ahead for the event and rejection lists
 	err       error // why decoding stopped early (errExpansion, errBusy); sticky
+	col       eventScan
+	meta      eventMeta // of the element scan last validated
+	// whole is the body when it is one event (a single call): scan
+	// validates it, white space around included, and a syntax error in it
+	// is the body's, not a rejection.
+	whole []byte
 }
 
 // newDecoder returns the decoder of body for the format name.
@@ -147,7 +159,7 @@ func newDecoder(name string, body []byte, lim decodeLimits) sdkDecoder {
 		ratio = DefaultMaxExpansion
 	}
 	d := sdkDecoder{name: name, maxEvent: lim.maxEvent, maxEvents: lim.maxEvents, meter: lim.meter, authorize: lim.authorize, growth: 1,
-		maxStored: max(int64(ratio*float64(len(body))), minStoredBytes), bodyLen: int64(len(body))}
+		maxStored: max(int64(ratio*float64(len(body))), minStoredBytes), bodyLen: int64(len(body)), col: newEventScan(lim.plan)}
 	// Most SDK events are a few hundred bytes: reserve room for that many
 	// events, within reason, rather than grow the slice one doubling at a
 	// time.
@@ -160,7 +172,7 @@ func newDecoder(name string, body []byte, lim decodeLimits) sdkDecoder {
 
 // eventSize is what one Event costs in Decoded.Events, and rejectionSize
 // one Rejection besides its message.
-const eventSize, rejectionSize = 48, 32
+const eventSize, rejectionSize = 56, 32
 
 // creditStep is the least the decoder charges its meter at a time: events
 // and rejections are charged ahead in steps, not each on the budget's lock.
@@ -222,30 +234,49 @@ func (d *sdkDecoder) reject(line int, msg string) {
 }
 
 // scan checks that element line, raw, is a JSON object of at most
-// maxEvent bytes and calls fn for each of its members, in one pass. It
-// rejects the element and returns false if not; what fn learnt is then
-// void.
+// maxEvent bytes and calls fn (if not nil) for each of its members, in
+// one pass, the validating pass that also collects the event's meta for
+// keep. It rejects the element and returns false if not; what fn learnt
+// is then void.
 func (d *sdkDecoder) scan(line int, raw []byte, fn func(m jsonx.Member) error) bool {
+	if d.whole != nil {
+		m, err := d.col.validate(d.whole, fn)
+		if err != nil {
+			d.err = d.syntaxErr(err, 0)
+			return false
+		}
+		if len(raw) > d.maxEvent {
+			d.reject(line, fmt.Sprintf("event of %d bytes, limit %d", len(raw), d.maxEvent))
+			return false
+		}
+		d.meta = m
+		return true
+	}
 	if len(raw) > d.maxEvent {
 		d.reject(line, fmt.Sprintf("event of %d bytes, limit %d", len(raw), d.maxEvent))
 		return false
 	}
-	if err := jsonx.ObjectMembers(raw, fn); err != nil {
+	m, err := d.col.validate(raw, fn)
+	if err != nil {
 		d.reject(line, err.Error())
 		return false
 	}
+	d.meta = m
 	return true
 }
 
 // keep appends the event ev of element line, after compacting it if it
 // holds a newline and checking its final size. built says that ev is the
-// tail of the arena (and may be compacted in place, or dropped).
-// A nil ev (build stopped: d.err says why) is not kept.
+// tail of the arena (and may be compacted in place, or dropped); when it
+// is not, ev is the element scan last validated. A nil ev (build
+// stopped: d.err says why) is not kept.
 func (d *sdkDecoder) keep(line int, ev, id []byte, built bool) {
 	if ev == nil {
 		return
 	}
+	changed := built
 	if jsonx.HasNewline(ev) {
+		changed = true
 		if built { // ev is the arena's tail: compact it in place
 			n := len(ev)
 			ev = jsonx.AppendCompact(ev[:0], ev)
@@ -269,8 +300,12 @@ func (d *sdkDecoder) keep(line int, ev, id []byte, built bool) {
 	if len(d.out.Events) == cap(d.out.Events) && !d.take(int64(max(cap(d.out.Events), 16))*eventSize) {
 		return // append doubles the list: charge the new half first
 	}
+	meta := d.meta
+	if changed {
+		meta = d.col.rescan(ev) // not the bytes validated
+	}
 	d.stored += int64(len(ev))
-	d.out.Events = append(d.out.Events, Event{Body: ev[:len(ev):len(ev)], ID: id})
+	d.out.Events = append(d.out.Events, Event{Body: ev[:len(ev):len(ev)], ID: id, meta: meta})
 }
 
 // build appends to the arena the valid JSON object obj rebuilt: each member
@@ -292,6 +327,9 @@ func (d *sdkDecoder) build(obj []byte, edit func(dst []byte, m jsonx.Member) []b
 	start := len(d.ab.b)
 	dst := append(d.ab.b, '{')
 	n := 0
+	if traceScan != nil {
+		traceScan(obj)
+	}
 	jsonx.Members(obj, func(m jsonx.Member) error {
 		mark := len(dst)
 		if n > 0 {
@@ -454,6 +492,9 @@ func (d *sdkDecoder) checkKey(name string, v []byte) string {
 // eventKeys checks each member name (the write key) of the valid object
 // ev against the request's key.
 func (d *sdkDecoder) eventKeys(ev []byte, name string) (why string) {
+	if traceScan != nil {
+		traceScan(ev)
+	}
 	jsonx.Members(ev, func(m jsonx.Member) error {
 		if why == "" && string(m.Key) == name {
 			why = d.checkKey(name, m.Value)

@@ -43,9 +43,7 @@ func decodeSegment(body []byte, call string, lim decodeLimits) (Decoded, error) 
 	if call == "batch" {
 		return d.result(d.segmentBatch(body))
 	}
-	if err := jsonx.Object(body); err != nil {
-		return Decoded{}, d.syntaxErr(err, 0)
-	}
+	d.whole = body // validated by segmentMessage's scan
 	d.segmentMessage(1, trimJSONSpace(body), call, nil, nil)
 	return d.result(nil)
 }

@@ -35,24 +35,61 @@ func (c *pipeConfig) stampPrefix(dst []byte, now time.Time) []byte {
 // appendStamped appends to dst the event ev (one valid JSON object) with
 // the members of prefix first and without members of the stamped names.
 // With an empty prefix it appends ev as it is. The result is at most
-// len(ev)+len(prefix)+1 bytes.
+// len(ev)+len(prefix)+1 bytes. It searches ev for the names: the pipeline
+// calls it only for an event its door did not scan (appendStampedMeta).
 func appendStamped(dst, prefix, ev []byte) []byte {
 	if len(prefix) == 0 {
 		return append(dst, ev...)
 	}
-	dst = append(dst, '{')
-	dst = append(dst, prefix...)
+	if traceScan != nil {
+		traceScan(ev)
+	}
 	if !hasName(ev, `"`+StampReceivedAt+`"`, 9) && !hasName(ev, `"`+StampNode+`"`, 7) &&
 		bytes.IndexByte(ev, '\\') < 0 {
 		// The common case: ev has neither member, under any spelling.
-		rest := bytes.TrimLeft(ev[1:], " \t\r\n")
-		if rest[0] != '}' {
-			dst = append(dst, ',')
-		}
-		return append(dst, rest...)
+		return appendPrefixed(dst, prefix, ev)
 	}
-	// A member of a stamped name, or an escape that might spell one:
-	// rebuild from the members, whose names come decoded.
+	// A member of a stamped name, or an escape that might spell one.
+	return appendRebuilt(dst, prefix, ev)
+}
+
+// appendStampedMeta is appendStamped for an event whose door's validating
+// pass said, in meta, whether it has a member of a stamped name: the
+// stamp then reads nothing of ev but to copy it. An event without meta is
+// searched as appendStamped does.
+func appendStampedMeta(dst, prefix, ev []byte, meta eventMeta) []byte {
+	switch {
+	case len(prefix) == 0:
+		return append(dst, ev...)
+	case meta&metaScanned == 0:
+		return appendStamped(dst, prefix, ev)
+	case meta&metaForged == 0:
+		return appendPrefixed(dst, prefix, ev)
+	}
+	if traceScan != nil {
+		traceScan(ev)
+	}
+	return appendRebuilt(dst, prefix, ev)
+}
+
+// appendPrefixed appends ev, which has no member of a stamped name, with
+// the members of prefix first; the rest of ev is copied byte for byte.
+func appendPrefixed(dst, prefix, ev []byte) []byte {
+	dst = append(dst, '{')
+	dst = append(dst, prefix...)
+	rest := bytes.TrimLeft(ev[1:], " \t\r\n")
+	if rest[0] != '}' {
+		dst = append(dst, ',')
+	}
+	return append(dst, rest...)
+}
+
+// appendRebuilt appends ev with the members of prefix first and rebuilt
+// from its other members, whose names come decoded: members of a stamped
+// name, under any spelling, are left out.
+func appendRebuilt(dst, prefix, ev []byte) []byte {
+	dst = append(dst, '{')
+	dst = append(dst, prefix...)
 	jsonx.Members(ev, func(m jsonx.Member) error {
 		if k := string(m.Key); k == StampReceivedAt || k == StampNode {
 			return nil
