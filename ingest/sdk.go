@@ -297,8 +297,8 @@ func (d *sdkDecoder) keep(line int, ev, id []byte, built bool) {
 		}
 		return
 	}
-	if len(d.out.Events) == cap(d.out.Events) && !d.take(int64(max(cap(d.out.Events), 16))*eventSize) {
-		return // append doubles the list: charge the new half first
+	if len(d.out.Events) == cap(d.out.Events) && !d.growEvents() {
+		return
 	}
 	meta := d.meta
 	if changed {
@@ -306,6 +306,29 @@ func (d *sdkDecoder) keep(line int, ev, id []byte, built bool) {
 	}
 	d.stored += int64(len(ev))
 	d.out.Events = append(d.out.Events, Event{Body: ev[:len(ev):len(ev)], ID: id, meta: meta})
+}
+
+// growEvents makes room in the event list for more events, charged
+// before it is allocated. The events kept so far and the bytes they took
+// tell about how many the rest of the body holds: the list grows to that
+// and an eighth more, so that a body whose first guess (newDecoder) fell a
+// little short is not listed at twice its size; when they tell nothing
+// more (built events larger than their elements), it doubles.
+func (d *sdkDecoder) growEvents() bool {
+	n := len(d.out.Events)
+	more := max(n, 16)
+	if n > 0 && d.stored > 0 {
+		if est := int(int64(n) * d.bodyLen / d.stored); est > n {
+			more = min(more, est-n+est/8+1)
+		}
+	}
+	if !d.take(int64(more) * eventSize) {
+		return false
+	}
+	evs := make([]Event, n, n+more)
+	copy(evs, d.out.Events)
+	d.out.Events = evs
+	return true
 }
 
 // build appends to the arena the valid JSON object obj rebuilt: each member
