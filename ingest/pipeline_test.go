@@ -364,6 +364,12 @@ func TestPipelineNATSBadMessageCostsOnlyItself(t *testing.T) {
 	if st := src.Stats().Total; st != (NATSCounts{Messages: 8, Events: 5, Rejected: 6, Terminated: 4}) {
 		t.Errorf("stats %+v", st)
 	}
+	// Shutdown flushed the acks to the server; the consumer applies them
+	// on its own queue, a moment later.
+	natsTestEventually(t, func() bool {
+		info := natsTestConsumer(t, js, "IN", DefaultNATSDurable)
+		return info.NumAckPending == 0
+	}, "acks applied")
 	info := natsTestConsumer(t, js, "IN", DefaultNATSDurable)
 	if info.NumAckPending != 0 || info.NumPending != 0 || info.NumRedelivered != 0 {
 		t.Errorf("consumer: %d ack pending, %d pending, %d redelivered; want 0, 0, 0", info.NumAckPending, info.NumPending, info.NumRedelivered)
