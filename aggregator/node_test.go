@@ -89,8 +89,42 @@ func ingest(t testing.TB, n *aggregator.Node, class string, from, count, per int
 	}
 }
 
-// collect reads the whole stream until it holds want events or the
-// deadline passes, and returns how often each event id was seen.
+// hangGuard is how long a test waits for a state before it calls the
+// wait a hang: two orders of magnitude above what the slowest honest run
+// needs (under -race on two loaded cores), so that it only turns a hang
+// into a failure. The tests check which states are reached, never how
+// fast: rates and latencies belong to the benchmarks and the README's
+// gated runs.
+const hangGuard = 2 * time.Minute
+
+// guard returns the deadline for a wait a caller bounded by timeout: never
+// under hangGuard, whatever the caller expected of the machine.
+func guard(timeout time.Duration) time.Time { return time.Now().Add(max(timeout, hangGuard)) }
+
+// timingEnv asks for the node's timing bounds, which a loaded machine can
+// miss without any defect, so they are checked only on request, on a quiet
+// machine (the README's gated runs):
+//
+//	SLUICE_AGG_TIMING=1 go test -count=1 -v -run 'TestLingerOnlyUnderOneBatch|TestFaultFreshUpstream|TestBlackholeRecovery' ./aggregator
+const timingEnv = "SLUICE_AGG_TIMING"
+
+// timingBound fails the test if took is above bound and timingEnv is set;
+// otherwise it only logs the figure against its bound.
+func timingBound(t testing.TB, what string, took, bound time.Duration) {
+	t.Helper()
+	switch {
+	case os.Getenv(timingEnv) == "":
+		t.Logf("%s: %v (bound %v, checked with %s=1)", what, took.Round(time.Millisecond), bound, timingEnv)
+	case took > bound:
+		t.Errorf("%s: %v, want under %v", what, took.Round(time.Millisecond), bound)
+	default:
+		t.Logf("%s: %v, under %v", what, took.Round(time.Millisecond), bound)
+	}
+}
+
+// collect reads the whole stream until it holds want events, and returns
+// how often each event id was seen. timeout is raised to hangGuard; past
+// it the test fails as hung.
 func collect(t testing.TB, nc *nats.Conn, want int, timeout time.Duration) map[string]int {
 	t.Helper()
 	js, err := jetstream.New(nc)
@@ -105,8 +139,11 @@ func collect(t testing.TB, nc *nats.Conn, want int, timeout time.Duration) map[s
 	seen := make(map[string]int)
 	total := 0
 	var lastSeq uint64
-	deadline := time.Now().Add(timeout)
-	for total < want && time.Now().Before(deadline) {
+	deadline := guard(timeout)
+	for total < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("hang guard: %d of %d events in the stream after %v", total, want, max(timeout, hangGuard))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		msg, err := getNext(ctx, js, lastSeq+1)
 		cancel()
@@ -367,7 +404,7 @@ func TestSplitTooLarge(t *testing.T) {
 	if err := n.Ingest(context.Background(), "ingest", huge); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := guard(0)
 	for n.Stats().Classes["ingest"].TooLarge == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -382,35 +419,48 @@ func TestSplitTooLarge(t *testing.T) {
 
 // TestLingerOnlyUnderOneBatch: a backlog larger than one batch (cut to a
 // few ms of air time) but under the class's MaxBytes goes out at once,
-// not one batch per linger. With a 2 s linger the old rule took 2 s a
-// batch: about 20 s for these events.
+// not one batch per linger. The linger here is a day: under the old rule
+// (linger while under MaxEvents) the first batch waited it out and the
+// stream stayed empty until the hang guard; under the rule only the last,
+// partial batch lingers, and the shutdown's drain sends it.
 func TestLingerOnlyUnderOneBatch(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	classes := priority.Defaults(200_000)
 	for i := range classes {
 		if classes[i].Name == priority.ClassReplication {
-			classes[i].Batch = priority.Batch{MaxEvents: 100_000, MaxBytes: 4 << 20, Linger: 2 * time.Second}
+			classes[i].Batch = priority.Batch{MaxEvents: 100_000, MaxBytes: 4 << 20, Linger: 24 * time.Hour}
 		}
 	}
 	n := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) {
 		o.Classes = classes
 		o.Link.Ceil = 200_000 // bytes/s: batches of about 25 ms = 4 KB of wire
 	})
+	const total = 20_000
 	start := time.Now()
-	ingest(t, n, priority.ClassReplication, 0, 20_000, 1000) // ~2 MB raw: many batches, under MaxBytes
-	seen := collect(t, nc, 20_000, 30*time.Second)
-	took := time.Since(start)
-	exactlyOnce(t, seen, 20_000, priority.ClassReplication)
-	st := n.Stats().Classes[priority.ClassReplication]
-	t.Logf("%d batches in %s", st.Batches, took)
-	if st.Batches < 5 {
-		t.Fatalf("%d batches: the test needs several", st.Batches)
+	ingest(t, n, priority.ClassReplication, 0, total, 1000) // ~2 MB raw: many batches, under MaxBytes
+	// Everything but the partial tail: full batches hold about as many
+	// events as each other (the events differ by a few bytes), the tail
+	// fewer than one; two batches' worth of slack.
+	bs := readBatches(t, nc, hangGuard, func(bs []streamBatch) bool {
+		most := 0
+		for _, b := range bs {
+			most = max(most, b.Count)
+		}
+		return len(bs) > 0 && eventsIn(bs, "")+2*most >= total
+	})
+	if len(bs) < 5 {
+		t.Fatalf("%d batches: the test needs several", len(bs))
 	}
-	// One linger at most (the last partial batch), and time to send.
-	if took > 8*time.Second {
-		t.Errorf("took %s for %d batches: lingered between full batches", took, st.Batches)
+	t.Logf("%d batches, %d events before the shutdown; the rest lingers", len(bs), eventsIn(bs, ""))
+	// Time to send (under the old rule a 2 s linger took 2 s a batch).
+	timingBound(t, "all but the tail delivered", time.Since(start), 6*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown (its drain sends the lingering tail): %v", err)
 	}
+	exactlyOnce(t, collect(t, nc, total, hangGuard), total, priority.ClassReplication)
 }
 
 // TestNewSpoolOptions: the zero SpoolOptions (and a policy without its

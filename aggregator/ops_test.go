@@ -30,10 +30,10 @@ func TestNodeOps(t *testing.T) {
 	for _, c := range []string{"critical", "ingest"} {
 		ingest(t, n, c, 0, 300, 30)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := guard(0)
 	for st := n.Stats(); st.Classes["critical"].Acked < 300 || st.Classes["ingest"].Acked < 300; st = n.Stats() {
 		if time.Now().After(deadline) {
-			t.Fatalf("not acknowledged: %+v", st.Classes)
+			t.Fatalf("hang guard: not acknowledged after %v: %+v", hangGuard, st.Classes)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -151,12 +151,12 @@ func TestShapeUnknownLink(t *testing.T) {
 	ingest(t, n, "ingest", 0, 100, 50)
 	collect(t, nc, 100, 10*time.Second) // the lanes have been given the link's rate by now
 	var shape []aggregator.ClassShape
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := guard(0); ; time.Sleep(10 * time.Millisecond) {
 		if shape = n.Shape(); shape[0].LinkRate > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no link rate in Shape after 10 s: %+v", shape)
+			t.Fatalf("hang guard: no link rate in Shape after %v: %+v", hangGuard, shape)
 		}
 	}
 	for _, s := range shape {

@@ -42,7 +42,8 @@ type streamBatch struct {
 }
 
 // readBatches reads the stream SLUICE from its start, batch by batch,
-// until done says so or timeout passes, and returns what it read.
+// until done says so, and returns what it read. timeout is raised to
+// hangGuard; past it the test fails as hung.
 func readBatches(t testing.TB, nc *nats.Conn, timeout time.Duration, done func([]streamBatch) bool) []streamBatch {
 	t.Helper()
 	js, err := jetstream.New(nc)
@@ -61,9 +62,9 @@ func readBatches(t testing.TB, nc *nats.Conn, timeout time.Duration, done func([
 	defer zd.Close()
 	var out []streamBatch
 	var lastSeq uint64
-	for deadline := time.Now().Add(timeout); !done(out); {
+	for deadline := guard(timeout); !done(out); {
 		if time.Now().After(deadline) {
-			t.Fatalf("stream: %d batches read in %v, not what the test waits for", len(out), timeout)
+			t.Fatalf("hang guard: %d batches read in %v, not what the test waits for", len(out), max(timeout, hangGuard))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		msg, err := getNext(ctx, js, lastSeq+1)
@@ -548,9 +549,9 @@ func TestDemotedSurviveRestart(t *testing.T) {
 	nc := nodeConn(t, fmt.Sprintf("nats://127.0.0.1:%d", port)) // nothing listens yet
 	classes := expiryClasses(maxAge)[:1]
 	n := newNode(t, dir, nc, func(o *aggregator.Options) { o.Classes = classes })
-	for deadline := time.Now().Add(20 * time.Second); n.Stats().Classes["alerts"].InFlight < 16; time.Sleep(10 * time.Millisecond) {
+	for deadline := guard(0); n.Stats().Classes["alerts"].InFlight < 16; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("in flight %d after 20 s, want the window of 16", n.Stats().Classes["alerts"].InFlight)
+			t.Fatalf("hang guard: in flight %d after %v, want the window of 16", n.Stats().Classes["alerts"].InFlight, hangGuard)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
