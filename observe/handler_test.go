@@ -74,7 +74,9 @@ func TestStatusLive(t *testing.T) {
 		if c.CeilingBytesPerSecond <= 0 || c.CompressionRatio <= 1 || c.EventsPerBatch < 1 {
 			t.Errorf("lane %s: ceiling %d, compression %v, events per batch %v", c.Name, c.CeilingBytesPerSecond, c.CompressionRatio, c.EventsPerBatch)
 		}
-		if l := c.Latency; !(l.P50Seconds > 0 && l.P50Seconds <= l.P95Seconds && l.P95Seconds <= l.P99Seconds && l.P99Seconds < 5) {
+		// Ordered quantiles of a measured latency; how large is not this
+		// test's business (no timing assertions in unit tests).
+		if l := c.Latency; !(l.P50Seconds > 0 && l.P50Seconds <= l.P95Seconds && l.P95Seconds <= l.P99Seconds) {
 			t.Errorf("lane %s: latency %+v", c.Name, l)
 		}
 	}

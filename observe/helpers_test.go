@@ -69,12 +69,20 @@ func newRig(t testing.TB) *rig {
 	return &rig{nc: nc, node: node, ingest: h}
 }
 
+// hangGuard is how long a test waits for a state before it calls the wait
+// a hang: far above what the slowest honest run needs (under -race on two
+// loaded cores), so that it only turns a hang into a failure. The tests
+// check which states are reached, never how fast.
+const hangGuard = 2 * time.Minute
+
 // load posts NDJSON batches of every class to the ingest handler at
 // baseURL, one batch of per events per class every 50 ms, until stop is
-// called or limit passes. Errors are reported when stop returns.
+// called or limit (raised to hangGuard: the load must outlast the waits
+// for the states it brings about) passes. Errors are reported when stop
+// returns.
 func load(t testing.TB, baseURL string, per int, limit time.Duration) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(context.Background(), max(limit, hangGuard))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
@@ -130,13 +138,15 @@ func load(t testing.TB, baseURL string, per int, limit time.Duration) (stop func
 	}
 }
 
-// waitFor polls cond every 20 ms until it holds or d passes.
+// waitFor polls cond every 20 ms until it holds; past d (raised to
+// hangGuard) the test fails as hung.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = max(d, hangGuard)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			t.Fatalf("hang guard: %v waiting for %s", d, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

