@@ -145,10 +145,17 @@ type hostileRow struct {
 	wantErr      string   // in the answer's "error"
 	wantRejected []string // in each "rejected" error, in order
 	want         []string // the events that must reach the stream, as sent
-	// notBefore and within bound when the answer (or the close) comes,
-	// from the dial. within defaults to 10 s.
-	notBefore, within time.Duration
+	// notBefore is the earliest the answer (or the close) may come, from
+	// the dial: the server's timeout, for rows that wait for it. How soon
+	// it comes is not checked (no timing assertions here); the client
+	// gives up notBefore + hangGuard after the dial.
+	notBefore time.Duration
 }
+
+// hangGuard is how long past a row's notBefore the client waits for the
+// answer or the close: far above what the slowest honest run needs, so
+// that it only turns a server that never answers into a failure.
+const hangGuard = 2 * time.Minute
 
 // slow reports whether r waits for the server's timeouts: it crawls, or
 // declares a length within the body limit and stalls.
@@ -601,21 +608,18 @@ func hostileRows(t *testing.T, to serverTimeouts) []hostileRow {
 			body:       bytes.Repeat([]byte("{}\n"), limit/3),
 			wantStatus: 413,
 			wantErr:    fmt.Sprintf("exceeds the limit of %d events", ingest.DefaultMaxEvents),
-			within:     30 * time.Second, // the memory is what fails, not the clock
 		},
 		{
 			name:       "8 MiB of bad lines",
 			body:       bytes.Repeat([]byte("x\n"), limit/2),
 			wantStatus: 413,
 			wantErr:    fmt.Sprintf("exceeds the limit of %d events", ingest.DefaultMaxEvents),
-			within:     30 * time.Second, // the memory is what fails, not the clock
 		},
 		{
 			name:       "8 MiB array of empty objects",
 			body:       append(append([]byte("["), bytes.Repeat([]byte("{},"), limit/3-1)...), "{}]"...),
 			wantStatus: 413,
 			wantErr:    fmt.Sprintf("exceeds the limit of %d events", ingest.DefaultMaxEvents),
-			within:     30 * time.Second, // the memory is what fails, not the clock
 		},
 		{
 			name:       "8 MiB segment batch of bad elements",
@@ -623,7 +627,6 @@ func hostileRows(t *testing.T, to serverTimeouts) []hostileRow {
 			body:       append(append([]byte(`{"batch":[`), bytes.Repeat([]byte("1,"), limit/2-8)...), "1]}"...),
 			wantStatus: 413,
 			wantErr:    fmt.Sprintf("exceeds the limit of %d events", ingest.DefaultMaxEvents),
-			within:     30 * time.Second, // the memory is what fails, not the clock
 		},
 		{
 			name:       "pixel with a 2 MiB query",
@@ -640,21 +643,18 @@ func hostileRows(t *testing.T, to serverTimeouts) []hostileRow {
 			length:    1 << 20,
 			trickle:   time.Second,
 			notBefore: to.Read - time.Second,
-			within:    to.Read + 15*time.Second,
 		},
 		{
 			name:      "stalled body",
 			body:      []byte(ev("stall", 1) + "\n"),
 			length:    4 << 20,
 			notBefore: to.Read - time.Second,
-			within:    to.Read + 15*time.Second,
 		},
 		{
 			name:        "slowloris headers",
 			trickleHead: true,
 			trickle:     time.Second,
 			notBefore:   to.ReadHeader - time.Second,
-			within:      to.ReadHeader + 15*time.Second,
 		},
 	}
 }
@@ -662,10 +662,6 @@ func hostileRows(t *testing.T, to serverTimeouts) []hostileRow {
 // sendHostile sends r on a new connection and reads the answer. It returns
 // once the connection is closed and its writer has stopped.
 func sendHostile(addr string, r *hostileRow) (res hostileResult) {
-	within := r.within
-	if within == 0 {
-		within = 10 * time.Second
-	}
 	start := time.Now()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -673,9 +669,9 @@ func sendHostile(addr string, r *hostileRow) (res hostileResult) {
 		return res
 	}
 	defer conn.Close()
-	// The client's own bound, past the row's: a server that never
-	// answers fails the row instead of hanging the test.
-	conn.SetDeadline(start.Add(within + 5*time.Second))
+	// The client's own bound, far past the row's notBefore: a server that
+	// never answers fails the row instead of hanging the test.
+	conn.SetDeadline(start.Add(r.notBefore + hangGuard))
 	done := make(chan struct{})
 	wrote := make(chan struct{})
 	go func() {
@@ -781,15 +777,8 @@ func writeHostile(w io.Writer, r *hostileRow, done <-chan struct{}) {
 
 func checkHostile(t *testing.T, r *hostileRow, res hostileResult) {
 	t.Helper()
-	within := r.within
-	if within == 0 {
-		within = 10 * time.Second
-	}
 	t.Logf("%d after %v, allocated %d KiB: %.300s (%v)", res.status, res.took.Round(time.Millisecond), res.allocated>>10, strings.TrimSpace(res.raw), res.err)
-	switch {
-	case res.took > within:
-		t.Errorf("answered after %v; want within %v", res.took.Round(time.Millisecond), within)
-	case res.took < r.notBefore:
+	if res.took < r.notBefore {
 		t.Errorf("answered after %v; not before %v (the server's timeout)", res.took.Round(time.Millisecond), r.notBefore)
 	}
 	if r.wantStatus == 0 {
@@ -797,7 +786,7 @@ func checkHostile(t *testing.T, r *hostileRow, res hostileResult) {
 		// without an answer, or the handler answers 408 if its write
 		// deadline still allows it.
 		if ne, ok := res.err.(net.Error); ok && ne.Timeout() {
-			t.Errorf("the server neither answered nor closed the connection: %v", res.err)
+			t.Errorf("hang guard: the server neither answered nor closed the connection in %v: %v", r.notBefore+hangGuard, res.err)
 		}
 		if res.status != 0 && res.status != http.StatusRequestTimeout {
 			t.Errorf("status %d; want the connection closed, or 408", res.status)
@@ -805,7 +794,7 @@ func checkHostile(t *testing.T, r *hostileRow, res hostileResult) {
 		return
 	}
 	if res.err != nil {
-		t.Fatalf("no answer: %v; want %d", res.err, r.wantStatus)
+		t.Fatalf("no answer (a timeout here is the hang guard): %v; want %d", res.err, r.wantStatus)
 	}
 	if res.status != r.wantStatus {
 		t.Errorf("status %d; want %d", res.status, r.wantStatus)
@@ -862,10 +851,10 @@ func settledHeap() uint64 {
 
 // waitConnGoroutines waits for every goroutine serving or sending a
 // request to end, and fails with their stacks if they are still there
-// after 10 s: a connection the server never let go of.
+// after hangGuard: a connection the server never let go of.
 func waitConnGoroutines(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		buf := make([]byte, 4<<20)
 		buf = buf[:runtime.Stack(buf, true)]
@@ -880,7 +869,7 @@ func waitConnGoroutines(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("%d goroutines of connections are still there after the table:\n%s", len(held), strings.Join(held, "\n\n"))
+			t.Errorf("hang guard: %d goroutines of connections are still there %v after the table:\n%s", len(held), hangGuard, strings.Join(held, "\n\n"))
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
