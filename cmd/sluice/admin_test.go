@@ -62,8 +62,8 @@ func startAdminNode(t *testing.T, args ...string) *adminNode {
 	case err := <-errc:
 		stopped = true
 		t.Fatalf("sluice run exited before listening: %v\n%s", err, n.logs)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("sluice run not listening after 30s\n%s", n.logs)
+	case <-time.After(hangGuard):
+		t.Fatalf("hang guard: sluice run not listening after %v\n%s", hangGuard, n.logs)
 	}
 	select {
 	case n.admin = <-adminc: // before listening

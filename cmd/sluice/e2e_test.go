@@ -70,8 +70,8 @@ func startNode(t *testing.T, args ...string) (string, func() error) {
 	case err := <-errc:
 		stopped, runErr = true, err
 		t.Fatalf("sluice run exited before listening: %v\n%s", err, logs)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("sluice run not listening after 30s\n%s", logs)
+	case <-time.After(hangGuard):
+		t.Fatalf("hang guard: sluice run not listening after %v\n%s", hangGuard, logs)
 	}
 	return "", nil
 }

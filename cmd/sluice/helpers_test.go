@@ -16,6 +16,12 @@ import (
 	"github.com/sluicehq/sluice/wire"
 )
 
+// hangGuard is how long a test waits for a state before it calls the wait
+// a hang: far above what the slowest honest run needs (under -race on two
+// loaded cores), so that it only turns a hang into a failure. The tests
+// check which states are reached, never how fast.
+const hangGuard = 2 * time.Minute
+
 // events returns n NDJSON events with ids first..first+n-1.
 func events(first, n int) []byte {
 	var b bytes.Buffer

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/embednats"
 	"github.com/sluicehq/sluice/internal/natstest"
 )
 
@@ -139,7 +140,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		status, _ := send("key-c", events(4_000_000, 1))
 		if status == 200 {
@@ -149,7 +150,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("key c not accepted 5 s after SIGHUP: %d", status)
+			t.Fatalf("hang guard: key c not accepted %v after SIGHUP: %d", hangGuard, status)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -200,23 +201,28 @@ func TestRunHTTPS(t *testing.T) {
 
 // TestDrain503: once SIGTERM (here: the context) stops intake, producers
 // get 503 with Retry-After while the spool drains, and /readyz fails; the
-// server closes only after the drain timeout.
+// drain ends when what was acknowledged is delivered, and the refused
+// event is not. Each state is waited for with the hang guard, never timed:
+// the upstream answers only once the test has seen the 503s, so the drain
+// cannot end first however slow the machine (its timeout, far above, is
+// the hang guard: the drain's timeout itself has tests of its own).
 func TestDrain503(t *testing.T) {
-	// An upstream that never answers: the drain cannot finish, so the
-	// node stays in it for the whole --drain-timeout.
+	// An upstream that never answers until the test says so: the drain
+	// cannot finish before.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	addr, stop := startNode(t, "--upstream", "nats://"+ln.Addr().String(), "--data-dir", t.TempDir(), "--drain-timeout", "3s")
-	client := &http.Client{Timeout: 5 * time.Second}
+	port := ln.Addr().(*net.TCPAddr).Port
+	addr, stop := startNode(t, "--upstream", "nats://"+ln.Addr().String(), "--data-dir", t.TempDir(), "--drain-timeout", hangGuard.String())
+	client := &http.Client{Timeout: hangGuard}
 	if status, _, err := post(t.Context(), client, addr, "ingest", events(0, 5)); err != nil || status != 200 {
 		t.Fatalf("before the stop: %d %v", status, err)
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/events", bytes.NewReader(events(10, 1)))
 		res, err := client.Do(req)
@@ -229,9 +235,12 @@ func TestDrain503(t *testing.T) {
 				}
 				break
 			}
+			if res.StatusCode == 200 {
+				t.Fatal("an event accepted after the stop")
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no 503 within 2 s of the stop: %v", err)
+			t.Fatalf("hang guard: no 503 %v after the stop: %v", hangGuard, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -240,7 +249,25 @@ func TestDrain503(t *testing.T) {
 	} else {
 		res.Body.Close()
 	}
-	if err := <-stopped; err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-stopped:
+		t.Fatalf("the drain ended before the upstream answered: %v", err)
+	default:
+	}
+	// The upstream comes: the drain delivers the five events and ends.
+	ln.Close()
+	srv := natstest.StartWith(t, embednats.Options{Dir: t.TempDir(), Port: port})
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(hangGuard + time.Minute):
+		t.Fatalf("hang guard: sluice run still draining %v after the upstream came", hangGuard+time.Minute)
+	}
+	got, _ := streamIDs(t, srv.ClientURL(), "SLUICE")
+	checkExactlyOnce(t, got, map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true})
+	if got[10] != 0 {
+		t.Errorf("the event refused with 503 is in the stream %d times", got[10])
 	}
 }

@@ -61,8 +61,8 @@ func startRunNode(t *testing.T, args ...string) *runningNode {
 	case err := <-errc:
 		stopped = true
 		t.Fatalf("sluice run exited before listening: %v\n%s", err, n.stderr)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("sluice run not listening after 30s\n%s", n.stderr)
+	case <-time.After(hangGuard):
+		t.Fatalf("hang guard: sluice run not listening after %v\n%s", hangGuard, n.stderr)
 	}
 	return n
 }
@@ -494,14 +494,14 @@ func TestSecretsUpstreamCredentials(t *testing.T) {
 			// The right credentials ship the event; the wrong ones are
 			// refused and the log says so.
 			var metrics string
-			for deadline := time.Now().Add(20 * time.Second); ; {
+			for deadline := time.Now().Add(hangGuard); ; {
 				metrics = do(t, client, "GET", base+"/metrics", nil, "").body
 				acked, _ := metric(metrics, "sluice_class_acked_events_total")
 				if tc.ships && acked == 1 || !tc.ships && strings.Contains(n.stderr.String(), "upstream connect failed") {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("after 20 s: %v events acked; want %v\n%s", acked, map[bool]int{true: 1}[tc.ships], n.stderr)
+					t.Fatalf("hang guard: after %v: %v events acked; want %v\n%s", hangGuard, acked, map[bool]int{true: 1}[tc.ships], n.stderr)
 				}
 				time.Sleep(50 * time.Millisecond)
 			}

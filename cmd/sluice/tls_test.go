@@ -160,7 +160,7 @@ func (s *httpsServer) refused(t *testing.T, reason string, n int) {
 		}
 		return c
 	}
-	for deadline := time.Now().Add(3 * time.Second); count() < n && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(hangGuard); count() < n && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if c := count(); c != n {
