@@ -701,12 +701,17 @@ func natsTestStream(t testing.TB, nc *nats.Conn) map[string]string {
 	return classes
 }
 
+// natsTestHangGuard bounds the waits for a state: far above what the
+// slowest honest run needs (under -race on two loaded cores), so that it
+// only turns a hang into a failure; how fast a state comes is not checked.
+const natsTestHangGuard = 2 * time.Minute
+
 func natsTestEventually(t testing.TB, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(natsTestHangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("hang guard: %v waiting for %s", natsTestHangGuard, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -717,7 +722,7 @@ func natsTestEventually(t testing.TB, cond func() bool, what string) {
 func natsTestNoLeak(t testing.TB) {
 	t.Helper()
 	suspects := []string{"ingest.(*natsSub)", "ingest.(*NATSSource)", "jetstream.(*pullConsumer).fetch", "nats.(*Conn).checkDrained"}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(natsTestHangGuard)
 	buf := make([]byte, 1<<20)
 	for {
 		stacks := string(buf[:runtime.Stack(buf, true)])
@@ -734,7 +739,7 @@ func natsTestNoLeak(t testing.TB) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines left:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+			t.Fatalf("hang guard: %d goroutines left after %v:\n%s", len(leaked), natsTestHangGuard, strings.Join(leaked, "\n\n"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
