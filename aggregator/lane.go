@@ -301,8 +301,15 @@ func isClosed(c <-chan struct{}) bool {
 	}
 }
 
-// sleep waits for d or until ctx ends, and reports whether d passed.
+// sleep waits for d or until ctx ends, and reports whether ctx is still
+// live.
 func sleep(ctx context.Context, d time.Duration) bool {
+	return sleepOr(ctx, d, nil, nil)
+}
+
+// sleepOr is sleep that also ends early when a or b is closed (a nil
+// channel never is). It reports whether ctx is still live.
+func sleepOr(ctx context.Context, d time.Duration, a, b <-chan struct{}) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
@@ -312,8 +319,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
-		return true
+	case <-a:
+	case <-b:
 	}
+	return true
 }
 
 // jitter returns a duration in [d/2, d).

@@ -290,19 +290,7 @@ func (p *publisher) retrySleep(ctx context.Context, f *flight, d time.Duration, 
 	default:
 		return sleep(ctx, d)
 	}
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-alive:
-	case <-f.up:
-	}
-	return true
+	return sleepOr(ctx, d, alive, f.up)
 }
 
 // split handles a batch the server refused as too large: its range is cut
