@@ -116,6 +116,13 @@ func TestShutdownUpstreamDown(t *testing.T) {
 	n := newNode(t, dir, nc, nil)
 	ingest(t, n, "ingest", 0, 100, 50)
 	collect(t, nc, 100, 10*time.Second)
+	// In the stream is not yet acknowledged to the spool: wait for the
+	// acks, or the server's stop leaves their batches in flight.
+	for deadline := guard(0); n.Stats().Classes["ingest"].Depth != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hang guard: %d ingest events not acknowledged after %v", n.Stats().Classes["ingest"].Depth, hangGuard)
+		}
+	}
 	shutdown(t, srv)
 
 	// The link fails: level 3 defers every class but critical.
