@@ -662,6 +662,16 @@ func natsTestConsumer(t testing.TB, js jetstream.JetStream, stream, name string)
 // of each event id; it fails the test on a duplicate.
 func natsTestStream(t testing.TB, nc *nats.Conn) map[string]string {
 	t.Helper()
+	classes := make(map[string]string)
+	natsTestEachEvent(t, nc, func(class, id string, _ []byte) { classes[id] = class })
+	return classes
+}
+
+// natsTestEachEvent decodes the node's upstream stream and calls f with
+// each event's class, id and body, in stream order; it fails the test on
+// an id seen twice.
+func natsTestEachEvent(t testing.TB, nc *nats.Conn, f func(class, id string, ev []byte)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	js, err := jetstream.New(nc)
@@ -677,7 +687,7 @@ func natsTestStream(t testing.TB, nc *nats.Conn) map[string]string {
 		t.Fatal(err)
 	}
 	defer dec.Close()
-	classes := make(map[string]string)
+	seen := make(map[string]bool)
 	for seq := uint64(1); seq <= stream.CachedInfo().State.LastSeq; seq++ {
 		msg, err := stream.GetMsg(ctx, seq)
 		if err != nil {
@@ -692,13 +702,13 @@ func natsTestStream(t testing.TB, nc *nats.Conn) map[string]string {
 			if err := json.Unmarshal(ev, &e); err != nil {
 				t.Fatalf("event %q: %v", ev, err)
 			}
-			if _, dup := classes[e.ID]; dup {
+			if seen[e.ID] {
 				t.Errorf("event %s twice in the stream", e.ID)
 			}
-			classes[e.ID] = b.Class
+			seen[e.ID] = true
+			f(b.Class, e.ID, ev)
 		}
 	}
-	return classes
 }
 
 // natsTestHangGuard bounds the waits for a state: far above what the

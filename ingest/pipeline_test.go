@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,13 +11,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/internal/natstest"
 	"github.com/sluicehq/sluice/internal/validated"
 	"github.com/sluicehq/sluice/priority"
-	"github.com/sluicehq/sluice/wire"
 )
 
 // pipeTestEvent is one event the node shipped to its upstream stream.
@@ -36,40 +33,10 @@ func pipeTestShipped(t *testing.T, nc *nats.Conn, node *aggregator.Node) map[str
 	if err := node.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, "SLUICE")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec, err := wire.NewDecoder(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
 	out := make(map[string]pipeTestEvent)
-	for seq := uint64(1); seq <= stream.CachedInfo().State.LastSeq; seq++ {
-		msg, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := dec.Decode(nats.Header(msg.Header), msg.Data)
-		if err != nil {
-			t.Fatalf("decode seq %d: %v", seq, err)
-		}
-		for _, ev := range b.Events {
-			var e struct{ ID string }
-			if err := json.Unmarshal(ev, &e); err != nil {
-				t.Fatalf("event %q: %v", ev, err)
-			}
-			if _, dup := out[e.ID]; dup {
-				t.Errorf("event %s twice in the stream", e.ID)
-			}
-			out[e.ID] = pipeTestEvent{class: b.Class, body: string(ev)}
-		}
-	}
+	natsTestEachEvent(t, nc, func(class, id string, ev []byte) {
+		out[id] = pipeTestEvent{class: class, body: string(ev)}
+	})
 	return out
 }
 
