@@ -11,8 +11,34 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Version is the envelope format version this package writes and reads.
+// Version is the envelope format version of a batch compressed without a
+// dictionary. Such batches are byte for byte what format version 1 always
+// was, so a consumer that knows only version 1 still reads them.
 const Version = "1"
+
+// VersionDict is the format version of a batch whose zstd frame was
+// compressed with a trained dictionary: version 1 plus the Sluice-Dict
+// header naming the dictionary. A consumer needs the dictionary to decode it.
+const VersionDict = "2"
+
+// Dictionary ids. A dictionary's id is the zstd dictionary id written in the
+// dictionary itself and in every frame compressed with it; zstd reserves ids
+// below 32768 and from 2^31 on. One id names one dictionary for as long as a
+// stream can hold a batch that uses it: ids are reserved in the dictionary
+// bucket (see DictBucket) and never reused.
+const (
+	MinDictID = 1 << 15
+	MaxDictID = 1<<31 - 1
+)
+
+// DictBucket returns the name of the JetStream key-value bucket that holds
+// the dictionaries of the batches published to stream: one key per
+// dictionary (DictKey), its value the dictionary in zstd's format, written
+// and acknowledged before the first batch that uses it is published.
+func DictBucket(stream string) string { return stream + "_DICT" }
+
+// DictKey returns the key of dictionary id in its bucket: the id in decimal.
+func DictKey(id uint32) string { return strconv.FormatUint(uint64(id), 10) }
 
 // Encoding is the only body encoding of format version 1: a zstd frame of
 // NDJSON.
@@ -30,6 +56,7 @@ const (
 	HdrOldest   = "Sluice-Oldest"         // ingest time of the oldest event, RFC 3339 with nanoseconds
 	HdrLevel    = "Sluice-Level"          // degradation level 0..3 the batch was shipped at; absent = 0
 	HdrDropped  = "Sluice-Dropped-Fields" // comma-separated JSON paths dropped from events; absent = none
+	HdrDict     = "Sluice-Dict"           // version 2: id of the zstd dictionary the body needs, decimal
 	HdrMsgID    = "Nats-Msg-Id"           // JetStream deduplication id, see MsgID
 )
 
@@ -46,6 +73,9 @@ type Batch struct {
 	// Dropped lists the JSON paths removed from events because the link was
 	// degraded. A consumer that sees it knows the events are partial.
 	Dropped []string
+	// Dict is the id of the zstd dictionary the body was compressed with;
+	// 0 = none (format version 1).
+	Dict uint32
 
 	// Events are the decoded NDJSON lines, without their newlines. Set by
 	// Decode only; they share one buffer owned by the Decoder.
@@ -81,13 +111,28 @@ func (b *Batch) Header() nats.Header {
 	if len(b.Dropped) > 0 {
 		h[HdrDropped] = []string{strings.Join(b.Dropped, ",")}
 	}
+	if b.Dict != 0 {
+		h[HdrVersion] = []string{VersionDict}
+		h[HdrDict] = []string{DictKey(b.Dict)}
+	}
 	return h
 }
 
 // ParseHeader reads the batch metadata from h. It does not touch the body.
 func ParseHeader(h nats.Header) (Batch, error) {
 	var b Batch
-	if v := get(h, HdrVersion); v != Version {
+	switch v := get(h, HdrVersion); v {
+	case Version:
+		if _, ok := h[HdrDict]; ok {
+			return b, fmt.Errorf("%w: %s in a version %s batch", ErrHeader, HdrDict, Version)
+		}
+	case VersionDict:
+		id, err := strconv.ParseUint(get(h, HdrDict), 10, 32)
+		if err != nil || id < MinDictID || id > MaxDictID {
+			return b, fmt.Errorf("%w: %s %q", ErrHeader, HdrDict, get(h, HdrDict))
+		}
+		b.Dict = uint32(id)
+	default:
 		return b, fmt.Errorf("%w: %s %q", ErrVersion, HdrVersion, v)
 	}
 	if v := get(h, HdrEncoding); v != Encoding {

@@ -185,8 +185,16 @@ func TestParseHeaderErrors(t *testing.T) {
 	}{
 		{"version missing", func(h nats.Header) { h.Del(HdrVersion) },
 			ErrVersion, `wire: unsupported format version: Sluice-Version ""`},
-		{"version 2", func(h nats.Header) { h.Set(HdrVersion, "2") },
-			ErrVersion, `wire: unsupported format version: Sluice-Version "2"`},
+		{"version 2 without its dictionary", func(h nats.Header) { h.Set(HdrVersion, "2") },
+			ErrHeader, `wire: bad header: Sluice-Dict ""`},
+		{"version 2, reserved dictionary id", func(h nats.Header) { h.Set(HdrVersion, "2"); h.Set(HdrDict, "32767") },
+			ErrHeader, `wire: bad header: Sluice-Dict "32767"`},
+		{"version 2, id past 2^31", func(h nats.Header) { h.Set(HdrVersion, "2"); h.Set(HdrDict, "2147483648") },
+			ErrHeader, `wire: bad header: Sluice-Dict "2147483648"`},
+		{"version 1 naming a dictionary", func(h nats.Header) { h.Set(HdrDict, "40000") },
+			ErrHeader, `wire: bad header: Sluice-Dict in a version 1 batch`},
+		{"version 3", func(h nats.Header) { h.Set(HdrVersion, "3") },
+			ErrVersion, `wire: unsupported format version: Sluice-Version "3"`},
 		{"version key wrong case", func(h nats.Header) { h.Del(HdrVersion); h.Set("sluice-version", "1") },
 			ErrVersion, `wire: unsupported format version: Sluice-Version ""`},
 		{"version with no values", func(h nats.Header) { h[HdrVersion] = []string{} },
@@ -614,4 +622,22 @@ func TestSplitLines(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A batch that names a dictionary is written as format version 2 and reads
+// back with its dictionary id; one without stays version 1.
+func TestHeaderDict(t *testing.T) {
+	b := Batch{Class: "ingest", Spool: "s", First: 1, Last: 2, Count: 2, Dict: 40000}
+	h := b.Header()
+	if got := h.Get(HdrVersion); got != VersionDict {
+		t.Fatalf("%s = %q, want %q", HdrVersion, got, VersionDict)
+	}
+	got, err := ParseHeader(h)
+	if err != nil || got.Dict != 40000 {
+		t.Fatalf("ParseHeader = %+v, %v; want Dict 40000", got, err)
+	}
+	b.Dict = 0
+	if h := b.Header(); h.Get(HdrVersion) != Version || h[HdrDict] != nil {
+		t.Fatalf("no dictionary: header %v, want version %s and no %s", h, Version, HdrDict)
+	}
 }
