@@ -18,6 +18,9 @@ import (
 type SamplerOptions struct {
 	// Name names the node in the status document. Default "" (not shown).
 	Name string
+	// Version names the running binary in the status document. Default ""
+	// (not shown).
+	Version string
 	// Interval is the time between samples, and how often the status page
 	// polls. Default 1s; at least 10ms.
 	Interval time.Duration
@@ -206,7 +209,7 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 	dt := cur.t.Sub(base.t)
 	l := st.Link
 	out := Status{
-		Schema: StatusSchema, Node: s.opts.Name, Time: cur.t.UTC().Truncate(time.Millisecond),
+		Schema: StatusSchema, Node: s.opts.Name, Version: s.opts.Version, Time: cur.t.UTC().Truncate(time.Millisecond),
 		IntervalSeconds: s.opts.Interval.Seconds(), WindowSeconds: dt.Seconds(), Accepting: accepting,
 		Link: LinkStatus{
 			Level: l.Level, LinkLevel: l.LinkLevel, Transitions: l.Transitions,

@@ -14,9 +14,12 @@ const StatusSchema = 1
 // unless named otherwise, the unit of the shaper's guarantees and
 // ceilings. Durations are in seconds.
 type Status struct {
-	Schema int       `json:"schema"`         // StatusSchema
-	Node   string    `json:"node,omitempty"` // SamplerOptions.Name
-	Time   time.Time `json:"time"`           // when the sample was taken (RFC 3339)
+	Schema int    `json:"schema"`         // StatusSchema
+	Node   string `json:"node,omitempty"` // SamplerOptions.Name
+	// Version is the node binary's identity (SamplerOptions.Version), as
+	// `sluice version` prints it.
+	Version string    `json:"version,omitempty"`
+	Time    time.Time `json:"time"` // when the sample was taken (RFC 3339)
 	// IntervalSeconds is the time between samples: how often the page
 	// should poll.
 	IntervalSeconds float64 `json:"interval_seconds"`

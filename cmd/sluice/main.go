@@ -80,6 +80,7 @@ Usage:
 `
 
 const usageTail = `  sluice config default        print the default config file, every key with its default and a comment
+  sluice version               print the version, commit, build date and Go version (also --version)
   sluice help                  print this help
 
 Run 'sluice COMMAND -h' for the flags of a command.
@@ -125,6 +126,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		_, err := stdout.Write(defaultConfig)
 		return err
+	case "version", "--version", "-version":
+		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
