@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -77,6 +78,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		}
 	}
 	log, natsLog := newLogger(c.LogFormat, c.LogLevel, stderr)
+	if w := toolchainWarning(runtime.Version()); w != "" {
+		log.Warn(w)
+	}
 	r, err := c.resolve()
 	if err != nil {
 		return err

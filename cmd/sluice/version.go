@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	goversion "go/version"
 	"runtime"
 	"runtime/debug"
 
@@ -96,6 +97,28 @@ func runVersion(args []string, stdout, stderr interface{ Write([]byte) (int, err
 		fmt.Fprintf(stderr, "sluice version: takes no arguments\n")
 		return errUsage
 	}
+	if w := toolchainWarning(runtime.Version()); w != "" {
+		fmt.Fprintln(stderr, "sluice: warning:", w)
+	}
 	_, err := fmt.Fprintln(stdout, build())
 	return err
+}
+
+// pinnedToolchain is go.mod's toolchain line (a test keeps them equal):
+// the oldest Go whose standard library has the fixes sluice relies on.
+// go.mod's go line is older, so a go command that may not switch
+// toolchains (GOTOOLCHAIN=local) builds sluice with what it has; the
+// binary then says so when it starts and in `sluice version`, and the
+// release script refuses to build.
+const pinnedToolchain = "go1.26.10"
+
+// toolchainWarning returns why a binary built by Go goVersion lacks the
+// pinned toolchain's fixes, or "" when it does not. Development builds of
+// Go ("devel …") are taken as new enough.
+func toolchainWarning(goVersion string) string {
+	if !goversion.IsValid(goVersion) || goversion.Compare(goVersion, pinnedToolchain) >= 0 {
+		return ""
+	}
+	return "built with " + goVersion + ", older than the pinned " + pinnedToolchain +
+		": standard-library security fixes are missing; rebuild with GOTOOLCHAIN=" + pinnedToolchain + " (or newer)"
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -73,5 +74,35 @@ func TestVersionOfARunningNode(t *testing.T) {
 	want := `sluice_build_info{commit="` + b.Commit + `",goversion="` + b.GoVersion + `",version="` + b.Version + `"} 1`
 	if !strings.Contains(string(body), want) {
 		t.Errorf("/metrics lacks %s", want)
+	}
+}
+
+// The binary warns when the Go that built it is older than go.mod's
+// toolchain line, and only then.
+func TestToolchainWarning(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mod), "\ntoolchain "+pinnedToolchain+"\n") {
+		t.Fatalf("go.mod's toolchain line is not %s: keep pinnedToolchain equal to it", pinnedToolchain)
+	}
+	for _, c := range []struct {
+		goVersion string
+		warn      bool
+	}{
+		{"go1.26.8", true},
+		{"go1.26.9", true},
+		{"go1.25.12", true},
+		{pinnedToolchain, false},
+		{"go1.26.11", false},
+		{"go1.27.0", false},
+		{"go1.27rc1", false},
+		{"devel go1.27-abcdef", false},
+	} {
+		w := toolchainWarning(c.goVersion)
+		if (w != "") != c.warn || (c.warn && !strings.Contains(w, c.goVersion)) {
+			t.Errorf("toolchainWarning(%q) = %q, want a warning: %v", c.goVersion, w, c.warn)
+		}
 	}
 }
