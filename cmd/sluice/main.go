@@ -80,6 +80,7 @@ Usage:
 `
 
 const usageTail = `  sluice config default        print the default config file, every key with its default and a comment
+  sluice healthcheck [flags]   exit 0 when a node's /healthz answers 200 (a container's health check)
   sluice version               print the version, commit, build date and Go version (also --version)
   sluice help                  print this help
 
@@ -126,6 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		_, err := stdout.Write(defaultConfig)
 		return err
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
