@@ -15,8 +15,9 @@ import (
 
 // nodeMux serves a node on one listener: the ingest endpoints, and the
 // operations endpoints (metrics, health, the status page and its JSON)
-// backed by a sampler it starts. stop ends the sampler. natsSrc may be nil.
-func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSrc *ingest.NATSSource, conns *connlimit.Listener, log *slog.Logger) (mux *http.ServeMux, stop func(), err error) {
+// backed by a sampler it starts. stop ends the sampler. natsSrc may be nil;
+// extra collectors are added to /metrics.
+func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSrc *ingest.NATSSource, conns *connlimit.Listener, log *slog.Logger, extra ...prometheus.Collector) (mux *http.ServeMux, stop func(), err error) {
 	sampler, err := observe.NewSampler(node, observe.SamplerOptions{Name: name, Version: build().String()})
 	if err != nil {
 		return nil, nil, err
@@ -25,7 +26,7 @@ func nodeMux(name string, node *aggregator.Node, handler *ingest.Handler, natsSr
 	if natsSrc != nil {
 		src.NATS = natsSrc
 	}
-	extra := []prometheus.Collector{build().collector()}
+	extra = append(extra, build().collector())
 	if conns != nil {
 		extra = append(extra, newConnCollector(conns))
 	}

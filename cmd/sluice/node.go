@@ -226,7 +226,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 	if natsIn != nil {
 		natsSrc = natsIn.src
 	}
-	mux, stopOps, err := nodeMux(c.Node, node, handler, natsSrc, ln, log)
+	mux, stopOps, err := nodeMux(c.Node, node, handler, natsSrc, ln, log, newDiskCollector(spoolDir, spoolOpts.MaxBytes))
 	if err != nil {
 		return err
 	}
