@@ -7,7 +7,10 @@
 // against a naive publisher that sends one JetStream message per event, and
 // the wire-bytes ratio. BenchmarkBacklogDrain (gated by SLUICE_BACKLOG_GB)
 // spools a large backlog with the upstream away, then drains it and reports
-// RSS and spool disk use.
+// RSS and spool disk use. BenchmarkSustained (gated by
+// SLUICE_BENCH_SUSTAINED=1) posts HTTP load to the sluice binary as a
+// process of its own and reports events accepted and delivered per second,
+// the wire ratio, and that process's peak RSS and CPU per event.
 //
 // The blast-radius scenarios (BenchmarkScenarios here, and the suite of
 // `sluice bench`) run on package internal/blast, which the bench build of

@@ -141,7 +141,7 @@ func DiskUsage(dir string) int64 {
 	return n
 }
 
-// Mem is this process's memory, in bytes, from /proc/self/status.
+// Mem is a process's memory, in bytes, from /proc/PID/status.
 type Mem struct {
 	RSS  int64 // resident set: anonymous plus file-backed pages mapped and touched
 	Peak int64 // high-water mark of RSS
@@ -150,9 +150,13 @@ type Mem struct {
 }
 
 // ReadMem returns the memory of this process now.
-func ReadMem() Mem {
+func ReadMem() Mem { return readMem("/proc/self/status") }
+
+// readMem reads the memory figures of a /proc/PID/status file (zero where
+// there is none).
+func readMem(path string) Mem {
 	var m Mem
-	b, err := os.ReadFile("/proc/self/status")
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return m
 	}

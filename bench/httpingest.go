@@ -130,7 +130,7 @@ func (r HTTPResult) NATSCPUCores() float64 { return r.NATSCPU.Seconds() / r.Elap
 // (in ModeSegmentBatch, that each unique messageId arrived exactly once).
 func RunHTTPIngest(ctx context.Context, srv *blast.Server, dir string, events [][]byte, cfg HTTPConfig) (HTTPResult, error) {
 	cfg.setDefaults()
-	pl, err := buildPayload(cfg.Mode, events, cfg.PerRequest)
+	pl, err := buildPayload(cfg.Mode, events, cfg.PerRequest, cfg.Mode == ModeSegmentBatch)
 	if err != nil {
 		return HTTPResult{}, err
 	}
@@ -216,6 +216,7 @@ func RunHTTPIngest(ctx context.Context, srv *blast.Server, dir string, events []
 // payload is the pre-built request bodies of a mode.
 type payload struct {
 	mode     string
+	ids      bool // each event's messageId starts with digits unique in the run
 	path     string
 	header   http.Header
 	per      int
@@ -228,12 +229,12 @@ type body struct {
 	data   []byte // as sent
 	raw    int    // decoded size
 	events []sentEvent
-	idAt   []int // ModeSegmentBatch: offsets in data of each event's 16 id digits
+	idAt   []int // with payload.ids: offsets in data of each event's 16 id digits
 }
 
-// sentEvent is one event as posted. In ModeSegmentBatch its messageId
-// starts with 16 hex digits at offset id, which each request fills with a
-// number unique in the run (zeros here); elsewhere id is -1.
+// sentEvent is one event as posted. With payload.ids its messageId starts
+// with 16 hex digits at offset id, which each request fills with a number
+// unique in the run (zeros here); elsewhere id is -1.
 type sentEvent struct {
 	b  []byte
 	id int
@@ -243,14 +244,20 @@ type sentEvent struct {
 const idDigits = 16
 
 // buildPayload cuts events into bodies of per events for mode. Events
-// lose any "writeKey" member (the request carries the key); in
-// ModeSegmentBatch each messageId gets a 16-digit prefix to fill, or a
-// messageId of those digits if it had none.
-func buildPayload(mode string, events [][]byte, per int) (*payload, error) {
+// lose any "writeKey" member (the request carries the key); with ids (which
+// ModeSegmentBatch needs) each messageId gets a 16-digit prefix to fill, or
+// a messageId of those digits if it had none.
+func buildPayload(mode string, events [][]byte, per int, ids bool) (*payload, error) {
 	if len(events) < per {
 		return nil, fmt.Errorf("bench: %d events, want at least %d", len(events), per)
 	}
-	pl := &payload{mode: mode, per: per, header: http.Header{}}
+	if mode == ModeSegmentBatch && !ids {
+		return nil, errors.New("bench: segment batches need unique messageIds")
+	}
+	if mode == ModeNDJSONGzip && ids {
+		return nil, errors.New("bench: gzipped bodies cannot have their ids filled in")
+	}
+	pl := &payload{mode: mode, ids: ids, per: per, header: http.Header{}}
 	pl.expected = fmt.Appendf(nil, "{\"accepted\":%d,\"rejected\":[]}\n", per)
 	switch mode {
 	case ModeNDJSON, ModeNDJSONGzip:
@@ -268,7 +275,7 @@ func buildPayload(mode string, events [][]byte, per int) (*payload, error) {
 	for i := 0; i+per <= len(events); i += per {
 		var b body
 		for j, ev := range events[i : i+per] {
-			se, err := prepareEvent(ev, mode == ModeSegmentBatch)
+			se, err := prepareEvent(ev, ids)
 			if err != nil {
 				return nil, fmt.Errorf("bench: event %d: %w", i+j, err)
 			}
@@ -287,6 +294,9 @@ func buildPayload(mode string, events [][]byte, per int) (*payload, error) {
 			b.raw = len(b.data)
 		} else {
 			for _, se := range b.events {
+				if ids {
+					b.idAt = append(b.idAt, len(b.data)+se.id)
+				}
 				b.data = append(append(b.data, se.b...), '\n')
 			}
 			b.raw = len(b.data)
@@ -478,15 +488,16 @@ type verifier struct {
 	seen            []uint64       // bit set of the ids, with ModeSegmentBatch
 	events, batches int
 	maxLevel        int
-	degraded        int // batches shipped with fields dropped
-	degradedEvents  int // events in those batches
+	degraded        int   // batches shipped with fields dropped
+	degradedEvents  int   // events in those batches
+	wireBytes       int64 // the batches' payloads, as stored
 }
 
 func newVerifier(pl *payload, reqs int, from, to time.Time) *verifier {
 	v := &verifier{pl: pl, reqs: reqs, from: from, to: to}
 	v.head = []byte(`{"` + ingest.StampReceivedAt + `":"`)
 	v.mid = []byte(`","` + ingest.StampNode + `":"` + httpNode + `",`)
-	if pl.mode == ModeSegmentBatch {
+	if pl.ids {
 		v.seen = make([]uint64, (reqs*pl.per+63)/64)
 		return v
 	}
@@ -625,6 +636,7 @@ func (v *verifier) readStream(ctx context.Context, nc *nats.Conn, stream string)
 			return fmt.Errorf("bench: read stream: message %d of %d: %w", v.batches+1, info.State.Msgs, err)
 		}
 		v.batches++
+		v.wireBytes += int64(len(m.Data()))
 		b, err := dec.Decode(nats.Header(m.Headers()), m.Data())
 		if err != nil {
 			return fmt.Errorf("bench: stream message %d: %w", v.batches, err)

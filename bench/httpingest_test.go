@@ -165,14 +165,14 @@ func TestHTTPIngestSmoke(t *testing.T) {
 }
 
 // TestHTTPPayload checks the pre-built bodies: writeKey members go, and in
-// Segment batches every messageId gets its id digits where the client
-// writes them.
+// Segment batches (and NDJSON bodies with ids) every messageId gets its id
+// digits where the client writes them.
 func TestHTTPPayload(t *testing.T) {
 	events := [][]byte{
 		[]byte(`{"type":"track","messageId":"m1","writeKey":"k","event":"a"}`),
 		[]byte(`{"type":"track","event":"b"}`),
 	}
-	pl, err := buildPayload(ModeSegmentBatch, events, 2)
+	pl, err := buildPayload(ModeSegmentBatch, events, 2, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,12 +185,28 @@ func TestHTTPPayload(t *testing.T) {
 	if string(buf) != want {
 		t.Errorf("segment body\n got %s\nwant %s", buf, want)
 	}
-	pl, err = buildPayload(ModeNDJSON, events, 2)
+	pl, err = buildPayload(ModeNDJSON, events, 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := string(pl.bodies[0].data), `{"type":"track","messageId":"m1","event":"a"}`+"\n"+`{"type":"track","event":"b"}`+"\n"; got != want {
 		t.Errorf("ndjson body\n got %s\nwant %s", got, want)
+	}
+	pl, err = buildPayload(ModeNDJSON, events, 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = pl.bodies[0]
+	buf = append([]byte(nil), b.data...)
+	for i, at := range b.idAt {
+		putHex(buf[at:], uint64(0x20+i))
+	}
+	want = `{"type":"track","messageId":"0000000000000020-m1","event":"a"}` + "\n" + `{"type":"track","event":"b","messageId":"0000000000000021"}` + "\n"
+	if string(buf) != want {
+		t.Errorf("ndjson body with ids\n got %s\nwant %s", buf, want)
+	}
+	if _, err := buildPayload(ModeSegmentBatch, events, 2, false); err == nil {
+		t.Error("segment batches without ids accepted")
 	}
 }
 
@@ -203,7 +219,7 @@ func TestHTTPVerifier(t *testing.T) {
 		return append([]byte(`{"receivedAt":"2026-11-26T01:02:03.456Z","sluiceNode":"bench",`), ev[1:]...)
 	}
 	newV := func(mode string, reqs int) (*verifier, *payload) {
-		pl, err := buildPayload(mode, events, 2)
+		pl, err := buildPayload(mode, events, 2, mode == ModeSegmentBatch)
 		if err != nil {
 			t.Fatal(err)
 		}

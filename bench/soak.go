@@ -247,7 +247,7 @@ func RunSoak(ctx context.Context, srv *blast.Server, dir string, events [][]byte
 		return SoakResult{}, err
 	}
 	res := SoakResult{Mode: cfg.Mode, Clients: cfg.Clients, PerRequest: cfg.PerRequest, Duration: cfg.Duration}
-	pl, err := buildPayload(cfg.Mode, events, cfg.PerRequest)
+	pl, err := buildPayload(cfg.Mode, events, cfg.PerRequest, cfg.Mode == ModeSegmentBatch)
 	if err != nil {
 		return res, err
 	}
