@@ -109,9 +109,28 @@ func newBatcher(sp *spool.Spool, class, node string, compression string, cfg *at
 	return bt, nil
 }
 
-// newEncoder returns an encoder at the class's level, for one goroutine.
+// newEncoder returns an encoder at the class's level, for one goroutine,
+// with a window that fits the class's batches (encoderWindow).
 func (bt *batcher) newEncoder() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil, zstd.WithEncoderLevel(bt.level), zstd.WithEncoderConcurrency(1))
+	return zstd.NewWriter(nil, zstd.WithEncoderLevel(bt.level), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(encoderWindow(bt.cfg.Load().maxBytes)))
+}
+
+// encoderWindow is the zstd window for batches of up to maxBytes of NDJSON:
+// the smallest power of two that holds one, from 64 KiB to zstd's default
+// 8 MiB. A batch is one frame and nothing refers outside it, so a larger
+// window finds no more matches; it only costs memory, as an encoder keeps
+// a history of up to twice its window (16 MiB at the default, per
+// compression worker). A batch larger than the window (its class's limit
+// raised by a reload after the encoder was made, or a range claimed before
+// a restart under a larger limit) is still one valid frame, with matches
+// only within the window.
+func encoderWindow(maxBytes int) int {
+	w := 64 << 10
+	for w < maxBytes && w < 8<<20 {
+		w <<= 1
+	}
+	return w
 }
 
 // close releases compressOwn's encoder.
