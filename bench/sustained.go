@@ -29,6 +29,9 @@ type SustainedConfig struct {
 	// run sets (node, data_dir, listen, upstream, fsync: always,
 	// log_level: warn); empty keeps every other key at its default.
 	Config string
+	// Log is the file the node's stdout and stderr go to; default
+	// sluice.log in the run's directory.
+	Log string
 }
 
 func (c *SustainedConfig) setDefaults() {
@@ -115,7 +118,7 @@ func RunSustained(ctx context.Context, srv *blast.Server, dir string, events [][
 	if err != nil {
 		return SustainedResult{}, err
 	}
-	node, err := startSluice(ctx, cfg.Binary, dir, srv.URL, cfg.Config)
+	node, err := startSluice(ctx, cfg.Binary, dir, srv.URL, cfg.Config, cfg.Log)
 	if err != nil {
 		return SustainedResult{}, err
 	}
@@ -174,7 +177,7 @@ type sluiceProc struct {
 
 // startSluice starts `bin run` with a config file in dir and waits until
 // its /readyz answers 200.
-func startSluice(ctx context.Context, bin, dir, upstream, extra string) (*sluiceProc, error) {
+func startSluice(ctx context.Context, bin, dir, upstream, extra, logPath string) (*sluiceProc, error) {
 	addr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -188,7 +191,10 @@ func startSluice(ctx context.Context, bin, dir, upstream, extra string) (*sluice
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	log, err := os.Create(filepath.Join(dir, "sluice.log"))
+	if logPath == "" {
+		logPath = filepath.Join(dir, "sluice.log")
+	}
+	log, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,8 @@ import (
 var (
 	sustainedEvents = flag.String("sustained.events", "",
 		"NDJSON `file` of the events BenchmarkSustained cycles (default: the shared data's segment.events.ndjson, else generated Segment-shaped events)")
+	sustainedLog = flag.String("sustained.log", "",
+		"`file` the sluice process's output goes to (each run replaces it; default: one in the run's temporary directory)")
 	sustainedBins = flag.String("sustained.bin", "",
 		"comma-separated sluice `binaries` BenchmarkSustained runs, one sub-benchmark each, in turn (default: one built from this checkout)")
 )
@@ -59,7 +61,7 @@ func BenchmarkSustained(b *testing.B) {
 			b.Logf("workload: %d events cycled from %d of %s, 200 a request, %d clients; binary %s", total, len(events), source, clients, bin)
 			var res SustainedResult
 			for b.Loop() {
-				res = runSustainedOnce(b, events, SustainedConfig{Binary: bin, Events: total, Clients: clients})
+				res = runSustainedOnce(b, events, SustainedConfig{Binary: bin, Events: total, Clients: clients, Log: *sustainedLog})
 			}
 			reportSustained(b, res)
 		})
