@@ -63,7 +63,11 @@ type SustainedResult struct {
 	// CPU and NATSCPU are the user and system CPU time of the sluice and
 	// the NATS server processes from the first request to delivery.
 	CPU, NATSCPU time.Duration
-	MaxLevel     int // highest degradation level a batch was shipped at
+	// DiskWrites is the bytes the sluice process caused to be written to
+	// storage from the first request to delivery (/proc/PID/io
+	// write_bytes): the spool's segments and metadata.
+	DiskWrites int64
+	MaxLevel   int // highest degradation level a batch was shipped at
 	// Degraded counts the batches shipped with fields dropped, and
 	// DegradedEvents their events (verified by messageId, not byte for
 	// byte).
@@ -128,7 +132,7 @@ func RunSustained(ctx context.Context, srv *blast.Server, dir string, events [][
 	gen := newLoadGen("http://"+node.addr+pl.path, pl, cfg.Clients)
 	defer gen.close()
 	res := SustainedResult{Events: total}
-	cpu0, ncpu0 := procCPU(node.cmd.Process.Pid), srv.CPUTime()
+	cpu0, ncpu0, w0 := procCPU(node.cmd.Process.Pid), srv.CPUTime(), procWrites(node.cmd.Process.Pid)
 	start := time.Now()
 	if err := gen.run(ctx, 0, reqs, nil); err != nil {
 		return SustainedResult{}, err
@@ -139,6 +143,7 @@ func RunSustained(ctx context.Context, srv *blast.Server, dir string, events [][
 	}
 	res.Delivered = time.Since(start)
 	res.CPU, res.NATSCPU = procCPU(node.cmd.Process.Pid)-cpu0, srv.CPUTime()-ncpu0
+	res.DiskWrites = procWrites(node.cmd.Process.Pid) - w0
 	if res.Mem = readMem(fmt.Sprintf("/proc/%d/status", node.cmd.Process.Pid)); res.Mem.Peak == 0 {
 		return SustainedResult{}, errors.New("bench: no peak RSS of the sluice process")
 	}
@@ -353,4 +358,20 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// procWrites is the bytes process pid caused to be written to storage so
+// far (write_bytes of /proc/PID/io; 0 where there is none).
+func procWrites(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

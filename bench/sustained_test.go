@@ -116,10 +116,10 @@ func runSustainedOnce(tb testing.TB, events [][]byte, cfg SustainedConfig) Susta
 func reportSustained(b *testing.B, res SustainedResult) {
 	const mb = 1 << 20
 	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-	b.Logf("accepted %.0f events/s, delivered %.0f events/s (%.2f of accepted), wire ratio %.2f (%d B NDJSON in %d batches of %d B), peak RSS %.1f MB (at delivery: anon %.1f MB, file %.1f MB), cpu %.2f µs/event + nats %.2f µs/event; verified %d events once each, max level %d, %d batches (%d events) with fields dropped",
+	b.Logf("accepted %.0f events/s, delivered %.0f events/s (%.2f of accepted), wire ratio %.2f (%d B NDJSON in %d batches of %d B), peak RSS %.1f MB (at delivery: anon %.1f MB, file %.1f MB), cpu %.2f µs/event + nats %.2f µs/event, %.2f B written to disk per NDJSON byte; verified %d events once each, max level %d, %d batches (%d events) with fields dropped",
 		res.AcceptedPerSec(), res.DeliveredPerSec(), res.DeliveredPerSec()/res.AcceptedPerSec(), res.WireRatio(),
 		res.NDJSONBytes, res.Batches, res.WireBytes, float64(res.Mem.Peak)/mb, float64(res.Mem.Anon)/mb, float64(res.Mem.File)/mb,
-		us(res.CPUPerEvent()), us(res.NATSCPUPerEvent()), res.Events, res.MaxLevel, res.Degraded, res.DegradedEvents)
+		us(res.CPUPerEvent()), us(res.NATSCPUPerEvent()), float64(res.DiskWrites)/float64(res.NDJSONBytes), res.Events, res.MaxLevel, res.Degraded, res.DegradedEvents)
 	b.ReportMetric(res.AcceptedPerSec(), "accepted-ev/s")
 	b.ReportMetric(res.DeliveredPerSec(), "delivered-ev/s")
 	b.ReportMetric(res.DeliveredPerSec()/res.AcceptedPerSec(), "delivered/accepted")
@@ -127,6 +127,7 @@ func reportSustained(b *testing.B, res SustainedResult) {
 	b.ReportMetric(float64(res.Mem.Peak)/mb, "peak-rss-MB")
 	b.ReportMetric(us(res.CPUPerEvent()), "cpu-us/ev")
 	b.ReportMetric(us(res.NATSCPUPerEvent()), "nats-cpu-us/ev")
+	b.ReportMetric(float64(res.DiskWrites)/float64(res.NDJSONBytes), "disk-B/ndjson-B")
 	b.ReportMetric(0, "ns/op")
 }
 
