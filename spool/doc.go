@@ -76,11 +76,12 @@
 // Sealed segments are opened read-only on demand and closed once the reader
 // has moved past them, so at most the tail and two sealed segments per class
 // are mapped however large the backlog. Event data handed to a Read callback
-// points into the mmap and is valid only during the call. On Linux, once a
-// Read has passed every event of a record, the record's whole pages are
-// dropped from the process's page tables (MADV_DONTNEED; the page cache
-// keeps them), so that a segment's events already read do not stay in the
-// process's resident memory until the segment is closed. A segment is
+// points into the mmap and is valid only during the call. On Linux, each
+// time Reads have passed 4 MiB of a segment's records, the segment's pages
+// are dropped from the process's page tables (MADV_DONTNEED; the page cache
+// keeps them and later accesses fault them back), so that events already
+// read do not stay in the process's resident memory until the segment is
+// closed. A segment is
 // deleted (whole file, no compaction) when the contiguous ack cursor passes
 // its last seq; the tail is never deleted, so the next seq is always derivable
 // from disk.

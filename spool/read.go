@@ -140,8 +140,14 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 			corrupt = fmt.Errorf("missing bucket: %w", ErrCorrupt)
 			return nil
 		}
-		// Where the segment is mapped: records read are unmapped from it.
-		base, size := tx.DB().Info().Data, tx.Size()
+		// Pages read are unmapped from the segment's mapping now and then,
+		// inside the transaction (see unmapReadPages).
+		defer func() {
+			if seg.readBytes.Load() >= unmapEvery {
+				seg.readBytes.Store(0)
+				unmapReadPages(tx.DB().Info().Data, tx.Size())
+			}
+		}()
 		cur := b.Cursor()
 		// Position on the record holding next: the last key <= next.
 		k, v := cur.Seek(seqKey(next))
@@ -193,7 +199,7 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 				rs.bytes += len(ev)
 				next = seq + 1
 			}
-			unmapRead(v, base, size) // every event of the record is past
+			seg.readBytes.Add(int64(len(v))) // every event of the record is past
 			next = max(next, min(end, rs.limit+1))
 		}
 		return nil

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,6 +44,10 @@ type segment struct {
 	gone      bool     // removed from the class (deleted or quarantined): close db at last release
 	readahead bool     // readahead asked for: once per segment
 	syncedAt  time.Time
+
+	// readBytes counts the record bytes readers passed since the
+	// segment's pages were last unmapped (unmapReadPages).
+	readBytes atomic.Int64
 }
 
 func segName(first uint64) string { return fmt.Sprintf("seg-%020d.db", first) }

@@ -2,7 +2,6 @@ package spool
 
 import (
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,29 +9,28 @@ import (
 // pageSize is the unit madvise works in.
 var pageSize = uintptr(os.Getpagesize())
 
-// unmapRead drops from this process's page tables the whole pages of data,
-// a record already read from a segment mapped read-only and shared at
-// [base, base+size). Those pages would otherwise stay resident in the
-// process (counted in its RSS) until the segment is closed, up to a whole
-// segment of events the node has already shipped or cut. MADV_DONTNEED on
-// a shared file mapping only unmaps: the page cache keeps the pages, and a
-// later read of the same bytes (a retried or split batch) faults them back
-// in from it, unchanged. Data outside the mapping (never the case for a
-// read-only transaction's values) is left alone. Best effort: an error
-// leaves the pages mapped.
-func unmapRead(data []byte, base uintptr, size int64) {
-	if len(data) == 0 || size <= 0 {
+// unmapEvery is how many bytes of records a segment's readers pass between
+// two unmapReadPages of it: the bound on the pages read and still mapped.
+const unmapEvery = 4 << 20
+
+// unmapReadPages drops from this process's page tables every page of a
+// segment mapped read-only and shared at [base, base+size). Without it,
+// each page a reader touched (and each page bbolt copied when rewriting
+// its last leaf) stays resident in the process, counted in its RSS, until
+// the segment is closed: up to a whole segment of events the node has
+// already shipped. MADV_DONTNEED on a shared file mapping only unmaps: the
+// page cache keeps the pages, and a later access, of events not read yet
+// or read again (a retried or split batch), or of the tree's pages, faults
+// them back in from it, unchanged.
+//
+// Each call costs a TLB flush on every core running the process, so it is
+// made once per unmapEvery bytes read rather than per record. It must run
+// inside a read transaction of the segment, where the mapping cannot move.
+// Best effort: an error leaves the pages mapped.
+func unmapReadPages(base uintptr, size int64) {
+	if base == 0 || size <= 0 {
 		return
 	}
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
-	end := p + uintptr(len(data))
-	if p < base || end > base+uintptr(size) {
-		return
-	}
-	lo := (p+pageSize-1)&^(pageSize-1) - p
-	hi := end&^(pageSize-1) - p
-	if lo >= hi || hi > uintptr(len(data)) {
-		return
-	}
-	_ = unix.Madvise(data[lo:hi], unix.MADV_DONTNEED)
+	n := (uintptr(size) + pageSize - 1) &^ (pageSize - 1)
+	_, _, _ = unix.Syscall(unix.SYS_MADVISE, base, n, unix.MADV_DONTNEED)
 }

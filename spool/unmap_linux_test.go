@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // mappingRSS is the resident size of the mapping of this process that
@@ -72,32 +74,46 @@ func TestReadUnmapsRecords(t *testing.T) {
 			t.Fatalf("pass %d: read %d events, want %d", pass, n, len(want))
 		}
 		// Appending maps the records too (bbolt rewrites the last leaf
-		// from the mapping). Once read, each record keeps at most its
-		// first and last partial pages mapped, beside the tree's pages:
-		// far less than the 8 MiB read (without unmapping, all of it).
+		// from the mapping). Once unmapEvery bytes are read, the pages
+		// are unmapped: far less than the 8 MiB read stays resident
+		// (without unmapping, all of it).
 		if rss := mappingRSS(t, base); rss > 2*mib {
 			t.Errorf("pass %d: %d KiB of the segment resident after reading 8 MiB of records", pass, rss>>10)
 		}
 	}
 }
 
-// TestUnmapReadOutside checks that memory outside the given mapping (here
-// the Go heap, which MADV_DONTNEED would zero) is never advised.
-func TestUnmapReadOutside(t *testing.T) {
-	b := bytes.Repeat([]byte{7}, 256<<10)
-	p := uintptr(unsafe.Pointer(&b[0]))
-	for _, m := range []struct {
-		base uintptr
-		size int64
-	}{
-		{0, 4096},                       // a mapping far below
-		{p + 4096, int64(len(b))},       // starts inside the slice
-		{p, int64(len(b) - 1)},          // ends inside the slice
-		{p + uintptr(len(b)), 64 << 20}, // just above
-	} {
-		unmapRead(b, m.base, m.size)
-		if !bytes.Equal(b, bytes.Repeat([]byte{7}, len(b))) {
-			t.Fatalf("mapping %x+%d: the slice at %x changed", m.base, m.size, p)
-		}
+// TestUnmapReadPages unmaps a file mapping whose pages were all read: none
+// stays resident in the mapping, and its bytes read the same after.
+func TestUnmapReadPages(t *testing.T) {
+	const pages = 256
+	path := t.TempDir() + "/f"
+	want := bytes.Repeat([]byte("0123456789abcdef"), pages*int(pageSize)/16)
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, len(want), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	base := uintptr(unsafe.Pointer(&m[0]))
+	if !bytes.Equal(m, want) {
+		t.Fatal("mapping differs from the file")
+	}
+	if rss := mappingRSS(t, base); rss < int64(len(want))/2 {
+		t.Fatalf("only %d KiB resident after reading %d KiB", rss>>10, len(want)>>10)
+	}
+	unmapReadPages(base, int64(len(want)))
+	if rss := mappingRSS(t, base); rss != 0 {
+		t.Errorf("%d KiB resident after unmapping", rss>>10)
+	}
+	if !bytes.Equal(m, want) {
+		t.Fatal("the mapping reads differently after unmapping")
 	}
 }
