@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -107,7 +108,7 @@ func FuzzDecode(f *testing.F) {
 		h := fuzzHeader(version, encoding, node, spool, class, count, rng, oldest, level, dropped)
 		b, err := d.Decode(h, body)
 		if err != nil {
-			if !errors.Is(err, ErrVersion) && !errors.Is(err, ErrHeader) && !errors.Is(err, ErrBody) {
+			if !isSentinel(err) {
 				t.Fatalf("Decode error is no sentinel: %v", err)
 			}
 			if b.Events != nil {
@@ -153,6 +154,110 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("events changed in round trip:\n got %q\nwant %q", b2.Events, events)
 		}
 	})
+}
+
+// isSentinel reports whether err is one of the package's errors.
+func isSentinel(err error) bool {
+	for _, s := range []error{ErrVersion, ErrHeader, ErrBody, ErrDict, ErrBadDict} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzDecodeDict feeds version 2 batches with arbitrary Sluice-Dict
+// values, bodies and dictionaries to a Decoder whose source holds the
+// trained dictionary under its id and serves the fuzzer's bytes for any
+// other id. It must never panic, every error must be a sentinel, and what
+// decodes stays within the size bound and matches its count; a batch that
+// decodes with the trained dictionary encodes with it again to the same
+// events. Its inputs are large (a dictionary, a body of real events), so
+// bound the minimizing of each new input: go test -run XXX -fuzz
+// FuzzDecodeDict -fuzzminimizetime 100x ./wire
+func FuzzDecodeDict(f *testing.F) {
+	raw := trainedDict(f)
+	h, body, _ := dictBatch(f, raw)
+	_, otherBody, _ := dictBatch(f, withID(raw, testDictID+1))
+	small, smallBody, _ := dictBatch(f, raw, sampleEvents(f)[150:152]...)
+	f.Add(h.Get(HdrDict), h.Get(HdrCount), body, []byte(nil))
+	f.Add(small.Get(HdrDict), "2", smallBody, []byte(nil))
+	f.Add("40001", "50", otherBody, withID(raw, testDictID+1))
+	f.Add("40001", "50", otherBody, withID(raw, testDictID))
+	f.Add("40001", "50", otherBody, raw[:len(raw)/2])
+	f.Add("40000", "50", otherBody, []byte(nil))
+	f.Add("32768", "1", encodeBody(f, `{"a":1}`), []byte(dictMagic+"\x00\x80\x00\x00"))
+	f.Add("2147483647", "0", []byte{}, []byte(nil))
+	f.Add("0", "1", body, raw)
+
+	const maxSize = 1 << 20
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderDict(raw))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { enc.Close() })
+
+	f.Fuzz(func(t *testing.T, dictID, count string, body, served []byte) {
+		// A fresh Decoder: one that kept the dictionary of an earlier input
+		// would make inputs depend on each other.
+		d, err := NewDecoder(maxSize, WithDictionaries(&fuzzDicts{trained: raw, served: served}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		h := fuzzHeader(VersionDict, Encoding, "edge-1", "sp1", "ingest", count, "1-1000000", "", "", "")
+		h.Set(HdrDict, dictID)
+		b, err := d.Decode(h, body)
+		if err != nil {
+			if !isSentinel(err) {
+				t.Fatalf("Decode error is no sentinel: %v", err)
+			}
+			if b.Events != nil {
+				t.Fatalf("Decode returned events with error %v", err)
+			}
+			return
+		}
+		if len(b.Events) != b.Count || b.Dict < MinDictID {
+			t.Fatalf("%d events, Count %d, Dict %d", len(b.Events), b.Count, b.Dict)
+		}
+		var ndjson []byte
+		for _, e := range b.Events {
+			ndjson = append(append(ndjson, e...), '\n')
+		}
+		if len(ndjson) > maxSize+1 { // the last line may lack its newline
+			t.Fatalf("%d bytes of events, limit %d", len(ndjson), maxSize)
+		}
+		if b.Dict != testDictID {
+			return
+		}
+		events := make([][]byte, len(b.Events))
+		for i, e := range b.Events {
+			events[i] = bytes.Clone(e)
+		}
+		b2, err := d.Decode(b.Header(), enc.EncodeAll(ndjson, nil))
+		if err != nil {
+			t.Fatalf("re-encoded batch does not decode: %v", err)
+		}
+		if !slices.EqualFunc(b2.Events, events, bytes.Equal) {
+			t.Fatalf("events changed in round trip")
+		}
+	})
+}
+
+// fuzzDicts serves the trained dictionary under its id and served under
+// any other.
+type fuzzDicts struct {
+	trained, served []byte
+}
+
+func (s *fuzzDicts) Dictionary(_ context.Context, id uint32) ([]byte, error) {
+	if id == testDictID {
+		return s.trained, nil
+	}
+	if s.served == nil {
+		return nil, errNoSuchDict
+	}
+	return s.served, nil
 }
 
 // FuzzSplitLines checks SplitLines against bytes.Split without empty lines.

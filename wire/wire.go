@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -189,30 +190,50 @@ const DefaultMaxSize = 64 << 20
 
 // Decoder decodes batches. It reuses its buffers and a zstd decoder, so it
 // is not safe for concurrent use; use one per goroutine.
+//
+// A Decoder made WithDictionaries decodes version 2 batches too: it gets
+// each dictionary from its source the first time a batch names it and keeps
+// the 16 it used last (at most 16 MiB of them) ready.
 type Decoder struct {
 	max int
-	zd  *zstd.Decoder
+	zd  *zstd.Decoder // version 1: no dictionaries registered, ever
 	buf []byte
 	evs [][]byte
+
+	src       Dictionaries
+	zdict     *zstd.Decoder // version 2: made on the first, holds dictIDs
+	dictIDs   []uint32      // registered with zdict, least recently used first
+	dictSizes []int         // their sizes, bytes
 }
 
 // NewDecoder returns a Decoder that refuses bodies that decompress to more
 // than maxSize bytes (DefaultMaxSize if maxSize <= 0).
-func NewDecoder(maxSize int) (*Decoder, error) {
+func NewDecoder(maxSize int, opts ...DecoderOption) (*Decoder, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxSize
 	}
-	// zstd refuses a window below 1 KiB, and with a smaller limit it
-	// would refuse every frame; Decode checks maxSize itself.
-	zmax := uint64(max(maxSize, zstd.MinWindowSize))
-	zd, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxMemory(zmax),
-		zstd.WithDecoderMaxWindow(zmax))
+	d := &Decoder{max: maxSize}
+	for _, o := range opts {
+		o(d)
+	}
+	zd, err := zstd.NewReader(nil, d.zstdOptions()...)
 	if err != nil {
 		return nil, err
 	}
-	return &Decoder{max: maxSize, zd: zd}, nil
+	d.zd = zd
+	return d, nil
+}
+
+// zstdOptions are the options of both zstd decoders.
+func (d *Decoder) zstdOptions() []zstd.DOption {
+	// zstd refuses a window below 1 KiB, and with a smaller limit it
+	// would refuse every frame; Decode checks maxSize itself.
+	zmax := uint64(max(d.max, zstd.MinWindowSize))
+	return []zstd.DOption{
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(zmax),
+		zstd.WithDecoderMaxWindow(zmax),
+	}
 }
 
 // Close releases the decoder's resources. It is idempotent.
@@ -221,16 +242,47 @@ func (d *Decoder) Close() {
 		d.zd.Close()
 		d.zd = nil
 	}
+	if d.zdict != nil {
+		d.zdict.Close()
+		d.zdict = nil
+	}
+	d.dictIDs, d.dictSizes = nil, nil
 }
 
-// Decode parses the headers and decompresses the body of one batch message.
-// The returned events alias the Decoder's buffer until the next Decode.
+// Decode is DecodeContext without a context: a dictionary source's lookup
+// is bounded only by the source itself.
 func (d *Decoder) Decode(h nats.Header, body []byte) (Batch, error) {
+	return d.DecodeContext(context.Background(), h, body)
+}
+
+// DecodeContext parses the headers and decompresses the body of one batch
+// message. The returned events alias the Decoder's buffer until the next
+// Decode. ctx bounds the lookup of a version 2 batch's dictionary, if the
+// Decoder does not hold it yet.
+//
+// Every zstd frame of a version 2 batch must name the dictionary of its
+// Sluice-Dict header, or none (ErrBody otherwise). ErrDict means the dictionary
+// could not be had now: the batch may decode later. ErrBadDict means the
+// source returned something else than that dictionary.
+func (d *Decoder) DecodeContext(ctx context.Context, h nats.Header, body []byte) (Batch, error) {
 	b, err := ParseHeader(h)
 	if err != nil {
 		return b, err
 	}
-	d.buf, err = d.zd.DecodeAll(body, d.buf[:0])
+	zd := d.zd
+	if b.Dict != 0 {
+		uses, err := checkFrames(body, b.Dict)
+		if err != nil {
+			return b, err
+		}
+		if uses {
+			if err := d.useDict(ctx, b.Dict); err != nil {
+				return b, err
+			}
+			zd = d.zdict
+		}
+	}
+	d.buf, err = zd.DecodeAll(body, d.buf[:0])
 	if err != nil {
 		return b, fmt.Errorf("%w: zstd: %v", ErrBody, err)
 	}
