@@ -23,6 +23,17 @@ import (
 // before it delivers the batch again.
 const sinkAckWait = 30 * time.Second
 
+// A batch whose dictionary cannot be had is not acknowledged: the sink
+// asks the server to deliver it again after sinkDictRetry times the number
+// of deliveries so far, at most sinkDictRetryMax.
+const (
+	sinkDictRetry    = time.Second
+	sinkDictRetryMax = 30 * time.Second
+)
+
+// sinkDictTimeout bounds one lookup of a dictionary in the bucket.
+const sinkDictTimeout = 10 * time.Second
+
 type sinkConfig struct {
 	Upstream    string
 	Stream      string
@@ -32,6 +43,7 @@ type sinkConfig struct {
 	IdleExit    time.Duration
 	Batch       int
 	WithHeaders bool
+	DictBucket  string
 }
 
 const sinkUsage = `Usage: sluice sink --upstream URL [flags]
@@ -64,6 +76,14 @@ line: the sink cuts it off before appending and says so on stderr. A
 failed ack (reported on stderr) also makes its batch come again.
 Deduplicate on the events' own ids where duplicates matter.
 
+A batch of format version 2 was compressed with a trained dictionary, which
+the sink reads from the stream's dictionary bucket (<stream>_DICT, or
+--dict-bucket), opened on the first such batch. While a dictionary cannot
+be read (no bucket, no key yet, a server that does not answer, a value
+that is not that dictionary) its batches are not acknowledged: the sink
+asks for them again after 1s, 2s, … up to 30s, says so on stderr once per
+dictionary, and writes them once the dictionary can be read.
+
 A message that is not a sluice batch is reported on stderr and terminated,
 not retried. At exit the sink prints a summary on stderr: why it stopped,
 the messages, batches, events and bytes it read and wrote, degraded and
@@ -84,6 +104,7 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&c.Out, "out", "-", "`file` to append events to, or - for stdout")
 	fs.DurationVar(&c.IdleExit, "idle-exit", 0, "exit 0 after no batch arrived for this `duration`; 0 runs until a signal")
 	fs.IntVar(&c.Batch, "batch", 64, "batches to fetch per pull request")
+	fs.StringVar(&c.DictBucket, "dict-bucket", "", "JetStream KV `bucket` of the dictionaries version 2 batches name; default <stream>_DICT")
 	fs.BoolVar(&c.WithHeaders, "with-headers", false, `write each event in an envelope {"subject","stream_seq","headers","event"} that keeps its batch's headers (Sluice-Level, Sluice-Dropped-Fields, …)`)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), sinkUsage)
@@ -135,13 +156,17 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("consumer %s on %s: %w", c.Durable, c.Stream, err)
 	}
-	dec, err := wire.NewDecoder(0)
+	if c.DictBucket == "" {
+		c.DictBucket = wire.DictBucket(c.Stream)
+	}
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(&sinkDicts{js: js, bucket: c.DictBucket}))
 	if err != nil {
 		return err
 	}
 	defer dec.Close()
 
-	s := &sink{w: bufio.NewWriterSize(out, 256<<10), file: file, dec: dec, stderr: stderr, envelope: c.WithHeaders}
+	s := &sink{w: bufio.NewWriterSize(out, 256<<10), file: file, dec: dec, stderr: stderr, envelope: c.WithHeaders,
+		waiting: map[uint32]bool{}}
 	start := time.Now()
 	why, err := s.loop(ctx, cons, c)
 	s.summary(stderr, c, stream, cons, why, time.Since(start))
@@ -238,12 +263,36 @@ type sink struct {
 	envelope bool   // --with-headers
 	prefix   []byte // the envelope of the current batch, up to its "event":
 	stats    sinkStats
+	waiting  map[uint32]bool // dictionaries whose batches wait, reported once each
+}
+
+// sinkDicts is the sink's dictionary source: the stream's dictionary
+// bucket, opened on the first version 2 batch (a stream of version 1
+// batches needs no bucket) and again after an open that failed. Only the
+// sink's one goroutine uses it.
+type sinkDicts struct {
+	js     jetstream.JetStream
+	bucket string
+	src    *wire.BucketDictionaries
+}
+
+func (d *sinkDicts) Dictionary(ctx context.Context, id uint32) ([]byte, error) {
+	if d.src == nil {
+		kv, err := d.js.KeyValue(ctx, d.bucket)
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", d.bucket, err)
+		}
+		d.src = wire.NewBucketDictionaries(kv)
+	}
+	return d.src.Dictionary(ctx, id)
 }
 
 // sinkStats counts what the sink read and wrote, for its summary.
 type sinkStats struct {
-	Messages      int    // messages handled (batches and messages that are not batches)
+	Messages      int    // messages handled (batches written and messages that are not batches)
 	Redelivered   int    // of them, delivered more than once
+	DictWaits     int    // deliveries of batches whose dictionary could not be read: not acknowledged, they come again
+	DictBatches   int    // batches written that needed a dictionary (format version 2)
 	Terminated    int    // of them, not sluice batches: reported and terminated
 	Batches       int    // batches whose events were written
 	Degraded      int    // of them, shipped at Sluice-Level > 0
@@ -287,17 +336,25 @@ func (s *sink) fetch(ctx context.Context, cons jetstream.Consumer, n int, wait t
 }
 
 // handle writes the events of one batch and acknowledges it once they are
-// flushed (and, for a file, fsynced).
+// flushed (and, for a file, fsynced). A batch whose dictionary cannot be
+// read is neither written nor counted: it is handed back for later.
 func (s *sink) handle(ctx context.Context, msg jetstream.Msg) error {
-	var seq uint64
+	var seq, delivered uint64
 	if md, err := msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-		if md.NumDelivered > 1 {
-			s.stats.Redelivered++
-		}
+		seq, delivered = md.Sequence.Stream, md.NumDelivered
+	}
+	dctx, cancel := context.WithTimeout(ctx, sinkDictTimeout)
+	b, err := s.dec.DecodeContext(dctx, msg.Headers(), msg.Data())
+	cancel()
+	if errors.Is(err, wire.ErrDict) || errors.Is(err, wire.ErrBadDict) {
+		s.waitDict(msg, seq, delivered, b.Dict, err)
+		return nil
 	}
 	st := &s.stats
 	st.Messages++
+	if delivered > 1 {
+		st.Redelivered++
+	}
 	st.Received += int64(len(msg.Data()))
 	if seq != 0 {
 		if st.FirstSeq == 0 || seq < st.FirstSeq {
@@ -305,7 +362,6 @@ func (s *sink) handle(ctx context.Context, msg jetstream.Msg) error {
 		}
 		st.LastSeq = max(st.LastSeq, seq)
 	}
-	b, err := s.dec.Decode(msg.Headers(), msg.Data())
 	if err != nil {
 		st.Terminated++
 		fmt.Fprintf(s.stderr, "sluice sink: batch on %s, stream seq %d: %v (terminated, not retried)\n", msg.Subject(), seq, err)
@@ -346,6 +402,13 @@ func (s *sink) handle(ctx context.Context, msg jetstream.Msg) error {
 	if b.Level > 0 {
 		st.Degraded++
 	}
+	if b.Dict != 0 {
+		st.DictBatches++
+		if s.waiting[b.Dict] {
+			delete(s.waiting, b.Dict)
+			fmt.Fprintf(s.stderr, "sluice sink: dictionary %d read: its batches are written now\n", b.Dict)
+		}
+	}
 	if len(b.Dropped) > 0 {
 		st.Partial++
 		st.PartialEvents += len(b.Events)
@@ -358,6 +421,23 @@ func (s *sink) handle(ctx context.Context, msg jetstream.Msg) error {
 		fmt.Fprintf(s.stderr, "sluice sink: ack of stream seq %d on %s failed: %v (the batch comes again after %s and is written twice)\n", seq, msg.Subject(), err, sinkAckWait)
 	}
 	return nil
+}
+
+// waitDict hands back a batch whose dictionary cannot be read: it is not
+// acknowledged, and the server delivers it again after a delay that grows
+// with its deliveries. The first wait for each dictionary is reported.
+func (s *sink) waitDict(msg jetstream.Msg, seq, delivered uint64, id uint32, why error) {
+	s.stats.DictWaits++
+	delay := min(sinkDictRetry*time.Duration(max(delivered, 1)), sinkDictRetryMax)
+	if !s.waiting[id] {
+		s.waiting[id] = true
+		fmt.Fprintf(s.stderr, "sluice sink: batch on %s, stream seq %d: %v (not acknowledged: it comes again, and so does every batch of dictionary %d until the dictionary can be read)\n",
+			msg.Subject(), seq, why, id)
+	}
+	if err := msg.NakWithDelay(delay); err != nil {
+		// Not fatal either: without the nak the batch comes again after AckWait.
+		fmt.Fprintf(s.stderr, "sluice sink: nak of stream seq %d: %v (it comes again after %s)\n", seq, err, sinkAckWait)
+	}
 }
 
 // envelopePrefix appends to dst the envelope of a batch's events up to
@@ -399,6 +479,10 @@ func (s *sink) summary(w io.Writer, c sinkConfig, stream jetstream.Stream, cons 
 		st.Batches, st.Degraded, st.Partial, st.AckFailed)
 	fmt.Fprintf(w, "  events    %d written, %d of them partial\n", st.Events, st.PartialEvents)
 	fmt.Fprintf(w, "  bytes     %d written to %s, %d received (zstd bodies)\n", st.Written, out, st.Received)
+	if st.DictBatches > 0 || st.DictWaits > 0 {
+		fmt.Fprintf(w, "  dicts     %d batches written with a dictionary, %d deliveries waited for theirs (not acknowledged: they come again)\n",
+			st.DictBatches, st.DictWaits)
+	}
 
 	// Where the consumer stands tells an empty run from a broken one.
 	ictx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -356,5 +358,127 @@ func TestSinkNoStream(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "nothing to read: stream SLUICE is empty") {
 		t.Errorf("summary does not say the stream is empty:\n%s", errOut.String())
+	}
+}
+
+// TestSinkDictLater: a version 2 batch whose dictionary is not readable
+// yet (no bucket at all) is not acknowledged and not written; once the
+// dictionary is in the stream's bucket the sink writes it, exactly once,
+// and counts the wait.
+func TestSinkDictLater(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := t.Context()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SLUICE", Subjects: []string{"sluice.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A dictionary trained on events like the batch's, as the edge trains
+	// one on a class's recent events.
+	const id = 40000
+	samples := bytes.SplitAfter(bytes.TrimSuffix(events(1000, 400), []byte("\n")), []byte("\n"))
+	raw, err := dict.BuildZstdDict(samples, dict.Options{MaxDictSize: 8 << 10, HashBytes: 6, ZstdDictID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dictEnc, err := zstd.NewWriter(nil, zstd.WithEncoderDict(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dictEnc.Close()
+	plainEnc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainEnc.Close()
+
+	v2 := wire.Batch{Node: "edge-1", Spool: "sp1", Class: "ingest", First: 1, Last: 5, Count: 5, Dict: id}
+	v1 := wire.Batch{Node: "edge-1", Spool: "sp1", Class: "ingest", First: 6, Last: 8, Count: 3}
+	var received int
+	for _, p := range []struct {
+		b   wire.Batch
+		enc *zstd.Encoder
+	}{{v2, dictEnc}, {v1, plainEnc}} {
+		m := nats.NewMsg("sluice.ingest")
+		m.Header = p.b.Header()
+		m.Data = p.enc.EncodeAll(events(int(p.b.First), p.b.Count), nil)
+		received += len(m.Data)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := &linesWriter{want: 8, cancel: cancel}
+	var errOut syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(sctx, []string{"sink", "--upstream", srv.ClientURL()}, out, &errOut) }()
+
+	// The sink reports the batch it cannot decode yet, then the bucket
+	// and the dictionary appear.
+	const waitMsg = "stream seq 1: wire: dictionary unavailable: dictionary 40000: bucket SLUICE_DICT: nats: bucket not found (not acknowledged: it comes again"
+	giveUp := time.After(time.Minute) // a bound on a hang, not a timing assertion
+	for !strings.Contains(errOut.String(), waitMsg) {
+		select {
+		case err := <-done:
+			t.Fatalf("sink stopped before it reported the missing dictionary: %v\n%s", err, errOut.String())
+		case <-giveUp:
+			cancel()
+			<-done
+			t.Fatalf("sink did not report the missing dictionary as %q:\n%s", waitMsg, errOut.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: wire.DictBucket("SLUICE")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, wire.DictKey(id), raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("sink: %v\n%s", err, errOut.String())
+	}
+	t.Logf("stderr:\n%s", errOut.String())
+
+	// The version 1 batch first, then the one that waited: every event once.
+	want := string(events(6, 3)) + string(events(1, 5))
+	if out.String() != want {
+		t.Errorf("sink wrote\n%s\nwant\n%s", out.String(), want)
+	}
+	if !strings.Contains(errOut.String(), "sluice sink: dictionary 40000 read: its batches are written now") {
+		t.Errorf("stderr does not say the dictionary was read:\n%s", errOut.String())
+	}
+	s := parseSinkSummary(t, errOut.String())
+	wantSum := sinkSummary{
+		stopped: "interrupted", messages: 2, redelivered: 1, seqs: "1-2",
+		batches: 2, events: 8, written: len(want), received: received, out: "stdout",
+		ackFloor: 2, streamMsgs: 2, lastSeq: 2,
+	}
+	if s != wantSum {
+		t.Errorf("summary\n got %+v\nwant %+v", s, wantSum)
+	}
+	m := regexp.MustCompile(`(?m)^  dicts     1 batches written with a dictionary, (\d+) deliveries waited for theirs \(not acknowledged: they come again\)$`).
+		FindStringSubmatch(errOut.String())
+	if m == nil || m[1] == "0" {
+		t.Errorf("summary does not count one dictionary batch and its waits:\n%s", errOut.String())
+	}
+
+	// Nothing comes again: the batch was acknowledged once written.
+	var out2 bytes.Buffer
+	var errOut2 bytes.Buffer
+	if err := run(ctx, []string{"sink", "--upstream", srv.ClientURL(), "--idle-exit", "300ms"}, &out2, &errOut2); err != nil {
+		t.Fatalf("second sink: %v", err)
+	}
+	if out2.Len() != 0 {
+		t.Errorf("second sink wrote %q, want nothing", out2.String())
 	}
 }
