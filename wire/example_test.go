@@ -1,10 +1,13 @@
 package wire_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
 
+	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 
@@ -57,4 +60,72 @@ func ExampleDecoder_Decode() {
 	// partial: level 1 dropped [context.userAgent]
 	// {"type":"track","event":"Signed Up","messageId":"m101"}
 	// {"type":"page","name":"Home","messageId":"m103"}
+}
+
+// savedDicts is a dictionary source over dictionaries a consumer saved,
+// for instance with `nats kv get SLUICE_DICT <id> --raw > <id>.dict`. A
+// consumer that reads the stream's bucket uses wire.NewBucketDictionaries.
+type savedDicts map[uint32][]byte
+
+func (s savedDicts) Dictionary(_ context.Context, id uint32) ([]byte, error) {
+	if d, ok := s[id]; ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("dictionary %d not saved", id)
+}
+
+func ExampleWithDictionaries() {
+	// What the edge does: train a dictionary on the class's recent events,
+	// store it under its id, and compress batches with it (version 2).
+	var samples [][]byte
+	for i := range 100 {
+		samples = append(samples, fmt.Appendf(nil,
+			`{"type":"page","name":"/docs/%d","properties":{"path":"/docs/%d","referrer":"https://example.com/"},"messageId":"m%d"}`, i%17, i%17, i))
+	}
+	const id = 40000
+	dictionary, err := dict.BuildZstdDict(samples, dict.Options{MaxDictSize: 4 << 10, HashBytes: 6, ZstdDictID: id})
+	if err != nil {
+		log.Fatal(err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderDict(dictionary))
+	if err != nil {
+		log.Fatal(err)
+	}
+	batch := wire.Batch{Node: "edge-1", Spool: "sp1", Class: "ingest", First: 7, Last: 8, Count: 2, Dict: id}
+	msg := nats.NewMsg("sluice.ingest")
+	msg.Header = batch.Header()
+	msg.Data = enc.EncodeAll([]byte(`{"type":"page","name":"/docs/3","messageId":"m7"}`+"\n"+
+		`{"type":"page","name":"/docs/4","messageId":"m8"}`+"\n"), nil)
+	enc.Close()
+
+	// What a consumer does: give the Decoder a dictionary source.
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(savedDicts{id: dictionary}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dec.Close()
+	b, err := dec.DecodeContext(context.Background(), msg.Header, msg.Data)
+	if errors.Is(err, wire.ErrDict) {
+		log.Fatal(err) // not available now: keep the message and retry later
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("version %s, dictionary %d, %d events\n", msg.Header.Get(wire.HdrVersion), b.Dict, len(b.Events))
+	for _, e := range b.Events {
+		fmt.Println(string(e))
+	}
+
+	// A Decoder without the dictionary cannot decode it, and says why.
+	plain, err := wire.NewDecoder(0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer plain.Close()
+	_, err = plain.Decode(msg.Header, msg.Data)
+	fmt.Println(errors.Is(err, wire.ErrDict), err)
+	// Output:
+	// version 2, dictionary 40000, 2 events
+	// {"type":"page","name":"/docs/3","messageId":"m7"}
+	// {"type":"page","name":"/docs/4","messageId":"m8"}
+	// true wire: dictionary unavailable: dictionary 40000: this Decoder has no dictionary source (wire.WithDictionaries)
 }
