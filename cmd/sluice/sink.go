@@ -82,7 +82,9 @@ the sink reads from the stream's dictionary bucket (<stream>_DICT, or
 be read (no bucket, no key yet, a server that does not answer, a value
 that is not that dictionary) its batches are not acknowledged: the sink
 asks for them again after 1s, 2s, … up to 30s, says so on stderr once per
-dictionary, and writes them once the dictionary can be read.
+dictionary, and writes them once the dictionary can be read. Such a wait
+is no progress for --idle-exit: a sink that exits meanwhile leaves those
+batches unacknowledged, for the next sink on the same durable.
 
 A message that is not a sluice batch is reported on stderr and terminated,
 not retried. At exit the sink prints a summary on stderr: why it stopped,
@@ -186,8 +188,12 @@ func (s *sink) loop(ctx context.Context, cons jetstream.Consumer, c sinkConfig) 
 			}
 			wait = min(wait, left)
 		}
-		n, err := s.fetch(ctx, cons, c.Batch, wait)
-		if n > 0 {
+		// Idle means nothing written or terminated: a batch that comes
+		// again and again because its dictionary cannot be read is no
+		// progress, and --idle-exit leaves it to the next sink.
+		done := s.stats.Messages
+		_, err := s.fetch(ctx, cons, c.Batch, wait)
+		if s.stats.Messages > done {
 			last = time.Now()
 		}
 		if err != nil {

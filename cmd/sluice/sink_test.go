@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -361,82 +362,176 @@ func TestSinkNoStream(t *testing.T) {
 	}
 }
 
-// TestSinkDictLater: a version 2 batch whose dictionary is not readable
-// yet (no bucket at all) is not acknowledged and not written; once the
-// dictionary is in the stream's bucket the sink writes it, exactly once,
-// and counts the wait.
-func TestSinkDictLater(t *testing.T) {
+// sinkDictStream starts a server with a SLUICE stream and returns its URL,
+// a JetStream context, and a dictionary trained on events like the
+// batches', as the edge trains one on a class's recent events.
+func sinkDictStream(t *testing.T, id uint32) (string, jetstream.JetStream, []byte) {
+	t.Helper()
 	srv := natstest.Start(t)
-	ctx := t.Context()
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SLUICE", Subjects: []string{"sluice.>"}}); err != nil {
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "SLUICE", Subjects: []string{"sluice.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	// A dictionary trained on events like the batch's, as the edge trains
-	// one on a class's recent events.
-	const id = 40000
 	samples := bytes.SplitAfter(bytes.TrimSuffix(events(1000, 400), []byte("\n")), []byte("\n"))
 	raw, err := dict.BuildZstdDict(samples, dict.Options{MaxDictSize: 8 << 10, HashBytes: 6, ZstdDictID: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dictEnc, err := zstd.NewWriter(nil, zstd.WithEncoderDict(raw))
+	return srv.ClientURL(), js, raw
+}
+
+// publishBatch publishes events first..first+n-1 as one batch, compressed
+// with dictionary raw (version 2) or without (raw nil), and returns the
+// body's size.
+func publishBatch(t *testing.T, js jetstream.JetStream, first, n int, raw []byte) int {
+	t.Helper()
+	var opts []zstd.EOption
+	b := wire.Batch{Node: "edge-1", Spool: "sp1", Class: "ingest", First: uint64(first), Last: uint64(first + n - 1), Count: n}
+	if raw != nil {
+		opts = append(opts, zstd.WithEncoderDict(raw))
+		b.Dict = binary.LittleEndian.Uint32(raw[4:8])
+	}
+	enc, err := zstd.NewWriter(nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dictEnc.Close()
-	plainEnc, err := zstd.NewWriter(nil)
-	if err != nil {
+	defer enc.Close()
+	m := nats.NewMsg("sluice.ingest")
+	m.Header = b.Header()
+	m.Data = enc.EncodeAll(events(first, n), nil)
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}
-	defer plainEnc.Close()
+	return len(m.Data)
+}
 
-	v2 := wire.Batch{Node: "edge-1", Spool: "sp1", Class: "ingest", First: 1, Last: 5, Count: 5, Dict: id}
-	v1 := wire.Batch{Node: "edge-1", Spool: "sp1", Class: "ingest", First: 6, Last: 8, Count: 3}
-	var received int
-	for _, p := range []struct {
-		b   wire.Batch
-		enc *zstd.Encoder
-	}{{v2, dictEnc}, {v1, plainEnc}} {
-		m := nats.NewMsg("sluice.ingest")
-		m.Header = p.b.Header()
-		m.Data = p.enc.EncodeAll(events(int(p.b.First), p.b.Count), nil)
-		received += len(m.Data)
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+// TestSinkDictLater: a version 2 batch whose dictionary cannot be read yet
+// (no bucket at all, or a bucket without its key) is not acknowledged and
+// not written; once the dictionary is in the stream's bucket the sink
+// writes it, exactly once, and counts the wait.
+func TestSinkDictLater(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		bucket  bool   // the bucket exists before the sink starts
+		waitMsg string // what the sink reports while it waits
+	}{
+		{"no bucket", false, "stream seq 1: wire: dictionary unavailable: dictionary 40000: bucket SLUICE_DICT: nats: bucket not found (not acknowledged: it comes again"},
+		{"no key", true, "stream seq 1: wire: dictionary unavailable: dictionary 40000: bucket SLUICE_DICT key 40000: nats: key not found (not acknowledged: it comes again"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const id = 40000
+			url, js, raw := sinkDictStream(t, id)
+			ctx := t.Context()
+			var kv jetstream.KeyValue
+			var err error
+			if tc.bucket {
+				if kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: wire.DictBucket("SLUICE")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			received := publishBatch(t, js, 1, 5, raw) + publishBatch(t, js, 6, 3, nil)
+
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			out := &linesWriter{want: 8, cancel: cancel}
+			var errOut syncBuffer
+			done := make(chan error, 1)
+			go func() { done <- run(sctx, []string{"sink", "--upstream", url}, out, &errOut) }()
+
+			// The sink reports the batch it cannot decode yet, then the
+			// dictionary appears.
+			giveUp := time.After(time.Minute) // a bound on a hang, not a timing assertion
+			for !strings.Contains(errOut.String(), tc.waitMsg) {
+				select {
+				case err := <-done:
+					t.Fatalf("sink stopped before it reported the missing dictionary: %v\n%s", err, errOut.String())
+				case <-giveUp:
+					cancel()
+					<-done
+					t.Fatalf("sink did not report the missing dictionary as %q:\n%s", tc.waitMsg, errOut.String())
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			if !tc.bucket {
+				if kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: wire.DictBucket("SLUICE")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := kv.Create(ctx, wire.DictKey(id), raw); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("sink: %v\n%s", err, errOut.String())
+			}
+			t.Logf("stderr:\n%s", errOut.String())
+
+			// The version 1 batch first, then the one that waited: every
+			// event once.
+			want := string(events(6, 3)) + string(events(1, 5))
+			if out.String() != want {
+				t.Errorf("sink wrote\n%s\nwant\n%s", out.String(), want)
+			}
+			if !strings.Contains(errOut.String(), "sluice sink: dictionary 40000 read: its batches are written now") {
+				t.Errorf("stderr does not say the dictionary was read:\n%s", errOut.String())
+			}
+			s := parseSinkSummary(t, errOut.String())
+			wantSum := sinkSummary{
+				stopped: "interrupted", messages: 2, redelivered: 1, seqs: "1-2",
+				batches: 2, events: 8, written: len(want), received: received, out: "stdout",
+				ackFloor: 2, streamMsgs: 2, lastSeq: 2,
+			}
+			if s != wantSum {
+				t.Errorf("summary\n got %+v\nwant %+v", s, wantSum)
+			}
+			if m := sinkDictsRe.FindStringSubmatch(errOut.String()); m == nil || m[1] != "1" || m[2] == "0" {
+				t.Errorf("summary does not count one dictionary batch and its waits:\n%s", errOut.String())
+			}
+
+			// Nothing comes again: the batch was acknowledged once written.
+			var out2, errOut2 bytes.Buffer
+			if err := run(ctx, []string{"sink", "--upstream", url, "--idle-exit", "300ms"}, &out2, &errOut2); err != nil {
+				t.Fatalf("second sink: %v", err)
+			}
+			if out2.Len() != 0 {
+				t.Errorf("second sink wrote %q, want nothing", out2.String())
+			}
+		})
+	}
+}
+
+var sinkDictsRe = regexp.MustCompile(`(?m)^  dicts     (\d+) batches written with a dictionary, (\d+) deliveries waited for theirs \(not acknowledged: they come again\)$`)
+
+// TestSinkDictIdleExit: a sink with --idle-exit does not wait forever for a
+// dictionary: it exits, leaving the batch unacknowledged, and the next
+// sink on the same durable writes it once the dictionary exists.
+func TestSinkDictIdleExit(t *testing.T) {
+	const id = 40001
+	url, js, raw := sinkDictStream(t, id)
+	ctx := t.Context()
+	publishBatch(t, js, 1, 4, raw)
+
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"sink", "--upstream", url, "--idle-exit", "1500ms"}, &out, &errOut); err != nil {
+		t.Fatalf("sink: %v\n%s", err, errOut.String())
+	}
+	t.Logf("first sink:\n%s", errOut.String())
+	s := parseSinkSummary(t, errOut.String())
+	if out.Len() != 0 || s.messages != 0 || s.batches != 0 || s.ackFloor != 0 || s.streamMsgs != 1 ||
+		s.stopped != "nothing new for 1.5s (--idle-exit)" {
+		t.Errorf("first sink wrote %q; summary %+v: want nothing written, nothing acknowledged", out.String(), s)
+	}
+	if m := sinkDictsRe.FindStringSubmatch(errOut.String()); m == nil || m[1] != "0" || m[2] == "0" {
+		t.Errorf("summary does not count the waits:\n%s", errOut.String())
 	}
 
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	out := &linesWriter{want: 8, cancel: cancel}
-	var errOut syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(sctx, []string{"sink", "--upstream", srv.ClientURL()}, out, &errOut) }()
-
-	// The sink reports the batch it cannot decode yet, then the bucket
-	// and the dictionary appear.
-	const waitMsg = "stream seq 1: wire: dictionary unavailable: dictionary 40000: bucket SLUICE_DICT: nats: bucket not found (not acknowledged: it comes again"
-	giveUp := time.After(time.Minute) // a bound on a hang, not a timing assertion
-	for !strings.Contains(errOut.String(), waitMsg) {
-		select {
-		case err := <-done:
-			t.Fatalf("sink stopped before it reported the missing dictionary: %v\n%s", err, errOut.String())
-		case <-giveUp:
-			cancel()
-			<-done
-			t.Fatalf("sink did not report the missing dictionary as %q:\n%s", waitMsg, errOut.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: wire.DictBucket("SLUICE")})
 	if err != nil {
 		t.Fatal(err)
@@ -444,41 +539,17 @@ func TestSinkDictLater(t *testing.T) {
 	if _, err := kv.Create(ctx, wire.DictKey(id), raw); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("sink: %v\n%s", err, errOut.String())
+	out.Reset()
+	errOut.Reset()
+	// Longer than the nak's delay, so the batch comes again meanwhile.
+	if err := run(ctx, []string{"sink", "--upstream", url, "--idle-exit", "5s"}, &out, &errOut); err != nil {
+		t.Fatalf("second sink: %v\n%s", err, errOut.String())
 	}
-	t.Logf("stderr:\n%s", errOut.String())
-
-	// The version 1 batch first, then the one that waited: every event once.
-	want := string(events(6, 3)) + string(events(1, 5))
-	if out.String() != want {
-		t.Errorf("sink wrote\n%s\nwant\n%s", out.String(), want)
+	t.Logf("second sink:\n%s", errOut.String())
+	if want := string(events(1, 4)); out.String() != want {
+		t.Errorf("second sink wrote\n%s\nwant\n%s", out.String(), want)
 	}
-	if !strings.Contains(errOut.String(), "sluice sink: dictionary 40000 read: its batches are written now") {
-		t.Errorf("stderr does not say the dictionary was read:\n%s", errOut.String())
-	}
-	s := parseSinkSummary(t, errOut.String())
-	wantSum := sinkSummary{
-		stopped: "interrupted", messages: 2, redelivered: 1, seqs: "1-2",
-		batches: 2, events: 8, written: len(want), received: received, out: "stdout",
-		ackFloor: 2, streamMsgs: 2, lastSeq: 2,
-	}
-	if s != wantSum {
-		t.Errorf("summary\n got %+v\nwant %+v", s, wantSum)
-	}
-	m := regexp.MustCompile(`(?m)^  dicts     1 batches written with a dictionary, (\d+) deliveries waited for theirs \(not acknowledged: they come again\)$`).
-		FindStringSubmatch(errOut.String())
-	if m == nil || m[1] == "0" {
-		t.Errorf("summary does not count one dictionary batch and its waits:\n%s", errOut.String())
-	}
-
-	// Nothing comes again: the batch was acknowledged once written.
-	var out2 bytes.Buffer
-	var errOut2 bytes.Buffer
-	if err := run(ctx, []string{"sink", "--upstream", srv.ClientURL(), "--idle-exit", "300ms"}, &out2, &errOut2); err != nil {
-		t.Fatalf("second sink: %v", err)
-	}
-	if out2.Len() != 0 {
-		t.Errorf("second sink wrote %q, want nothing", out2.String())
+	if s := parseSinkSummary(t, errOut.String()); s.batches != 1 || s.ackFloor != 1 {
+		t.Errorf("second sink's summary %+v: want the batch written and acknowledged", s)
 	}
 }
