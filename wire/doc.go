@@ -34,12 +34,16 @@
 //
 // ErrDict is not a verdict on the batch: its dictionary cannot be had now
 // (no source, bucket unreachable, key not there yet: a KV read may be served
-// by a replica that lags). Keep the message and decode it later; never
-// drop or terminate it for that. ErrBadDict means the source holds
-// something else than the dictionary under that id: the batch is likely
-// fine, the bucket is not. A Decoder checks that every frame of a version 2
-// batch names the header's dictionary (or none) before it fetches
-// anything, bounds each dictionary to MaxDictSize, and keeps at most 16
-// (16 MiB); a consumer that interleaves more dictionaries than that fetches
-// them again from its source, which keeps 64 (32 MiB).
+// by a replica that lags). Keep the message and decode it later; never drop
+// or terminate it for that. ErrBadDict means the source holds something
+// else than the dictionary under that id: the batch is likely fine, the
+// bucket is not. A dictionary that passes the checks but is not the one the
+// batch was compressed with (its id reused against the rule) makes the body
+// fail to decode (ErrBody, usually a checksum mismatch).
+//
+// A Decoder checks that every frame of a version 2 batch names the header's
+// dictionary (or none) before it fetches anything, bounds each dictionary to
+// MaxDictSize, and keeps at most 16 (16 MiB); a consumer that interleaves
+// more dictionaries than that fetches them again from its source, which
+// keeps 64 (32 MiB).
 package wire
