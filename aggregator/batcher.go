@@ -81,10 +81,11 @@ type batcher struct {
 	stale  []spool.Range // set aside, still to be sent after the newer events; ascending, disjoint
 
 	level zstd.EncoderLevel // the class's compression
+	dict  *dicts            // the class's dictionaries; nil with DictOff
 	mu    sync.Mutex
-	enc   *zstd.Encoder // compressOwn's, made at its first use (mu)
-	texts chan *[]byte  // free NDJSON buffers
-	bufs  sync.Pool     // compressed bodies, returned after their ack
+	enc   *encoders    // compressOwn's, made at its first use (mu)
+	texts chan *[]byte // free NDJSON buffers
+	bufs  sync.Pool    // compressed bodies, returned after their ack
 }
 
 // maxFreeTexts bounds the free list of NDJSON buffers. The buffers in use
@@ -109,11 +110,9 @@ func newBatcher(sp *spool.Spool, class, node string, compression string, cfg *at
 	return bt, nil
 }
 
-// newEncoder returns an encoder at the class's level, for one goroutine,
-// with a window that fits the class's batches (encoderWindow).
-func (bt *batcher) newEncoder() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil, zstd.WithEncoderLevel(bt.level), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(encoderWindow(bt.cfg.Load().maxBytes)))
+// newEncoder returns encoders at the class's level, for one goroutine.
+func (bt *batcher) newEncoder() (*encoders, error) {
+	return newEncoders(bt.level, bt.log)
 }
 
 // encoderWindow is the zstd window for batches of up to maxBytes of NDJSON:
@@ -138,17 +137,25 @@ func (bt *batcher) close() {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
 	if bt.enc != nil {
-		bt.enc.Close()
+		bt.enc.close()
 		bt.enc = nil
 	}
 }
 
 // compress replaces b's NDJSON with its zstd body, encoded by enc (one
-// goroutine's), and gives the NDJSON buffer back.
-func (bt *batcher) compress(enc *zstd.Encoder, b *batch) {
+// goroutine's) with the class's current dictionary if it has one (named
+// in b.Dict), and gives the NDJSON buffer back. The batch is sampled for
+// the class's next dictionary first.
+func (bt *batcher) compress(enc *encoders, b *batch) {
+	bt.dict.sample(*b.text)
+	z, id := enc.get(bt.dict.current())
 	body := bt.getBody()
-	*body = enc.EncodeAll(*b.text, (*body)[:0])
+	*body = z.EncodeAll(*b.text, (*body)[:0])
 	b.body = body
+	b.Dict = id
+	if id != 0 {
+		bt.stats.dictBatches.Add(1)
+	}
 	bt.putText(b.text)
 	b.text = nil
 }

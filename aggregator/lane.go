@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/priority"
@@ -30,7 +29,7 @@ type lane struct {
 	bt   *batcher
 	pub  *publisher
 	pl   *pipeline
-	encs []*zstd.Encoder // one per compression worker, closed by it
+	encs []*encoders // one per compression worker, closed by it
 
 	wake  chan struct{} // a token per Ingest, capacity 1
 	drain <-chan struct{}
@@ -71,8 +70,10 @@ func newLaneConfig(c priority.Class) (*laneConfig, error) {
 // set): a batcher on sp, a publisher to js through conn, both under the
 // shaper drv. window is the FIFO window all classes share when the link
 // is unshaped (nil: the lane gets its own); drain is closed when the node
-// drains.
-func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *driver, drain <-chan struct{}) (*lane, error) {
+// drains. Unless the class's dictionary mode is off, its dictionaries go
+// to bucket, trained one class at a time (trainSem).
+func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *driver, drain <-chan struct{},
+	bucket *dictBucket, trainSem chan struct{}) (*lane, error) {
 	c := &o.Classes[id]
 	cfg, err := newLaneConfig(*c)
 	if err != nil {
@@ -87,6 +88,13 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 	if l.bt, err = newBatcher(sp, c.Name, o.Node, c.Compression, &l.cfg, &l.stats,
 		drv.target, !o.Link.Unshaped, drv.now, o.Logger); err != nil {
 		return nil, err
+	}
+	if mode := o.Dictionary.mode(c.Name); mode != DictOff {
+		l.bt.dict = &dicts{
+			class: c.Name, mode: mode, o: o.Dictionary, level: l.bt.level,
+			smp: newSampler(o.Dictionary.SampleBytes), bucket: bucket, trainSem: trainSem,
+			stats: &l.stats, log: o.Logger, timeout: o.AckTimeout, force: make(chan struct{}, 1),
+		}
 	}
 	window := drv.window
 	if window == nil {
@@ -106,7 +114,7 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 		enc, err := l.bt.newEncoder()
 		if err != nil {
 			for _, e := range l.encs {
-				e.Close()
+				e.close()
 			}
 			l.bt.close()
 			return nil, err
@@ -132,6 +140,10 @@ func (l *lane) start(ctx context.Context, goFunc func(func())) {
 	})
 	goFunc(func() { defer wg.Done(); l.pub.run(ctx) })
 	goFunc(func() { wg.Wait(); l.bt.close(); close(l.done) })
+	if d := l.bt.dict; d != nil {
+		// Not part of the lane's drain: it ends with the node's context.
+		goFunc(func() { d.run(ctx) })
+	}
 }
 
 func (l *lane) notify() {

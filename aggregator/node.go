@@ -111,8 +111,10 @@ func New(opts Options) (*Node, error) {
 		sp.Close()
 		return nil, fmt.Errorf("aggregator: shaper: %w", err)
 	}
+	bucket := &dictBucket{js: js, stream: opts.Stream}
+	trainSem := make(chan struct{}, 1)
 	for i := range opts.Classes {
-		l, err := newLane(&n.opts, i, sp, js, n.drv, n.drain)
+		l, err := newLane(&n.opts, i, sp, js, n.drv, n.drain, bucket, trainSem)
 		if err != nil {
 			cancel()
 			sp.Close()

@@ -70,6 +70,13 @@ type Options struct {
 	Classes []priority.Class
 	// Link describes the upstream link to the shaper.
 	Link Link
+	// Dictionary configures the per-class zstd dictionaries: by default
+	// each class trains one on its own recent events and uses it where it
+	// pays (DictAuto). A dictionary is written to the JetStream key-value
+	// bucket wire.DictBucket(Stream) (created if missing, with the
+	// stream's replicas and no TTL) and acknowledged before the first
+	// batch that uses it is published.
+	Dictionary DictOptions
 	// Spool configures the node's spool: fsync policy, segment size and
 	// total cap. The caps and overflow policy of each class are in Classes.
 	Spool SpoolOptions
@@ -195,6 +202,9 @@ func (o *Options) setDefaults() (spool.Options, error) {
 	}
 	if len(o.Classes) == 0 {
 		o.Classes = priority.Defaults(o.Link.Ceil)
+	}
+	if err := o.Dictionary.setDefaults(); err != nil {
+		return so, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	if err := priority.Validate(o.Classes, priority.Rate{BytesPerSec: o.Link.Ceil}); err != nil {
 		return so, fmt.Errorf("%w: %w", ErrInvalidOptions, err)

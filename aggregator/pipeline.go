@@ -3,8 +3,6 @@ package aggregator
 import (
 	"context"
 	"sync/atomic"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // A pipeline carries one class's batches from cut to publish, so that one
@@ -133,8 +131,8 @@ func (pl *pipeline) done() {
 
 // compressor is a worker: it compresses jobs with its encoder until the
 // pipeline is done. After a stop it only passes them on.
-func (pl *pipeline) compressor(enc *zstd.Encoder) {
-	defer enc.Close()
+func (pl *pipeline) compressor(enc *encoders) {
+	defer enc.close()
 	for j := range pl.jobs {
 		if !pl.stopped() {
 			pl.bt.compress(enc, &j.f.batch)

@@ -40,6 +40,19 @@ type ClassStats struct {
 	Demoted       uint64 // events past the class's MaxAge, sent after the newer ones in batches labelled Sluice-Stale (Expire demote)
 	TooLarge      uint64 // single events larger than the server's max payload, not sent
 
+	// Dictionary: the class's trained zstd dictionaries (Options.Dictionary).
+	DictMode          DictMode // auto, on or off
+	Dict              uint32   // id of the dictionary batches are compressed with now; 0: none
+	DictBatches       uint64   // batches compressed with a dictionary
+	DictTrainings     uint64   // trainings started
+	DictTrainErrors   uint64   // trainings that failed (too few samples, builder error, round trip)
+	DictAdoptions     uint64   // dictionaries published to the bucket and put in use
+	DictPublishErrors uint64   // failed writes of a dictionary to the bucket (batches went on without it)
+	// DictRatio and DictPlainRatio are the compression ratios (raw/wire)
+	// of the class's held-out recent events in batches of its size, with
+	// and without the dictionary of the last training or check; 0 before.
+	DictRatio, DictPlainRatio float64
+
 	// Spool state.
 	Depth      uint64            // events spooled and not yet acknowledged
 	SpoolBytes int64             // disk bytes of the class's segments
@@ -61,6 +74,9 @@ type laneStats struct {
 	acked, duplicates, retries, errors, spoolErrors    atomic.Uint64
 	budgetDenied, splits, degraded, deferrals, expired atomic.Uint64
 	tooLarge, demoted                                  atomic.Uint64
+	dictBatches, dictTrainings, dictTrainErrors        atomic.Uint64
+	dictAdoptions, dictPublishErrors                   atomic.Uint64
+	dictID                                             atomic.Uint32
 	inflight                                           atomic.Int64
 	latency                                            histogram
 }
@@ -98,6 +114,19 @@ func (n *Node) Stats() Stats {
 			Demoted:       l.stats.demoted.Load(),
 			TooLarge:      l.stats.tooLarge.Load(),
 			Latency:       l.stats.latency.quantiles(),
+			DictMode:      DictOff,
+		}
+		if d := l.bt.dict; d != nil {
+			c.DictMode = d.mode
+			c.Dict = l.stats.dictID.Load()
+			c.DictBatches = l.stats.dictBatches.Load()
+			c.DictTrainings = l.stats.dictTrainings.Load()
+			c.DictTrainErrors = l.stats.dictTrainErrors.Load()
+			c.DictAdoptions = l.stats.dictAdoptions.Load()
+			c.DictPublishErrors = l.stats.dictPublishErrors.Load()
+			if last := d.last.Load(); last != nil {
+				c.DictRatio, c.DictPlainRatio = last.ratio(), last.plainRatio()
+			}
 		}
 		if cs, ok := sp.Classes[l.name]; ok {
 			c.Depth = cs.Depth

@@ -1,0 +1,323 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/wire"
+)
+
+// dicts is one class's dictionary keeper: its compression workers sample
+// the class's batches into it, and its trainer goroutine (run) trains a
+// dictionary off the shipping path, publishes it to the stream's
+// dictionary bucket and, only once JetStream has acknowledged it, makes it
+// current: from then on the workers compress with it and name it in the
+// batch (format version 2). Nothing waits for it: until a dictionary is
+// current, and whenever training does not pay or publishing fails, the
+// batches go without one (or with the last acknowledged one).
+//
+// Bounded: the samples (DictOptions.SampleBytes), one training at a time
+// in the whole node (trainSem), at most one training per Interval after
+// the first unless forced, one current dictionary in memory and one
+// encoder for it per worker. Published dictionaries stay in the bucket:
+// a batch in the stream may name them.
+type dicts struct {
+	class    string
+	mode     DictMode
+	o        DictOptions
+	level    zstd.EncoderLevel
+	smp      *sampler
+	bucket   *dictBucket
+	trainSem chan struct{} // shared by the node's classes: one training at a time
+	stats    *laneStats
+	log      *slog.Logger
+	timeout  time.Duration
+
+	cur   atomic.Pointer[dictionary] // acknowledged in the bucket; nil: none yet
+	force chan struct{}              // retrain now (retrain)
+
+	// last is the dictionary of the last training or drift check, for
+	// Stats: its ratios with and without.
+	last atomic.Pointer[dictionary]
+}
+
+// current returns the dictionary batches are compressed with now, nil if
+// none. d may be nil.
+func (d *dicts) current() *dictionary {
+	if d == nil {
+		return nil
+	}
+	return d.cur.Load()
+}
+
+// sample adds a batch's NDJSON to the samples. d may be nil.
+func (d *dicts) sample(text []byte) {
+	if d != nil {
+		d.smp.add(text)
+	}
+}
+
+// retrain asks the trainer to train a new dictionary now, whatever the
+// current one's ratio.
+func (d *dicts) retrain() {
+	select {
+	case d.force <- struct{}{}:
+	default:
+	}
+}
+
+// run is the trainer goroutine: it trains once enough events were
+// sampled, then every Interval checks the current dictionary against the
+// recent samples and retrains when it has drifted, or tries again a
+// training that did not pay or a publish that failed.
+func (d *dicts) run(ctx context.Context) {
+	t := time.NewTicker(d.o.Interval)
+	defer t.Stop()
+	ready := d.smp.ready
+	var pending *dictionary // trained and adopted, not yet acknowledged in the bucket
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-ready:
+			ready = nil
+		case <-d.force:
+			force = true
+		case <-t.C:
+		}
+		if !isClosed(d.smp.ready) {
+			continue
+		}
+		if pending == nil {
+			pending = d.step(ctx, force)
+		}
+		if pending != nil && d.publish(ctx, pending) {
+			pending = nil
+		}
+	}
+}
+
+// step measures the current dictionary on the recent samples and, if it
+// has drifted (or there is none, or force), trains a new one and returns
+// it if the class's mode adopts it; nil otherwise.
+func (d *dicts) step(ctx context.Context, force bool) *dictionary {
+	select {
+	case d.trainSem <- struct{}{}:
+		defer func() { <-d.trainSem }()
+	case <-ctx.Done():
+		return nil
+	}
+	samples := d.smp.snapshot()
+	spec := trainSpec{level: d.level, maxSize: d.o.MaxSize, batchBytes: d.batchBytes(), id: randomDictID()}
+	cur := d.cur.Load()
+	if cur != nil && !force {
+		var held [][]byte
+		for i := dictHeldOut - 1; i < len(samples); i += dictHeldOut {
+			held = append(held, samples[i])
+		}
+		now := &dictionary{id: cur.id, raw: cur.raw}
+		if err := now.measure(held, spec.batchBytes, d.level); err != nil {
+			d.log.Error("dictionary check", "class", d.class, "dict", cur.id, "err", err)
+			return nil
+		}
+		d.last.Store(now)
+		if !drifted(cur, now) {
+			return nil
+		}
+		d.log.Info("dictionary drifted, retraining", "class", d.class, "dict", cur.id,
+			"ratio_at_adoption", cur.ratio(), "ratio_now", now.ratio())
+	}
+	d.stats.dictTrainings.Add(1)
+	nd, err := train(samples, spec)
+	if err != nil {
+		d.stats.dictTrainErrors.Add(1)
+		d.log.Warn("dictionary training failed", "class", d.class, "err", err)
+		return nil
+	}
+	d.last.Store(nd)
+	if !adopt(d.mode, nd, d.o.MinGain) {
+		d.log.Info("dictionary does not pay: not used", "class", d.class, "gain", nd.gain(), "min_gain", d.o.MinGain)
+		return nil
+	}
+	return nd
+}
+
+// batchBytes is the class's mean batch size so far, in raw bytes, bounded
+// to 4 KiB..256 KiB; 16 KiB before any batch.
+func (d *dicts) batchBytes() int {
+	n, raw := d.stats.batches.Load(), d.stats.rawBytes.Load()
+	if n == 0 {
+		return minBatchBytes
+	}
+	return int(min(max(raw/n, 4<<10), 256<<10))
+}
+
+// publish writes nd to the bucket under a fresh id, waits for its ack,
+// and makes it current. It reports false, counted and logged, if the
+// bucket could not take it: batches go on with the current dictionary.
+func (d *dicts) publish(ctx context.Context, nd *dictionary) bool {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	err := d.bucket.create(ctx, nd)
+	if err != nil {
+		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+			d.stats.dictPublishErrors.Add(1)
+			d.log.Warn("dictionary publish failed: batches go on without it", "class", d.class, "err", err)
+		}
+		return false
+	}
+	prev := d.cur.Swap(nd)
+	d.stats.dictAdoptions.Add(1)
+	d.stats.dictID.Store(nd.id)
+	args := []any{"class", d.class, "dict", nd.id, "bytes", len(nd.raw), "ratio", nd.ratio(), "ratio_without", nd.plainRatio()}
+	if prev != nil {
+		args = append(args, "previous", prev.id)
+	}
+	d.log.Info("dictionary in use", args...)
+	return true
+}
+
+// dictBucket is the stream's dictionary bucket (wire.DictBucket), looked
+// up or created at its first use and again after a failure.
+type dictBucket struct {
+	js     jetstream.JetStream
+	stream string
+
+	mu sync.Mutex
+	kv jetstream.KeyValue
+}
+
+// create stores nd under a key no one holds: its id, or another random
+// one (nd's id changes with it) if taken. It returns once JetStream has
+// acknowledged the write.
+func (b *dictBucket) create(ctx context.Context, nd *dictionary) error {
+	kv, err := b.open(ctx)
+	if err != nil {
+		return err
+	}
+	for range 8 {
+		_, err = kv.Create(ctx, wire.DictKey(nd.id), nd.raw)
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			break
+		}
+		nd.id = randomDictID()
+		nd.raw = withDictID(nd.raw, nd.id)
+	}
+	if err != nil {
+		b.mu.Lock()
+		b.kv = nil // look it up again next time: it may have gone
+		b.mu.Unlock()
+		return fmt.Errorf("dictionary %d: %w", nd.id, err)
+	}
+	return nil
+}
+
+// open returns the bucket, creating it if missing: no TTL, one value per
+// key, the stream's replicas.
+func (b *dictBucket) open(ctx context.Context) (jetstream.KeyValue, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.kv != nil {
+		return b.kv, nil
+	}
+	name := wire.DictBucket(b.stream)
+	kv, err := b.js.KeyValue(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		st, serr := b.js.Stream(ctx, b.stream)
+		if serr != nil {
+			return nil, fmt.Errorf("dictionary bucket %s: stream %s: %w", name, b.stream, serr)
+		}
+		kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: "sluice: zstd dictionaries of stream " + b.stream + ", by id",
+			History:     1,
+			Replicas:    st.CachedInfo().Config.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dictionary bucket %s: %w", name, err)
+	}
+	b.kv = kv
+	return kv, nil
+}
+
+// encoders are one compression worker's zstd encoders at its class's
+// level: one without a dictionary, one with the current dictionary, made
+// when it first appears and closed when another replaces it. Never
+// shared between goroutines.
+type encoders struct {
+	level zstd.EncoderLevel
+	plain *zstd.Encoder
+	id    uint32 // dictionary of withDict
+	dict  *zstd.Encoder
+	log   *slog.Logger
+}
+
+func newEncoders(level zstd.EncoderLevel, log *slog.Logger) (*encoders, error) {
+	plain, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	return &encoders{level: level, plain: plain, log: log}, nil
+}
+
+// get returns the encoder for dictionary d (nil: none) and the id the
+// batch names: d's, or 0 if an encoder with d could not be made (logged;
+// the batch then goes without it).
+func (e *encoders) get(d *dictionary) (*zstd.Encoder, uint32) {
+	if d == nil {
+		return e.plain, 0
+	}
+	if e.dict != nil && e.id == d.id {
+		return e.dict, d.id
+	}
+	if e.dict != nil {
+		e.dict.Close()
+		e.dict, e.id = nil, 0
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(e.level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderDict(d.raw))
+	if err != nil {
+		e.log.Error("dictionary encoder", "dict", d.id, "err", err)
+		return e.plain, 0
+	}
+	e.dict, e.id = enc, d.id
+	return enc, d.id
+}
+
+// close releases the encoders. It is idempotent.
+func (e *encoders) close() {
+	if e.plain != nil {
+		e.plain.Close()
+		e.plain = nil
+	}
+	if e.dict != nil {
+		e.dict.Close()
+		e.dict = nil
+	}
+}
+
+// RetrainDictionary has class train a new dictionary from its recent
+// events now, whatever its current one's ratio, and use it if the class's
+// mode adopts it (after it is acknowledged in the bucket, like any other).
+// It returns at once; the training runs on the class's trainer. It fails
+// with ErrInvalidClass for a class the node does not ship, or whose
+// dictionary mode is off.
+func (n *Node) RetrainDictionary(class string) error {
+	for _, l := range n.lanes {
+		if l.name == class && l.bt.dict != nil {
+			l.bt.dict.retrain()
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %q ships no dictionary", ErrInvalidClass, class)
+}
