@@ -81,8 +81,9 @@ const (
 	// dictDrift: a dictionary has drifted when its ratio on recent events
 	// falls below this fraction of its ratio at adoption.
 	dictDrift = 0.95
-	// dictMinSamples is the least number of samples a training takes:
-	// the builder has panicked on a few dozen.
+	// dictMinSamples is the least number of samples a training takes
+	// (a fifth of them held out): the builder has panicked on a few
+	// dozen.
 	dictMinSamples = 128
 	// dictHeldOut: one sample in dictHeldOut is held out of training to
 	// measure the dictionary.
@@ -244,6 +245,9 @@ var errDictSamples = errors.New("too few samples")
 // dictionary that does not round-trip is an error. It is a pure function
 // of its arguments but for the builder's internal maps.
 func train(samples [][]byte, s trainSpec) (*dictionary, error) {
+	if len(samples) < dictMinSamples {
+		return nil, fmt.Errorf("%w: %d", errDictSamples, len(samples))
+	}
 	var fit, held [][]byte
 	for i, smp := range samples {
 		if i%dictHeldOut == dictHeldOut-1 {
@@ -251,9 +255,6 @@ func train(samples [][]byte, s trainSpec) (*dictionary, error) {
 		} else {
 			fit = append(fit, smp)
 		}
-	}
-	if len(fit) < dictMinSamples || len(held) == 0 {
-		return nil, fmt.Errorf("%w: %d", errDictSamples, len(samples))
 	}
 	raw, err := buildDict(fit, dict.Options{MaxDictSize: s.maxSize, HashBytes: dictHashBytes, ZstdDictID: s.id, ZstdLevel: s.level})
 	if err != nil {

@@ -318,3 +318,38 @@ func TestDictBucketRefused(t *testing.T) {
 		t.Fatal("the bucket exists")
 	}
 }
+
+// TestDictRestart: a node that restarts on its spool does not name its
+// old dictionary until it has published one of its own; what both
+// shipped decodes, each event once.
+func TestDictRestart(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := n2c(t, srv)
+	dir := t.TempDir()
+	mod := func(o *aggregator.Options) { o.Dictionary = dictOptions(aggregator.DictOn) }
+	n := newNode(t, dir, nc, mod)
+	evs := segment(t)
+	total := ingestUntil(t, n, evs, "ingest", 0, "adoption", func(c aggregator.ClassStats) bool { return c.Dict != 0 })
+	first := n.Stats().Classes["ingest"].Dict
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = newNode(t, dir, nc, mod)
+	if st := n.Stats().Classes["ingest"]; st.Dict != 0 {
+		t.Fatalf("restarted with dictionary %d", st.Dict)
+	}
+	total = ingestUntil(t, n, evs, "ingest", total, "adoption after restart", func(c aggregator.ClassStats) bool { return c.Dict != 0 })
+	second := n.Stats().Classes["ingest"].Dict
+	ingestSegment(t, n, evs, "ingest", total, 1000)
+	total += 1000
+	seen, batches := collectDict(t, nc, total)
+	onceEach(t, seen, "ingest", total)
+	by := map[uint32]int{}
+	for _, b := range batches {
+		by[b.dict]++
+	}
+	t.Logf("batches by dictionary: %v", by)
+	if second == first || by[second] == 0 {
+		t.Fatalf("dictionaries %d then %d; batches by dictionary %v", first, second, by)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/sluicehq/sluice/wire"
@@ -210,4 +211,86 @@ func TestWithDictID(t *testing.T) {
 	if err := h.Decode(enc.EncodeAll([]byte(`{"a":1}`+"\n"), nil)); err != nil || h.DictionaryID != wire.MaxDictID {
 		t.Fatalf("frame names dictionary %d, %v", h.DictionaryID, err)
 	}
+}
+
+// BenchmarkDictRatio measures what a class's dictionary buys on real
+// events (issue 13's figure: ≥ 1.3× the ratio without one for batches of
+// ≤ 16 KB compressed). The events' first half are the samples a class
+// holds in steady state (its newest DictOptions.SampleBytes, default
+// 2 MiB), trained at the default MaxSize; the second half, in order, is
+// cut in batches of each raw size and compressed without and with the
+// dictionary (each with a fresh encoder, the latter decoded and
+// compared). Each op compresses the second half with the dictionary. On
+// the whole capture:
+//
+//	SLUICE_SEGMENT_EVENTS=<path>/segment.events.ndjson go test -run '^$' -bench DictRatio -benchtime 1x ./aggregator
+func BenchmarkDictRatio(b *testing.B) {
+	evs := segmentEvents(b)
+	half := len(evs) / 2
+	fit, test := evs[:half], evs[half:]
+	var o DictOptions
+	if err := o.setDefaults(); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, e := range fit {
+		n += len(e)
+	}
+	for ; n > o.SampleBytes; fit = fit[1:] { // the newest SampleBytes
+		n -= len(fit[0])
+	}
+	for _, level := range []struct {
+		name string
+		l    zstd.EncoderLevel
+	}{{"fastest", zstd.SpeedFastest}, {"default", zstd.SpeedDefault}} {
+		raw, err := buildDict(fit, dict.Options{MaxDictSize: o.MaxSize, HashBytes: dictHashBytes, ZstdDictID: 40000, ZstdLevel: level.l})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, size := range []int{4 << 10, 16 << 10, 64 << 10, 176 << 10} {
+			b.Run(fmt.Sprintf("level=%s/batch=%dKiB", level.name, size>>10), func(b *testing.B) {
+				d := &dictionary{id: 40000, raw: raw}
+				if err := d.measure(test, size, level.l); err != nil {
+					b.Fatal(err)
+				}
+				enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level.l), zstd.WithEncoderConcurrency(1), zstd.WithEncoderDict(raw))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer enc.Close()
+				batches := cutBatches(test, size)
+				b.SetBytes(int64(d.heldRaw))
+				b.ReportAllocs()
+				var out []byte
+				for b.Loop() {
+					for _, t := range batches {
+						out = enc.EncodeAll(t, out[:0])
+					}
+				}
+				b.ReportMetric(float64(d.heldRaw), "raw_B")
+				b.ReportMetric(float64(d.plainBytes), "plain_B")
+				b.ReportMetric(float64(d.dictBytes), "dict_B")
+				b.ReportMetric(float64(d.plainBytes)/float64(len(batches)), "plain_B/batch")
+				b.ReportMetric(d.plainRatio(), "plain_ratio")
+				b.ReportMetric(d.ratio(), "dict_ratio")
+				b.ReportMetric(d.gain(), "gain")
+				b.Logf("%d samples (%d events), dictionary %d B; %d batches of ≤ %d KiB raw: %d B → %d B without (%.2f×), %d B with (%.2f×): %.3f× the ratio",
+					len(fit), half, len(raw), len(batches), size>>10, d.heldRaw, d.plainBytes, d.plainRatio(), d.dictBytes, d.ratio(), d.gain())
+			})
+		}
+	}
+}
+
+// cutBatches cuts events into NDJSON batches as dictionary.measure does.
+func cutBatches(evs [][]byte, size int) [][]byte {
+	var out [][]byte
+	for i := 0; i < len(evs); {
+		var text []byte
+		for ; i < len(evs) && (len(text) == 0 || len(text)+len(evs[i])+1 <= size); i++ {
+			text = append(text, evs[i]...)
+			text = append(text, '\n')
+		}
+		out = append(out, text)
+	}
+	return out
 }

@@ -83,6 +83,10 @@ func (d *dicts) run(ctx context.Context) {
 	defer t.Stop()
 	ready := d.smp.ready
 	var pending *dictionary // trained and adopted, not yet acknowledged in the bucket
+	// A training that did not pay waits skip more ticks before the
+	// next, doubling up to maxDictSkip: a class a dictionary does not
+	// help costs a training an hour or so, not one a minute.
+	skip, idle := 0, 0
 	for {
 		force := false
 		select {
@@ -97,14 +101,31 @@ func (d *dicts) run(ctx context.Context) {
 		if !isClosed(d.smp.ready) {
 			continue
 		}
+		if pending == nil && d.cur.Load() == nil && !force && idle < skip {
+			idle++
+			continue
+		}
 		if pending == nil {
 			pending = d.step(ctx, force)
+			switch {
+			case pending != nil || d.cur.Load() != nil:
+				skip = 0
+			case skip == 0:
+				skip = 1
+			default:
+				skip = min(2*skip, maxDictSkip)
+			}
+			idle = 0
 		}
 		if pending != nil && d.publish(ctx, pending) {
 			pending = nil
 		}
 	}
 }
+
+// maxDictSkip bounds the Intervals skipped after trainings that did not
+// pay.
+const maxDictSkip = 64
 
 // step measures the current dictionary on the recent samples and, if it
 // has drifted (or there is none, or force), trains a new one and returns

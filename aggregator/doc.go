@@ -45,6 +45,34 @@
 //     decision for it as it is cut, and wires batcher, pipeline, driver
 //     and publisher for its class.
 //
+// # Dictionaries
+//
+// dict.go and dictlane.go: each class whose Options.Dictionary mode is not
+// off samples its batches as they are compressed (one event in eight, its
+// newest DictOptions.SampleBytes, no two alike) and, on a trainer
+// goroutine of its own (one training at a time in the node), trains a
+// zstd dictionary at its level. One sample in five is held out: cut in
+// batches of the class's mean size and compressed by fresh encoders with
+// and without the dictionary, the former decoded and compared. DictAuto
+// (the default) uses the dictionary only if those batches shrink by
+// MinGain (1.1), DictOn if they shrink at all. The dictionary is written
+// with KV Create to the bucket wire.DictBucket(Stream) (created if
+// missing: no TTL, one value per key, the stream's replicas) under a
+// random unused id in [wire.MinDictID, wire.MaxDictID], and only once
+// JetStream acknowledged it do the workers compress with it (one encoder
+// per worker for it) and name it in the batch (wire format version 2,
+// Sluice-Dict). Every Interval the class measures its dictionary on its
+// recent events and retrains when the ratio fell below 95% of the ratio
+// at adoption; Node.RetrainDictionary forces a retrain. A bucket that
+// cannot be written (unreachable, refused) is counted in
+// ClassStats.DictPublishErrors and retried every Interval; the class
+// meanwhile ships with its last acknowledged dictionary, or none.
+//
+// A batch is compressed once: its retries send the same body. A batch cut
+// again (a split's halves, a claim republished after a restart) is
+// compressed with the dictionary current then; it decodes to the same
+// events under the same Nats-Msg-Id either way.
+//
 // # Expiry
 //
 // A class with a MaxAge (none by default) expires the events older than it
@@ -81,6 +109,16 @@
 //     last: the batches acknowledged after set-aside events stay above the
 //     persisted cursor until those events are sent.
 //   - A JetStream ack is not an fsync on the server (see docs/wire.md).
+//   - Dictionaries are not remembered across restarts: a node trains anew
+//     after New (its first batches go without), so it never names a
+//     dictionary it has not itself seen acknowledged. Published
+//     dictionaries stay in the bucket, which the node never deletes from:
+//     a batch in the stream may need them, for as long as the stream keeps
+//     it. Each adoption adds one (at most one per class per Interval, or
+//     per RetrainDictionary).
+//   - Someone who deletes the dictionary bucket or its keys makes the
+//     batches that name them undecodable; the node does not notice until
+//     its next publish to the bucket fails.
 //   - A class found in the spool but no longer configured gets a lane that
 //     drains it, with the last configured class's settings; Ingest does
 //     not accept it.
