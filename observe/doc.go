@@ -55,6 +55,14 @@
 //	sluice_class_degraded_batches_total                 counter
 //	sluice_class_deferrals_total                        counter
 //	sluice_class_shaped_bytes_total{phase}              counter   guaranteed, borrowed
+//	sluice_class_dict_batches_total                     counter   compressed with a dictionary
+//	sluice_class_dict_trainings_total                   counter
+//	sluice_class_dict_train_errors_total                counter
+//	sluice_class_dict_adoptions_total                   counter   published, acknowledged, in use
+//	sluice_class_dict_publish_errors_total              counter   bucket unreachable or refused
+//	sluice_class_dict_id                                gauge     dictionary in use, 0 = none
+//	sluice_class_dict_ratio                             gauge     held-out ratio with the dictionary
+//	sluice_class_dict_plain_ratio                       gauge     and without
 //	sluice_class_in_flight_batches                      gauge
 //	sluice_class_spool_events                           gauge     backlog
 //	sluice_class_spool_bytes                            gauge

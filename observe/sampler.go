@@ -269,6 +269,8 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 		if cs.Batches > 0 {
 			cls.EventsPerBatch = float64(cs.Published) / float64(cs.Batches)
 		}
+		cls.Dictionary = DictStatus{Mode: string(cs.DictMode), ID: cs.Dict, Ratio: cs.DictRatio, PlainRatio: cs.DictPlainRatio,
+			Batches: cs.DictBatches, Trainings: cs.DictTrainings, Adoptions: cs.DictAdoptions, PublishErrors: cs.DictPublishErrors}
 		if base != cur && base.hists != nil {
 			h := cur.hists[sh.Class].Sub(base.hists[sh.Class])
 			cls.Latency = LatencyStatus{

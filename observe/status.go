@@ -141,8 +141,25 @@ type ClassStatus struct {
 	// the first batch); EventsPerBatch the mean since start.
 	CompressionRatio float64 `json:"compression_ratio"`
 	EventsPerBatch   float64 `json:"events_per_batch"`
+	// Dictionary is the class's trained zstd dictionary.
+	Dictionary DictStatus `json:"dictionary"`
 	// Latency is ingest → JetStream ack over the window.
 	Latency LatencyStatus `json:"latency"`
+}
+
+// DictStatus is a class's zstd dictionary (aggregator.DictOptions): its
+// mode, the id in use (0: none; the key in the stream's dictionary
+// bucket), the held-out ratios with and without it at the last training
+// or check (0 before), and its counters since start.
+type DictStatus struct {
+	Mode          string  `json:"mode"`
+	ID            uint32  `json:"id"`
+	Ratio         float64 `json:"ratio"`
+	PlainRatio    float64 `json:"plain_ratio"`
+	Batches       uint64  `json:"batches"`
+	Trainings     uint64  `json:"trainings"`
+	Adoptions     uint64  `json:"adoptions"`
+	PublishErrors uint64  `json:"publish_errors"`
 }
 
 // LatencyStatus summarises the end-to-end latencies of the batches

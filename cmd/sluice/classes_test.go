@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/aggregator"
 	"github.com/sluicehq/sluice/priority"
 )
 
@@ -87,6 +89,8 @@ func TestClassConfigErrors(t *testing.T) {
 		// Every problem of an entry, each in the config's words.
 		{"classes:\n  - name: a\n    priority: 9\n    compression: bst\n", "line 2: classes[0] (a): priority: 9: want 0 (served first) to 7\nline 2: classes[0] (a): compression: \"bst\": did you mean best?"},
 		{"classes:\n  - name: a\n    overflow: drop_olde\n", `overflow: "drop_olde": did you mean drop_oldest?`},
+		{"classes:\n  - name: a\n    dictionary: of\n", `line 2: classes[0] (a): dictionary: "of": did you mean on?`},
+		{"classes:\n  - name: a\n    dictionary: yes\n", `dictionary: "yes": want auto, on or off`},
 		{"classes:\n  - name: a\n    expire: dorp\n", `expire: "dorp": did you mean drop?`},
 		{"classes:\n  - name: a\n    plan: [none, dfer, none, none]\n", `plan: level 1: "dfer": did you mean defer?`},
 		{"classes:\n  - name: a\n    batch: {max_events: -1, linger: -1s}\n", "batch.max_events: -1: want ≥ 1 (0 = the default, 1000)\nline 2: classes[0] (a): batch.linger: -1s: want a duration ≥ 0"},
@@ -272,5 +276,16 @@ func TestParseRateAndSize(t *testing.T) {
 		if got, err := parseSize(tt.s); err != nil || got != tt.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.s, got, err, tt.want)
 		}
+	}
+}
+
+// TestDictModes: each class's dictionary key reaches the node's options;
+// a class without one is left to the node's default (auto).
+func TestDictModes(t *testing.T) {
+	on, off := "on", "off"
+	got := dictModes([]classConfig{{Name: "a", Dictionary: &on}, {Name: "b"}, {Name: "c", Dictionary: &off}})
+	want := map[string]aggregator.DictMode{"a": aggregator.DictOn, "c": aggregator.DictOff}
+	if !maps.Equal(got, want) {
+		t.Fatalf("dictModes = %v, want %v", got, want)
 	}
 }

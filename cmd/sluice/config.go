@@ -607,6 +607,7 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, *slog.Logger) {
 // starts from.
 type resolved struct {
 	classes  []priority.Class
+	dicts    map[string]aggregator.DictMode // by class; auto if not named
 	spool    aggregator.SpoolOptions
 	ingest   ingest.Options
 	nats     ingest.NATSOptions
@@ -629,6 +630,7 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 	if r.classes, err = buildClasses(c.Classes, int64(c.LinkMbit*1e6/8)); err != nil {
 		return nil, c.fileErr(err)
 	}
+	r.dicts = dictModes(c.Classes)
 	if r.spool, err = c.Spool.options(fsync); err != nil {
 		return nil, c.fileErr(c.keyErr("spool", err))
 	}

@@ -171,6 +171,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 		Stream:  c.Stream,
 		Subject: c.Subject,
 		Spool:   spoolOpts,
+		// Per class; the bucket is the stream's (wire.DictBucket).
+		Dictionary: aggregator.DictOptions{Classes: r.dicts},
 		Link: aggregator.Link{
 			Ceil:     int64(c.LinkMbit * 1e6 / 8),
 			Headroom: c.Headroom,
