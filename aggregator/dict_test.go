@@ -294,3 +294,48 @@ func cutBatches(evs [][]byte, size int) [][]byte {
 	}
 	return out
 }
+
+// TestEncodersSwitch steps a worker's encoder through no dictionary, a
+// dictionary, another, and none again: each frame names what get said
+// and decodes with it.
+func TestEncodersSwitch(t *testing.T) {
+	evs := segmentEvents(t)
+	spec := trainSpec{level: zstd.SpeedFastest, maxSize: 8 << 10, batchBytes: 16 << 10, id: 40000}
+	d1, err := train(evs, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.id = 50000
+	d2, err := train(evs, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderDicts(d1.raw, d2.raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	e, err := newEncoders(zstd.SpeedFastest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	text := bytes.Join(evs[:20], []byte("\n"))
+	for i, step := range []struct {
+		d    *dictionary
+		want uint32
+	}{{nil, 0}, {d1, 40000}, {d1, 40000}, {d2, 50000}, {nil, 0}, {d2, 50000}} {
+		z, id := e.get(step.d)
+		if id != step.want {
+			t.Fatalf("step %d: id %d, want %d", i, id, step.want)
+		}
+		frame := z.EncodeAll(text, nil)
+		var h zstd.Header
+		if err := h.Decode(frame); err != nil || h.DictionaryID != id {
+			t.Fatalf("step %d: frame names %d (%v), want %d", i, h.DictionaryID, err, id)
+		}
+		if back, err := dec.DecodeAll(frame, nil); err != nil || !bytes.Equal(back, text) {
+			t.Fatalf("step %d: round trip: %v", i, err)
+		}
+	}
+}

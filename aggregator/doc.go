@@ -55,7 +55,7 @@
 // batches of the class's mean size and compressed by fresh encoders with
 // and without the dictionary, the former decoded and compared. DictAuto
 // (the default) uses the dictionary only if those batches shrink by
-// MinGain (1.1), DictOn if they shrink at all. The dictionary is written
+// MinGain (1.05), DictOn if they shrink at all. The dictionary is written
 // with KV Create to the bucket wire.DictBucket(Stream) (created if
 // missing: no TTL, one value per key, the stream's replicas) under a
 // random unused id in [wire.MinDictID, wire.MaxDictID], and only once

@@ -44,7 +44,7 @@ type classConfig struct {
 	// default class), default, better or best.
 	Compression *string `yaml:"compression"`
 	// Dictionary: auto (the default: train a zstd dictionary on the
-	// class's events, use it where it shrinks batches by 10%), on (use
+	// class's events, use it where it shrinks batches by 5%), on (use
 	// it whenever it shrinks them) or off.
 	Dictionary *string `yaml:"dictionary"`
 	// Overflow: block, drop_oldest or drop_newest.
