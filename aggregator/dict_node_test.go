@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -351,5 +352,43 @@ func TestDictRestart(t *testing.T) {
 	t.Logf("batches by dictionary: %v", by)
 	if second == first || by[second] == 0 {
 		t.Fatalf("dictionaries %d then %d; batches by dictionary %v", first, second, by)
+	}
+}
+
+// TestNewDictOptions: New refuses dictionary options out of range, and
+// a mode for a class it does not have, with ErrInvalidOptions.
+func TestNewDictOptions(t *testing.T) {
+	nc := connect(t, natstest.Start(t).ClientURL())
+	for _, tc := range []struct {
+		name string
+		o    aggregator.DictOptions
+	}{
+		{"mode", aggregator.DictOptions{Classes: map[string]aggregator.DictMode{"ingest": "always"}}},
+		{"class", aggregator.DictOptions{Classes: map[string]aggregator.DictMode{"nope": aggregator.DictOn}}},
+		{"small", aggregator.DictOptions{MaxSize: 512}},
+		{"huge", aggregator.DictOptions{MaxSize: 2 << 20}},
+		{"samples", aggregator.DictOptions{MaxSize: 8 << 10, SampleBytes: 16 << 10}},
+		{"gain", aggregator.DictOptions{MinGain: 0.9}},
+	} {
+		n, err := aggregator.New(aggregator.Options{Dir: t.TempDir(), Conn: nc, Dictionary: tc.o})
+		if !errors.Is(err, aggregator.ErrInvalidOptions) {
+			if err == nil {
+				n.Close()
+			}
+			t.Errorf("%s: %v, want ErrInvalidOptions", tc.name, err)
+		}
+	}
+	n, err := aggregator.New(aggregator.Options{Dir: t.TempDir(), Conn: nc,
+		Dictionary: aggregator.DictOptions{Classes: map[string]aggregator.DictMode{"ingest": aggregator.DictOff, "critical": ""}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	st := n.Stats().Classes
+	if st["ingest"].DictMode != aggregator.DictOff || st["critical"].DictMode != aggregator.DictAuto || st["backfill"].DictMode != aggregator.DictAuto {
+		t.Fatalf("modes: ingest %s, critical %s, backfill %s", st["ingest"].DictMode, st["critical"].DictMode, st["backfill"].DictMode)
+	}
+	if err := n.RetrainDictionary("ingest"); !errors.Is(err, aggregator.ErrInvalidClass) {
+		t.Fatalf("retrain of a class with dictionaries off: %v", err)
 	}
 }

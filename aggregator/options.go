@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -205,6 +206,11 @@ func (o *Options) setDefaults() (spool.Options, error) {
 	}
 	if err := o.Dictionary.setDefaults(); err != nil {
 		return so, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	for name := range o.Dictionary.Classes {
+		if !slices.ContainsFunc(o.Classes, func(c priority.Class) bool { return c.Name == name }) {
+			return so, fmt.Errorf("%w: Dictionary.Classes names %q, not a class", ErrInvalidOptions, name)
+		}
 	}
 	if err := priority.Validate(o.Classes, priority.Rate{BytesPerSec: o.Link.Ceil}); err != nil {
 		return so, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
