@@ -110,9 +110,10 @@ func newBatcher(sp *spool.Spool, class, node string, compression string, cfg *at
 	return bt, nil
 }
 
-// newEncoder returns encoders at the class's level, for one goroutine.
+// newEncoder returns encoders at the class's level, for one goroutine,
+// with a window that fits the class's batches (encoderWindow).
 func (bt *batcher) newEncoder() (*encoders, error) {
-	return newEncoders(bt.level, bt.log)
+	return newEncoders(bt.level, encoderWindow(bt.cfg.Load().maxBytes), bt.log)
 }
 
 // encoderWindow is the zstd window for batches of up to maxBytes of NDJSON:

@@ -315,7 +315,7 @@ func TestEncodersSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dec.Close()
-	e, err := newEncoders(zstd.SpeedFastest, nil)
+	e, err := newEncoders(zstd.SpeedFastest, encoderWindow(1<<20), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

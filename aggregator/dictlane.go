@@ -279,14 +279,15 @@ func (b *dictBucket) open(ctx context.Context) (jetstream.KeyValue, error) {
 // level fastest), and a class uses one dictionary, or none, at a time.
 // Never shared between goroutines.
 type encoders struct {
-	level zstd.EncoderLevel
-	enc   *zstd.Encoder
-	id    uint32 // enc's dictionary; 0: none
-	log   *slog.Logger
+	level  zstd.EncoderLevel
+	window int // encoderWindow of the class's batches
+	enc    *zstd.Encoder
+	id     uint32 // enc's dictionary; 0: none
+	log    *slog.Logger
 }
 
-func newEncoders(level zstd.EncoderLevel, log *slog.Logger) (*encoders, error) {
-	e := &encoders{level: level, log: log}
+func newEncoders(level zstd.EncoderLevel, window int, log *slog.Logger) (*encoders, error) {
+	e := &encoders{level: level, window: window, log: log}
 	var err error
 	e.enc, err = e.make(nil)
 	if err != nil {
@@ -296,7 +297,7 @@ func newEncoders(level zstd.EncoderLevel, log *slog.Logger) (*encoders, error) {
 }
 
 func (e *encoders) make(d *dictionary) (*zstd.Encoder, error) {
-	opts := []zstd.EOption{zstd.WithEncoderLevel(e.level), zstd.WithEncoderConcurrency(1)}
+	opts := []zstd.EOption{zstd.WithEncoderLevel(e.level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(e.window)}
 	if d != nil {
 		opts = append(opts, zstd.WithEncoderDict(d.raw))
 	}
