@@ -732,7 +732,7 @@ func readStream(t testing.TB, nc *nats.Conn, stream string) (seen map[string]int
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, stream)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func collect(t testing.TB, nc *nats.Conn, want int, timeout time.Duration) map[s
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func streamRanges(t *testing.T, nc *nats.Conn) map[string][][2]uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func readBatches(t testing.TB, nc *nats.Conn, timeout time.Duration, done func([
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -625,7 +625,7 @@ func (v *verifier) readStream(ctx context.Context, nc *nats.Conn, stream string)
 		return err
 	}
 	defer it.Stop()
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, stream)))
 	if err != nil {
 		return err
 	}

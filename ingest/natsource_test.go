@@ -682,7 +682,7 @@ func natsTestEachEvent(t testing.TB, nc *nats.Conn, f func(class, id string, ev 
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -241,7 +241,7 @@ func readStream(t *testing.T, nc *nats.Conn) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

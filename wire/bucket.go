@@ -27,9 +27,11 @@ const (
 // may be served by a replica that has not caught up yet. Decoder turns
 // every error of Dictionary into ErrDict: try again later.
 type BucketDictionaries struct {
-	kv jetstream.KeyValue
+	js     jetstream.JetStream // set: kv is opened at first use
+	bucket string
 
 	mu    sync.Mutex
+	kv    jetstream.KeyValue
 	ids   []uint32 // kept, least recently used first
 	dicts map[uint32][]byte
 	bytes int
@@ -39,7 +41,30 @@ type BucketDictionaries struct {
 // opened by the caller (js.KeyValue(ctx, wire.DictBucket(stream))). The
 // caller's connection stays the caller's.
 func NewBucketDictionaries(kv jetstream.KeyValue) *BucketDictionaries {
-	return &BucketDictionaries{kv: kv, dicts: map[uint32][]byte{}}
+	return &BucketDictionaries{kv: kv, bucket: kv.Bucket(), dicts: map[uint32][]byte{}}
+}
+
+// NewStreamDictionaries returns the dictionary source of stream's bucket
+// (DictBucket(stream)) through js. The bucket is opened at the first
+// Dictionary, and again after an open that failed: a node creates it only
+// when it adopts its first dictionary, so a consumer may start before it
+// exists.
+func NewStreamDictionaries(js jetstream.JetStream, stream string) *BucketDictionaries {
+	return &BucketDictionaries{js: js, bucket: DictBucket(stream), dicts: map[uint32][]byte{}}
+}
+
+// open returns the bucket, opening it first if need be.
+func (s *BucketDictionaries) open(ctx context.Context) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kv == nil {
+		kv, err := s.js.KeyValue(ctx, s.bucket)
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", s.bucket, err)
+		}
+		s.kv = kv
+	}
+	return s.kv, nil
 }
 
 // Dictionary returns dictionary id from the bucket, or from what it kept.
@@ -49,16 +74,20 @@ func (s *BucketDictionaries) Dictionary(ctx context.Context, id uint32) ([]byte,
 	if raw, ok := s.kept(id); ok {
 		return raw, nil
 	}
-	e, err := s.kv.Get(ctx, DictKey(id))
+	kv, err := s.open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s key %s: %w", s.kv.Bucket(), DictKey(id), err)
+		return nil, err
+	}
+	e, err := kv.Get(ctx, DictKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s key %s: %w", s.bucket, DictKey(id), err)
 	}
 	raw := e.Value()
 	if err := checkDict(raw, id); err != nil {
-		return nil, fmt.Errorf("bucket %s key %s: %w", s.kv.Bucket(), DictKey(id), err)
+		return nil, fmt.Errorf("bucket %s key %s: %w", s.bucket, DictKey(id), err)
 	}
 	if _, err := zstd.InspectDictionary(raw); err != nil {
-		return nil, fmt.Errorf("bucket %s key %s: %w %d: %v", s.kv.Bucket(), DictKey(id), ErrBadDict, id, err)
+		return nil, fmt.Errorf("bucket %s key %s: %w %d: %v", s.bucket, DictKey(id), ErrBadDict, id, err)
 	}
 	s.keep(id, raw)
 	return raw, nil

@@ -189,3 +189,37 @@ func TestZstdCLIDecodesDictBatch(t *testing.T) {
 	v, _ := exec.Command(zstdCLI, "--version").Output()
 	t.Logf("%s", bytes.TrimSpace(v))
 }
+
+// A consumer may start before the node creates the bucket: until it exists
+// the batch is ErrDict, and once it holds the dictionary the batch decodes
+// through the same source.
+func TestStreamDictionariesBeforeTheBucket(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := trainedDict(t)
+	h, body, want := dictBatch(t, raw)
+	d := newDictDecoder(t, NewStreamDictionaries(js, "SLUICE"))
+	if _, err := d.DecodeContext(t.Context(), h, body); !errors.Is(err, ErrDict) || !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("no bucket: err %v, want ErrDict wrapping jetstream.ErrBucketNotFound", err)
+	}
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: DictBucket("SLUICE")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(t.Context(), DictKey(testDictID), raw); err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.DecodeContext(t.Context(), h, body)
+	if err != nil {
+		t.Fatalf("bucket and key there: %v", err)
+	}
+	checkEvents(t, b, want)
+}

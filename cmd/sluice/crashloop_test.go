@@ -429,7 +429,7 @@ func crashReadStream(t *testing.T, url, stream string, ids int) crashStream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(streamDictionaries(t, url, stream)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,7 +162,7 @@ func TestDemo(t *testing.T) {
 	srv := natstest.StartIn(t, filepath.Join(dir, "nats"))
 	st, info, closeConn := openStream(ctx, t, srv.ClientURL(), "SLUICE")
 	defer closeConn()
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(streamDictionaries(t, srv.ClientURL(), "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func streamIDs(t testing.TB, url, stream string) (map[int]int, int) {
 	defer cancel()
 	s, info, closeConn := openStream(ctx, t, url, stream)
 	defer closeConn()
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(streamDictionaries(t, url, stream)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +138,24 @@ func head(s []string) string {
 
 // openStream connects to url and returns stream, its info, and the close
 // of the connection.
+// streamDictionaries is the dictionary source of stream's bucket on the
+// server at url, over a connection of its own closed with the test: a
+// node adopts trained dictionaries once a class has seen enough events,
+// and its batches then need them.
+func streamDictionaries(t testing.TB, url, stream string) wire.Dictionaries {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.NewStreamDictionaries(js, stream)
+}
+
 func openStream(ctx context.Context, t testing.TB, url, stream string) (jetstream.Stream, *jetstream.StreamInfo, func()) {
 	t.Helper()
 	nc, err := nats.Connect(url)

@@ -82,7 +82,7 @@ func TestReloadReachesNATS(t *testing.T) {
 
 	s, info, closeConn := openStream(ctx, t, srv.ClientURL(), "SLUICE")
 	defer closeConn()
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(streamDictionaries(t, srv.ClientURL(), "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}

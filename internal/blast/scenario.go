@@ -537,7 +537,7 @@ func consume(ctx context.Context, nc *nats.Conn, stream string, warm time.Time) 
 			return nil, err
 		}
 	}
-	dec, err := wire.NewDecoder(0)
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, stream)))
 	if err != nil {
 		return nil, err
 	}
