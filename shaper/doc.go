@@ -41,10 +41,18 @@
 // Delivery-rate sampling per draft-cheng-iccrg-delivery-rate-estimation
 // (interval = max(send, ack elapsed), samples shorter than MinRtt dropped,
 // app-limited marking), rounds per BBR, MaxBw = windowed max over 10 rounds
-// (app-limited samples only raise it; it persists without samples), MinRtt
-// over 10 s with a ProbeRTT-lite refresh (no drain: pacing at the target
-// keeps the node's own queue empty), SRTT/RTO per RFC 6298, error rate
-// per round with an EWMA of 1/8. A round is congested at ≥ 2% errors or when
+// of bandwidth-limited samples only (unlike BBR, an app-limited sample
+// never raises it: a burst a bottleneck's queue passed at the line rate is
+// not capacity), MinRtt over 10 s with a ProbeRTT-lite refresh (no drain:
+// pacing at the target keeps the node's own queue empty). MinRtt and the
+// rounds' minima are net of serialization: bytes × the per-byte slope of
+// the minimum RTT by size class (powers of two, 10 s window), capped at
+// bytes/MaxBw, floored at bytes/LinkCeil. Staleness: with no held send and
+// no bandwidth-limited sample for StaleAfter (20 s), C halves every
+// further StaleAfter to no less than a quarter, the max filter's history is
+// dropped, and the next held send re-probes from Startup, so the first
+// rounds of the new load replace the aged value. SRTT/RTO per RFC 6298
+// (whole RTT), error rate per round with an EWMA of 1/8. A round is congested at ≥ 2% errors or when
 // its minimum RTT is ≥ 1.5 × MinRtt and ≥ max(5 ms, 2.5·rttvar) above it;
 // then BwLo = max(bw_latest, 0.7·min(BwLo, MaxBw)), or, when the queue stood
 // all round, the round's ack-clock rate (the bottleneck was busy, so that
@@ -95,6 +103,14 @@
 //   - The convergence figures are from the in-package simulator (10→2 MB/s:
 //     C within ±20% in 3 rounds; 2→10 MB/s: found at the next probe, ≈ 1.5
 //     s), not from a real network.
+//   - A bandwidth-limited sample can still exceed the link's sustained rate
+//     while a token-bucket bottleneck spends its burst (the first bytes of
+//     a probe after idle); the max filter forgets it after 10 rounds, and a
+//     standing queue cuts C to the ack rate before then.
+//   - The serialization slope needs batches of two sizes (2× apart) in the
+//     last 10 s; with one size only, nothing is taken out (all rounds then
+//     carry the same air time, so inflation is unaffected), except
+//     bytes/LinkCeil with a ceiling.
 //   - SnapshotAt, PacingRateAt and the Set…At methods run time-driven
 //     transitions (probe timers); call them with non-decreasing times.
 package shaper

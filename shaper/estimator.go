@@ -3,6 +3,7 @@ package shaper
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"time"
 )
 
@@ -13,7 +14,7 @@ const (
 	DefaultMinRate         = 8 << 10 // bytes/s floor of the capacity estimate
 	DefaultMinRttWindow    = 10 * time.Second
 	DefaultProbeInterval   = 2 * time.Second // + U(0,1) s
-	DefaultStaleAfter      = 60 * time.Second
+	DefaultStaleAfter      = 20 * time.Second
 	DefaultMinRoundSamples = 4
 	bwWindowRounds         = 10
 	probeRTTDuration       = 200 * time.Millisecond
@@ -71,8 +72,11 @@ type EstimatorOptions struct {
 	// ProbeInterval: cruise this long (+ U(0,1) s) before probing up.
 	// Default 2 s.
 	ProbeInterval time.Duration
-	// StaleAfter: the estimate is flagged stale after this long without a
-	// bandwidth-limited sample. Default 60 s.
+	// StaleAfter: the estimate is stale after this long with neither a
+	// bandwidth-limited sample nor a send the shaper held back (nothing
+	// tested it). A stale estimate halves every further StaleAfter, to no
+	// less than a quarter of its last value, and the next held send
+	// re-probes it (Startup). Default 20 s.
 	StaleAfter time.Duration
 	// Rand returns uniform values in [0, 1) for the probe timer's jitter;
 	// nil means 0.5 (deterministic).
@@ -107,7 +111,13 @@ type Snapshot struct {
 	LastAckAt        time.Time
 	Rounds           int64
 	Congested        bool // the last round was congested
-	Stale            bool
+	// Stale: nothing tested the estimate for StaleAfter; Capacity is aged
+	// (see EstimatorOptions.StaleAfter) and is re-measured at the next load.
+	Stale bool
+	// SerNsPerKB is the per-byte slope of the minimum RTT by batch size,
+	// in ns per 1000 bytes (the serialization time taken out of RTT
+	// samples); 0 until batches of two sizes were seen.
+	SerNsPerKB int64
 }
 
 type sentPkt struct {
@@ -179,6 +189,10 @@ type Estimator struct {
 	lastBw   int64
 	lastFull time.Time
 	latest   int64
+	lastHeld time.Time // last send the shaper held back (OnSendAt's limited false)
+
+	agedFrom int64 // the estimate when it went stale; 0 = not stale
+	sizeMin  [sizeBuckets]sizeMin
 
 	state            ProbeState
 	stateAt          time.Time
@@ -199,6 +213,17 @@ type Estimator struct {
 	probeEndRound    int64     // e.rounds when the last probe ended
 	drainFrom        int64     // e.rounds when Startup ended and Drain began; 0 = not draining
 	upSince          time.Time // when the link last came back; earlier attempts' errors are the outage's
+}
+
+// sizeBuckets are the batch size classes (powers of two) of the per-byte
+// RTT slope: 1 B … 1 GiB.
+const sizeBuckets = 31
+
+// sizeMin is the minimum RTT seen for one size class within MinRttWindow.
+type sizeMin struct {
+	bytes int64
+	rtt   time.Duration
+	at    time.Time
 }
 
 // NewEstimator returns an estimator in Startup at the initial rate.
@@ -320,6 +345,49 @@ func (e *Estimator) SetLevelAt(now time.Time, level int) {
 	e.tick(now)
 }
 
+// reprobe leaves a stale estimate for Startup from the aged value: the
+// max filter's history was cleared when it went stale, so the rounds of
+// this Startup replace the estimate rather than top it up.
+func (e *Estimator) reprobe(now time.Time) {
+	e.agedFrom = 0
+	e.bwLo, e.drainFrom = 0, 0
+	e.startBw, e.stall, e.upBw, e.upSamples, e.upRounds = 0, 0, 0, 0, 0
+	e.state, e.stateAt, e.probeStart = StateStartup, now, now
+}
+
+// age runs the staleness rule (EstimatorOptions.StaleAfter): with nothing
+// testing the estimate, a capacity measured long ago (or inflated by
+// bursts a queue absorbed, or taken on a link that has since changed)
+// would be trusted at full value by the next load, a burst into the
+// bottleneck's queue that the critical classes then wait behind.
+func (e *Estimator) age(now time.Time) {
+	ev := e.lastHeld
+	if e.lastFull.After(ev) {
+		ev = e.lastFull
+	}
+	if ev.IsZero() {
+		return // never tested: still the initial guess
+	}
+	d := now.Sub(ev) - e.o.StaleAfter
+	if d <= 0 {
+		return
+	}
+	if e.agedFrom == 0 {
+		if e.state == StateUp {
+			e.bwLo = e.bwLoSaved
+		}
+		e.state, e.drainFrom = StateCruise, 0
+		e.agedFrom = e.capacity()
+		e.bwLo = 0
+		e.bwRing = [bwWindowRounds]int64{}
+	}
+	h := int64(e.o.StaleAfter)
+	k, f := int64(d)/h, int64(d)%h
+	c := e.agedFrom >> min(k, 62)
+	c -= mulDiv(c, f, 2*h) // linear between halvings
+	e.maxBw = max(c, e.agedFrom/4, e.o.MinRate)
+}
+
 // OnSendAt records that attempt id of bytes reached the socket at now.
 // limited is true when the shaper did not hold the send back: the sender
 // had nothing else to send, or was admitted at once (neither pacing nor the
@@ -329,6 +397,14 @@ func (e *Estimator) SetLevelAt(now time.Time, level int) {
 // needs its own id (its own reply inbox), so no sample is ambiguous.
 func (e *Estimator) OnSendAt(now time.Time, id uint64, bytes int, limited bool) {
 	e.tick(now)
+	if !limited {
+		// The shaper held this send back: the estimate is in use again.
+		// A stale one is re-measured rather than trusted.
+		e.lastHeld = now
+		if e.agedFrom > 0 {
+			e.reprobe(now)
+		}
+	}
 	if len(e.inflight) == 0 {
 		e.firstSentTime, e.deliveredTime = now, now
 	}
@@ -376,21 +452,13 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 	rtt := now.Sub(p.sentTime)
 	if rtt > 0 {
 		// The queue-delay measures (MinRtt, each round's minimum, and so
-		// inflation) leave out the attempt's own transmission time at C:
-		// a bulk batch sized to 25 ms of air time took 20 ms longer than
-		// a small critical one, and a round of only bulk batches read as
+		// inflation) leave out the attempt's own transmission time: a
+		// bulk batch sized to 25 ms of air time took 20 ms longer than a
+		// small critical one, and a round of only bulk batches read as
 		// 1.5× inflation on an idle link (seen: level 1 at 5 Mbit/s).
-		// SRTT and the RTO keep the whole RTT. The time is taken at the
-		// configured LinkCeil, the fastest the link can be: it never
-		// takes away more than the attempt's real transmission time, and
-		// it does not move with the estimate (subtracting at C or MaxBw
-		// fed back: a cut raised the subtraction, lowered MinRtt, made the
-		// next rounds look queued and cut C again, to a tenth of the link
-		// in the sims). Without a ceiling, nothing is taken away.
-		q := rtt
-		if e.o.LinkCeil > 0 {
-			q = max(rtt-time.Duration(mulDiv(p.bytes, nano, e.o.LinkCeil)), rtt/2)
-		}
+		// SRTT and the RTO keep the whole RTT. See serialization.
+		e.noteSize(now, p.bytes, rtt)
+		q := max(rtt-e.serialization(now, p.bytes), rtt/64, time.Nanosecond)
 		switch {
 		case e.minRtt == 0 || q <= e.minRtt:
 			e.minRtt, e.minRttT = q, now
@@ -418,14 +486,18 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 		s.Rate = mulDiv(data, nano, int64(interval))
 		e.latest = s.Rate
 		e.r.bwMax = max(e.r.bwMax, s.Rate)
-		if !p.appLimited || s.Rate >= e.maxBw {
+		// Only a sample whose sends the shaper held back measures the
+		// link. BBR lets an app-limited sample raise the max when it
+		// exceeds it; here that was the burst a queue absorbed: two 4 KB
+		// batches a token-bucket bottleneck passed at the line rate,
+		// acked 33 µs apart after a 2 ms RTT, "deliver" 4 MB/s on a 4
+		// Mbit/s link (seen: 8.2 MB/s read there).
+		if !p.appLimited {
 			e.r.bwFull = max(e.r.bwFull, s.Rate)
 			e.maxBw = max(e.maxBw, s.Rate)
-			if !p.appLimited {
-				e.lastFull = now
-			}
+			e.lastFull = now
 		}
-		if (e.state == StateUp || e.state == StateStartup) && !p.firstSentTime.Before(e.probeStart) {
+		if !p.appLimited && (e.state == StateUp || e.state == StateStartup) && !p.firstSentTime.Before(e.probeStart) {
 			// a sample whose whole send interval lies inside the probe
 			e.upBw = max(e.upBw, s.Rate)
 			e.upSamples++
@@ -580,6 +652,65 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 	}
 }
 
+// noteSize keeps the minimum RTT of each batch size class (powers of two)
+// over MinRttWindow, the lower envelope that serialization fits.
+func (e *Estimator) noteSize(now time.Time, bytes int64, rtt time.Duration) {
+	if bytes <= 0 {
+		return
+	}
+	m := &e.sizeMin[min(bits.Len64(uint64(bytes)), sizeBuckets-1)]
+	if m.at.IsZero() || now.Sub(m.at) > e.o.MinRttWindow || rtt <= m.rtt {
+		*m = sizeMin{bytes: bytes, rtt: rtt, at: now}
+	}
+}
+
+// slope is the per-byte serialization time, ns per bytes, fitted to the
+// lower envelope of RTT by size: the smallest and the largest size class
+// seen within MinRttWindow, at least 2× apart. An empty path acks a batch
+// of n bytes after the base RTT + n/R, so the difference of the two
+// minima over the difference of their sizes is 1/R, measured by the RTTs
+// alone. 0 (per 1) without two such classes.
+func (e *Estimator) slope(now time.Time) (ns, per int64) {
+	var lo, hi *sizeMin
+	for i := range e.sizeMin {
+		m := &e.sizeMin[i]
+		if m.at.IsZero() || now.Sub(m.at) > e.o.MinRttWindow {
+			continue
+		}
+		if lo == nil {
+			lo = m
+		}
+		hi = m
+	}
+	if lo == nil || hi.bytes < 2*lo.bytes || hi.rtt <= lo.rtt {
+		return 0, 1
+	}
+	return int64(hi.rtt - lo.rtt), hi.bytes - lo.bytes
+}
+
+// serialization is the time a batch of bytes took on the bottleneck, to
+// take out of its RTT: the fitted slope (see slope), at most bytes/MaxBw
+// and at least bytes/LinkCeil. MaxBw bounds it because the link has
+// carried that rate, so it cannot take longer than that per byte: an
+// envelope distorted by a queue (a size class whose minimum expired and
+// was re-read in a queue) cannot take away more than the batch's air
+// time at the measured rate. LinkCeil bounds it from below because the
+// link is never faster. The subtraction does not follow BwLo (C): taken
+// at C it fed back (a cut raised the subtraction, lowered MinRtt, made the
+// next rounds look queued and cut C again, to a tenth of the link in the
+// sims).
+func (e *Estimator) serialization(now time.Time, bytes int64) time.Duration {
+	ns, per := e.slope(now)
+	ser := mulDiv(bytes, ns, per)
+	if e.maxBw > 0 {
+		ser = min(ser, mulDiv(bytes, nano, e.maxBw))
+	}
+	if e.o.LinkCeil > 0 {
+		ser = max(ser, mulDiv(bytes, nano, e.o.LinkCeil))
+	}
+	return time.Duration(ser)
+}
+
 // cut applies the congestion response BwLo = max(bw_latest, 0.7·min(BwLo,
 // MaxBw)). When the round's minimum RTT shows a queue that stood all round,
 // the bottleneck was busy throughout, so the round's ack-clock rate is a
@@ -629,6 +760,7 @@ func (e *Estimator) tick(now time.Time) {
 	if e.stateAt.IsZero() {
 		e.stateAt = now
 	}
+	e.age(now)
 	switch e.state {
 	case StateCruise:
 		if e.minRtt > 0 && now.Sub(e.minRttT) > e.o.MinRttWindow && len(e.inflight) > 0 {
@@ -697,7 +829,10 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 		ErrorRate:     float64(e.errPPM) / 1e6,
 		InflightBytes: e.inflightBytes, InflightMsgs: int64(len(e.inflight)),
 		LastAckAt: e.lastAck, Rounds: e.rounds, Congested: e.congested,
-		Stale: !e.lastFull.IsZero() && now.Sub(e.lastFull) > e.o.StaleAfter,
+		Stale: e.agedFrom > 0,
+	}
+	if ns, per := e.slope(now); ns > 0 {
+		s.SerNsPerKB = mulDiv(ns, 1000, per)
 	}
 	if e.minRtt > 0 && e.lastRttMin > 0 && e.prevRttMin > 0 {
 		s.Inflation = float64(min(e.lastRttMin, e.prevRttMin)) / float64(e.minRtt)
