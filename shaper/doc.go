@@ -47,14 +47,17 @@
 // pacing at the target keeps the node's own queue empty). MinRtt and the
 // rounds' minima are net of serialization: bytes × the per-byte slope of
 // the minimum RTT by size class (powers of two, 10 s window), capped at
-// bytes/MaxBw, floored at bytes/LinkCeil. Staleness: with no held send and
+// bytes/MaxBw, floored at bytes/LinkCeil, and no sample below the smallest
+// class's minimum net of its own air time. Staleness: with no held send and
 // no bandwidth-limited sample for StaleAfter (20 s), C halves every
 // further StaleAfter to no less than a quarter, the max filter's history is
 // dropped, and the next held send re-probes from Startup, so the first
 // rounds of the new load replace the aged value. SRTT/RTO per RFC 6298
-// (whole RTT), error rate per round with an EWMA of 1/8. A round is congested at ≥ 2% errors or when
-// its minimum RTT is ≥ 1.5 × MinRtt and ≥ max(5 ms, 2.5·rttvar) above it;
-// then BwLo = max(bw_latest, 0.7·min(BwLo, MaxBw)), or, when the queue stood
+// (whole RTT), error rate per round with an EWMA of 1/8. A round is
+// congested at ≥ 2% errors or when its minimum RTT is ≥ 1.5 × MinRtt and ≥
+// max(5 ms, 2.5·rttvar) above it (while probing up, plus a quarter of the
+// probe's time so far: its own queue; in the two rounds after a probe and
+// during Drain, only errors cut); then BwLo = max(bw_latest, 0.7·min(BwLo, MaxBw)), or, when the queue stood
 // all round, the round's ack-clock rate (the bottleneck was busy, so that
 // rate measures it). C = min(MaxBw, BwLo, LinkCeil); Target = C × Headroom
 // (0.8); InflightCap = max(4 msgs, 2·C·MinRtt). Probing (with a backlog,
@@ -111,6 +114,11 @@
 //     last 10 s; with one size only, nothing is taken out (all rounds then
 //     carry the same air time, so inflation is unaffected), except
 //     bytes/LinkCeil with a ceiling.
+//   - An aged (stale) estimate lowers Target, so the first second of a load
+//     after a long idle sees a smaller target than the link has: batches
+//     are cut smaller and demand over Target reads higher until the
+//     re-probe's Startup has measured the link (about half a second on the
+//     emulated 4 and 20 Mbit/s links).
 //   - SnapshotAt, PacingRateAt and the Set…At methods run time-driven
 //     transitions (probe timers); call them with non-decreasing times.
 package shaper

@@ -114,10 +114,6 @@ type Snapshot struct {
 	// Stale: nothing tested the estimate for StaleAfter; Capacity is aged
 	// (see EstimatorOptions.StaleAfter) and is re-measured at the next load.
 	Stale bool
-	// SerNsPerKB is the per-byte slope of the minimum RTT by batch size,
-	// in ns per 1000 bytes (the serialization time taken out of RTT
-	// samples); 0 until batches of two sizes were seen.
-	SerNsPerKB int64
 }
 
 type sentPkt struct {
@@ -192,7 +188,13 @@ type Estimator struct {
 	lastHeld time.Time // last send the shaper held back (OnSendAt's limited false)
 
 	agedFrom int64 // the estimate when it went stale; 0 = not stale
-	sizeMin  [sizeBuckets]sizeMin
+	// rateHi is the highest delivery-rate sample of any kind within
+	// MinRttWindow (rateHiT: when taken): the link carried it, so a byte
+	// takes no longer than 1/rateHi on it. Unlike MaxBw it does not follow
+	// the estimate down after a cut.
+	rateHi  int64
+	rateHiT time.Time
+	sizeMin [sizeBuckets]sizeMin
 
 	state            ProbeState
 	stateAt          time.Time
@@ -458,7 +460,7 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 		// 1.5× inflation on an idle link (seen: level 1 at 5 Mbit/s).
 		// SRTT and the RTO keep the whole RTT. See serialization.
 		e.noteSize(now, p.bytes, rtt)
-		q := max(rtt-e.serialization(now, p.bytes), rtt/64, time.Nanosecond)
+		q := max(rtt-e.serialization(now, p.bytes), min(e.baseRtt(now), rtt), rtt/64, time.Nanosecond)
 		switch {
 		case e.minRtt == 0 || q <= e.minRtt:
 			e.minRtt, e.minRttT = q, now
@@ -485,6 +487,9 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 	if interval > 0 && interval >= e.minRtt && data > 0 {
 		s.Rate = mulDiv(data, nano, int64(interval))
 		e.latest = s.Rate
+		if s.Rate >= e.rateHi || now.Sub(e.rateHiT) > e.o.MinRttWindow {
+			e.rateHi, e.rateHiT = s.Rate, now
+		}
 		e.r.bwMax = max(e.r.bwMax, s.Rate)
 		// Only a sample whose sends the shaper held back measures the
 		// link. BBR lets an app-limited sample raise the max when it
@@ -565,8 +570,18 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 	// LAN) sees its acks queue behind its own work, and reading that as
 	// the link's queue cut C to the node's CPU rate and degraded traffic
 	// on a healthy link.
+	excess := max(5*time.Millisecond, e.rto.RTTVar()*5/2)
+	if e.state == StateUp {
+		// The probe's own queue is not congestion: paced at 1.25·C for
+		// T, it queues 0.25·C·T bytes, a quarter of T of delay. Once RTT
+		// samples were net of serialization (MinRtt the path's, not the
+		// smallest batch's), that queue alone passed the 1.5 × MinRtt
+		// rule and each probe cut C to its round's ack clock, about 0.65
+		// of a 20 Mbit/s link (seen on the emulated link).
+		excess += now.Sub(e.stateAt) / 4
+	}
 	e.standing = r.throttled && r.rttMin > 0 && e.minRtt > 0 && 2*r.rttMin >= 3*e.minRtt &&
-		r.rttMin-e.minRtt >= max(5*time.Millisecond, e.rto.RTTVar()*5/2)
+		r.rttMin-e.minRtt >= excess
 	e.congested = e.congested || e.standing
 	e.ackRate = r.ackRate(now)
 	// windowed max: the ring keeps each round's bandwidth-limited max; with
@@ -646,7 +661,13 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 			e.enterCruise(now)
 		}
 	default:
-		if e.congested && r.acks >= DefaultMinRoundSamples {
+		// A queue in the two rounds after a probe, or while Startup's is
+		// drained, is the probe's own (the controller is told so too, see
+		// Snapshot.Probing): cutting C for it cut after nearly every probe,
+		// to 0.7 of a 4 Mbit/s emulated link for seconds at a time. Errors
+		// still cut.
+		own := e.drainFrom > 0 || (e.probeEndRound > 0 && e.rounds <= e.probeEndRound+2)
+		if e.congested && r.acks >= DefaultMinRoundSamples && (!own || r.errs*50 >= r.acks+r.errs) {
 			e.cut(r)
 		}
 	}
@@ -689,26 +710,49 @@ func (e *Estimator) slope(now time.Time) (ns, per int64) {
 }
 
 // serialization is the time a batch of bytes took on the bottleneck, to
-// take out of its RTT: the fitted slope (see slope), at most bytes/MaxBw
-// and at least bytes/LinkCeil. MaxBw bounds it because the link has
-// carried that rate, so it cannot take longer than that per byte: an
+// take out of its RTT: the fitted slope (see slope), at most bytes over
+// the larger of MaxBw and the highest delivery sample of the last
+// MinRttWindow, and at least bytes/LinkCeil. The link has carried that
+// rate, so a byte cannot take longer than that on it: an
 // envelope distorted by a queue (a size class whose minimum expired and
 // was re-read in a queue) cannot take away more than the batch's air
 // time at the measured rate. LinkCeil bounds it from below because the
-// link is never faster. The subtraction does not follow BwLo (C): taken
-// at C it fed back (a cut raised the subtraction, lowered MinRtt, made the
-// next rounds look queued and cut C again, to a tenth of the link in the
-// sims).
+// link is never faster. The subtraction does not follow BwLo (C), nor
+// MaxBw alone: both fed back (a cut lowered the probes' rates and so
+// MaxBw, raised the subtraction, lowered MinRtt below the path's RTT, made
+// the next rounds look queued and cut C again: to a tenth of the link in
+// the sims, to 0.1 of a 20 Mbit/s emulated link).
 func (e *Estimator) serialization(now time.Time, bytes int64) time.Duration {
 	ns, per := e.slope(now)
 	ser := mulDiv(bytes, ns, per)
-	if e.maxBw > 0 {
-		ser = min(ser, mulDiv(bytes, nano, e.maxBw))
+	if hi := max(e.maxBw, e.rateHi); hi > 0 {
+		ser = min(ser, mulDiv(bytes, nano, hi))
 	}
 	if e.o.LinkCeil > 0 {
 		ser = max(ser, mulDiv(bytes, nano, e.o.LinkCeil))
 	}
 	return time.Duration(ser)
+}
+
+// baseRtt is the path's RTT as the smallest batches show it: the smallest
+// size class's minimum RTT net of its own serialization. No sample's
+// queue delay is taken below it: a slope fitted too steep (a large size
+// class whose minimum was read in a queue) with MaxBw low took away more
+// than the air time, MinRtt fell below the path's RTT (31 ms on a 40 ms
+// emulated path) and every round after read as a standing queue. A
+// sample below it is taken whole (a first ack, slow while the stream was
+// being created, once held the floor at 345 ms for 10 s, above every later
+// RTT, so MinRtt never fell and every rate sample was dropped as shorter
+// than it).
+func (e *Estimator) baseRtt(now time.Time) time.Duration {
+	for i := range e.sizeMin {
+		m := &e.sizeMin[i]
+		if m.at.IsZero() || now.Sub(m.at) > e.o.MinRttWindow {
+			continue
+		}
+		return m.rtt - e.serialization(now, m.bytes)
+	}
+	return 0
 }
 
 // cut applies the congestion response BwLo = max(bw_latest, 0.7·min(BwLo,
@@ -830,9 +874,6 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 		InflightBytes: e.inflightBytes, InflightMsgs: int64(len(e.inflight)),
 		LastAckAt: e.lastAck, Rounds: e.rounds, Congested: e.congested,
 		Stale: e.agedFrom > 0,
-	}
-	if ns, per := e.slope(now); ns > 0 {
-		s.SerNsPerKB = mulDiv(ns, 1000, per)
 	}
 	if e.minRtt > 0 && e.lastRttMin > 0 && e.prevRttMin > 0 {
 		s.Inflation = float64(min(e.lastRttMin, e.prevRttMin)) / float64(e.minRtt)

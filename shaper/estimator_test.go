@@ -837,3 +837,151 @@ func TestEstimatorFirstLoadReplacesGuess(t *testing.T) {
 		t.Errorf("C within ±25%% of the link after %v, want ≤ 1 s (final %+v)", within.Sub(t0), r.e.SnapshotAt(r.now))
 	}
 }
+
+// A probe at 1.25·C for T queues a quarter of T of delay at the
+// bottleneck: a round of the probe whose minimum RTT carries only that is
+// not congestion and does not cut C. A queue beyond it still does.
+func TestEstimatorProbeOwnQueueNoCut(t *testing.T) {
+	const linkRate = 2_500_000
+	for _, tc := range []struct {
+		extra time.Duration // the round's minimum RTT over MinRtt
+		cut   bool
+	}{
+		{25 * time.Millisecond, false}, // round ends 95 ms into the probe: allowance 5 + 23.75 ms
+		{60 * time.Millisecond, true},  // 130 ms in: allowance 5 + 32.5 ms
+	} {
+		e, err := NewEstimator(EstimatorOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.maxBw, e.minRtt, e.minRttT = linkRate, 40*time.Millisecond, t0
+		for i := range e.bwRing {
+			e.bwRing[i] = linkRate
+		}
+		e.state, e.stateAt, e.probeStart, e.cPrev = StateUp, t0, t0, linkRate
+		for range 40 { // a queue that has stood a while: RTTVAR small
+			e.rto.Sample(40*time.Millisecond + tc.extra)
+		}
+		// One round of four held 16 KB sends, 10 ms apart from the probe's
+		// start, each acked 40 ms + extra later.
+		var evs []estEvent
+		for i := range 4 {
+			at := ms(10 * i)
+			evs = append(evs, estEvent{at: at, id: uint64(i + 1), bytes: 16 << 10},
+				estEvent{at: at.Add(40*time.Millisecond + tc.extra), ack: true, id: uint64(i + 1)})
+		}
+		playEvents(e, evs, nil)
+		s := e.SnapshotAt(ms(300))
+		if cut := s.BwLo > 0 && s.BwLo < linkRate; cut != tc.cut {
+			t.Errorf("probe round %v over MinRtt: BwLo %d (C %d, %v), cut %v, want %v", tc.extra, s.BwLo, s.Capacity, s.State, cut, tc.cut)
+		}
+	}
+}
+
+// A slope fitted too steep (the large size class's minimum was read in a
+// queue) with a low MaxBw takes more than the air time out of a large
+// batch's RTT; MinRtt never falls below the path's RTT as the smallest
+// batches show it (their minimum less their own air time) (seen: 31 ms on a 40 ms emulated path, then a cut every
+// round).
+func TestEstimatorMinRttNotBelowSmallest(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.maxBw = 200_000
+	e.state, e.stateAt, e.probeAt = StateCruise, t0, t0.Add(time.Hour)
+	playEvents(e, []estEvent{
+		{at: ms(0), id: 1, bytes: 1 << 10, limited: true},
+		{at: ms(0).Add(42048 * time.Microsecond), ack: true, id: 1}, // 40 ms + 2 ms of air
+		{at: ms(100), id: 2, bytes: 64 << 10},
+		{at: ms(400), ack: true, id: 2}, // queued: 300 ms
+		{at: ms(1000), id: 3, bytes: 40 << 10},
+		{at: ms(1122), ack: true, id: 3}, // empty link: 40 ms + 82 ms of air, less than the 164 ms the slope takes
+	}, nil)
+	// The floor is the 1 KB batch's RTT less its air time at the steep
+	// slope (4 µs/B: 4 ms); without it MinRtt fell to rtt/64.
+	if m := e.SnapshotAt(ms(1200)).MinRtt; m < 37*time.Millisecond {
+		t.Errorf("MinRtt %v, want no less than the 1 KB batch's 42 ms less its air time", m)
+	}
+}
+
+// A slow first ack (a stream being created) in the smallest size class
+// does not hold MinRtt up: later, faster samples lower it at once.
+func TestEstimatorSlowFirstAckNoFloor(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []estEvent{
+		{at: ms(0), id: 1, bytes: 1 << 10},
+		{at: ms(345), ack: true, id: 1},
+	}
+	for i := range 8 {
+		at := ms(400 + 10*i)
+		evs = append(evs, estEvent{at: at, id: uint64(i + 2), bytes: 16 << 10},
+			estEvent{at: at.Add(50 * time.Millisecond), ack: true, id: uint64(i + 2)})
+	}
+	playEvents(e, evs, nil)
+	if m := e.SnapshotAt(ms(600)).MinRtt; m > 50*time.Millisecond {
+		t.Errorf("MinRtt %v after 50 ms acks that followed a 345 ms first one, want ≤ 50 ms", m)
+	}
+}
+
+// The queue a probe leaves is its own: in the two rounds after it, a
+// standing queue does not cut C; in the third it does.
+func TestEstimatorNoCutForProbeQueue(t *testing.T) {
+	const linkRate = 500_000
+	e, err := NewEstimator(EstimatorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.maxBw, e.minRtt, e.minRttT = linkRate, 40*time.Millisecond, t0
+	for i := range e.bwRing {
+		e.bwRing[i] = linkRate
+	}
+	e.state, e.stateAt, e.probeAt = StateCruise, t0, t0.Add(time.Hour)
+	e.rounds, e.probeEndRound = 5, 5
+	for range 40 {
+		e.rto.Sample(100 * time.Millisecond)
+	}
+	id := uint64(0)
+	for j, wantCut := range []bool{false, false, true} {
+		var evs []estEvent
+		for i := range 4 { // held sends, each acked after a 60 ms queue
+			id++
+			at := ms(300*j + 10*i)
+			evs = append(evs, estEvent{at: at, id: id, bytes: 4 << 10},
+				estEvent{at: at.Add(100 * time.Millisecond), ack: true, id: id})
+		}
+		playEvents(e, evs, nil)
+		s := e.SnapshotAt(ms(300*j + 200))
+		if cut := s.BwLo > 0; cut != wantCut || !s.Congested {
+			t.Errorf("round %d after the probe: congested %v, BwLo %d; want congested, cut %v", s.Rounds-5, s.Congested, s.BwLo, wantCut)
+		}
+	}
+}
+
+// After cuts the probes run slower and MaxBw falls below the link; the
+// serialization taken out of an RTT stays bounded by the fastest delivery
+// seen in the last 10 s (500 KB/s here), so MinRtt stays at the path's 40
+// ms instead of following MaxBw (200 KB/s) below it.
+func TestEstimatorSerializationBoundedByDelivery(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.maxBw = 200_000
+	e.rateHi, e.rateHiT = 500_000, t0
+	e.state, e.stateAt, e.probeAt = StateCruise, t0, t0.Add(time.Hour)
+	playEvents(e, []estEvent{
+		{at: ms(0), id: 1, bytes: 1 << 10, limited: true},
+		{at: ms(0).Add(42048 * time.Microsecond), ack: true, id: 1},
+		{at: ms(100), id: 2, bytes: 64 << 10},
+		{at: ms(400), ack: true, id: 2}, // queued
+		{at: ms(1000), id: 3, bytes: 40 << 10},
+		{at: ms(1122), ack: true, id: 3}, // empty link: 40 ms + 82 ms of air at 500 KB/s
+	}, nil)
+	if m := e.SnapshotAt(ms(1200)).MinRtt; m < 39*time.Millisecond || m > 41*time.Millisecond {
+		t.Errorf("MinRtt %v, want the path's 40 ms", m)
+	}
+}
