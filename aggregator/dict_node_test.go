@@ -113,17 +113,13 @@ func collectDict(t *testing.T, nc *nats.Conn, want int) (map[string]int, []dictB
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	decs := map[uint32]*zstd.Decoder{}
-	defer func() {
-		for _, d := range decs {
-			d.Close()
-		}
-	}()
-	plain, err := zstd.NewReader(nil)
+	// wire's decoder, with the source a consumer uses: the stream's
+	// bucket, opened at the first batch that names a dictionary.
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.NewStreamDictionaries(js, "SLUICE")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	decs[0] = plain
+	defer dec.Close()
 	seen := map[string]int{}
 	var batches []dictBatch
 	total := 0
@@ -138,28 +134,9 @@ func collectDict(t *testing.T, nc *nats.Conn, want int) (map[string]int, []dictB
 			continue
 		}
 		last = msg.Sequence
-		b, err := wire.ParseHeader(msg.Header)
+		b, err := dec.DecodeContext(ctx, msg.Header, msg.Data)
 		if err != nil {
 			t.Fatalf("seq %d: %v", msg.Sequence, err)
-		}
-		dec := decs[b.Dict]
-		if dec == nil {
-			kv, err := js.KeyValue(ctx, wire.DictBucket("SLUICE"))
-			if err != nil {
-				t.Fatalf("seq %d names dictionary %d: bucket: %v", msg.Sequence, b.Dict, err)
-			}
-			e, err := kv.Get(ctx, wire.DictKey(b.Dict))
-			if err != nil {
-				t.Fatalf("seq %d names dictionary %d: %v", msg.Sequence, b.Dict, err)
-			}
-			info, err := zstd.InspectDictionary(e.Value())
-			if err != nil || info.ID() != b.Dict {
-				t.Fatalf("dictionary %d in the bucket: %v, %v", b.Dict, info, err)
-			}
-			if dec, err = zstd.NewReader(nil, zstd.WithDecoderDicts(e.Value())); err != nil {
-				t.Fatal(err)
-			}
-			decs[b.Dict] = dec
 		}
 		if h := msg.Header.Get(wire.HdrVersion); (b.Dict != 0) != (h == wire.VersionDict) {
 			t.Fatalf("seq %d: version %s with dictionary %d", msg.Sequence, h, b.Dict)
@@ -168,14 +145,7 @@ func collectDict(t *testing.T, nc *nats.Conn, want int) (map[string]int, []dictB
 		if err := fh.Decode(msg.Data); err != nil || fh.DictionaryID != b.Dict {
 			t.Fatalf("seq %d: frame names dictionary %d, header %d (%v)", msg.Sequence, fh.DictionaryID, b.Dict, err)
 		}
-		body, err := dec.DecodeAll(msg.Data, nil)
-		if err != nil {
-			t.Fatalf("seq %d (dictionary %d): %v", msg.Sequence, b.Dict, err)
-		}
-		lines := wire.SplitLines(nil, body)
-		if len(lines) != b.Count {
-			t.Fatalf("seq %d: %d events, header says %d", msg.Sequence, len(lines), b.Count)
-		}
+		lines := b.Events
 		for _, l := range lines {
 			var e struct{ MessageID string }
 			if err := json.Unmarshal(l, &e); err != nil {
