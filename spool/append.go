@@ -409,7 +409,7 @@ func (c *class) tailEmpty() bool {
 }
 
 // put commits reqs to the tail in one transaction (records in bucket "r",
-// claims in bucket "c") and publishes the result. Only the leader calls it.
+// in layout 2 within a bucket of this commit's own; claims in bucket "c") and publishes the result. Only the leader calls it.
 func (s *Spool) put(c *class, reqs []*appendReq) error {
 	c.mu.Lock()
 	tail, first := c.tail, c.next
@@ -422,7 +422,14 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 		if b == nil {
 			return fmt.Errorf("segment %s: missing bucket: %w", tail.path, ErrCorrupt)
 		}
+		layout, err := segLayout(tx)
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", tail.path, err)
+		}
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
+		// Layout 2: this commit's records go to a bucket of their own, made
+		// at its first record (see layout.go).
+		nested := layout == segNested
 		var cb *bolt.Bucket
 		seq := first
 		for i, q := range reqs {
@@ -443,6 +450,14 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 			}
 			k := keys[i*8 : i*8+8]
 			binary.BigEndian.PutUint64(k, seq)
+			if nested {
+				sub, err := b.CreateBucket(k)
+				if err != nil {
+					return err
+				}
+				sub.FillPercent = 1.0
+				b, nested = sub, false // the commit's other records follow
+			}
 			if err := b.Put(k, q.rec); err != nil {
 				return err
 			}

@@ -400,7 +400,10 @@ func scanSegment(db *bolt.DB, first, last uint64, maxBytes int64) (bad uint64, e
 		}
 	}()
 	err = db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketRecords).Cursor()
+		c, err := newRecCursor(tx)
+		if err != nil {
+			return err
+		}
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if len(k) != 8 || binary.BigEndian.Uint64(k) != want {
 				return fmt.Errorf("record key %x, want seq %d: %w", k, want, ErrCorrupt)
@@ -413,6 +416,9 @@ func scanSegment(db *bolt.DB, first, last uint64, maxBytes int64) (bad uint64, e
 			if scanned += int64(len(v)); maxBytes > 0 && scanned >= maxBytes {
 				return nil
 			}
+		}
+		if c.err != nil {
+			return c.err
 		}
 		if want != last+1 {
 			return fmt.Errorf("records end at seq %d, want %d: %w", want-1, last, ErrCorrupt)

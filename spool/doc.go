@@ -22,13 +22,20 @@
 //	dir/<class>/seg-<first>.db      bbolt segment, <first> is its first seq as %020d
 //	dir/quarantine/                 damaged files moved aside, named <class>.<file>.<UTC time>
 //
-// A segment holds in bucket "r" one record per Append call: key the 8-byte
-// big-endian seq of its first event, value
+// A segment holds one record per Append call: key the 8-byte big-endian seq
+// of its first event, value
 //
 //	[version=1][CRC32C of the rest, 4 bytes][append time unix ns, 8 bytes]
 //	[uvarint count] count × ([uvarint len][event])
 //
-// in bucket "m" its class, first seq and format version, and in bucket "c"
+// in bucket "r", one bucket per commit keyed by the key of its first record
+// and holding that commit's records (layout 2), so that a commit never
+// rewrites the records of earlier ones: bbolt splits a leaf only past four
+// entries and rewrites a modified leaf whole, so with the records directly
+// in "r" (layout 1, segments written before layout 2, still read and, for a
+// tail found at Open, appended to until it is sealed) every record of a
+// large Append was written to disk several times. Bucket "m" holds the
+// segment's class, first seq and layout ("version", 1 or 2), and bucket "c"
 // (made at the first claim) the claims committed while it was the tail: key
 // the 8-byte big-endian First, value the 8-byte Last. Record keys only grow,
 // so their pages are filled completely (FillPercent 1.0). A segment is the tail
@@ -136,6 +143,8 @@
 //     First) was in a quarantined segment comes back in its older form.
 //   - Versions before claims moved to the segments ignore bucket "c": a
 //     downgrade loses the claims, with the same effect.
+//   - Versions before layout 2 quarantine layout-2 segments as damaged: a
+//     downgrade loses the events in them. Drain the spool before one.
 //   - DropOldest works on whole segments (SegmentBytes of events at a time),
 //     and may seal a small tail early to drop it.
 //   - Caps are on disk bytes of segment files, including bbolt's page

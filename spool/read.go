@@ -135,9 +135,9 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 		}
 	}()
 	err = seg.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRecords)
-		if b == nil {
-			corrupt = fmt.Errorf("missing bucket: %w", ErrCorrupt)
+		cur, err := newRecCursor(tx)
+		if err != nil {
+			corrupt = err
 			return nil
 		}
 		// Pages read are unmapped from the segment's mapping now and then,
@@ -148,17 +148,8 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 				unmapReadPages(tx.DB().Info().Data, tx.Size())
 			}
 		}()
-		cur := b.Cursor()
 		// Position on the record holding next: the last key <= next.
-		k, v := cur.Seek(seqKey(next))
-		if k == nil {
-			k, v = cur.Last()
-		}
-		if k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) > next {
-			if k, v = cur.Prev(); k == nil {
-				k, v = cur.First()
-			}
-		}
+		k, v := cur.SeekHolding(next)
 		for ; k != nil; k, v = cur.Next() {
 			if len(k) != 8 {
 				corrupt = fmt.Errorf("record key %x: %w", k, ErrCorrupt)
@@ -202,6 +193,7 @@ func (s *Spool) readSegment(seg *segment, next uint64, acks *ackSet, rs *reader)
 			seg.readBytes.Add(int64(len(v))) // every event of the record is past
 			next = max(next, min(end, rs.limit+1))
 		}
+		corrupt = cur.err
 		return nil
 	})
 	return next, stop, corrupt, err

@@ -16,8 +16,9 @@ import (
 )
 
 // A segment is one bbolt file dir/<class>/seg-<first seq %020d>.db holding
-// the records of seqs first..last in bucket "r", in bucket "m" its class,
-// first seq and format version, and in bucket "c" (made at the first claim)
+// the records of seqs first..last in bucket "r" (in one bucket per commit,
+// see layout.go), in bucket "m" its class, first seq and layout ("version"),
+// and in bucket "c" (made at the first claim)
 // the claims committed while it was the tail: 8-byte First -> 8-byte Last.
 var (
 	bucketRecords   = []byte("r")
@@ -121,7 +122,7 @@ func (s *Spool) createSegment(class string, first uint64) (*segment, error) {
 		if err := m.Put(keyFirst, seqKey(first)); err != nil {
 			return err
 		}
-		return m.Put(keyVersion, []byte{recordVersion})
+		return m.Put(keyVersion, []byte{segNested})
 	})
 	if err == nil && s.opts.Fsync != FsyncAlways {
 		err = db.Sync()
@@ -182,8 +183,8 @@ func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, claims 
 		if got := m.Get(keyFirst); len(got) != 8 || binary.BigEndian.Uint64(got) != first {
 			return corrupt("segment first seq does not match its name")
 		}
-		if got := m.Get(keyVersion); !bytes.Equal(got, []byte{recordVersion}) {
-			return corrupt("segment version %v", got)
+		if _, err := segLayout(tx); err != nil {
+			return err
 		}
 		if cb := tx.Bucket(bucketSegClaims); cb != nil {
 			_ = cb.ForEach(func(k, v []byte) error {
@@ -200,11 +201,14 @@ func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, claims 
 				return nil
 			})
 		}
-		c := r.Cursor()
+		c, err := newRecCursor(tx)
+		if err != nil {
+			return err
+		}
 		k, v := c.First()
 		if k == nil {
 			last = first - 1
-			return nil
+			return c.err
 		}
 		if len(k) != 8 || binary.BigEndian.Uint64(k) != first {
 			return corrupt("first record key %x", k)
@@ -213,6 +217,9 @@ func checkSegment(db *bolt.DB, class string, first uint64) (last uint64, claims 
 			return fmt.Errorf("first record: %w", err)
 		}
 		k, v = c.Last()
+		if c.err != nil {
+			return c.err
+		}
 		rec, err := parseRecord(v)
 		if err != nil {
 			return fmt.Errorf("last record: %w", err)
