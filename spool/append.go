@@ -428,8 +428,15 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 		}
 		b.FillPercent = 1.0 // keys only ever grow: pack pages full
 		// Layout 2: this commit's records go to a bucket of their own, made
-		// at its first record (see layout.go).
-		nested := layout == segNested
+		// at its first record, unless they are few bytes (see layout.go).
+		nested := false
+		if layout == segNested {
+			var n int
+			for _, q := range reqs {
+				n += len(q.rec)
+			}
+			nested = n >= smallCommit
+		}
 		var cb *bolt.Bucket
 		seq := first
 		for i, q := range reqs {

@@ -28,13 +28,14 @@
 //	[version=1][CRC32C of the rest, 4 bytes][append time unix ns, 8 bytes]
 //	[uvarint count] count × ([uvarint len][event])
 //
-// in bucket "r", one bucket per commit keyed by the key of its first record
-// and holding that commit's records (layout 2), so that a commit never
-// rewrites the records of earlier ones: bbolt splits a leaf only past four
-// entries and rewrites a modified leaf whole, so with the records directly
-// in "r" (layout 1, segments written before layout 2, still read and, for a
-// tail found at Open, appended to until it is sealed) every record of a
-// large Append was written to disk several times. Bucket "m" holds the
+// in bucket "r": a commit of 1 KiB of records or more puts them in a bucket
+// of its own inside "r", keyed by the key of its first record, a smaller one
+// directly in "r" (layout 2), so that a commit never rewrites the large
+// records of earlier ones: bbolt splits a leaf only past four entries and
+// rewrites a modified leaf whole, so with every record directly in "r"
+// (layout 1, segments written before layout 2, still read and, for a tail
+// found at Open, appended to until it is sealed) each record of a large
+// Append was written to disk several times. Bucket "m" holds the
 // segment's class, first seq and layout ("version", 1 or 2), and bucket "c"
 // (made at the first claim) the claims committed while it was the tail: key
 // the 8-byte big-endian First, value the 8-byte Last. Record keys only grow,

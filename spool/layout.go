@@ -15,13 +15,16 @@ import (
 // rewrites them: a record of a large Append call was written to disk several
 // times.
 //
-// Layout 2 (segNested) gives each commit its own bucket inside "r", keyed by
-// the 8-byte big-endian first seq of its first record and holding that
-// commit's records (key and value as in layout 1). A commit writes its new
-// bucket's pages once; the entries of "r" are small bucket headers (large
-// commits) or small inline buckets (commits under a quarter page), so the
-// leaf a commit rewrites holds no earlier large record. Record keys still
-// only grow across the whole segment.
+// Layout 2 (segNested) gives each commit of smallCommit record bytes or more
+// its own bucket inside "r", keyed by the 8-byte big-endian first seq of its
+// first record and holding that commit's records (key and value as in
+// layout 1); the records of a smaller commit go directly into "r" as in
+// layout 1. A commit writes its new bucket's pages once; the entries of "r"
+// are bucket headers (about 40 bytes) or small records, so the leaf a commit
+// rewrites holds no earlier large record and stays near a page. Small
+// commits stay in "r" because a bucket of their own would add about 56
+// bytes each to the file and save no rewrite. Record keys still only grow
+// across the whole segment.
 //
 // A segment keeps the layout it was created with: a layout-1 tail found at
 // Open is appended to in layout 1 until it is sealed; new segments use
@@ -29,6 +32,11 @@ import (
 const (
 	segFlat   = 1
 	segNested = 2
+
+	// smallCommit is the record bytes below which a commit of layout 2
+	// writes its records directly into "r": a leaf of such entries splits
+	// at a page like any other, so rewriting it costs about a page.
+	smallCommit = 1024
 )
 
 // segLayout returns the layout of the segment tx belongs to.
@@ -51,7 +59,7 @@ func segLayout(tx *bolt.Tx) (byte, error) {
 type recCursor struct {
 	top    *bolt.Cursor
 	nested bool
-	sub    *bolt.Cursor // layout 2: in the current commit's bucket
+	sub    *bolt.Cursor // layout 2, inside a commit's bucket; nil on a record of "r" itself
 	err    error
 }
 
@@ -68,30 +76,26 @@ func newRecCursor(tx *bolt.Tx) (*recCursor, error) {
 	return &recCursor{top: b.Cursor(), nested: layout == segNested}, nil
 }
 
-// enter opens the commit bucket at the top cursor's entry k, v and checks
-// that its first record's key is k. It returns false at the end or on
-// damage.
-func (c *recCursor) enter(k, v []byte) bool {
+// entry resolves the top cursor's entry k, v of layout 2: a record of "r"
+// itself (v != nil; bbolt gives a nested bucket a nil value), or a commit's
+// bucket, whose first record's key must be k, positioned in by pos.
+func (c *recCursor) entry(k, v []byte, pos func(*bolt.Cursor) ([]byte, []byte)) ([]byte, []byte) {
 	c.sub = nil
-	if k == nil {
-		return false
-	}
-	if v != nil {
-		c.err = fmt.Errorf("commit key %x: not a bucket: %w", k, ErrCorrupt)
-		return false
+	if k == nil || v != nil {
+		return k, v
 	}
 	b := c.top.Bucket().Bucket(k)
 	if b == nil {
-		c.err = fmt.Errorf("commit key %x: not a bucket: %w", k, ErrCorrupt)
-		return false
+		c.err = fmt.Errorf("commit key %x: no value and not a bucket: %w", k, ErrCorrupt)
+		return nil, nil
 	}
 	sub := b.Cursor()
 	if fk, _ := sub.First(); !bytes.Equal(fk, k) {
 		c.err = fmt.Errorf("commit %x: first record key %x: %w", k, fk, ErrCorrupt)
-		return false
+		return nil, nil
 	}
 	c.sub = sub
-	return true
+	return pos(sub)
 }
 
 // First positions on the first record.
@@ -99,10 +103,8 @@ func (c *recCursor) First() (k, v []byte) {
 	if !c.nested {
 		return c.top.First()
 	}
-	if !c.enter(c.top.First()) {
-		return nil, nil
-	}
-	return c.sub.First()
+	k, v = c.top.First()
+	return c.entry(k, v, (*bolt.Cursor).First)
 }
 
 // Last positions on the last record.
@@ -110,10 +112,8 @@ func (c *recCursor) Last() (k, v []byte) {
 	if !c.nested {
 		return c.top.Last()
 	}
-	if !c.enter(c.top.Last()) {
-		return nil, nil
-	}
-	return c.sub.Last()
+	k, v = c.top.Last()
+	return c.entry(k, v, (*bolt.Cursor).Last)
 }
 
 // Next moves to the next record.
@@ -121,16 +121,13 @@ func (c *recCursor) Next() (k, v []byte) {
 	if !c.nested {
 		return c.top.Next()
 	}
-	if c.sub == nil {
-		return nil, nil
+	if c.sub != nil {
+		if k, v = c.sub.Next(); k != nil {
+			return k, v
+		}
 	}
-	if k, v = c.sub.Next(); k != nil {
-		return k, v
-	}
-	if !c.enter(c.top.Next()) {
-		return nil, nil
-	}
-	return c.sub.First()
+	k, v = c.top.Next()
+	return c.entry(k, v, (*bolt.Cursor).First)
 }
 
 // SeekHolding positions on the record that may hold seq: the last record
@@ -139,10 +136,8 @@ func (c *recCursor) SeekHolding(seq uint64) (k, v []byte) {
 	if !c.nested {
 		return seekLE(c.top, seq)
 	}
-	if !c.enter(seekLE(c.top, seq)) {
-		return nil, nil
-	}
-	return seekLE(c.sub, seq)
+	k, v = seekLE(c.top, seq)
+	return c.entry(k, v, func(sub *bolt.Cursor) ([]byte, []byte) { return seekLE(sub, seq) })
 }
 
 // seekLE positions cur on its last key <= seq, or on its first key if there

@@ -4,12 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -172,6 +174,80 @@ func TestLayout1Upgrade(t *testing.T) {
 	}
 	if all := readAll(t, s, "b", 100); !slices.EqualFunc(all, wantB, equal) {
 		t.Fatalf("class b after reopen: read %v", all)
+	}
+	checkConsistent(t, s)
+}
+
+// TestLayout2Damage moves the bucket of one commit of a layout-2 tail
+// under a key that is not its first record's (the records themselves
+// intact): Check must report the segment damaged from that commit on, Open
+// must seal it there, and Read must deliver the commits before it and
+// quarantine the rest, as for a damaged record.
+func TestLayout2Damage(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{SegmentBytes: mib})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // 2 KB a commit: a bucket each
+		mustAppend(t, s, "a", events(fmt.Sprintf("call%02d", i), 10, 200))
+	}
+	mustAppend(t, s, "a", events("small", 2, 10)) // a record of "r" itself
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files := segFiles(t, dir, "a")
+	if len(files) != 1 || layoutOf(t, files[0]) != segNested {
+		t.Fatalf("segments %v", files)
+	}
+	db, err := bolt.Open(files[0], 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		r := tx.Bucket(bucketRecords)
+		var kinds []string
+		_ = r.ForEach(func(k, v []byte) error {
+			kinds = append(kinds, fmt.Sprintf("%d:%v", binary.BigEndian.Uint64(k), v == nil))
+			return nil
+		})
+		if want := []string{"1:true", "11:true", "21:true", "31:true", "41:true", "51:false"}; !slices.Equal(kinds, want) {
+			return fmt.Errorf("entries of r %v, want %v", kinds, want)
+		}
+		old := r.Bucket(seqKey(21))
+		moved, err := r.CreateBucket(seqKey(22))
+		if err != nil {
+			return err
+		}
+		if err := old.ForEach(func(k, v []byte) error { return moved.Put(bytes.Clone(k), bytes.Clone(v)) }); err != nil {
+			return err
+		}
+		return r.DeleteBucket(seqKey(21))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rep := mustCheck(t, dir)
+	if len(rep.Damaged) != 1 {
+		t.Fatalf("damaged %+v", rep.Damaged)
+	}
+	if d := rep.Damaged[0]; d.Action != ActionQuarantineOnRead || d.Seqs != (Range{21, 52}) || !strings.Contains(d.Reason, "first record key") {
+		t.Fatalf("damage %+v", d)
+	}
+	s = openT(t, dir, Options{SegmentBytes: mib})
+	if s.Last("a") != 52 {
+		t.Fatalf("last %d", s.Last("a"))
+	}
+	all := readAll(t, s, "a", 7)
+	if len(all) != 20 || all[19].seq != 20 || !bytes.Equal(all[19].data, event("call01", 9, 200)) {
+		t.Fatalf("read %d events", len(all))
+	}
+	if st := s.Stats(); st.Quarantined != 1 || st.Classes["a"].Dropped["quarantine"] != 32 {
+		t.Fatalf("quarantined %d, dropped %v", st.Quarantined, st.Classes["a"].Dropped)
 	}
 	checkConsistent(t, s)
 }

@@ -43,6 +43,7 @@ func benchAppendN(b *testing.B, writers, per, size int) {
 	b.ReportMetric(float64(b.N*per)/b.Elapsed().Seconds(), "events/s")
 	st := s.Stats().Classes["bench"]
 	b.ReportMetric(float64(b.N)/float64(st.Commits), "calls/commit")
+	b.ReportMetric(float64(st.Bytes)/float64(b.N*per*size), "file-B/event-B") // the space caps count
 	if w := diskWrites() - w0; w0 >= 0 && w > 0 {
 		b.ReportMetric(float64(w)/float64(b.N*per*size), "disk-B/event-B")
 	}
@@ -79,6 +80,10 @@ func BenchmarkAppendHTTPLike8(b *testing.B) { benchAppendN(b, 8, 100, 650) }
 // disk-B/event-B is the spool's write amplification: bbolt rewrites the
 // last leaf, with the large records it still holds, at every commit.
 func BenchmarkAppendSustainedLike16(b *testing.B) { benchAppendN(b, 16, 200, 740) }
+
+// BenchmarkAppendTiny8 is the smallest appends: 8 producers of one 100-byte
+// event a call, so that commits hold small records only.
+func BenchmarkAppendTiny8(b *testing.B) { benchAppendN(b, 8, 1, 100) }
 
 // BenchmarkRead reads 1 KB events in batches of 1000 from a spool of 100k
 // events spread over several segments.
