@@ -409,7 +409,8 @@ func (c *class) tailEmpty() bool {
 }
 
 // put commits reqs to the tail in one transaction (records in bucket "r",
-// in layout 2 within a bucket of this commit's own; claims in bucket "c") and publishes the result. Only the leader calls it.
+// in layout 2 those of a large commit within a bucket of its own; claims in
+// bucket "c") and publishes the result. Only the leader calls it.
 func (s *Spool) put(c *class, reqs []*appendReq) error {
 	c.mu.Lock()
 	tail, first := c.tail, c.next

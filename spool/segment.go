@@ -16,10 +16,11 @@ import (
 )
 
 // A segment is one bbolt file dir/<class>/seg-<first seq %020d>.db holding
-// the records of seqs first..last in bucket "r" (in one bucket per commit,
-// see layout.go), in bucket "m" its class, first seq and layout ("version"),
-// and in bucket "c" (made at the first claim)
-// the claims committed while it was the tail: 8-byte First -> 8-byte Last.
+// the records of seqs first..last in bucket "r" (in layout 2, those of each
+// commit of 1 KiB or more in a bucket of their own: see layout.go), in
+// bucket "m" its class, first seq and layout ("version"), and in bucket "c"
+// (made at the first claim) the claims committed while it was the tail:
+// 8-byte First -> 8-byte Last.
 var (
 	bucketRecords   = []byte("r")
 	bucketSegMeta   = []byte("m")
