@@ -54,14 +54,16 @@ func (b Batch) Limits() (maxEvents, maxBytes int, linger time.Duration) {
 	return maxEvents, maxBytes, linger
 }
 
-// Compression levels (zstd). The empty string means CompressionFastest:
-// on SDK events in 1000-event batches it compresses as well as zstd's
-// default level (about 13×), and faster.
+// Compression levels (zstd), in order of ratio and cost, and
+// CompressionAuto: the level chosen by the node from the link and the
+// cores (shaper.ChooseCompression), within Class.CompressionMin and
+// CompressionMax. The empty string means CompressionAuto.
 const (
 	CompressionFastest = "fastest"
 	CompressionDefault = "default"
 	CompressionBetter  = "better"
 	CompressionBest    = "best"
+	CompressionAuto    = "auto"
 )
 
 // Overflow policies: what the spool does when a class reaches MaxBytes. The
@@ -151,8 +153,12 @@ type Class struct {
 	Expire string
 	// Batch bounds this class's batches.
 	Batch Batch
-	// Compression is one of the Compression* constants ("" = fastest).
+	// Compression is one of the Compression* constants: a fixed level, or
+	// CompressionAuto ("" = auto).
 	Compression string
+	// CompressionMin and CompressionMax bound an automatic level (fixed
+	// level names; "" = fastest and best). Ignored for a fixed level.
+	CompressionMin, CompressionMax string
 	// Overflow is one of the Overflow* constants ("" = block).
 	Overflow string
 	// MaxBytes caps this class's spool; 0 = only the total cap applies.
@@ -176,6 +182,24 @@ func (c *Class) EffectiveWeight() int {
 func (c *Class) ActionAt(level int) Action {
 	level = max(0, min(level, Levels-1))
 	return c.Plan[level]
+}
+
+// compressionRank is the rank of a fixed level's name (0 fastest .. 3
+// best), def for "", -1 for any other name.
+func compressionRank(name string, def int) int {
+	switch name {
+	case "":
+		return def
+	case CompressionFastest:
+		return 0
+	case CompressionDefault:
+		return 1
+	case CompressionBetter:
+		return 2
+	case CompressionBest:
+		return 3
+	}
+	return -1
 }
 
 // MaxPriority is the largest valid Class.Priority (as HTB's prio 0..7).
@@ -253,9 +277,18 @@ func Validate(classes []Class, linkCeil Rate) error {
 			bad("class %q: negative max bytes %d", name, c.MaxBytes)
 		}
 		switch c.Compression {
-		case "", CompressionFastest, CompressionDefault, CompressionBetter, CompressionBest:
+		case "", CompressionAuto, CompressionFastest, CompressionDefault, CompressionBetter, CompressionBest:
 		default:
-			bad("class %q: unknown compression %q (want fastest, default, better or best)", name, c.Compression)
+			bad("class %q: unknown compression %q (want auto, fastest, default, better or best)", name, c.Compression)
+		}
+		lo, hi := compressionRank(c.CompressionMin, 0), compressionRank(c.CompressionMax, 3)
+		switch {
+		case lo < 0:
+			bad("class %q: unknown compression_min %q (want fastest, default, better or best)", name, c.CompressionMin)
+		case hi < 0:
+			bad("class %q: unknown compression_max %q (want fastest, default, better or best)", name, c.CompressionMax)
+		case lo > hi:
+			bad("class %q: compression_min %q above compression_max %q", name, c.CompressionMin, c.CompressionMax)
 		}
 		switch c.Expire {
 		case "", ExpireDemote, ExpireDrop:

@@ -65,6 +65,11 @@ func TestValidateErrors(t *testing.T) {
 		{"crit no ceil", func(cs []Class) []Class { cs[0].Ceil.BytesPerSec = 0; return cs }, link, `critical class "critical": needs a ceil bytes/s`},
 		{"crit ceil", func(cs []Class) []Class { cs[0].Ceil.BytesPerSec = 600_000; return cs }, link, `critical class "critical": ceil bytes/s 600000 + others' rates 500000 > link ceil 1000000`},
 		{"compression", func(cs []Class) []Class { cs[0].Compression = "max"; return cs }, link, `unknown compression "max"`},
+		{"compression min", func(cs []Class) []Class { cs[0].CompressionMin = "auto"; return cs }, link, `unknown compression_min "auto"`},
+		{"compression bounds", func(cs []Class) []Class {
+			cs[1].CompressionMin, cs[1].CompressionMax = CompressionBest, CompressionDefault
+			return cs
+		}, link, `class "ingest": compression_min "best" above compression_max "default"`},
 		{"overflow", func(cs []Class) []Class { cs[0].Overflow = "spill"; return cs }, link, `unknown overflow "spill"`},
 		{"expire", func(cs []Class) []Class { cs[1].Expire = "delete"; return cs }, link, `class "ingest": unknown expire "delete" (want demote or drop)`},
 		{"action", func(cs []Class) []Class { cs[0].Plan[2].Kind = 9; return cs }, link, "level 2: unknown action ActionKind(9)"},
