@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/spool"
@@ -40,9 +38,10 @@ func (b *batch) size() int { return len(*b.body) }
 // sent after the newer ones: expiry by demotion), drops low-priority
 // fields as the degradation level says, claims the batch's range durably
 // in the spool, so that the batch's identity is fixed before its first
-// publish, and compresses it with a reused zstd encoder: the caller's
-// (compress, one encoder per compression worker of the lane's pipeline)
-// or, for the halves of a split, its own (compressOwn).
+// publish, and compresses it with a reused zstd encoder at the level
+// the lane's compression policy says: the caller's (compress, one set of
+// encoders per compression worker of the lane's pipeline) or, for the
+// halves of a split, its own (compressOwn).
 //
 // Expiry by demotion: events past the max age at the head of what is
 // unsent are set aside (neither claimed nor acknowledged, so they stay in
@@ -68,9 +67,8 @@ type batcher struct {
 	now     func() time.Time
 	log     *slog.Logger
 	stats   *laneStats
-	// target is the link's target rate (0: unknown or unshaped), which
-	// bounds the size of a batch.
-	target func() int64
+	// pol chooses the level and bounds the size of a batch.
+	pol *compressPolicy
 	// expire is false with Link.Unshaped: nothing expires.
 	expire bool
 
@@ -80,10 +78,9 @@ type batcher struct {
 	cursor uint64        // the first event not yet cut, set aside, dropped or expired
 	stale  []spool.Range // set aside, still to be sent after the newer events; ascending, disjoint
 
-	level zstd.EncoderLevel // the class's compression
-	dict  *dicts            // the class's dictionaries; nil with DictOff
+	dict  *dicts // the class's dictionaries; nil with DictOff
 	mu    sync.Mutex
-	enc   *encoders    // compressOwn's, made at its first use (mu)
+	own   *encoders    // compressOwn's (mu)
 	texts chan *[]byte // free NDJSON buffers
 	bufs  sync.Pool    // compressed bodies, returned after their ack
 }
@@ -93,27 +90,30 @@ type batcher struct {
 // so the list keeps only as many as that.
 const maxFreeTexts = 64
 
-func newBatcher(sp *spool.Spool, class, node string, compression string, cfg *atomic.Pointer[laneConfig],
-	stats *laneStats, target func() int64, expire bool, now func() time.Time, log *slog.Logger) (*batcher, error) {
+func newBatcher(sp *spool.Spool, class, node string, pol *compressPolicy, cfg *atomic.Pointer[laneConfig],
+	stats *laneStats, expire bool, now func() time.Time, log *slog.Logger) (*batcher, error) {
 	bt := &batcher{
 		sp: sp, class: class, node: node, spoolID: sp.ID(), cfg: cfg, now: now, log: log,
-		stats: stats, target: target, expire: expire, level: wire.EncoderLevel(compression),
+		stats: stats, pol: pol, expire: expire,
 		texts: make(chan *[]byte, maxFreeTexts),
 	}
 	// Fail at New, not at the first batch, on an encoder the options
 	// cannot make.
-	enc, err := bt.newEncoder()
+	own, err := bt.newEncoders()
 	if err != nil {
 		return nil, err
 	}
-	bt.enc = enc
+	bt.own = own
 	return bt, nil
 }
 
-// newEncoder returns encoders at the class's level, for one goroutine,
-// with a window that fits the class's batches (encoderWindow).
-func (bt *batcher) newEncoder() (*encoders, error) {
-	return newEncoders(bt.level, encoderWindow(bt.cfg.Load().maxBytes), bt.log)
+// newEncoders returns one goroutine's encoder, made at the policy's
+// lowest level without a dictionary, and remade at the level and with the
+// dictionary each batch wants; its window fits the largest batch the
+// class may cut (encoderWindow of the class's MaxBytes, read when the
+// encoder is made: the policy may cut smaller batches, never larger).
+func (bt *batcher) newEncoders() (*encoders, error) {
+	return newEncoders(bt.pol.lo, func() int { return encoderWindow(bt.cfg.Load().maxBytes) }, bt.class, bt.log)
 }
 
 // encoderWindow is the zstd window for batches of up to maxBytes of NDJSON:
@@ -137,21 +137,25 @@ func encoderWindow(maxBytes int) int {
 func (bt *batcher) close() {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
-	if bt.enc != nil {
-		bt.enc.close()
-		bt.enc = nil
+	if bt.own != nil {
+		bt.own.close()
+		bt.own = nil
 	}
 }
 
-// compress replaces b's NDJSON with its zstd body, encoded by enc (one
-// goroutine's) with the class's current dictionary if it has one (named
-// in b.Dict), and gives the NDJSON buffer back. The batch is sampled for
-// the class's next dictionary first.
-func (bt *batcher) compress(enc *encoders, b *batch) {
+// compress replaces b's NDJSON with its zstd body, encoded by encs (one
+// goroutine's) at the policy's level with the class's current dictionary
+// if it has one (named in b.Dict), and gives the NDJSON buffer back. The
+// batch is sampled for the class's next dictionary first. The policy
+// observes the level's ratio and speed on the batch as it is sent: with
+// the dictionary when there is one.
+func (bt *batcher) compress(encs *encoders, b *batch) {
 	bt.dict.sample(*b.text)
-	z, id := enc.get(bt.dict.current())
+	enc, l, id := encs.get(bt.pol.current(), bt.dict.current())
 	body := bt.getBody()
-	*body = z.EncodeAll(*b.text, (*body)[:0])
+	start := time.Now()
+	*body = enc.EncodeAll(*b.text, (*body)[:0])
+	bt.pol.observe(l, len(*b.text), len(*body), time.Since(start))
 	b.body = body
 	b.Dict = id
 	if id != 0 {
@@ -161,19 +165,19 @@ func (bt *batcher) compress(enc *encoders, b *batch) {
 	b.text = nil
 }
 
-// compressOwn compresses b with the batcher's own encoder: for the halves
-// of a split, cut outside the pipeline.
+// compressOwn compresses b with the batcher's own encoder: for the
+// halves of a split, cut outside the pipeline.
 func (bt *batcher) compressOwn(b *batch) error {
 	bt.mu.Lock()
 	defer bt.mu.Unlock()
-	if bt.enc == nil {
-		enc, err := bt.newEncoder()
+	if bt.own == nil {
+		own, err := bt.newEncoders()
 		if err != nil {
 			return err
 		}
-		bt.enc = enc
+		bt.own = own
 	}
-	bt.compress(bt.enc, b)
+	bt.compress(bt.own, b)
 	return nil
 }
 
@@ -444,20 +448,20 @@ const (
 )
 
 // batchBytes is the raw size bound of the next batch: the class's MaxBytes,
-// or less on a slow link, so that the batch compressed (at the class's
-// observed ratio) fits in batchAirtime at the link's target. The rule is
+// or less on a slow link, so that the batch compressed fits in its air
+// time at the link's target (batchAirtime at a fixed level, at the
+// class's observed ratio; shaper.DefaultBulkAirtime at the level the
+// compression policy chooses, at that level's ratio). The rules are
 // shaper's model, which `sluice plan` evaluates too.
-func (bt *batcher) batchBytes() int {
-	target := bt.target()
-	maxBytes := bt.cfg.Load().maxBytes
-	if target <= 0 {
-		return maxBytes
-	}
-	ratio := 1.0
+func (bt *batcher) batchBytes() int { return bt.pol.batchBytes() }
+
+// wireFrac is the wire bytes per raw byte of the class's batches
+// published so far (1 before any).
+func (bt *batcher) wireFrac() float64 {
 	if raw, wire := bt.stats.rawBytes.Load(), bt.stats.wireBytes.Load(); raw > 0 && wire > 0 {
-		ratio = float64(wire) / float64(raw)
+		return float64(wire) / float64(raw)
 	}
-	return shaper.BatchRawBytes(target, batchAirtime, ratio, minBatchBytes, maxBytes)
+	return 1
 }
 
 // trouble logs a spool failure and waits before the caller tries again.

@@ -51,8 +51,8 @@ func testBatcher(t *testing.T, sp *spool.Spool, c priority.Class, now time.Time)
 	var p atomic.Pointer[laneConfig]
 	p.Store(cfg)
 	stats := new(laneStats)
-	bt, err := newBatcher(sp, c.Name, "edge", c.Compression, &p, stats,
-		func() int64 { return 0 }, true, func() time.Time { return now }, slog.New(slog.DiscardHandler))
+	bt, err := newBatcher(sp, c.Name, "edge", testPolicy(&c, &p), &p, stats,
+		true, func() time.Time { return now }, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,4 +172,12 @@ func TestBatcherExact(t *testing.T) {
 	if !bytes.Contains([]byte(ndjson(t, bt, &b)), []byte(`{"n":4}`)) {
 		t.Errorf("body %q lacks event 4", ndjson(t, bt, &b))
 	}
+}
+
+// testPolicy is the compression policy of class c (config cfg) with no
+// link estimate, as unshaped: the class's lowest level, batches of its
+// MaxBytes.
+func testPolicy(c *priority.Class, cfg *atomic.Pointer[laneConfig]) *compressPolicy {
+	return newCompressPolicy(c, 1, func() (int64, bool, bool) { return 0, false, false },
+		func() int { return cfg.Load().maxBytes }, func() float64 { return 1 }, time.Now, slog.New(slog.DiscardHandler))
 }

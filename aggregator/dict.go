@@ -208,10 +208,11 @@ func (s *sampler) snapshot() [][]byte {
 
 // A dictionary is a trained zstd dictionary and what it measured.
 type dictionary struct {
-	id  uint32
-	raw []byte // zstd's dictionary format, its embedded id == id
+	id    uint32
+	raw   []byte            // zstd's dictionary format, its embedded id == id
+	level zstd.EncoderLevel // trained and measured at
 	// held-out NDJSON bytes and their compressed sizes without and with
-	// the dictionary, in batches of the class's size, at its level.
+	// the dictionary, in batches of the class's size, at level.
 	heldRaw, plainBytes, dictBytes int
 }
 
@@ -233,7 +234,7 @@ func ratioOf(a, b int) float64 {
 
 // trainSpec says how to train a class's dictionary.
 type trainSpec struct {
-	level      zstd.EncoderLevel // the class's
+	level      zstd.EncoderLevel // the class's now
 	maxSize    int               // MaxSize
 	batchBytes int               // raw size of the held-out batches: the class's typical batch
 	id         uint32            // the dictionary's id
@@ -265,7 +266,7 @@ func train(samples [][]byte, s trainSpec) (*dictionary, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &dictionary{id: s.id, raw: raw}
+	d := &dictionary{id: s.id, raw: raw, level: s.level}
 	if err := d.measure(held, s.batchBytes, s.level); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/klauspost/compress/dict"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -295,9 +297,10 @@ func cutBatches(evs [][]byte, size int) [][]byte {
 	return out
 }
 
-// TestEncodersSwitch steps a worker's encoder through no dictionary, a
-// dictionary, another, and none again: each frame names what get said
-// and decodes with it.
+// TestEncodersSwitch steps a worker's encoder through levels and
+// dictionaries (none, one, another, none again): each frame names what
+// get said and decodes with it, the encoder is kept while neither
+// changes and remade, at the level asked, when either does.
 func TestEncodersSwitch(t *testing.T) {
 	evs := segmentEvents(t)
 	spec := trainSpec{level: zstd.SpeedFastest, maxSize: 8 << 10, batchBytes: 16 << 10, id: 40000}
@@ -315,20 +318,36 @@ func TestEncodersSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dec.Close()
-	e, err := newEncoders(zstd.SpeedFastest, encoderWindow(1<<20), nil)
+	e, err := newEncoders(shaper.CompressFastest, func() int { return encoderWindow(1 << 20) }, "c", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.close()
 	text := bytes.Join(evs[:20], []byte("\n"))
+	prev := e.enc
 	for i, step := range []struct {
-		d    *dictionary
-		want uint32
-	}{{nil, 0}, {d1, 40000}, {d1, 40000}, {d2, 50000}, {nil, 0}, {d2, 50000}} {
-		z, id := e.get(step.d)
-		if id != step.want {
-			t.Fatalf("step %d: id %d, want %d", i, id, step.want)
+		level shaper.CompressLevel
+		d     *dictionary
+		want  uint32
+		same  bool // the encoder of the step before
+	}{
+		{shaper.CompressFastest, nil, 0, true},
+		{shaper.CompressFastest, d1, 40000, false},
+		{shaper.CompressFastest, d1, 40000, true},
+		{shaper.CompressBetter, d1, 40000, false},
+		{shaper.CompressBetter, d2, 50000, false},
+		{shaper.CompressBetter, d2, 50000, true},
+		{shaper.CompressFastest, nil, 0, false},
+		{shaper.CompressBest, d2, 50000, false},
+	} {
+		z, level, id := e.get(step.level, step.d)
+		if id != step.want || level != step.level {
+			t.Fatalf("step %d: level %s id %d, want %s %d", i, level, id, step.level, step.want)
 		}
+		if (z == prev) != step.same {
+			t.Fatalf("step %d: encoder kept %v, want %v", i, z == prev, step.same)
+		}
+		prev = z
 		frame := z.EncodeAll(text, nil)
 		var h zstd.Header
 		if err := h.Decode(frame); err != nil || h.DictionaryID != id {

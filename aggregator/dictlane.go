@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -33,7 +34,7 @@ type dicts struct {
 	class    string
 	mode     DictMode
 	o        DictOptions
-	level    zstd.EncoderLevel
+	level    func() zstd.EncoderLevel // the level the class's policy compresses at now
 	smp      *sampler
 	bucket   *dictBucket
 	trainSem chan struct{} // shared by the node's classes: one training at a time
@@ -138,15 +139,20 @@ func (d *dicts) step(ctx context.Context, force bool) *dictionary {
 		return nil
 	}
 	samples := d.smp.snapshot()
-	spec := trainSpec{level: d.level, maxSize: d.o.MaxSize, batchBytes: d.batchBytes(), id: randomDictID()}
+	// Trained and measured at the level the class compresses at now (its
+	// policy's): the dictionary's entropy tables are built at it, and
+	// its gain, which decides adoption, is the gain at that level.
+	spec := trainSpec{level: d.level(), maxSize: d.o.MaxSize, batchBytes: d.batchBytes(), id: randomDictID()}
 	cur := d.cur.Load()
 	if cur != nil && !force {
 		var held [][]byte
 		for i := dictHeldOut - 1; i < len(samples); i += dictHeldOut {
 			held = append(held, samples[i])
 		}
-		now := &dictionary{id: cur.id, raw: cur.raw}
-		if err := now.measure(held, spec.batchBytes, d.level); err != nil {
+		// At the level it was adopted at, whatever the level now: a
+		// drift is the events changing, not the policy.
+		now := &dictionary{id: cur.id, raw: cur.raw, level: cur.level}
+		if err := now.measure(held, spec.batchBytes, cur.level); err != nil {
 			d.log.Error("dictionary check", "class", d.class, "dict", cur.id, "err", err)
 			return nil
 		}
@@ -272,57 +278,67 @@ func (b *dictBucket) open(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
-// encoders is one compression worker's zstd encoder at its class's
-// level: without a dictionary, or with the current one, remade when the
-// dictionary changes. One at a time: a zstd encoder holds about 9 MiB
-// once it has compressed a batch (measured on 128 KiB of Segment events,
-// level fastest), and a class uses one dictionary, or none, at a time.
-// Never shared between goroutines.
+// encoders is one compression worker's zstd encoder: at the level its
+// class's compression policy says now, without a dictionary or with the
+// current one, remade when either changes. One at a time: a zstd encoder
+// holds about 9 MiB once it has compressed a batch (measured on 128 KiB
+// of Segment events, level fastest, before windows were sized to the
+// class's batches), a class uses one dictionary, or none, at a time, and
+// its policy changes level rarely (hysteresis: shaper.ChooseCompression),
+// so remaking it at a change costs less than keeping one per level. Never
+// shared between goroutines.
 type encoders struct {
-	level  zstd.EncoderLevel
-	window int // encoderWindow of the class's batches
-	enc    *zstd.Encoder
-	id     uint32 // enc's dictionary; 0: none
+	window func() int // encoderWindow of the class's batches, read at each make
+	class  string
 	log    *slog.Logger
+
+	enc   *zstd.Encoder
+	level shaper.CompressLevel // enc's
+	id    uint32               // enc's dictionary; 0: none
 }
 
-func newEncoders(level zstd.EncoderLevel, window int, log *slog.Logger) (*encoders, error) {
-	e := &encoders{level: level, window: window, log: log}
+// newEncoders returns a worker's encoders with one made at level, without
+// a dictionary: an encoder the options cannot make fails here, not at the
+// first batch.
+func newEncoders(level shaper.CompressLevel, window func() int, class string, log *slog.Logger) (*encoders, error) {
+	e := &encoders{window: window, class: class, log: log}
 	var err error
-	e.enc, err = e.make(nil)
-	if err != nil {
+	if e.enc, err = e.make(level, nil); err != nil {
 		return nil, err
 	}
+	e.level = level
 	return e, nil
 }
 
-func (e *encoders) make(d *dictionary) (*zstd.Encoder, error) {
-	opts := []zstd.EOption{zstd.WithEncoderLevel(e.level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(e.window)}
+func (e *encoders) make(level shaper.CompressLevel, d *dictionary) (*zstd.Encoder, error) {
+	opts := []zstd.EOption{zstd.WithEncoderLevel(wire.EncoderLevel(level.String())), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(e.window())}
 	if d != nil {
 		opts = append(opts, zstd.WithEncoderDict(d.raw))
 	}
 	return zstd.NewWriter(nil, opts...)
 }
 
-// get returns the encoder for dictionary d (nil: none) and the id the
-// batch names. If the encoder for d cannot be made (logged), the one it
-// has goes on: no dictionary, or the previous one, acknowledged too.
-func (e *encoders) get(d *dictionary) (*zstd.Encoder, uint32) {
+// get returns the encoder at level with dictionary d (nil: none), the
+// level it compresses at and the id the batch names. If that encoder
+// cannot be made (logged), the one it has goes on: its level, and no
+// dictionary or the previous one, acknowledged too.
+func (e *encoders) get(level shaper.CompressLevel, d *dictionary) (*zstd.Encoder, shaper.CompressLevel, uint32) {
 	var want uint32
 	if d != nil {
 		want = d.id
 	}
-	if e.id == want {
-		return e.enc, want
+	if e.enc != nil && e.level == level && e.id == want {
+		return e.enc, level, want
 	}
-	enc, err := e.make(d)
+	enc, err := e.make(level, d)
 	if err != nil {
-		e.log.Error("zstd encoder", "dict", want, "err", err)
-		return e.enc, e.id
+		e.log.Error("zstd encoder", "class", e.class, "level", level.String(), "dict", want, "err", err)
+		return e.enc, e.level, e.id
 	}
 	e.close()
-	e.enc, e.id = enc, want
-	return enc, want
+	e.enc, e.level, e.id = enc, level, want
+	return enc, level, want
 }
 
 // close releases the encoder. It is idempotent.

@@ -22,9 +22,18 @@
 //   - pipeline.go: the pipeline carries a class's batches from cut to
 //     publish: the lane's shipper cuts and claims them in spool order,
 //     one compression worker per core (GOMAXPROCS), each with its own
-//     encoder, compresses them in parallel, and a sequencer hands them to
+//     encoders, compresses them in parallel, and a sequencer hands them to
 //     the publisher in the order they were claimed. At most workers+1
 //     batches are cut and not yet published.
+//   - compress.go: the compression policy: a class with a fixed level
+//     keeps it; an automatic one (priority.CompressionAuto) has its level
+//     and batch size chosen at each cut by shaper.ChooseCompression, from
+//     the link's target, whether sends waited for the link, its workers'
+//     busy fraction and each level's ratio and speed measured on its own
+//     batches. Each worker keeps one encoder, at the level in use and
+//     with the class's current dictionary (or none), remade when either
+//     changes: per class, workers+1 encoders (the +1 compresses a split's
+//     halves), each with a window that holds the class's Batch.MaxBytes.
 //   - driver.go: the shaper driver holds the shaper's token-bucket lanes,
 //     link-health estimator, degradation controller and retrier under one
 //     mutex, runs the tick that turns link health into a target rate and
@@ -50,23 +59,25 @@
 // dict.go and dictlane.go: each class whose Options.Dictionary mode is not
 // off samples its batches as they are compressed (one event in eight, its
 // newest DictOptions.SampleBytes, no two alike) and, on a trainer
-// goroutine of its own (one training at a time in the node), trains a
-// zstd dictionary at its level. One sample in five is held out: cut in
-// batches of the class's mean size and compressed by fresh encoders with
-// and without the dictionary, the former decoded and compared. DictAuto
-// (the default) uses the dictionary only if those batches shrink by
-// MinGain (1.05), DictOn if they shrink at all. The dictionary is written
-// with KV Create to the bucket wire.DictBucket(Stream) (created if
+// goroutine of its own (one training at a time in the node), trains a zstd
+// dictionary at the level its policy compresses at then (a dictionary
+// trained at one level compresses at any). One sample in five is held out:
+// cut in batches of the class's mean size and compressed by fresh encoders
+// with and without the dictionary, the former decoded and compared.
+// DictAuto (the default) uses the dictionary only if those batches shrink
+// by MinGain (1.05), DictOn if they shrink at all. The dictionary is
+// written with KV Create to the bucket wire.DictBucket(Stream) (created if
 // missing: no TTL, one value per key, the stream's replicas) under a
 // random unused id in [wire.MinDictID, wire.MaxDictID], and only once
 // JetStream acknowledged it do the workers compress with it (one encoder
-// per worker for it) and name it in the batch (wire format version 2,
-// Sluice-Dict). Every Interval the class measures its dictionary on its
-// recent events and retrains when the ratio fell below 95% of the ratio
-// at adoption; Node.RetrainDictionary forces a retrain. A bucket that
-// cannot be written (unreachable, refused) is counted in
-// ClassStats.DictPublishErrors and retried every Interval; the class
-// meanwhile ships with its last acknowledged dictionary, or none.
+// per worker, at the policy's level, for it) and name it in the batch
+// (wire format version 2, Sluice-Dict). Every Interval the class measures
+// its dictionary on its recent events, at the level it was trained at, and
+// retrains when the ratio fell below 95% of the ratio at adoption (a
+// change of level alone is not a drift); Node.RetrainDictionary forces a
+// retrain. A bucket that cannot be written (unreachable, refused) is
+// counted in ClassStats.DictPublishErrors and retried every Interval; the
+// class meanwhile ships with its last acknowledged dictionary, or none.
 //
 // A batch is compressed once: its retries send the same body. A batch cut
 // again (a split's halves, a claim republished after a restart) is

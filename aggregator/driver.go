@@ -28,6 +28,12 @@ type shaping interface {
 	// target is the link's target rate in bytes/s, 0 when unshaped or not
 	// known yet: the lanes size their batches from it.
 	target() int64
+	// linkEstimate is target; whether the estimator has found the link
+	// (left its first startup, or seen a queue on the path: before, its
+	// capacity is a guess); and
+	// whether a send waited for the link within heldWindow. Unshaped, 0
+	// and false.
+	linkEstimate() (target int64, found, full bool)
 	// linkLevel is the part of the level the link's own health accounts
 	// for.
 	linkLevel() int
@@ -91,6 +97,8 @@ type driver struct {
 	alive       atomic.Pointer[chan struct{}] // closed and replaced at each ack
 	up          atomic.Pointer[chan struct{}] // closed and replaced when the upstream is back (Node.watchUpstream)
 	transitions atomic.Uint64
+	found       atomic.Bool  // the estimator has left its first startup: its capacity is the link's
+	lastHeld    atomic.Int64 // unix ns of the last send the shaper held back
 
 	ingress     atomic.Int64 // bytes accepted by Ingest, before any shedding
 	lastIngress int64
@@ -202,6 +210,13 @@ func (k *driver) target() int64 {
 	return k.snap.Load().Target
 }
 
+func (k *driver) linkEstimate() (int64, bool, bool) {
+	if k.unshaped {
+		return 0, false, false
+	}
+	return k.snap.Load().Target, k.found.Load(), k.now().Sub(time.Unix(0, k.lastHeld.Load())) <= heldWindow
+}
+
 // addIngress counts bytes an urgent class accepted: the demand signal.
 func (k *driver) addIngress(bytes int) { k.ingress.Add(int64(bytes)) }
 
@@ -311,6 +326,9 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 	// shaper.Lanes.SetProbingAt).
 	state := k.est.SnapshotAt(now).State
 	probing := !k.unshaped && (state == shaper.StateUp || state == shaper.StateStartup)
+	if state != shaper.StateStartup || standingQueue(snap) {
+		k.found.Store(true)
+	}
 	k.lanes.SetProbingAt(now, probing)
 	k.mu.Unlock()
 	probeChanged := k.probing.Swap(probing) != probing
@@ -388,6 +406,9 @@ func (k *driver) reserve(ctx context.Context, id, bytes int, critical bool, drai
 		k.mu.Unlock()
 		switch {
 		case r.OK:
+			if held {
+				k.lastHeld.Store(now.UnixNano())
+			}
 			return true, held
 		case deferred && isClosed(drain):
 			return false, held
@@ -445,6 +466,15 @@ func (k *driver) onSend(bytes int, first bool, limited bool) uint64 {
 		k.retrier.OnFirstSendAt(now)
 	}
 	return k.nextID
+}
+
+// standingQueue reports whether the last two rounds' minimum RTT stood at
+// least shaper.DefaultMinQueueDelay above the path's minimum: a queue on
+// the path, so the link, not the node, bounds what is sent. A minimum per
+// round ignores the outliers of a loaded machine (seen on loopback: a
+// smoothed RTT 5 ms above a 0.3 ms minimum).
+func standingQueue(s shaper.Snapshot) bool {
+	return s.Inflation > 1 && time.Duration((s.Inflation-1)*float64(s.MinRtt)) >= shaper.DefaultMinQueueDelay
 }
 
 // staleAfter: error signals with no attempt ending for this long are stale.

@@ -29,6 +29,7 @@ type lane struct {
 	bt   *batcher
 	pub  *publisher
 	pl   *pipeline
+	pol  *compressPolicy
 	encs []*encoders // one per compression worker, closed by it
 
 	wake  chan struct{} // a token per Ingest, capacity 1
@@ -85,13 +86,18 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 		retryMin: o.RetryMin, retryMax: o.RetryMax,
 	}
 	l.cfg.Store(cfg)
-	if l.bt, err = newBatcher(sp, c.Name, o.Node, c.Compression, &l.cfg, &l.stats,
-		drv.target, !o.Link.Unshaped, drv.now, o.Logger); err != nil {
+	// One compression worker per core: the class's shipping is then
+	// bounded by the cores, not by one encoder.
+	workers := runtime.GOMAXPROCS(0)
+	l.pol = newCompressPolicy(c, workers, drv.linkEstimate, func() int { return l.cfg.Load().maxBytes },
+		func() float64 { return l.bt.wireFrac() }, drv.now, o.Logger)
+	if l.bt, err = newBatcher(sp, c.Name, o.Node, l.pol, &l.cfg, &l.stats,
+		!o.Link.Unshaped, drv.now, o.Logger); err != nil {
 		return nil, err
 	}
 	if mode := o.Dictionary.mode(c.Name); mode != DictOff {
 		l.bt.dict = &dicts{
-			class: c.Name, mode: mode, o: o.Dictionary, level: l.bt.level,
+			class: c.Name, mode: mode, o: o.Dictionary, level: l.pol.zstdLevel,
 			smp: newSampler(o.Dictionary.SampleBytes), bucket: bucket, trainSem: trainSem,
 			stats: &l.stats, log: o.Logger, timeout: o.AckTimeout, force: make(chan struct{}, 1),
 		}
@@ -107,11 +113,9 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 		retryMin: o.RetryMin, retryMax: o.RetryMax, ackTimeout: o.AckTimeout,
 		window: window, inflight: make(chan *flight, o.MaxInFlight),
 	}
-	// One compression worker per core: the class's shipping is then
-	// bounded by the cores, not by one encoder.
-	l.pl = newPipeline(l.bt, l.pub.send, runtime.GOMAXPROCS(0))
+	l.pl = newPipeline(l.bt, l.pub.send, workers)
 	for range l.pl.workers {
-		enc, err := l.bt.newEncoder()
+		enc, err := l.bt.newEncoders()
 		if err != nil {
 			for _, e := range l.encs {
 				e.close()

@@ -430,6 +430,9 @@ func TestLingerOnlyUnderOneBatch(t *testing.T) {
 	for i := range classes {
 		if classes[i].Name == priority.ClassReplication {
 			classes[i].Batch = priority.Batch{MaxEvents: 100_000, MaxBytes: 4 << 20, Linger: 24 * time.Hour}
+			// A fixed level cuts batches of 25 ms of air time (auto's are
+			// 100 ms: too few batches of these repetitive events).
+			classes[i].Compression = priority.CompressionFastest
 		}
 	}
 	n := newNode(t, t.TempDir(), nc, func(o *aggregator.Options) {

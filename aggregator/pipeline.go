@@ -129,7 +129,7 @@ func (pl *pipeline) done() {
 	close(pl.order)
 }
 
-// compressor is a worker: it compresses jobs with its encoder until the
+// compressor is a worker: it compresses jobs with its encoders until the
 // pipeline is done. After a stop it only passes them on.
 func (pl *pipeline) compressor(enc *encoders) {
 	defer enc.close()

@@ -73,7 +73,7 @@ func testLane(t *testing.T, sp *spool.Spool, maxEvents, workers int, send func(c
 	return l, func(ctx context.Context) {
 		var wg sync.WaitGroup
 		for range workers {
-			enc, err := bt.newEncoder()
+			enc, err := bt.newEncoders()
 			if err != nil {
 				t.Error(err)
 				return
@@ -265,8 +265,8 @@ func testBatcher2(t *testing.T, sp *spool.Spool) (*batcher, *laneStats) {
 	var p atomic.Pointer[laneConfig]
 	p.Store(cfg)
 	stats := new(laneStats)
-	bt, err := newBatcher(sp, "c", "edge", "", &p, stats,
-		func() int64 { return 0 }, false, time.Now, slog.New(slog.DiscardHandler))
+	bt, err := newBatcher(sp, "c", "edge", testPolicy(&priority.Class{Name: "c"}, &p), &p, stats,
+		false, time.Now, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sluicehq/sluice/priority"
+	"github.com/sluicehq/sluice/shaper"
 )
 
 // Reconfigure changes the classes' settings while the node runs, as a
@@ -33,8 +34,8 @@ func (n *Node) Reconfigure(classes []priority.Class) error {
 			errs = append(errs, fmt.Errorf("class %d is %q, the node runs %q: renaming or reordering classes needs a restart", i, b.Name, a.Name))
 			continue
 		}
-		if a.Compression != b.Compression {
-			errs = append(errs, fmt.Errorf("class %s: compression %q → %q needs a restart", a.Name, a.Compression, b.Compression))
+		if a.Compression != b.Compression || a.CompressionMin != b.CompressionMin || a.CompressionMax != b.CompressionMax {
+			errs = append(errs, fmt.Errorf("class %s: compression %q → %q needs a restart", a.Name, compressionString(a), compressionString(b)))
 		}
 		if a.Overflow != b.Overflow || a.MaxBytes != b.MaxBytes {
 			errs = append(errs, fmt.Errorf("class %s: overflow policy and max_bytes need a restart", a.Name))
@@ -82,4 +83,14 @@ func (n *Node) Classes() []priority.Class {
 		}
 	}
 	return out
+}
+
+// compressionString is c's compression as config says it: a level, or
+// auto with its bounds.
+func compressionString(c *priority.Class) string {
+	lo, hi := shaper.CompressBounds(c)
+	if lo == hi && c.Compression != "" && c.Compression != priority.CompressionAuto {
+		return c.Compression
+	}
+	return fmt.Sprintf("auto %s..%s", lo, hi)
 }

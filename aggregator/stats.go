@@ -59,6 +59,10 @@ type ClassStats struct {
 	OldestAge  time.Duration     // age of the oldest unacknowledged event
 	Dropped    map[string]uint64 // events dropped by the spool, by reason
 	Latency    Quantiles         // ingest → JetStream ack, per batch (its oldest event)
+
+	// Compression is the class's compression policy now: level, batch
+	// bound, bottleneck.
+	Compression CompressionStats
 }
 
 // Quantiles of a latency distribution, accurate to about 10%.
@@ -114,6 +118,7 @@ func (n *Node) Stats() Stats {
 			Demoted:       l.stats.demoted.Load(),
 			TooLarge:      l.stats.tooLarge.Load(),
 			Latency:       l.stats.latency.quantiles(),
+			Compression:   l.pol.stats(),
 			DictMode:      DictOff,
 		}
 		if d := l.bt.dict; d != nil {

@@ -118,6 +118,13 @@ func NewCollector(src Sources) (*Collector, error) {
 	add("batches_total", "Batches published (first sends, split halves included). Events per batch: published_events_total / batches_total.", counter, st(func(s aggregator.ClassStats) float64 { return u(s.Batches) }))
 	add("raw_bytes_total", "Uncompressed NDJSON bytes of the published batches. Compression ratio: raw_bytes_total / wire_bytes_total.", counter, st(func(s aggregator.ClassStats) float64 { return u(s.RawBytes) }))
 	add("wire_bytes_total", "Compressed bytes of the published batches, as sent. rate() of it is the class's actual rate; bytes per batch: wire_bytes_total / batches_total.", counter, st(func(s aggregator.ClassStats) float64 { return u(s.WireBytes) }))
+	add("compression_level", "zstd level the class's batches are compressed at now: 0 fastest, 1 default, 2 better, 3 best (chosen from the link and the cores with compression auto).", gauge, st(func(s aggregator.ClassStats) float64 {
+		l, _ := shaper.ParseCompressLevel(s.Compression.Level)
+		return float64(l)
+	}))
+	add("batch_target_bytes", "Raw (uncompressed) bytes bound of the class's next batch: its batch.max_bytes, or less so that a batch fits its air time at the link's target.", gauge, st(func(s aggregator.ClassStats) float64 { return float64(s.Compression.BatchBytes) }))
+	add("compression_busy_ratio", "Fraction of the last second or more the class's compression workers spent compressing.", gauge, st(func(s aggregator.ClassStats) float64 { return s.Compression.Busy }))
+	add("compression_level_changes_total", "Changes of the class's compression level by the policy (compression auto).", counter, st(func(s aggregator.ClassStats) float64 { return u(s.Compression.Changes) }))
 	add("duplicate_batches_total", "Batches JetStream reported as duplicates (already stored).", counter, st(func(s aggregator.ClassStats) float64 { return u(s.Duplicates) }))
 	add("retries_total", "Republishes of batches after a failure.", counter, st(func(s aggregator.ClassStats) float64 { return u(s.Retries) }))
 	add("publish_errors_total", "Failed publish attempts.", counter, st(func(s aggregator.ClassStats) float64 { return u(s.Errors) }))

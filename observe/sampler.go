@@ -263,6 +263,9 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 		for _, v := range cls.DroppedByReason {
 			cls.Dropped += v
 		}
+		cls.Compression, cls.CompressionAuto = cs.Compression.Level, cs.Compression.Auto
+		cls.BatchTargetBytes, cls.Bottleneck = cs.Compression.BatchBytes, cs.Compression.Bottleneck
+		cls.CompressionBusy = cs.Compression.Busy
 		if cs.WireBytes > 0 {
 			cls.CompressionRatio = float64(cs.RawBytes) / float64(cs.WireBytes)
 		}

@@ -151,7 +151,8 @@ func TestStatusJSON(t *testing.T) {
 		"effective_ceiling_bytes_per_second", "ceiling_source", "share",
 		"in_events_per_second", "in_bytes_per_second", "acked_events_per_second", "retries_per_second", "errors_per_second",
 		"backlog_events", "backlog_bytes", "spool_bytes", "oldest_age_seconds", "in_flight_batches",
-		"dropped", "dropped_by_reason", "refused", "compression_ratio", "events_per_batch", "dictionary", "latency")
+		"dropped", "dropped_by_reason", "refused", "compression_ratio", "events_per_batch",
+		"compression", "compression_auto", "batch_target_bytes", "bottleneck", "compression_busy", "dictionary", "latency")
 	has(cls[0].(map[string]any)["dictionary"].(map[string]any), "dictionary", "mode", "id", "ratio", "plain_ratio",
 		"batches", "trainings", "adoptions", "publish_errors")
 	has(cls[0].(map[string]any)["latency"].(map[string]any), "latency", "count", "p50_seconds", "p95_seconds", "p99_seconds")

@@ -141,6 +141,18 @@ type ClassStatus struct {
 	// the first batch); EventsPerBatch the mean since start.
 	CompressionRatio float64 `json:"compression_ratio"`
 	EventsPerBatch   float64 `json:"events_per_batch"`
+	// Compression is the level the class's batches are compressed at now
+	// (fastest, default, better, best); CompressionAuto whether the
+	// policy chooses it (compression auto); BatchTargetBytes the raw
+	// bytes bound of its next batch; Bottleneck what bounds the class at
+	// that level (link, cpu; unknown without a link estimate; "" for a
+	// fixed level); CompressionBusy its compression workers' busy
+	// fraction.
+	Compression      string  `json:"compression"`
+	CompressionAuto  bool    `json:"compression_auto"`
+	BatchTargetBytes int     `json:"batch_target_bytes"`
+	Bottleneck       string  `json:"bottleneck"`
+	CompressionBusy  float64 `json:"compression_busy"`
 	// Dictionary is the class's trained zstd dictionary.
 	Dictionary DictStatus `json:"dictionary"`
 	// Latency is ingest → JetStream ack over the window.

@@ -299,8 +299,7 @@ func (m *CompressMeter) Samples(l CompressLevel) int {
 }
 
 // Estimates returns every level's estimate: measured where batches were
-// observed; else scaled by the priors' proportions from the measured
-// level nearest to it (the lower one on a tie); else the priors.
+// observed, the others by EstimateLevels.
 func (m *CompressMeter) Estimates() [CompressLevels]LevelEstimate {
 	var out [CompressLevels]LevelEstimate
 	for l := range CompressLevels {
@@ -308,13 +307,28 @@ func (m *CompressMeter) Estimates() [CompressLevels]LevelEstimate {
 			out[l] = LevelEstimate{Ratio: m.raw[l] / m.wire[l], Speed: m.raw[l] / m.busy[l], Measured: true}
 		}
 	}
+	return EstimateLevels(out)
+}
+
+// EstimateLevels returns known with every level not Measured estimated:
+// scaled by the priors' proportions from the measured level nearest to it
+// (the lower one on a tie), or the priors when none is measured. A
+// measured level with a speed of 0 (a ratio alone, as `sluice plan` has
+// it) lends the prior speed.
+func EstimateLevels(known [CompressLevels]LevelEstimate) [CompressLevels]LevelEstimate {
+	out := known
 	for l := range CompressLevels {
-		if out[l].Measured {
+		if out[l].Measured && !(out[l].Speed > 0) {
+			out[l].Speed = PriorCompressSpeed * priorSpeed[l]
+		}
+	}
+	for l := range CompressLevels {
+		if known[l].Measured {
 			continue
 		}
 		ref, dist := -1, math.MaxInt
 		for r := range CompressLevels {
-			if d := max(r-l, l-r); out[r].Measured && d < dist {
+			if d := max(r-l, l-r); known[r].Measured && d < dist {
 				ref, dist = r, d
 			}
 		}

@@ -236,3 +236,15 @@ func TestCompressBounds(t *testing.T) {
 }
 
 func relEq(a, b float64) bool { return a > b*(1-1e-9) && a < b*(1+1e-9) }
+
+func TestEstimateLevels(t *testing.T) {
+	// A ratio alone (sluice plan's): the prior speed, and the other
+	// levels by proportion.
+	var k [CompressLevels]LevelEstimate
+	k[CompressFastest] = LevelEstimate{Ratio: 10, Measured: true}
+	e := EstimateLevels(k)
+	if e[CompressFastest].Speed != PriorCompressSpeed || !relEq(e[CompressBetter].Ratio, 11.2) ||
+		!relEq(e[CompressBetter].Speed, PriorCompressSpeed*0.45) || e[CompressBetter].Measured {
+		t.Fatalf("%+v", e)
+	}
+}

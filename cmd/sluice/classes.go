@@ -40,9 +40,14 @@ type classConfig struct {
 	// labelled Sluice-Stale) or drop (not sent, counted).
 	Expire *string      `yaml:"expire"`
 	Batch  *batchConfig `yaml:"batch"`
-	// Compression: fastest (the default of a class not named like a
-	// default class), default, better or best.
+	// Compression: auto (the default of every class: the level chosen
+	// from the link and the cores, between CompressionMin and
+	// CompressionMax), or a fixed level: fastest, default, better or best.
 	Compression *string `yaml:"compression"`
+	// CompressionMin and CompressionMax bound auto: fastest, default,
+	// better or best (defaults fastest and best).
+	CompressionMin *string `yaml:"compression_min"`
+	CompressionMax *string `yaml:"compression_max"`
 	// Dictionary: auto (the default: train a zstd dictionary on the
 	// class's events, use it where it shrinks batches by 5%), on (use
 	// it whenever it shrinks them) or off.
@@ -322,7 +327,20 @@ func (cc classConfig) class(defaults []priority.Class, linkBps int64) (priority.
 		}
 	}
 	if cc.Compression != nil {
-		if c.Compression, err = oneOf("compression", *cc.Compression, priority.CompressionFastest,
+		if c.Compression, err = oneOf("compression", *cc.Compression, priority.CompressionAuto, priority.CompressionFastest,
+			priority.CompressionDefault, priority.CompressionBetter, priority.CompressionBest); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, b := range []struct {
+		key string
+		v   *string
+		dst *string
+	}{{"compression_min", cc.CompressionMin, &c.CompressionMin}, {"compression_max", cc.CompressionMax, &c.CompressionMax}} {
+		if b.v == nil {
+			continue
+		}
+		if *b.dst, err = oneOf(b.key, *b.v, priority.CompressionFastest,
 			priority.CompressionDefault, priority.CompressionBetter, priority.CompressionBest); err != nil {
 			errs = append(errs, err)
 		}

@@ -718,6 +718,8 @@ type classOut struct {
 	Expire      *string        `yaml:"expire,omitempty"`
 	Batch       *batchOut      `yaml:"batch,omitempty"`
 	Compression *string        `yaml:"compression,omitempty"`
+	CompMin     *string        `yaml:"compression_min,omitempty"`
+	CompMax     *string        `yaml:"compression_max,omitempty"`
 	Dictionary  *string        `yaml:"dictionary,omitempty"`
 	Overflow    *string        `yaml:"overflow,omitempty"`
 	MaxBytes    *string        `yaml:"max_bytes,omitempty"`
@@ -735,7 +737,8 @@ type batchOut struct {
 // of a classes entry, escaped for the config file's ${NAME} expansion.
 func classKeys(cc classConfig) (string, error) {
 	o := classOut{Priority: cc.Priority, Critical: cc.Critical, RateMsgs: cc.RateMsgs, CeilMsgs: cc.CeilMsgs,
-		Weight: cc.Weight, MaxAge: cc.MaxAge, Expire: cc.Expire, Compression: cc.Compression, Dictionary: cc.Dictionary, Overflow: cc.Overflow,
+		Weight: cc.Weight, MaxAge: cc.MaxAge, Expire: cc.Expire, Compression: cc.Compression,
+		CompMin: cc.CompressionMin, CompMax: cc.CompressionMax, Dictionary: cc.Dictionary, Overflow: cc.Overflow,
 		MaxBytes: cc.MaxBytes, Fields: cc.Fields, Plan: cc.Plan}
 	if bc := cc.Batch; bc != nil {
 		o.Batch = &batchOut{MaxEvents: bc.MaxEvents, MaxBytes: bc.MaxBytes, Linger: bc.Linger}

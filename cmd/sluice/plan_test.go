@@ -633,7 +633,7 @@ func TestPlanClassErrors(t *testing.T) {
 		{"empty name", "  - priority: 1\n", []string{"line 6: classes[0] (): name is empty"}, nil},
 		{"bad rate", "  - name: x\n    rate: fast\n", []string{`line 7: classes[0].rate: "fast": want a rate`}, nil},
 		{"validate", "  - name: x\n  - name: y\n    priority: 9\n    compression: max\n",
-			[]string{`line 7: classes[1] (y): priority: 9: want 0 (served first) to 7`, `line 7: classes[1] (y): compression: "max": want fastest, default, better or best`}, []string{"priority: invalid"}},
+			[]string{`line 7: classes[1] (y): priority: 9: want 0 (served first) to 7`, `line 7: classes[1] (y): compression: "max": want auto, fastest, default, better or best`}, []string{"priority: invalid"}},
 		{"duplicate", "  - name: x\n  - name: x\n", []string{`line 7: classes[1] (x): the same name as classes[0] (line 6)`}, nil},
 		{"unknown class", "  - name: x\nflows:\n  - {name: a, class: bulk, events_per_sec: 1, payload: {mean: 1, p99: 1}, hops: [wan]}\n",
 			[]string{`line 8: flows[0].class: "bulk": want one of critical, ingest, replication, backfill, x`}, nil},
