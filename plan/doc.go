@@ -63,6 +63,15 @@
 //     their framing and pages, so a cap fills at least as fast as shown.
 //   - The classes' byte rates and ceilings are ignored on input: they are
 //     what the plan recommends. Their message rates and ceilings are kept.
+//   - The node's compression policy (compression auto, the default
+//     classes' setting; shaper.ChooseCompression) is not modelled yet: an
+//     automatic class is planned at its lowest level (fastest) in batches
+//     of DefaultBatchAirtime, as a fixed level is. On a link that is its
+//     bottleneck the node compresses at a denser level in batches of up to
+//     shaper.DefaultBulkAirtime, so it puts fewer bytes on the link than
+//     the plan says (on the SDK events at 4 Mbit/s, about 0.9 of the
+//     unshaped node's bytes per event; see bench/RESULTS.md): the plan
+//     errs on the safe side.
 //   - SampleRatio compresses the whole sample on every Evaluate: a sample
 //     of tens of megabytes at compression "best" takes seconds. Give a
 //     sample of a few thousand events; the ratio settles long before.
