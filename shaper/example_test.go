@@ -54,3 +54,23 @@ func ExampleBackoff() {
 	// 10 15s
 	// 200 15s
 }
+
+func ExampleChooseCompression() {
+	// A class measured at fastest: 10× at 400 MB/s per core; the other
+	// levels follow by the priors' proportions.
+	var known [shaper.CompressLevels]shaper.LevelEstimate
+	known[shaper.CompressFastest] = shaper.LevelEstimate{Ratio: 10, Speed: 400e6, Measured: true}
+	in := shaper.CompressInputs{
+		LinkFull: true, Cores: 2, Min: shaper.CompressFastest, Max: shaper.CompressBest,
+		Levels:  shaper.EstimateLevels(known),
+		Airtime: shaper.DefaultBulkAirtime, MinBatchBytes: shaper.MinBatchRawBytes, MaxBatchBytes: 512 << 10,
+	}
+	for _, link := range []int64{400_000, 100_000_000} { // 4 Mbit/s × 0.8, and a LAN
+		in.LinkBytesPerSec = link
+		c := shaper.ChooseCompression(in)
+		fmt.Println(link, c.Level, c.Bottleneck, c.BatchBytes)
+	}
+	// Output:
+	// 400000 best link 463999
+	// 100000000 fastest cpu 524288
+}
