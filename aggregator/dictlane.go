@@ -280,13 +280,15 @@ func (b *dictBucket) open(ctx context.Context) (jetstream.KeyValue, error) {
 
 // encoders is one compression worker's zstd encoder: at the level its
 // class's compression policy says now, without a dictionary or with the
-// current one, remade when either changes. One at a time: a zstd encoder
-// holds about 9 MiB once it has compressed a batch (measured on 128 KiB
-// of Segment events, level fastest, before windows were sized to the
-// class's batches), a class uses one dictionary, or none, at a time, and
-// its policy changes level rarely (hysteresis: shaper.ChooseCompression),
-// so remaking it at a change costs less than keeping one per level. Never
-// shared between goroutines.
+// current one, remade when either changes. One at a time: an encoder
+// that has compressed a batch holds 0.6–2.6 MiB at fastest, 1.6–3.6 at
+// default, 5.4–6.4 at better and 35–36 at best (batches of 64–768 KiB,
+// BenchmarkEncoderMemory), a class uses one dictionary, or none, at a
+// time, and its policy changes level rarely (hysteresis:
+// shaper.ChooseCompression), so remaking it at a change costs less than
+// keeping one per level. While it is remade the worker holds two, the old
+// one closed as soon as the new one is made. Never shared between
+// goroutines.
 type encoders struct {
 	window func() int // encoderWindow of the class's batches, read at each make
 	class  string
