@@ -39,9 +39,10 @@ func (b *batch) size() int { return len(*b.body) }
 // fields as the degradation level says, claims the batch's range durably
 // in the spool, so that the batch's identity is fixed before its first
 // publish, and compresses it with a reused zstd encoder at the level
-// the lane's compression policy says: the caller's (compress, one set of
-// encoders per compression worker of the lane's pipeline) or, for the
-// halves of a split, its own (compressOwn).
+// the lane's compression policy says and with the class's current
+// dictionary: the caller's (compress, one encoder per compression worker
+// of the lane's pipeline) or, for the halves of a split, its own
+// (compressOwn).
 //
 // Expiry by demotion: events past the max age at the head of what is
 // unsent are set aside (neither claimed nor acknowledged, so they stay in
