@@ -157,7 +157,9 @@ type Class struct {
 	// CompressionAuto ("" = auto).
 	Compression string
 	// CompressionMin and CompressionMax bound an automatic level (fixed
-	// level names; "" = fastest and best). Ignored for a fixed level.
+	// level names; "" = fastest and better: an encoder at best holds about
+	// 35 MiB, one per compression worker, so best is opt-in). Ignored for a
+	// fixed level.
 	CompressionMin, CompressionMax string
 	// Overflow is one of the Overflow* constants ("" = block).
 	Overflow string
@@ -281,7 +283,7 @@ func Validate(classes []Class, linkCeil Rate) error {
 		default:
 			bad("class %q: unknown compression %q (want auto, fastest, default, better or best)", name, c.Compression)
 		}
-		lo, hi := compressionRank(c.CompressionMin, 0), compressionRank(c.CompressionMax, 3)
+		lo, hi := compressionRank(c.CompressionMin, 0), compressionRank(c.CompressionMax, 2)
 		switch {
 		case lo < 0:
 			bad("class %q: unknown compression_min %q (want fastest, default, better or best)", name, c.CompressionMin)
