@@ -72,8 +72,14 @@ func TestCompressionPolicySlowLink(t *testing.T) {
 
 // TestCompressionPolicyLoopback: on loopback the link is never the
 // bottleneck, and an automatic class stays at fastest.
+//
+// Not parallel: on a machine whose cores are taken by other tests, acks
+// queue behind the CPU, the estimator reads that as a standing queue on
+// the path, and the policy takes the link for the bottleneck (seen about
+// once in six runs beside the other tests of this package under -race).
+// Telling CPU contention from link congestion is issue 14's open work;
+// this test checks the policy on the loopback it is meant for.
 func TestCompressionPolicyLoopback(t *testing.T) {
-	t.Parallel()
 	srv := natstest.Start(t)
 	nc := connect(t, srv.ClientURL())
 	n := newNode(t, t.TempDir(), nc, nil)
