@@ -50,7 +50,14 @@ func NewBucketDictionaries(kv jetstream.KeyValue) *BucketDictionaries {
 // when it adopts its first dictionary, so a consumer may start before it
 // exists.
 func NewStreamDictionaries(js jetstream.JetStream, stream string) *BucketDictionaries {
-	return &BucketDictionaries{js: js, bucket: DictBucket(stream), dicts: map[uint32][]byte{}}
+	return OpenDictionaries(js, DictBucket(stream))
+}
+
+// OpenDictionaries is NewStreamDictionaries for a bucket named apart from
+// its stream: opened through js at the first Dictionary, and again after
+// an open that failed.
+func OpenDictionaries(js jetstream.JetStream, bucket string) *BucketDictionaries {
+	return &BucketDictionaries{js: js, bucket: bucket, dicts: map[uint32][]byte{}}
 }
 
 // open returns the bucket, opening it first if need be.

@@ -161,7 +161,7 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if c.DictBucket == "" {
 		c.DictBucket = wire.DictBucket(c.Stream)
 	}
-	dec, err := wire.NewDecoder(0, wire.WithDictionaries(&sinkDicts{js: js, bucket: c.DictBucket}))
+	dec, err := wire.NewDecoder(0, wire.WithDictionaries(wire.OpenDictionaries(js, c.DictBucket)))
 	if err != nil {
 		return err
 	}
@@ -270,27 +270,6 @@ type sink struct {
 	prefix   []byte // the envelope of the current batch, up to its "event":
 	stats    sinkStats
 	waiting  map[uint32]bool // dictionaries whose batches wait, reported once each
-}
-
-// sinkDicts is the sink's dictionary source: the stream's dictionary
-// bucket, opened on the first version 2 batch (a stream of version 1
-// batches needs no bucket) and again after an open that failed. Only the
-// sink's one goroutine uses it.
-type sinkDicts struct {
-	js     jetstream.JetStream
-	bucket string
-	src    *wire.BucketDictionaries
-}
-
-func (d *sinkDicts) Dictionary(ctx context.Context, id uint32) ([]byte, error) {
-	if d.src == nil {
-		kv, err := d.js.KeyValue(ctx, d.bucket)
-		if err != nil {
-			return nil, fmt.Errorf("bucket %s: %w", d.bucket, err)
-		}
-		d.src = wire.NewBucketDictionaries(kv)
-	}
-	return d.src.Dictionary(ctx, id)
 }
 
 // sinkStats counts what the sink read and wrote, for its summary.
