@@ -19,8 +19,17 @@ import (
 // stream SLUICE on it.
 func dictBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
+	kv, err := testJetStream(t).CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: DictBucket("SLUICE")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// testJetStream starts a NATS server and returns a JetStream client of it.
+func testJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(natstest.Start(t).ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,11 +38,7 @@ func dictBucket(t *testing.T) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: DictBucket("SLUICE")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
+	return js
 }
 
 // TestBucketDictionaries decodes a version 2 batch of real events with the
@@ -194,16 +199,7 @@ func TestZstdCLIDecodesDictBatch(t *testing.T) {
 // the batch is ErrDict, and once it holds the dictionary the batch decodes
 // through the same source.
 func TestStreamDictionariesBeforeTheBucket(t *testing.T) {
-	srv := natstest.Start(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testJetStream(t)
 	raw := trainedDict(t)
 	h, body, want := dictBatch(t, raw)
 	d := newDictDecoder(t, NewStreamDictionaries(js, "SLUICE"))
