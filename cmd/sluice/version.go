@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	goversion "go/version"
+	"io"
 	"runtime"
 	"runtime/debug"
 
@@ -92,7 +93,7 @@ func (b buildInfo) collector() prometheus.Collector {
 	return g
 }
 
-func runVersion(args []string, stdout, stderr interface{ Write([]byte) (int, error) }) error {
+func runVersion(args []string, stdout, stderr io.Writer) error {
 	if len(args) != 0 {
 		fmt.Fprintf(stderr, "sluice version: takes no arguments\n")
 		return errUsage
