@@ -48,14 +48,13 @@ func startNode(t *testing.T, args ...string) (string, func() error) {
 		errc <- runNode(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), io.Discard, logs,
 			&nodeHooks{listening: func(a net.Addr) { addrc <- a }})
 	}()
-	var stopped bool
+	var once sync.Once
 	var runErr error
 	stop := func() error {
-		if !stopped {
-			stopped = true
+		once.Do(func() {
 			cancel()
 			runErr = <-errc
-		}
+		})
 		return runErr
 	}
 	t.Cleanup(func() {
@@ -68,7 +67,7 @@ func startNode(t *testing.T, args ...string) (string, func() error) {
 	case a := <-addrc:
 		return a.String(), stop
 	case err := <-errc:
-		stopped, runErr = true, err
+		once.Do(func() { runErr = err })
 		t.Fatalf("sluice run exited before listening: %v\n%s", err, logs)
 	case <-time.After(hangGuard):
 		t.Fatalf("hang guard: sluice run not listening after %v\n%s", hangGuard, logs)
