@@ -10,7 +10,8 @@
 //
 // The package lives beside shaper, whose bottleneck model it evaluates
 // (shaper.BatchRawBytes, BatchEvents, MsgCost, Utilization, MD1Wait,
-// EffectiveAction), and it takes what a batch costs on the wire from wire
+// EffectiveAction) and whose compression policy it runs
+// (shaper.ChooseCompression, CompressBounds, EstimateLevels), and it takes what a batch costs on the wire from wire
 // (MsgOverhead, EncoderLevel), the functions the node charges and
 // compresses with, so that the plan and the node cannot drift apart. It
 // imports priority, shaper, wire (and the zstd encoder wire is built on, to
@@ -30,9 +31,15 @@
 //
 // # The model
 //
-// Per flow, batches are sized as the node sizes them at the link's target
-// (its bandwidth × Headroom): a batch is at most DefaultBatchAirtime of air
-// time, within the class's max_events, max_bytes and linger. Each costs its
+// Per flow, the class's zstd level and batches are chosen as the node
+// chooses them at the link's target (its bandwidth × Headroom): a fixed
+// level is kept, in batches of at most DefaultBatchAirtime of air time;
+// under compression auto the node's policy (shaper.ChooseCompression, on
+// Inventory.Cores) picks the densest level the cores keep up with, in
+// batches of at most DefaultBulkAirtime; always within the class's
+// max_events, max_bytes and linger. A given ratio is the class's lowest
+// level's, scaled to the others by the policy's priors; a sample is
+// measured at the levels chosen. Each costs its
 // compressed body plus OverheadBytes (wire.MsgOverhead), on every hop the
 // flow crosses, times retry × fan-out. Per hop, utilization is the larger
 // of bits and packets over capacity; the queue is M/D/1 with the mean
@@ -63,16 +70,15 @@
 //     their framing and pages, so a cap fills at least as fast as shown.
 //   - The classes' byte rates and ceilings are ignored on input: they are
 //     what the plan recommends. Their message rates and ceilings are kept.
-//   - The node's compression policy (compression auto, the default
-//     classes' setting; shaper.ChooseCompression) is not modelled yet: an
-//     automatic class is planned at its lowest level (fastest) in batches
-//     of DefaultBatchAirtime, as a fixed level is. On a link that is its
-//     bottleneck the node compresses at a denser level in batches of up to
-//     shaper.DefaultBulkAirtime, so it puts fewer bytes on the link than
-//     the plan says (on the SDK events at 4 Mbit/s, about 0.9 of the
-//     unshaped node's bytes per event; see bench/RESULTS.md): the plan
-//     errs on the safe side.
-//   - SampleRatio compresses the whole sample on every Evaluate: a sample
-//     of tens of megabytes at compression "best" takes seconds. Give a
-//     sample of a few thousand events; the ratio settles long before.
+//   - The compression policy is evaluated per flow at its steady state on
+//     the planned target: the link as found and full, each level's ratio
+//     scaled from the given one (or measured on the sample) and its speed
+//     the policy's prior. The node measures both on its own batches, mixes
+//     its class's flows in one meter, and starts at the lowest level until
+//     its estimator finds the link; a node whose events or cores differ
+//     from the priors may settle at a neighbouring level.
+//   - Evaluate compresses the whole sample once or more (SampleRatio, at
+//     each level the policy tries): a sample of tens of megabytes at
+//     compression "best" takes seconds. Give a sample of a few thousand
+//     events; the ratio settles long before.
 package plan

@@ -38,6 +38,11 @@ type Inventory struct {
 	// per-batch overhead is not under-counted.
 	Subject string
 	Node    string
+	// Cores is the CPU, in cores, each class's compression may use on the
+	// node (its compression workers: GOMAXPROCS), which the compression
+	// policy weighs against the link (shaper.ChooseCompression). Default
+	// (0): 1, the safe side (a faster link looks CPU-bound sooner).
+	Cores float64
 }
 
 // MaxNodeBytes is the length of the node name Evaluate assumes when
@@ -75,10 +80,13 @@ type Flow struct {
 	// Retry is the retry amplification, ≥ 1 (1.1 = 10% sent twice) and
 	// FanOut the replication fan-out, ≥ 1. Default (0): 1.
 	Retry, FanOut float64
-	// CompressionRatio is raw/compressed, ≥ 1 (8 = 8:1). Or Sample, some
-	// of the flow's events (one a slice, without newlines), compressed as
-	// the node would batch and compress them (SampleRatio). Not both.
-	// Neither: 1, no compression.
+	// CompressionRatio is raw/compressed, ≥ 1 (8 = 8:1), at the class's
+	// lowest level (its fixed level, or compression_min under auto):
+	// other levels are scaled from it by the compression policy's priors.
+	// Or Sample, some of the flow's events (one a slice, without
+	// newlines), compressed as the node would batch and compress them at
+	// the levels its policy chooses (SampleRatio). Not both. Neither: 1,
+	// no compression at any level.
 	CompressionRatio float64
 	Sample           [][]byte
 	// Hops are the names of the hops the flow crosses, each once.

@@ -24,7 +24,14 @@ type Plan struct {
 	LinkBitsPerSec    float64 `json:"link_bits_per_sec"`
 	Headroom          float64 `json:"headroom"`
 	TargetBytesPerSec int64   `json:"target_bytes_per_sec"`
-	BatchAirtime      string  `json:"batch_airtime"`
+	// BatchAirtime bounds a batch of a class at a fixed level, and
+	// BulkAirtime one under compression auto, in air time at the target
+	// (shaper.DefaultBatchAirtime, DefaultBulkAirtime).
+	BatchAirtime string `json:"batch_airtime"`
+	BulkAirtime  string `json:"bulk_batch_airtime"`
+	// Cores is the CPU the node's compression policy counts per class
+	// (Inventory.Cores).
+	Cores float64 `json:"cores"`
 	// OverheadBytes is what each batch costs on the wire besides its
 	// compressed body (wire.MsgOverhead), as the node's lanes charge it.
 	OverheadBytes int    `json:"overhead_bytes"`
@@ -126,15 +133,26 @@ type FlowRate struct {
 
 // FlowPlan is a flow batched, compressed and carried.
 type FlowPlan struct {
-	Name             string   `json:"name"`
-	Class            string   `json:"class"`
-	Hops             []string `json:"hops"`
-	EventsPerSec     float64  `json:"events_per_sec"`
-	MeanBytes        float64  `json:"mean_bytes"`
-	P99Bytes         float64  `json:"p99_bytes"`
-	Amplification    float64  `json:"amplification"` // retry × fan-out
-	CompressionRatio float64  `json:"compression_ratio"`
-	RatioSource      string   `json:"compression_source"` // given, sample, none
+	Name          string   `json:"name"`
+	Class         string   `json:"class"`
+	Hops          []string `json:"hops"`
+	EventsPerSec  float64  `json:"events_per_sec"`
+	MeanBytes     float64  `json:"mean_bytes"`
+	P99Bytes      float64  `json:"p99_bytes"`
+	Amplification float64  `json:"amplification"` // retry × fan-out
+	// CompressionRatio is raw/compressed at CompressionLevel: measured
+	// on the sample at that level, or the given ratio (which is at the
+	// class's lowest level) scaled to it by the policy's priors
+	// (shaper.EstimateLevels).
+	CompressionRatio float64 `json:"compression_ratio"`
+	RatioSource      string  `json:"compression_source"` // given, sample, none
+	// CompressionLevel is the zstd level the node compresses the flow's
+	// class at on this link: its fixed level, or under compression auto
+	// the policy's choice at the target (shaper.ChooseCompression), then
+	// CompressionAuto and Bottleneck (link or cpu) say why.
+	CompressionLevel string   `json:"compression_level"`
+	CompressionAuto  bool     `json:"compression_auto"`
+	Bottleneck       string   `json:"compression_bottleneck"`
 	BatchBoundBytes  int      `json:"batch_bound_bytes"`
 	EventsPerBatch   float64  `json:"events_per_batch"`
 	BatchWireBytes   float64  `json:"batch_wire_bytes"`
@@ -205,6 +223,10 @@ func Evaluate(inv Inventory) (*Plan, error) {
 	}
 	if len(inv.Flows) == 0 {
 		bad("flows", "none: want at least one flow")
+	}
+	cores := cmp.Or(inv.Cores, 1)
+	if !(cores > 0) || math.IsInf(cores, 0) {
+		bad("cores", "%v: want the cores the node compresses on, > 0 (default 1)", inv.Cores)
 	}
 	if inv.SpoolMaxBytes < 0 {
 		bad("spool.max_bytes", "%d: want ≥ 0 (0 = no cap)", inv.SpoolMaxBytes)
@@ -283,7 +305,8 @@ func Evaluate(inv Inventory) (*Plan, error) {
 
 	p := &Plan{
 		Link: linkHop.Name, LinkBitsPerSec: linkHop.capacity.BitsPerSec, LinkBytesPerSec: linkBps, Headroom: headroom,
-		TargetBytesPerSec: target, BatchAirtime: shaper.DefaultBatchAirtime.String(), OverheadBytes: overhead,
+		TargetBytesPerSec: target, BatchAirtime: shaper.DefaultBatchAirtime.String(), BulkAirtime: shaper.DefaultBulkAirtime.String(),
+		Cores: cores, OverheadBytes: overhead,
 		QueueModel: QueueModel, Warnings: []string{}, OverCapacity: []string{},
 	}
 	for _, c := range classes {
@@ -359,15 +382,22 @@ func Evaluate(inv Inventory) (*Plan, error) {
 			continue
 		}
 		maxEvents, maxBytes, linger := class.Batch.Limits()
+		policy := compressionInputs{class: class, target: target, cores: cores, maxBytes: maxBytes}
+		var comp compression
 		if fp.RatioSource == "sample" {
-			ratio, err := SampleRatio(f.Sample, class, target, f.EventsPerSec)
-			if err != nil {
+			var err error
+			if comp, err = policy.sampleCompression(sampleLines(f.Sample), f.EventsPerSec, mean); err != nil {
 				bad(k+".sample", "%v", err)
+				p.Flows = append(p.Flows, fp)
+				continue
 			}
-			fp.CompressionRatio = ratio
+		} else {
+			comp = policy.choose(givenLevels(class, fp.CompressionRatio, fp.RatioSource == "none"))
 		}
+		fp.CompressionRatio, fp.CompressionLevel, fp.CompressionAuto = comp.ratio, comp.level.String(), comp.auto
+		fp.Bottleneck = string(comp.bottleneck)
 		wireFrac := 1 / fp.CompressionRatio
-		fp.BatchBoundBytes = shaper.BatchRawBytes(target, shaper.DefaultBatchAirtime, wireFrac, shaper.MinBatchRawBytes, maxBytes)
+		fp.BatchBoundBytes = comp.bound
 		fp.EventsPerBatch = shaper.BatchEvents(f.EventsPerSec, mean, fp.BatchBoundBytes, maxEvents, linger)
 		fp.BatchWireBytes = shaper.BatchWireBytes(fp.EventsPerBatch, mean, wireFrac)
 		fp.before = shaper.Load{BytesPerSec: f.EventsPerSec * mean, MsgsPerSec: f.EventsPerSec}.Scale(fp.Amplification)

@@ -33,19 +33,28 @@ func hand() Inventory {
 }
 
 // TestEvaluateHand: hand() worked by hand. link_mbit 10 = 1,250,000 B/s,
-// target 1,000,000 B/s. A batch costs 461 B besides its body: the node's
-// own figure for a 6-byte name, subject sluice and the default classes
-// (wire.MsgOverhead; the same as aggregator charges).
+// target T = 1,000,000 B/s. A batch costs 461 B besides its body: the
+// node's own figure for a 6-byte name, subject sluice and the default
+// classes (wire.MsgOverhead; the same as aggregator charges).
 //
-//	orders: bound 65,536, n = min(100, 131, 1 + 100·0.005) = 1.5 events,
-//	        wire 1.5·501/5 = 150.3 B, cost 611.3 B, 100/1.5·2.2 =
-//	        146.667 p/s, 89,657.33 B/s
-//	views:  bound 200,000, n = min(1024, 250, 1 + 2000·0.1) = 201,
-//	        wire 201·801/8 = 20,125.125 B, cost 20,586.125 B,
-//	        2000/201 p/s, 204,837.06 B/s
+// Both classes are compression auto, fastest..better, on 1 core. A given
+// ratio is fastest's; the priors scale it ×1.04 (default) and ×1.12
+// (better), speeds 400e6 × 1, 0.9, 0.45 B/s. Each level delivers
+// D = min(T × ratio, speed) raw B/s; the link is full (the plan knows it).
 //
-// Rates ⌈89,657.33⌉ = 89,658 and ⌈204,837.06⌉ = 204,838; the critical
-// ceil is what ingest's guarantee leaves of the link: 1,045,162.
+//	orders: 5, 5.2, 5.6: D = 5e6, 5.2e6, 5.6e6 (speeds ≥ 1.8e8 are far
+//	        above): only better is within 5% of 5.6e6: better, link-bound,
+//	        ratio 5.6. bound = min(max(T·0.1 s·5.6 = 560,000, 16 KiB),
+//	        65,536) = 65,536; n = min(100, ⌊65536/500⌋ = 131,
+//	        1 + 100·0.005) = 1.5 events, wire 1.5·501/5.6 = 134.196 B,
+//	        cost 595.196 B, 100/1.5·2.2 = 146.667 p/s, 87,295.48 B/s
+//	views:  8, 8.32, 8.96: better again, ratio 8.96; bound = min(T·0.1·
+//	        8.96 = 896,000, 524,288) = 524,288; n = min(1024, 655,
+//	        1 + 2000·0.1) = 201, wire 201·801/8.96 = 17,968.862 B, cost
+//	        18,429.862 B, 2000/201 p/s, 183,381.71 B/s
+//
+// Rates ⌈87,295.48⌉ = 87,296 and ⌈183,381.71⌉ = 183,382; the critical
+// ceil is what ingest's guarantee leaves of the link: 1,066,618.
 func TestEvaluateHand(t *testing.T) {
 	p, err := Evaluate(hand())
 	if err != nil {
@@ -59,16 +68,19 @@ func TestEvaluateHand(t *testing.T) {
 	}
 	steps := []struct {
 		flow               string
+		level              string
+		ratio              float64
 		bound              int
 		events, wire, cost float64
 		pps                float64
 	}{
-		{"orders", 65_536, 1.5, 150.3, 611.3, 100 / 1.5 * 2.2},
-		{"views", 200_000, 201, 20_125.125, 20_586.125, 2000.0 / 201},
+		{"orders", "better", 5.6, 65_536, 1.5, 751.5 / 5.6, 751.5/5.6 + 461, 100 / 1.5 * 2.2},
+		{"views", "better", 8.96, 524_288, 201, 161_001 / 8.96, 161_001/8.96 + 461, 2000.0 / 201},
 	}
 	for i, s := range steps {
 		f := p.Flows[i]
-		if f.Name != s.flow || f.BatchBoundBytes != s.bound || f.EventsPerBatch != s.events || !near(f.BatchWireBytes, s.wire) ||
+		if f.Name != s.flow || f.CompressionLevel != s.level || !f.CompressionAuto || f.Bottleneck != "link" || !near(f.CompressionRatio, s.ratio) ||
+			f.BatchBoundBytes != s.bound || f.EventsPerBatch != s.events || !near(f.BatchWireBytes, s.wire) ||
 			!near(f.After.PacketsPerSec, s.pps) || !near(f.After.BitsPerSec, s.pps*s.cost*8) {
 			t.Errorf("%s: %+v", s.flow, f)
 		}
@@ -78,8 +90,8 @@ func TestEvaluateHand(t *testing.T) {
 		rate, ceil int64
 		action     string
 	}{
-		{"critical", 89_658, 1_045_162, "none"},
-		{"ingest", 204_838, 1_250_000, "none"},
+		{"critical", 87_296, 1_066_618, "none"},
+		{"ingest", 183_382, 1_250_000, "none"},
 		{"replication", 0, 1_250_000, "none"},
 		{"backfill", 0, 1_250_000, "throttle"},
 	}
@@ -177,6 +189,8 @@ func TestEvaluateInputErrors(t *testing.T) {
 		{"no size", func(inv *Inventory) { inv.Flows[0].MeanBytes = 0 }, []string{"flows[0].payload: mean: missing"}},
 		{"p99 below mean", func(inv *Inventory) { inv.Flows[0].P99Bytes = 10 }, []string{"flows[0].payload: p99 10 B < mean 500 B"}},
 		{"spool", func(inv *Inventory) { inv.SpoolMaxBytes = -1 }, []string{"spool.max_bytes: -1"}},
+		{"cores", func(inv *Inventory) { inv.Cores = -2 }, []string{"cores: -2: want the cores the node compresses on, > 0"}},
+		{"nan cores", func(inv *Inventory) { inv.Cores = math.NaN() }, []string{"cores: NaN"}},
 		{"classes", func(inv *Inventory) { inv.Classes = []priority.Class{{Name: "critical", Priority: 9}} }, []string{"classes: ", "priority 9 outside 0..7"}},
 		{"overflow", func(inv *Inventory) { inv.Flows[0].EventsPerSec = math.MaxFloat64 }, []string{"flows[0].events_per_sec: ", "the load overflows"}},
 	} {
@@ -307,9 +321,9 @@ func TestSpoolAtPeak(t *testing.T) {
 	}
 }
 
-// TestSample: sizes by nearest rank, and the ratio of the sample as one
-// NDJSON batch (it is smaller than the batch the model sizes) compressed
-// at the class's level (wire.EncoderLevel).
+// TestSample: sizes by nearest rank, and the ratio of the sample in NDJSON
+// batches of n events, each one zstd frame at the level asked
+// (wire.EncoderLevel).
 func TestSample(t *testing.T) {
 	var sample [][]byte
 	var ndjson []byte
@@ -328,29 +342,151 @@ func TestSample(t *testing.T) {
 	if mean != 58.5 || p99 != 63 {
 		t.Errorf("SampleSizes = %v, %v", mean, p99)
 	}
-	c := priority.Defaults(0)[1] // ingest: 1024 events a batch at most
-	ratios := map[string]float64{}
-	for _, level := range []string{priority.CompressionFastest, priority.CompressionBest} {
-		c.Compression = level
-		got, err := SampleRatio(sample, &c, 1e6, 2000)
+	// 200 events in batches of 1000 (one batch), 200 (one), 64 (four:
+	// 64, 64, 64, 8).
+	ratios := map[shaper.CompressLevel]float64{}
+	for _, level := range []shaper.CompressLevel{shaper.CompressFastest, shaper.CompressBest} {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(wire.EncoderLevel(level.String())), zstd.WithEncoderConcurrency(1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(wire.EncoderLevel(level)), zstd.WithEncoderConcurrency(1))
-		if err != nil {
-			t.Fatal(err)
+		for _, n := range []int{1000, 200, 64} {
+			got, err := SampleRatio(sample, level, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wireN int
+			for i := 0; i < len(ndjson); {
+				// n lines of the NDJSON, cut at their newlines.
+				j, lines := i, 0
+				for ; j < len(ndjson) && lines < n; j++ {
+					if ndjson[j] == '\n' {
+						lines++
+					}
+				}
+				wireN += len(enc.EncodeAll(ndjson[i:j], nil))
+				i = j
+			}
+			if want := float64(len(ndjson)) / float64(wireN); got != want {
+				t.Errorf("%s, %d a batch: ratio %v, want %v", level, n, got, want)
+			}
+			if n == 200 {
+				ratios[level] = got
+			}
 		}
-		want := float64(len(ndjson)) / float64(len(enc.EncodeAll(ndjson, nil)))
 		enc.Close()
-		if got != want {
-			t.Errorf("%s: ratio %v, want %v", level, got, want)
-		}
-		ratios[level] = got
 	}
-	if ratios[priority.CompressionFastest] == ratios[priority.CompressionBest] {
+	if ratios[shaper.CompressFastest] == ratios[shaper.CompressBest] {
 		t.Errorf("the level makes no difference: %v", ratios)
 	}
-	if r, err := SampleRatio(nil, &c, 1e6, 2000); r != 1 || err != nil {
+	if r, err := SampleRatio(nil, shaper.CompressFastest, 10); r != 1 || err != nil {
 		t.Errorf("empty sample: %v %v", r, err)
+	}
+}
+
+// TestCompressionPolicy: the plan's level and batch bound are the node's
+// policy (shaper.ChooseCompression) at the link's target, step by step,
+// worked by hand. A given ratio r is the class's lowest level's; the
+// priors make default 1.04 r and better 1.12 r (best 1.16 r), at 400e6,
+// 360e6, 180e6 (best 44e6) raw B/s a core. A level delivers D = min(T·
+// ratio, cores·speed); the policy takes the densest level within 5% of
+// the best D. ingest: auto, fastest..better, 524,288 B, 1024 events.
+//
+//   - 10 Mbit/s (T 1e6), ratio 8: D = 8e6, 8.32e6, 8.96e6, all link-bound:
+//     better; bound min(T·0.1 s·8.96, 524,288) = 524,288.
+//   - 1 Gbit/s (T 1e8), 1 core: D = min(8e8, 4e8), min(8.32e8, 3.6e8),
+//     min(8.96e8, 1.8e8) = 4e8, 3.6e8, 1.8e8: only fastest is within 5%
+//     (3.8e8): fastest, CPU-bound; bound 524,288.
+//   - 400 Mbit/s (T 4e7), 1 core: D = 3.2e8, 3.328e8, 1.8e8; within 5% of
+//     3.328e8 (3.1616e8): fastest and default, default the denser; link-
+//     bound (3.328e8 ≤ 3.6e8).
+//   - the same on 2 cores: better's D = min(3.584e8, 3.6e8) = 3.584e8 is
+//     the best: better, link-bound.
+//   - no compression (source none) at 10 Mbit/s: ratio 1 at every level,
+//     all D equal, no level denser: fastest; bound T·0.1 s = 100,000.
+//   - compression_max best at 10 Mbit/s, ratio 8: best's 9.28e6 (its
+//     speed 44e6 is above): best; bound 524,288.
+//   - a fixed level (best, 32 KiB batches), ratio 4: best, not auto; the
+//     fixed levels' 25 ms: min(T·0.025·4 = 100,000, 32,768) = 32,768.
+//   - auto with compression_min = compression_max = default: one level,
+//     as fixed: default at ratio 8 (given at it), bound min(T·0.025·8 =
+//     200,000, 524,288) = 200,000.
+func TestCompressionPolicy(t *testing.T) {
+	ingest := priority.Defaults(0)[1]
+	maxBest := ingest
+	maxBest.CompressionMax = priority.CompressionBest
+	fixed := ingest
+	fixed.Compression, fixed.Batch.MaxBytes = priority.CompressionBest, 32<<10
+	pinned := ingest
+	pinned.CompressionMin, pinned.CompressionMax = priority.CompressionDefault, priority.CompressionDefault
+	for _, s := range []struct {
+		name   string
+		class  priority.Class
+		target int64
+		cores  float64
+		ratio  float64
+		none   bool
+		level  shaper.CompressLevel
+		auto   bool
+		neck   shaper.Bottleneck
+		wantR  float64
+		bound  int
+	}{
+		{"slow link", ingest, 1e6, 1, 8, false, shaper.CompressBetter, true, shaper.BottleneckLink, 8.96, 524_288},
+		{"fast link, 1 core", ingest, 1e8, 1, 8, false, shaper.CompressFastest, true, shaper.BottleneckCPU, 8, 524_288},
+		{"400 Mbit/s, 1 core", ingest, 4e7, 1, 8, false, shaper.CompressDefault, true, shaper.BottleneckLink, 8.32, 524_288},
+		{"400 Mbit/s, 2 cores", ingest, 4e7, 2, 8, false, shaper.CompressBetter, true, shaper.BottleneckLink, 8.96, 524_288},
+		{"no compression", ingest, 1e6, 1, 1, true, shaper.CompressFastest, true, shaper.BottleneckLink, 1, 100_000},
+		{"max best", maxBest, 1e6, 1, 8, false, shaper.CompressBest, true, shaper.BottleneckLink, 9.28, 524_288},
+		{"fixed best", fixed, 1e6, 1, 4, false, shaper.CompressBest, false, "", 4, 32_768},
+		{"one auto level", pinned, 1e6, 1, 8, false, shaper.CompressDefault, false, "", 8, 200_000},
+	} {
+		_, maxBytes, _ := s.class.Batch.Limits()
+		in := compressionInputs{class: &s.class, target: s.target, cores: s.cores, maxBytes: maxBytes}
+		got := in.choose(givenLevels(&s.class, s.ratio, s.none))
+		if got.level != s.level || got.auto != s.auto || got.bottleneck != s.neck || !near(got.ratio, s.wantR) || got.bound != s.bound {
+			t.Errorf("%s: %+v", s.name, got)
+		}
+	}
+}
+
+// TestSampleCompression: a sample's ratio is measured at the level the
+// policy settles at, with the batch it settles at: what SampleRatio gives
+// for that level and events per batch. A fixed level stays; on a slow
+// link compression auto leaves fastest (which level it settles at depends
+// on what the sample measures at each).
+func TestSampleCompression(t *testing.T) {
+	var sample [][]byte
+	for i := range 2000 {
+		sample = append(sample, []byte(`{"type":"track","event":"Viewed","userId":"u`+strings.Repeat("x", i%7)+`","properties":{"n":`+strings.Repeat("7", 1+i%10)+`}}`))
+	}
+	mean, _ := SampleSizes(sample)
+	for _, s := range []struct {
+		name   string
+		class  priority.Class
+		target int64
+		level  shaper.CompressLevel // fixed: this; auto: above it
+	}{
+		{"auto, slow link", priority.Defaults(0)[1], 1e6, shaper.CompressFastest},
+		{"fixed fastest", func() priority.Class {
+			c := priority.Defaults(0)[1]
+			c.Compression = priority.CompressionFastest
+			return c
+		}(), 1e6, shaper.CompressFastest},
+	} {
+		maxEvents, maxBytes, linger := s.class.Batch.Limits()
+		in := compressionInputs{class: &s.class, target: s.target, cores: 1, maxBytes: maxBytes}
+		got, err := in.sampleCompression(sample, 2000, mean)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := max(1, int(shaper.BatchEvents(2000, mean, got.bound, maxEvents, linger)))
+		want, _ := SampleRatio(sample, got.level, n)
+		auto := s.class.Compression == priority.CompressionAuto
+		lo, hi := shaper.CompressBounds(&s.class)
+		if (auto && !(got.level > s.level)) || (!auto && got.level != s.level) || got.level < lo || got.level > hi ||
+			got.ratio != want || got.auto != auto {
+			t.Errorf("%s: %+v, want level %s ratio %v (%d events a batch)", s.name, got, s.level, want, n)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/wire"
 )
@@ -20,6 +19,17 @@ func SampleEvents(sample [][]byte) int {
 		}
 	}
 	return n
+}
+
+// sampleLines returns sample's non-empty events.
+func sampleLines(sample [][]byte) [][]byte {
+	var lines [][]byte
+	for _, e := range sample {
+		if len(e) > 0 {
+			lines = append(lines, e)
+		}
+	}
+	return lines
 }
 
 // SampleSizes returns the mean and the p99 (nearest rank) of the sizes of
@@ -42,49 +52,30 @@ func SampleSizes(sample [][]byte) (mean, p99 float64) {
 }
 
 // SampleRatio measures raw/compressed on sample's events (each without its
-// newline) batched as the node batches class c at a link target of target
-// bytes/s and rate events/s: events per batch from the model
-// (shaper.BatchRawBytes, BatchEvents), NDJSON, one zstd frame per batch at
-// the class's level (wire.EncoderLevel). The batch bound depends on the
-// ratio, so it iterates until the batch size settles (at most 4 rounds).
+// newline) in NDJSON batches of events events (at least 1), one zstd frame
+// per batch at level (wire.EncoderLevel), as the node compresses a batch.
 // A sample without events has ratio 1.
-func SampleRatio(sample [][]byte, c *priority.Class, target int64, rate float64) (float64, error) {
-	var lines [][]byte
-	for _, e := range sample {
-		if len(e) > 0 {
-			lines = append(lines, e)
-		}
-	}
+func SampleRatio(sample [][]byte, level shaper.CompressLevel, events int) (float64, error) {
+	lines := sampleLines(sample)
 	if len(lines) == 0 {
 		return 1, nil
 	}
-	mean, _ := SampleSizes(lines)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(wire.EncoderLevel(c.Compression)), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(wire.EncoderLevel(level.String())), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return 0, err
 	}
 	defer enc.Close()
-	maxEvents, maxBytes, linger := c.Batch.Limits()
-	frac, lastN := 1.0, -1
+	n := max(events, 1)
+	var rawN, wireN int
 	var raw, dst []byte
-	for range 4 {
-		bound := shaper.BatchRawBytes(target, shaper.DefaultBatchAirtime, frac, shaper.MinBatchRawBytes, maxBytes)
-		n := max(1, int(shaper.BatchEvents(rate, mean, bound, maxEvents, linger)))
-		if n == lastN {
-			break
+	for i := 0; i < len(lines); i += n {
+		raw = raw[:0]
+		for _, l := range lines[i:min(i+n, len(lines))] {
+			raw = append(append(raw, l...), '\n')
 		}
-		lastN = n
-		var rawN, wireN int
-		for i := 0; i < len(lines); i += n {
-			raw = raw[:0]
-			for _, l := range lines[i:min(i+n, len(lines))] {
-				raw = append(append(raw, l...), '\n')
-			}
-			dst = enc.EncodeAll(raw, dst[:0])
-			rawN += len(raw)
-			wireN += len(dst)
-		}
-		frac = float64(wireN) / float64(rawN)
+		dst = enc.EncodeAll(raw, dst[:0])
+		rawN += len(raw)
+		wireN += len(dst)
 	}
-	return 1 / frac, nil
+	return float64(rawN) / float64(wireN), nil
 }

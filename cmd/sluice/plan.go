@@ -57,6 +57,9 @@ type inventory struct {
 	// Classes change the default classes or add classes, with the config
 	// file's schema; flows may name any of them.
 	Classes []classConfig `yaml:"classes"`
+	// Cores is the CPU each class may compress on at the node (GOMAXPROCS),
+	// which the compression policy weighs against the link; default 1.
+	Cores float64 `yaml:"cores"`
 	// Spool is the config file's spool cap, for the time the spool takes
 	// to fill when demand outruns the link; it goes into the recommended
 	// config.
@@ -383,7 +386,7 @@ func evaluate(inv inventory, lines map[string]int, file string) (*plan, error) {
 	}
 	addErr := func(line int, err error) { errs = append(errs, lineErr{line, err}) }
 
-	in := planmodel.Inventory{Headroom: inv.Headroom, Link: inv.Link}
+	in := planmodel.Inventory{Headroom: inv.Headroom, Link: inv.Link, Cores: inv.Cores}
 	for i, h := range inv.Hops {
 		bw, err := parseBandwidth(h.Bandwidth)
 		if err != nil {
@@ -780,8 +783,12 @@ func configScalar(s string) string {
 // writeText prints the plan for people.
 func (p *plan) writeText(w io.Writer) error {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s: link %s at %s, headroom %v → target %s; batches ≤ %s of air time at the target\n\n",
-		p.File, p.Link, fmtBits(p.LinkBitsPerSec), p.Headroom, fmtBits(float64(p.TargetBytesPerSec)*8), p.BatchAirtime)
+	cores := "cores"
+	if p.Cores == 1 {
+		cores = "core"
+	}
+	fmt.Fprintf(&b, "%s: link %s at %s, headroom %v → target %s; batches ≤ %s of air time at the target (%s under compression auto, on %v %s)\n\n",
+		p.File, p.Link, fmtBits(p.LinkBitsPerSec), p.Headroom, fmtBits(float64(p.TargetBytesPerSec)*8), p.BatchAirtime, p.BulkAirtime, p.Cores, cores)
 	b.WriteString("Hops, bottleneck first. before: one message per event; after: sluice's compressed batches.\n")
 	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\thop\tcapacity\trtt\tbefore bit/s\tpkt/s\tutil\tafter bit/s\tpkt/s\tutil\tverdict\tqueue M/D/1\tbudget")
@@ -815,17 +822,21 @@ func (p *plan) writeText(w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(&b)
-	b.WriteString("Flows. batch: events and compressed bytes per batch; latency: batch formation + queueing + service + rtt/2 on each hop.\n")
+	b.WriteString("Flows. zstd: the level the node compresses at (auto: its policy's choice, and what bounds it); ratio: at that level; batch: events and compressed bytes per batch; latency: batch formation + queueing + service + rtt/2 on each hop.\n")
 	tw = tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "flow\tclass\tevents/s\tpayload mean/p99\t×retry×fan-out\tratio\tbatch events\twire\tbefore\tafter\tlatency\tbudget")
+	fmt.Fprintln(tw, "flow\tclass\tevents/s\tpayload mean/p99\t×retry×fan-out\tzstd\tratio\tbatch events\twire\tbefore\tafter\tlatency\tbudget")
 	for _, f := range p.Flows {
 		budget := "-"
 		if f.WithinBudget != nil {
 			budget = fmtSeconds(f.LatencyBudgetSeconds) + " " + okWord(*f.WithinBudget)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%s\t%s (%s)\t%s\t%s\t%s %s p/s\t%s %s p/s\t%s\t%s\n",
+		level := f.CompressionLevel
+		if f.CompressionAuto {
+			level += " (auto, " + f.Bottleneck + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s / %s\t%s\t%s\t%s (%s)\t%s\t%s\t%s %s p/s\t%s %s p/s\t%s\t%s\n",
 			f.Name, f.Class, fmtRate(f.EventsPerSec), fmtBytes(f.MeanBytes), fmtBytes(f.P99Bytes),
-			strconv.FormatFloat(f.Amplification, 'g', 4, 64), strconv.FormatFloat(f.CompressionRatio, 'f', 2, 64), f.RatioSource,
+			strconv.FormatFloat(f.Amplification, 'g', 4, 64), level, strconv.FormatFloat(f.CompressionRatio, 'f', 2, 64), f.RatioSource,
 			strconv.FormatFloat(f.EventsPerBatch, 'g', 5, 64), fmtBytes(f.BatchWireBytes),
 			fmtBits(f.Before.BitsPerSec), fmtRate(f.Before.PacketsPerSec),
 			fmtBits(f.After.BitsPerSec), fmtRate(f.After.PacketsPerSec), fmtWait(f.LatencySeconds), budget)

@@ -16,7 +16,7 @@ import (
 
 // namedErrLine is what every line of a plan error starts with: its line in
 // the inventory, or the key it is about.
-var namedErrLine = regexp.MustCompile(`^(line \d+: |yaml: line \d+: |(yaml: )?(headroom|link|hops|flows|classes|spool)(\[\d+\])?[.:\[ ]|empty inventory: want hops and flows$|inventory: larger than )`)
+var namedErrLine = regexp.MustCompile(`^(line \d+: |yaml: line \d+: |(yaml: )?(headroom|cores|link|hops|flows|classes|spool)(\[\d+\])?[.:\[ ]|empty inventory: want hops and flows$|inventory: larger than )`)
 
 // FuzzParseInventory: parseInventory and evaluate never panic on any
 // input; every error names a line or a key, in plain words; a plan that
