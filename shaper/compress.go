@@ -64,13 +64,14 @@ func ParseCompressLevel(name string) (CompressLevel, bool) {
 
 // CompressBounds returns the levels class c may use: one level for a fixed
 // compression, its CompressionMin..CompressionMax for
-// priority.CompressionAuto ("" is auto, over every level, unless a bound
-// is set).
+// priority.CompressionAuto ("" is auto). An unset bound is fastest and
+// better, as priority.Class documents: best is opt-in, since an encoder at
+// best holds about 35 MiB.
 func CompressBounds(c *priority.Class) (lo, hi CompressLevel) {
 	if l, ok := ParseCompressLevel(c.Compression); ok && c.Compression != "" {
 		return l, l
 	}
-	lo, hi = CompressFastest, CompressBest
+	lo, hi = CompressFastest, CompressBetter
 	if l, ok := ParseCompressLevel(c.CompressionMin); ok && c.CompressionMin != "" {
 		lo = l
 	}
@@ -106,7 +107,7 @@ var (
 
 // Absolute priors before any batch is measured.
 const (
-	PriorCompressRatio   = 8     // raw/wire of fastest (sluice plan's default too)
+	PriorCompressRatio   = 8     // raw/wire of fastest (the node's only; sluice plan without a ratio or sample assumes 1)
 	PriorCompressSpeed   = 400e6 // raw bytes/s per core of fastest
 	DefaultCompressAlpha = 0.125 // EWMA weight of a new batch
 )

@@ -214,8 +214,10 @@ func TestCompressBounds(t *testing.T) {
 		c      priority.Class
 		lo, hi CompressLevel
 	}{
-		{priority.Class{}, CompressFastest, CompressBest},
-		{priority.Class{Compression: priority.CompressionAuto}, CompressFastest, CompressBest},
+		{priority.Class{}, CompressFastest, CompressBetter},
+		{priority.Class{Compression: priority.CompressionAuto}, CompressFastest, CompressBetter},
+		{priority.Class{CompressionMax: "best"}, CompressFastest, CompressBest},
+		{priority.Class{CompressionMin: "best"}, CompressBest, CompressBest},
 		{priority.Class{Compression: priority.CompressionBetter}, CompressBetter, CompressBetter},
 		{priority.Class{Compression: priority.CompressionFastest, CompressionMax: "best"}, CompressFastest, CompressFastest},
 		{priority.Class{Compression: "auto", CompressionMin: "default", CompressionMax: "better"}, CompressDefault, CompressBetter},
