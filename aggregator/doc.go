@@ -105,8 +105,21 @@
 // the first publish. After a crash or a hard stop, New republishes every
 // claimed but unacknowledged range as the same batch before cutting new
 // ones, and JetStream's duplicate window drops the copies of those that had
-// arrived. The stream the node creates has Options.DuplicateWindow (10
-// minutes by default); an existing stream is used as configured.
+// arrived.
+//
+// # The stream
+//
+// stream.go: the node creates a missing stream with Options.StreamConfig
+// (replicas, placement, max age and bytes, its duplicate window, 10
+// minutes by default; file storage, limits retention, discard new), and
+// checks one that exists, at the start and at every reconnection, against
+// the promises above: subjects that cover every class, a duplicate window
+// at least the node's, file storage, limits retention, nothing that
+// discards acknowledged batches, enough replicas. A stream that breaks one
+// is refused (StreamOptions.OnMismatch): no batch is sent to it, events
+// keep spooling, Node.StreamRefused says why, and the node looks again
+// every RetryMax until it is fixed; or, with MismatchWarn, only logged.
+// The node never changes an existing stream.
 //
 // # Caveats
 //

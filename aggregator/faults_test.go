@@ -112,7 +112,10 @@ func TestFaultClusterLeaderKill(t *testing.T) {
 		return err
 	})
 	nc := nodeConn(t, c.urls())
-	n := faultNode(t, nc, func(o *aggregator.Options) { o.Stream, o.Subject = stream, subject })
+	n := faultNode(t, nc, func(o *aggregator.Options) {
+		o.Stream, o.Subject = stream, subject
+		o.DuplicateWindow = 5 * time.Minute // the stream's
+	})
 	mon := watchNode(t, n)
 	ld := startLoad(t, n, loadSpec{classes: []string{"critical", "ingest"}, rate: 300, pad: 100})
 	mon.waitAcked(t, 0, 30*time.Second, "first acks")

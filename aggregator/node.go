@@ -33,6 +33,7 @@ type Node struct {
 	spool *spool.Spool
 	js    jetstream.JetStream
 	drv   *driver // the shaper
+	gate  *streamGate
 
 	ctx    context.Context // cancelled on hard stop
 	cancel context.CancelFunc
@@ -97,6 +98,7 @@ func New(opts Options) (*Node, error) {
 		ctx:    ctx,
 		cancel: cancel,
 		byName: make(map[string]*lane, len(opts.Classes)),
+		gate:   newStreamGate(),
 		drain:  make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -120,6 +122,7 @@ func New(opts Options) (*Node, error) {
 			sp.Close()
 			return nil, fmt.Errorf("aggregator: class %s: %w", opts.Classes[i].Name, err)
 		}
+		l.pub.gate = n.gate
 		n.lanes = append(n.lanes, l)
 		if accept[l.name] {
 			n.byName[l.name] = l
@@ -507,10 +510,11 @@ func (n *Node) wireRatio() float64 {
 // batch's Nats-Msg-Id.
 func (n *Node) SpoolID() string { return n.spool.ID() }
 
-// watchUpstream makes sure the stream exists: at the start and at every
-// (re)connection (a server may come back with an empty store), creating it
-// if needed (never changing a stream that exists) and retrying with
-// backoff, at most a second apart, until it succeeds. Each success tells
+// watchUpstream makes sure the stream exists and keeps the node's promises
+// (ensureStream): at the start and at every (re)connection (a server may
+// come back with an empty store), creating it if needed (never changing a
+// stream that exists) and retrying with backoff, at most a second apart,
+// until it succeeds; a refused stream is looked at again every RetryMax. Each success tells
 // the lanes the upstream is back (shaping.upAfter), so that batches which
 // failed while it was away go again now, not when their backoff ends:
 // waiting out RetryMax stalled a fresh upstream's drain by seconds.
@@ -527,12 +531,18 @@ func (n *Node) watchUpstream() {
 	b := reset()
 	var retry <-chan time.Time // nil once the stream is there
 	for {
-		if err := n.createStream(); err != nil {
+		refused, err := n.ensureStream()
+		switch {
+		case err != nil:
+			n.gate.settle()
 			if b.attempt == 3 {
 				n.opts.Logger.Warn("upstream stream not ready, retrying", "stream", n.opts.Stream, "err", err)
 			}
 			retry = time.After(b.next())
-		} else {
+		case refused:
+			// Looked at again until someone fixes it.
+			retry = time.After(n.opts.RetryMax)
+		default:
 			retry = nil
 			n.drv.signalUp()
 		}
@@ -544,29 +554,6 @@ func (n *Node) watchUpstream() {
 		case <-retry:
 		}
 	}
-}
-
-func (n *Node) createStream() error {
-	ctx, cancel := context.WithTimeout(n.ctx, n.opts.AckTimeout)
-	defer cancel()
-	_, err := n.js.Stream(ctx, n.opts.Stream)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return err
-	}
-	_, err = n.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:       n.opts.Stream,
-		Subjects:   []string{n.opts.Subject + ".>"},
-		Storage:    jetstream.FileStorage,
-		Duplicates: n.opts.DuplicateWindow,
-	})
-	if err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		n.opts.Logger.Info("stream created", "stream", n.opts.Stream, "subjects", n.opts.Subject+".>", "duplicate_window", n.opts.DuplicateWindow)
-		return nil
-	}
-	return err
 }
 
 // syncEvery bounds the loss window of spool.FsyncInterval for classes that

@@ -29,11 +29,16 @@ type Options struct {
 	// Subject+"."+c, and a created stream listens on Subject+".>".
 	// Default "sluice".
 	Subject string
-	// DuplicateWindow is the duplicate window of a stream the node creates.
-	// It must cover the longest gap between a batch's first publish and its
-	// republish after a restart. Default 10m. An existing stream is used as
-	// it is.
+	// DuplicateWindow is StreamConfig.DuplicateWindow under its older
+	// name: the node's duplicate window, which must cover the longest gap
+	// between a batch's first publish and its republish after a restart.
+	// Default 10m. Set either, or both to the same value; after New both
+	// hold it.
 	DuplicateWindow time.Duration
+	// StreamConfig are the settings of the stream: those a missing stream
+	// is created with, and the promises an existing one is checked
+	// against. See StreamOptions.
+	StreamConfig StreamOptions
 	// MaxInFlight bounds the batches of one class published and not yet
 	// acknowledged (of all classes together when the link is unshaped).
 	// Default 16.
@@ -156,8 +161,8 @@ func (o *Options) setDefaults() (spool.Options, error) {
 	if o.Subject == "" {
 		o.Subject = "sluice"
 	}
-	if o.DuplicateWindow <= 0 {
-		o.DuplicateWindow = 10 * time.Minute
+	if err := o.setStreamDefaults(); err != nil {
+		return so, err
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 16

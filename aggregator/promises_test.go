@@ -458,7 +458,10 @@ func TestMaxAgeExpiry(t *testing.T) {
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "SLUICE", Subjects: []string{"sluice.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	n := newNode(t, dir, nc, func(o *aggregator.Options) { o.Classes = expiryClasses(maxAge) })
+	n := newNode(t, dir, nc, func(o *aggregator.Options) {
+		o.Classes = expiryClasses(maxAge)
+		o.DuplicateWindow = 2 * time.Minute // the stream's, the server's default
+	})
 	bs := readBatches(t, nc, 30*time.Second, func(bs []streamBatch) bool { return eventsIn(bs, "") >= old+2*fresh })
 	if err := n.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

@@ -71,6 +71,7 @@ type publisher struct {
 	log   *slog.Logger
 	now   func() time.Time
 	drain <-chan struct{} // closed when the node drains
+	gate  *streamGate     // holds sends back while the node refuses its stream
 
 	retryMin, retryMax, ackTimeout time.Duration
 
@@ -82,8 +83,12 @@ type publisher struct {
 
 // send waits for a window slot and the shaper's admission, publishes f
 // and hands it to run. It returns false if ctx ends, or if the class is
-// deferred while the node drains (f stays claimed in the spool).
+// deferred, or its stream refused, while the node drains (f stays claimed
+// in the spool).
 func (p *publisher) send(ctx context.Context, f *flight) bool {
+	if !p.gate.wait(ctx, p.drain) {
+		return false
+	}
 	ready := f.Oldest
 	if f.stale > 0 {
 		// Held back on purpose: its wait starts now.
