@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -54,6 +55,8 @@ type nodeConfig struct {
 	NATSIngest   natsIngestConfig
 	Admin        adminConfig
 	Limits       limitsConfig
+	// The stream's settings.
+	UpstreamStream upstreamStreamConfig
 }
 
 // fileConfig is the YAML file of --config. Its keys mirror the flags; a
@@ -83,6 +86,8 @@ type fileConfig struct {
 	NATSIngest   natsIngestConfig `yaml:"nats_ingest"`
 	Admin        adminConfig      `yaml:"admin"`
 	Limits       limitsConfig     `yaml:"limits"`
+	// UpstreamStream would be upstream.stream, but upstream is the URL.
+	UpstreamStream upstreamStreamConfig `yaml:"upstream_stream"`
 
 	lines map[string]int // line of each key path ("spool.max_bytes", "classes[0]")
 }
@@ -97,6 +102,56 @@ type spoolConfig struct {
 	FsyncInterval time.Duration `yaml:"fsync_interval"`
 	// SegmentBytes is the size of one segment file; default 64MiB.
 	SegmentBytes string `yaml:"segment_bytes"`
+}
+
+// upstreamStreamConfig is the "upstream_stream" section: the settings of
+// the JetStream stream, those it is created with when missing and the
+// promises an existing one is checked against (aggregator.StreamOptions).
+type upstreamStreamConfig struct {
+	Replicas  int `yaml:"replicas"`
+	Placement struct {
+		Cluster string   `yaml:"cluster"`
+		Tags    []string `yaml:"tags"`
+	} `yaml:"placement"`
+	MaxAge          time.Duration `yaml:"max_age"`
+	MaxBytes        string        `yaml:"max_bytes"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	OnMismatch      string        `yaml:"on_mismatch"`
+}
+
+// options returns the stream options of c, or an error naming the key
+// under upstream_stream.
+func (c upstreamStreamConfig) options() (aggregator.StreamOptions, string, error) {
+	o := aggregator.StreamOptions{Replicas: c.Replicas, Cluster: c.Placement.Cluster, Tags: c.Placement.Tags,
+		MaxAge: c.MaxAge, DuplicateWindow: c.DuplicateWindow}
+	var err error
+	if c.MaxBytes != "" {
+		if o.MaxBytes, err = parseSize(c.MaxBytes); err != nil {
+			return o, "max_bytes", err
+		}
+	}
+	if c.OnMismatch != "" {
+		if o.OnMismatch, err = aggregator.ParseMismatch(c.OnMismatch); err != nil {
+			return o, "on_mismatch", err
+		}
+	}
+	window := cmp.Or(c.DuplicateWindow, 10*time.Minute)
+	switch {
+	case c.Replicas < 0 || c.Replicas > 5:
+		return o, "replicas", fmt.Errorf("%d: want 1 to 5 (0 = 1)", c.Replicas)
+	case c.DuplicateWindow < 0 || c.DuplicateWindow > 0 && c.DuplicateWindow < 100*time.Millisecond:
+		return o, "duplicate_window", fmt.Errorf("%v: want at least 100ms (0 = 10m)", c.DuplicateWindow)
+	case c.MaxAge < 0:
+		return o, "max_age", fmt.Errorf("%v: want ≥ 0 (0 = forever)", c.MaxAge)
+	case c.MaxAge > 0 && c.MaxAge < window:
+		return o, "max_age", fmt.Errorf("%v is shorter than duplicate_window %v: JetStream keeps ids no longer than batches", c.MaxAge, window)
+	case slices.Contains(c.Placement.Tags, ""):
+		return o, "placement.tags", errors.New("an empty tag")
+	}
+	if err := o.Validate(); err != nil {
+		return o, "", err
+	}
+	return o, "", nil
 }
 
 // options returns the spool options of c.
@@ -175,7 +230,7 @@ func (c *nodeConfig) load(fs *flag.FlagSet) error {
 	if !set["unshaped"] && f.Unshaped {
 		c.Unshaped = true
 	}
-	c.TLS, c.UpstreamAuth, c.lines = f.TLS, f.UpstreamAuth, f.lines
+	c.TLS, c.UpstreamAuth, c.UpstreamStream, c.lines = f.TLS, f.UpstreamAuth, f.UpstreamStream, f.lines
 	c.Spool, c.Classes, c.Ingest, c.NATSIngest, c.Admin, c.Limits = f.Spool, f.Classes, f.Ingest, f.NATSIngest, f.Admin, f.Limits
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("config %s: %w", c.Config, err)
@@ -614,7 +669,8 @@ type resolved struct {
 	hasNATS  bool
 	tls      *tlsReloader  // nil without tls.cert_file
 	natsOpts []nats.Option // upstream TLS and credentials
-	admin    []byte        // the admin token; nil without admin.token_file
+	stream   aggregator.StreamOptions
+	admin    []byte // the admin token; nil without admin.token_file
 	// inflightFrom says where ingest.MaxInflightBytes came from, for the
 	// log: the config, or the memory limit it was derived from.
 	inflightFrom string
@@ -657,6 +713,10 @@ func (c *nodeConfig) resolve() (*resolved, error) {
 	}
 	if r.natsOpts, err = c.UpstreamAuth.options(); err != nil {
 		return nil, c.fileErr(c.keyErr("upstream_auth", err))
+	}
+	var key string
+	if r.stream, key, err = c.UpstreamStream.options(); err != nil {
+		return nil, c.fileErr(c.keyErr(strings.TrimSuffix("upstream_stream."+key, "."), err))
 	}
 	if r.admin, err = c.Admin.token(); err != nil {
 		return nil, c.fileErr(c.keyErr("admin.token_file", err))

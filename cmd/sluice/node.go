@@ -178,7 +178,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer, hooks
 			Headroom: c.Headroom,
 			Unshaped: c.Unshaped,
 		},
-		Logger: log,
+		StreamConfig: r.stream,
+		Logger:       log,
 	})
 	if err != nil {
 		return spoolInUse(spoolDir, err)

@@ -97,6 +97,7 @@ func fixedChanges(a, b *nodeConfig) []string {
 		{"ingest.dedup_window", a.Ingest.DedupWindow, b.Ingest.DedupWindow}, {"ingest.dedup_entries", a.Ingest.DedupEntries, b.Ingest.DedupEntries},
 		{"ingest.max_body_bytes", a.Ingest.MaxBodyBytes, b.Ingest.MaxBodyBytes},
 		{"tls", a.TLS, b.TLS}, {"upstream_auth", a.UpstreamAuth, b.UpstreamAuth}, {"admin", a.Admin, b.Admin},
+		{"upstream_stream", a.UpstreamStream, b.UpstreamStream},
 	}
 	var out []string
 	for _, f := range fixed {
