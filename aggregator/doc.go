@@ -107,6 +107,16 @@
 // ones, and JetStream's duplicate window drops the copies of those that had
 // arrived.
 //
+// Past the duplicate window that no longer holds, so stream_once.go looks
+// first: an attempt of a batch whose first attempt may be older than the
+// retry horizon (a batch this process first sent that long ago, or a claim
+// found at New whose oldest event is that old) reads the Nats-Msg-Ids of
+// the class's subject since the first attempt could have been made, and
+// acknowledges the batch without sending it if it is there; if not, it
+// publishes it on condition that the subject's last message is still the
+// last one read (Nats-Expected-Last-Subject-Sequence), and reads on when
+// it is not. onceGuard's doc has the argument and its assumptions.
+//
 // # The stream
 //
 // stream.go: the node creates a missing stream with Options.StreamConfig
@@ -127,11 +137,17 @@
 //     batch that is retried may land in the stream after batches cut after
 //     it, and demoted (stale) batches go after newer ones.
 //   - Out-of-order acks are kept in memory only: after a restart, ranges
-//     acknowledged out of order are republished and deduplicated upstream.
-//     A restart later than the duplicate window after the first publish of
-//     a batch can therefore deliver it twice. Demotion makes such ranges
-//     last: the batches acknowledged after set-aside events stay above the
-//     persisted cursor until those events are sent.
+//     acknowledged out of order are republished and deduplicated upstream,
+//     by the duplicate window or, past it, by the lookup above. Demotion
+//     makes such ranges last: the batches acknowledged after set-aside
+//     events stay above the persisted cursor until those events are sent.
+//   - The lookup past the window holds under onceGuard's assumptions: an
+//     attempt reaches the stream within the window minus the horizon or
+//     never (no reconnect buffer), the node's clock is at most a minute
+//     ahead of the servers', the earlier copy is still in the stream (not
+//     past its max age), the subject prefix did not change. A class
+//     subject busy with other nodes' batches can keep refusing the
+//     conditional publish: the batch then waits in the spool, retried.
 //   - A JetStream ack is not an fsync on the server (see docs/wire.md).
 //   - Dictionaries are not remembered across restarts: a node trains anew
 //     after New (its first batches go without), so it never names a

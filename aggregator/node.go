@@ -123,6 +123,7 @@ func New(opts Options) (*Node, error) {
 			return nil, fmt.Errorf("aggregator: class %s: %w", opts.Classes[i].Name, err)
 		}
 		l.pub.gate = n.gate
+		l.pub.once = newOnceGuard(ctx, &n.opts, js, sp.ID(), l.name, sp.Claims(l.name), n.drv.now)
 		n.lanes = append(n.lanes, l)
 		if accept[l.name] {
 			n.byName[l.name] = l

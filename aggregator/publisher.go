@@ -72,6 +72,7 @@ type publisher struct {
 	now   func() time.Time
 	drain <-chan struct{} // closed when the node drains
 	gate  *streamGate     // holds sends back while the node refuses its stream
+	once  *onceGuard      // looks late attempts up in the stream first (stream_once.go)
 
 	retryMin, retryMax, ackTimeout time.Duration
 
@@ -141,7 +142,7 @@ func (p *publisher) publish(f *flight, id uint64) {
 	f.reconnects = p.conn.Stats().Reconnects
 	f.connected = p.conn.IsConnected()
 	f.alive, f.up = p.drv.aliveAfter(), p.drv.upAfter()
-	f.fut, f.err = p.js.PublishMsgAsync(f.msg)
+	f.fut, f.err = p.once.publish(p.js, f)
 }
 
 // run is the acker goroutine; it returns once close(p.inflight) and every
