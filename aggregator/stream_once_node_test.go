@@ -24,18 +24,31 @@ import (
 // second is stored, once. A copy sent by hand afterwards is stored: the
 // window had indeed passed, deduplication did not do it.
 func TestExactlyOncePastDuplicateWindow(t *testing.T) {
-	const window = time.Second
 	srv := natstest.Start(t)
-	nc := connect(t, srv.ClientURL())
+	exactlyOncePastWindow(t, connect(t, srv.ClientURL()), 1)
+}
+
+// TestExactlyOncePastDuplicateWindowR3 is the same on an R3 stream of a
+// 3-server cluster, where JetStream's leader checks the conditional
+// publish.
+func TestExactlyOncePastDuplicateWindowR3(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	exactlyOncePastWindow(t, nodeConn(t, c.urls()), 3)
+}
+
+func exactlyOncePastWindow(t *testing.T, nc *nats.Conn, replicas int) {
+	const window = time.Second
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: "SLUICE", Subjects: []string{"sluice.>"}, Storage: jetstream.FileStorage, Duplicates: window,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitJetStream(t, 60*time.Second, "create the stream", func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: "SLUICE", Subjects: []string{"sluice.>"}, Storage: jetstream.FileStorage, Duplicates: window, Replicas: replicas,
+		})
+		return err
+	})
 	// Another node's batch on the same subject, before and after.
 	other := func(first uint64) {
 		t.Helper()
@@ -72,7 +85,10 @@ func TestExactlyOncePastDuplicateWindow(t *testing.T) {
 	other(2)
 	time.Sleep(2 * window) // past the window: the server forgets the first batch's id
 
-	n := newNode(t, dir, nc, func(o *aggregator.Options) { o.DuplicateWindow = window })
+	n := newNode(t, dir, nc, func(o *aggregator.Options) {
+		o.DuplicateWindow = window
+		o.StreamConfig.Replicas = replicas
+	})
 	seen := collect(t, nc, 102, 30*time.Second)
 	if seen["other-1"] != 1 || seen["other-2"] != 1 {
 		t.Fatalf("other node's events: %d, %d", seen["other-1"], seen["other-2"])
