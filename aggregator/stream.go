@@ -62,7 +62,8 @@ const (
 	// accepting and spooling events, logs the findings at error level,
 	// reports them in Node.StreamRefused, checks the stream again every
 	// RetryMax and at each reconnection, and ships once the stream is
-	// fixed. The default.
+	// fixed. Batches already in flight when a check at a reconnection
+	// first refuses the stream still finish their attempts. The default.
 	MismatchRefuse Mismatch = iota
 	// MismatchWarn: the node logs the findings at warn level and ships
 	// anyway: what the findings say can happen (a batch stored twice, or
