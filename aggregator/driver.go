@@ -90,9 +90,8 @@ type driver struct {
 
 	level       atomic.Int32
 	linkLvl     atomic.Int32                  // the part of level the link's own health accounts for (shaper.ControllerStatus.LinkLevel)
-	probing     atomic.Bool                   // the estimator probes: deferred classes may borrow
 	pacing      int64                         // the lanes' target, bytes/s (k.mu)
-	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when probing starts or ends
+	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when the link's part of it changes
 	acked       atomic.Pointer[chan struct{}] // closed and replaced at each ack or failure
 	alive       atomic.Pointer[chan struct{}] // closed and replaced at each ack
 	up          atomic.Pointer[chan struct{}] // closed and replaced when the upstream is back (Node.watchUpstream)
@@ -200,7 +199,7 @@ func (k *driver) action(c *priority.Class) (priority.Action, int) {
 		return priority.Action{}, 0
 	}
 	level := k.Level()
-	return shaper.EffectiveAction(c, level, k.linkLevel(), k.probing.Load()), level
+	return shaper.EffectiveAction(c, level, k.linkLevel()), level
 }
 
 func (k *driver) target() int64 {
@@ -220,9 +219,8 @@ func (k *driver) linkEstimate() (int64, bool, bool) {
 // addIngress counts bytes an urgent class accepted: the demand signal.
 func (k *driver) addIngress(bytes int) { k.ingress.Add(int64(bytes)) }
 
-// levelChanged returns a channel closed at the next level change, when
-// the link's part of it changes, or when a probe starts or ends (deferred
-// classes may send during a probe): whenever shaper.EffectiveAction may.
+// levelChanged returns a channel closed at the next level change, or when
+// the link's part of it changes: whenever shaper.EffectiveAction may.
 func (k *driver) levelChanged() <-chan struct{} { return *k.changed.Load() }
 
 // wakeLevel closes the levelChanged channel.
@@ -322,16 +320,10 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 		// backlog: a load-only level is when a low estimate costs most.
 		k.est.SetLevelAt(now, linkLevel)
 	}
-	// A probe is filled from the deferred classes' backlog (see
-	// shaper.Lanes.SetProbingAt).
-	state := k.est.SnapshotAt(now).State
-	probing := !k.unshaped && (state == shaper.StateUp || state == shaper.StateStartup)
-	if state != shaper.StateStartup || standingQueue(snap) {
+	if k.est.SnapshotAt(now).State != shaper.StateStartup || standingQueue(snap) {
 		k.found.Store(true)
 	}
-	k.lanes.SetProbingAt(now, probing)
 	k.mu.Unlock()
-	probeChanged := k.probing.Swap(probing) != probing
 
 	if prev := k.snap.Load(); prev.Probe != snap.State.String() {
 		k.log.Debug("link estimator", "from", prev.Probe, "to", snap.State.String(),
@@ -352,7 +344,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 		k.log.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel,
 			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
 			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
-	} else if probeChanged || linkLevel != prevLink {
+	} else if linkLevel != prevLink {
 		k.wakeLevel()
 	}
 }

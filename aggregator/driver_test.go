@@ -326,3 +326,58 @@ func TestDriverRunWakesDeferred(t *testing.T) {
 		cancel()
 	})
 }
+
+// TestDriverDeferSendsNothing: a class deferred by the link's own part of
+// the level sends nothing, whatever the estimator does: at every tick its
+// action stays a defer and it is refused admission, through the
+// estimator's upward probes too. (Probes were once filled from the
+// deferred classes' backlog, and replication, deferred at level 2, still
+// sent 84–458 events/s in some seconds.)
+func TestDriverDeferSendsNothing(t *testing.T) {
+	fn := &fakeNode{now: t0, connected: true, ratio: 1, backlog: 1 << 20, spoolBytes: 1 << 20}
+	d := testDriver(t, fn, false)
+	repl := &priority.Defaults(0)[classID(t, "replication")]
+	drain := make(chan struct{})
+	close(drain) // a refused reserve returns at once
+	// Rounds of 4 batches acked after rtt: 10 ms for 3 s, then 20 ms, a
+	// queue of 10 ms on the path (inflation 2), which takes the link's
+	// part of the level up and defers replication (its plan defers it
+	// from level 1). The estimator keeps probing upward at levels ≤ 2.
+	sawProbe := false
+	rtt := 10 * time.Millisecond
+	for fn.now = t0; fn.now.Before(at(20)); {
+		if fn.now.After(at(3)) {
+			rtt = 20 * time.Millisecond
+		}
+		ids := make([]uint64, 4)
+		for j := range ids {
+			ids[j] = d.onSend(10_000, true, false)
+		}
+		fn.now = fn.now.Add(rtt)
+		for _, id := range ids {
+			d.onAck(id)
+		}
+		// A tick after every round, so that none of the estimator's
+		// states goes unseen.
+		d.tick(fn.now, rtt)
+		if d.linkLevel() < 1 {
+			continue
+		}
+		d.mu.Lock()
+		state := d.est.SnapshotAt(fn.now).State
+		d.mu.Unlock()
+		sawProbe = sawProbe || state == shaper.StateStartup || state == shaper.StateUp
+		if act, level := d.action(repl); act.Kind != priority.ActionDefer {
+			t.Fatalf("%v: replication %v at level %d (link %d, estimator %v), want defer", fn.now.Sub(t0), act.Kind, level, d.linkLevel(), state)
+		}
+		if ok, _ := d.reserve(context.Background(), classID(t, "replication"), 1000, false, drain); ok {
+			t.Fatalf("%v: replication admitted at level %d (link %d, estimator %v)", fn.now.Sub(t0), d.Level(), d.linkLevel(), state)
+		}
+	}
+	if d.linkLevel() < 1 {
+		t.Fatalf("link level %d with 30 ms of queue, want ≥ 1", d.linkLevel())
+	}
+	if !sawProbe {
+		t.Fatal("the estimator never probed: the test does not cover a probe")
+	}
+}

@@ -61,7 +61,7 @@ type ClassShape struct {
 	Unshaped bool
 	// Action is what the class does now: the plan's action at the current
 	// degradation level, with a defer the link's health does not justify
-	// (or a probe) turned into a throttle (shaper.EffectiveAction).
+	// turned into a throttle (shaper.EffectiveAction).
 	Action priority.ActionKind
 	// Deferred is true while the class sends nothing by its plan.
 	Deferred bool

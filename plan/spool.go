@@ -29,7 +29,7 @@ func (p *Plan) spoolAtPeak(final []priority.Class, demandMsgs map[string]float64
 	actionsAt := func(level int) []priority.Action {
 		acts := make([]priority.Action, len(final))
 		for i := range final {
-			acts[i] = shaper.EffectiveAction(&final[i], level, 0, false)
+			acts[i] = shaper.EffectiveAction(&final[i], level, 0)
 		}
 		return acts
 	}

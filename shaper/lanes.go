@@ -112,7 +112,6 @@ type Lanes struct {
 	// linkLevel ≤ level is the part of the level the link's own health
 	// accounts for: only its defers stop a class (EffectiveAction).
 	linkLevel int
-	probing   bool // the estimator probes: deferred classes may borrow
 	linkB     bucket
 	linkM     bucket
 	scaleB    int64 // guarantee scale in ppm
@@ -273,21 +272,22 @@ func clampLevel(level int) int { return max(0, min(level, priority.Levels-1)) }
 // EffectiveAction is what class c does at degradation level, where the
 // link's own health (RTT inflation, errors, the link down) accounts for
 // linkLevel of it and load (demand, a standing queue, a spool filling) for
-// the rest, while the estimator probes upward or not. Its plan's action
-// at level, except for a defer, which becomes a throttle (borrow only,
-// after every class with a guarantee):
+// the rest. Its plan's action at level, except for a defer that the plan
+// does not make at linkLevel too, which becomes a throttle (borrow only,
+// after every class with a guarantee): on a link that is healthy,
+// deferring a class only grows the backlog that raised the level, and a
+// node whose spool is full of that class's events stalls for good;
+// throttled, it drains on capacity no other class wants.
 //
-//   - when the plan does not defer the class at linkLevel too: on a link
-//     that is healthy, deferring a class only grows the backlog that
-//     raised the level, and a node whose spool is full of that class's
-//     events stalls for good; throttled, it drains on capacity no other
-//     class wants;
-//   - while the estimator probes: a probe paces above the capacity
-//     estimate and only data that is waiting can fill it (see
-//     SetProbingAt).
-func EffectiveAction(c *priority.Class, level, linkLevel int, probing bool) priority.Action {
+// A defer that stands sends nothing through the lanes: no first send, no
+// retry, no split half, and no share of the estimator's upward probe.
+// (Filling probes from deferred classes sent replication at 84–458
+// events/s in some seconds of a level that deferred it; a probe is filled
+// by the classes that may send, and a link whose own signals are clean
+// lowers linkLevel, which lifts the defer.)
+func EffectiveAction(c *priority.Class, level, linkLevel int) priority.Action {
 	act := c.ActionAt(level)
-	if act.Kind == priority.ActionDefer && (probing || c.ActionAt(min(linkLevel, level)).Kind != priority.ActionDefer) {
+	if act.Kind == priority.ActionDefer && c.ActionAt(min(linkLevel, level)).Kind != priority.ActionDefer {
 		return priority.Action{Kind: priority.ActionThrottle}
 	}
 	return act
@@ -296,22 +296,6 @@ func EffectiveAction(c *priority.Class, level, linkLevel int, probing bool) prio
 // Level returns the current degradation level.
 func (l *Lanes) Level() int { return l.level }
 
-// SetProbingAt tells the lanes whether the estimator is probing upward.
-// While it probes, a class deferred at the level is throttled instead
-// (borrow only, after every class with a guarantee): a probe paces above
-// the capacity estimate, and only data that is waiting can show whether
-// the link carries more. Without it, a node whose level defers its bulk
-// classes has nothing to fill a probe with once its urgent traffic fits
-// the estimate, so an estimate left low by an outage or a step down
-// never rises and the level that defers the bulk never falls (seen: 12 s
-// at 0.5 Mbit/s on a link back at 20 Mbit/s).
-func (l *Lanes) SetProbingAt(now time.Time, probing bool) {
-	if l.probing != probing {
-		l.probing = probing
-		l.rescale(now)
-	}
-}
-
 // rescale recomputes effective guarantees: eff_c = rate_c × s with
 // s = clamp((T − Σ critical rate) / Σ other active rates, 0, 1).
 func (l *Lanes) rescale(now time.Time) {
@@ -319,7 +303,7 @@ func (l *Lanes) rescale(now time.Time) {
 	for i := range l.classes {
 		c := &l.classes[i]
 		ln := &l.lanes[i]
-		act := EffectiveAction(c, l.level, l.linkLevel, l.probing).Kind
+		act := EffectiveAction(c, l.level, l.linkLevel).Kind
 		ln.deferred = act == priority.ActionDefer
 		if act == priority.ActionDefer || act == priority.ActionThrottle {
 			continue
@@ -343,7 +327,7 @@ func (l *Lanes) rescale(now time.Time) {
 	for i := range l.classes {
 		c := &l.classes[i]
 		ln := &l.lanes[i]
-		act := EffectiveAction(c, l.level, l.linkLevel, l.probing).Kind
+		act := EffectiveAction(c, l.level, l.linkLevel).Kind
 		effB, effM := c.Rate.BytesPerSec, c.Rate.MsgsPerSec
 		if !c.Critical {
 			if l.scaleB < 1_000_000 {

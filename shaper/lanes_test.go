@@ -268,36 +268,6 @@ func TestLanesGuaranteeScaling(t *testing.T) {
 	}
 }
 
-// TestLanesProbingLiftsDeferral: while the estimator probes, a class
-// deferred at the level borrows after the others, with no guarantee; when
-// the probe ends it is deferred again.
-func TestLanesProbingLiftsDeferral(t *testing.T) {
-	cs := priority.Defaults(1_000_000)
-	l := mustLanes(t, cs, priority.Rate{BytesPerSec: 350_000}, LanesOptions{})
-	l.SetLevelAt(t0, 1)
-	if res := l.ReserveAt(t0, 2, 1000); res.OK || !res.At.IsZero() {
-		t.Fatalf("deferred class reservation %+v", res)
-	}
-	l.SetProbingAt(t0, true)
-	s := l.SnapshotAt(t0)
-	if s.Classes[2].Deferred || s.Classes[2].Rate.BytesPerSec != 0 || s.Classes[1].Rate.BytesPerSec != 250_000 {
-		t.Fatalf("probing: %+v", s.Classes)
-	}
-	// Ingest waits with a batch: it is served before replication borrows.
-	l.SetBacklogAt(t0, 1, 300_000)
-	if res := l.ReserveAt(t0, 2, 100_000); res.OK || res.Phase != PhaseBorrow || res.At.IsZero() {
-		t.Errorf("replication admitted before a waiting ingest: %+v", res)
-	}
-	l.SetBacklogAt(t0, 1, 0)
-	if res := l.ReserveAt(t0, 2, 1000); !res.OK || res.Phase != PhaseBorrow {
-		t.Errorf("replication while probing: %+v", res)
-	}
-	l.SetProbingAt(t0, false)
-	if res := l.ReserveAt(t0, 2, 1000); res.OK || !res.At.IsZero() {
-		t.Errorf("deferred again after the probe: %+v", res)
-	}
-}
-
 // randomLanes builds a random valid configuration.
 func randomLanes(rng *rand.Rand) ([]priority.Class, int64) {
 	link := int64(100_000 + rng.IntN(10_000_000))
@@ -518,30 +488,28 @@ func TestLanesLinkBurst(t *testing.T) {
 }
 
 // EffectiveAction over the default plans: a defer stops a class only where
-// the link's own health defers it too, and never while probing.
+// the link's own health defers it too.
 func TestEffectiveAction(t *testing.T) {
 	cs := priority.Defaults(1_000_000)
 	ingest, repl := &cs[1], &cs[2]
 	for _, tc := range []struct {
 		c           *priority.Class
 		level, link int
-		probing     bool
 		want        priority.ActionKind
 		note        string
 	}{
-		{ingest, 3, 3, false, priority.ActionDefer, "the link is down: ingest waits"},
-		{ingest, 3, 0, false, priority.ActionThrottle, "a full spool on a healthy link: ingest drains"},
-		{ingest, 3, 2, false, priority.ActionThrottle, "the link at 2 drops fields, does not defer"},
-		{ingest, 2, 0, false, priority.ActionDropFields, "no defer: the plan's action"},
-		{repl, 1, 1, false, priority.ActionDefer, "inflation: replication waits"},
-		{repl, 2, 1, false, priority.ActionDefer, "the link's part defers it"},
-		{repl, 2, 0, false, priority.ActionThrottle, "load only: replication borrows"},
-		{repl, 1, 1, true, priority.ActionThrottle, "a probe fills from deferred classes"},
-		{repl, 1, 3, false, priority.ActionDefer, "link above level: clamped to level"},
-		{repl, 0, 0, false, priority.ActionNone, "level 0"},
+		{ingest, 3, 3, priority.ActionDefer, "the link is down: ingest waits"},
+		{ingest, 3, 0, priority.ActionThrottle, "a full spool on a healthy link: ingest drains"},
+		{ingest, 3, 2, priority.ActionThrottle, "the link at 2 drops fields, does not defer"},
+		{ingest, 2, 0, priority.ActionDropFields, "no defer: the plan's action"},
+		{repl, 1, 1, priority.ActionDefer, "inflation: replication waits"},
+		{repl, 2, 1, priority.ActionDefer, "the link's part defers it"},
+		{repl, 2, 0, priority.ActionThrottle, "load only: replication borrows"},
+		{repl, 1, 3, priority.ActionDefer, "link above level: clamped to level"},
+		{repl, 0, 0, priority.ActionNone, "level 0"},
 	} {
-		if got := EffectiveAction(tc.c, tc.level, tc.link, tc.probing).Kind; got != tc.want {
-			t.Errorf("%s at level %d link %d probing %v (%s): %v, want %v", tc.c.Name, tc.level, tc.link, tc.probing, tc.note, got, tc.want)
+		if got := EffectiveAction(tc.c, tc.level, tc.link).Kind; got != tc.want {
+			t.Errorf("%s at level %d link %d (%s): %v, want %v", tc.c.Name, tc.level, tc.link, tc.note, got, tc.want)
 		}
 	}
 }
