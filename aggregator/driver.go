@@ -19,7 +19,8 @@ import (
 // this interface so that what they may ask of the shaper is written down
 // in one place.
 type shaping interface {
-	// action is what class c does at the current level, and the level;
+	// action is what class c does at the level the classes act at (the
+	// level, or the signals' level while the node recovers), and that level;
 	// unshaped, the zero action and level 0.
 	action(c *priority.Class) (priority.Action, int)
 	// levelChanged returns a channel closed when action's answer may
@@ -90,6 +91,8 @@ type driver struct {
 
 	level       atomic.Int32
 	linkLvl     atomic.Int32                  // the part of level the link's own health accounts for (shaper.ControllerStatus.LinkLevel)
+	actLvl      atomic.Int32                  // the level the lanes act at (shaper.ControllerStatus.ActLevel)
+	recovering  atomic.Bool                   // shaper.ControllerStatus.Recovering
 	pacing      int64                         // the lanes' target, bytes/s (k.mu)
 	changed     atomic.Pointer[chan struct{}] // closed and replaced at each level change, and when the link's part of it changes
 	acked       atomic.Pointer[chan struct{}] // closed and replaced at each ack or failure
@@ -111,7 +114,9 @@ var _ shaping = (*driver)(nil)
 // LinkStats is the shaper's view of the upstream link.
 type LinkStats struct {
 	Level       int           // degradation level 0..3
-	LinkLevel   int           // the part of Level the link's own health accounts for; only its defers stop a class (shaper.EffectiveAction)
+	LinkLevel   int           // the part of ActLevel the link's own health accounts for; only its defers stop a class (shaper.EffectiveAction)
+	ActLevel    int           // the level the classes act at: Level, or while Recovering the signals' level now (shaper.ControllerStatus.ActLevel)
+	Recovering  bool          // the signals have cleared and the backlog the degradation built is draining
 	Transitions uint64        // level changes since New
 	Capacity    int64         // estimated capacity, bytes/s
 	Target      int64         // min(Link.Ceil, Capacity) × Headroom, bytes/s
@@ -198,7 +203,7 @@ func (k *driver) action(c *priority.Class) (priority.Action, int) {
 	if k.unshaped {
 		return priority.Action{}, 0
 	}
-	level := k.Level()
+	level := int(k.actLvl.Load())
 	return shaper.EffectiveAction(c, level, k.linkLevel()), level
 }
 
@@ -306,16 +311,19 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 			BacklogBytes:       spoolBytes,
 			CapBytes:           k.capBytes,
 			LinkDown:           linkDown,
+			UnsentBytes:        backlog,
 		})
 	}
-	prev, prevLink := k.Level(), k.linkLevel()
+	prev, prevLink, prevAct := k.Level(), k.linkLevel(), int(k.actLvl.Load())
 	st := k.ctl.Status()
-	linkLevel := level
+	linkLevel, actLevel := level, level
 	if !k.unshaped {
-		linkLevel = st.LinkLevel
+		// While the node recovers, the classes act at the signals' level,
+		// not at the level the dwell holds (shaper.ControllerStatus).
+		linkLevel, actLevel = st.LinkLevel, st.ActLevel
 	}
-	if level != prev || linkLevel != prevLink {
-		k.lanes.SetLevelsAt(now, level, linkLevel)
+	if actLevel != prevAct || linkLevel != prevLink {
+		k.lanes.SetLevelsAt(now, actLevel, linkLevel)
 		// The estimator stops probing for a failing link, not for a
 		// backlog: a load-only level is when a low estimate costs most.
 		k.est.SetLevelAt(now, linkLevel)
@@ -331,20 +339,24 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 			"delivery_bps", snap.DeliveryRate*8, "min_rtt", snap.MinRtt, "rounds", snap.Rounds)
 	}
 	k.snap.Store(&LinkStats{
-		Level: level, LinkLevel: linkLevel, Transitions: k.transitions.Load(),
+		Level: level, LinkLevel: linkLevel, ActLevel: actLevel, Recovering: st.Recovering, Transitions: k.transitions.Load(),
 		Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Delivery: snap.DeliveryRate,
 		MinRTT: snap.MinRtt, SRTT: snap.SRTT, ErrorRate: snap.ErrorRate, InFlight: snap.InflightBytes,
 		Probe: snap.State.String(), Signals: st.Signals,
 	})
 	k.linkLvl.Store(int32(linkLevel))
+	k.actLvl.Store(int32(actLevel))
+	if was := k.recovering.Swap(st.Recovering); was != st.Recovering {
+		k.log.Info("recovery", "recovering", st.Recovering, "level", level, "act_level", actLevel, "unsent_bytes", backlog)
+	}
 	if level != prev {
 		k.level.Store(int32(level))
 		k.transitions.Add(1)
 		k.wakeLevel()
-		k.log.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel,
+		k.log.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel, "act_level", actLevel,
 			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
 			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
-	} else if linkLevel != prevLink {
+	} else if linkLevel != prevLink || actLevel != prevAct {
 		k.wakeLevel()
 	}
 }

@@ -101,6 +101,7 @@
 //	sluice_link_in_flight_bytes                         gauge
 //	sluice_link_degradation_level                       gauge     0..3
 //	sluice_link_degradation_link_level                  gauge     0..3, the part of the level from link health (only it defers)
+//	sluice_link_degradation_recovering                  gauge     1 while the backlog drains after the signals cleared
 //	sluice_link_degradation_transitions_total           counter
 //	sluice_link_degradation_signal_level{signal}        gauge     inflation, errors, demand, queue, time_to_full
 //	sluice_link_estimator_state{state}                  gauge     1 for the current of startup, cruise, up, probe_rtt

@@ -185,6 +185,12 @@ func NewCollector(src Sources) (*Collector, error) {
 	addL("in_flight_bytes", "Bytes published and not yet acknowledged.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.InFlight) })
 	addL("degradation_level", "Degradation level: 0 normal .. 3 critical traffic only.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Level) })
 	addL("degradation_link_level", "The part of the degradation level the link's own health (RTT inflation, errors, down) accounts for; the rest is load. Only this part defers classes.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.LinkLevel) })
+	addL("degradation_recovering", "1 while the node recovers: the signals that raised the level have cleared and the backlog it built drains, at the signals' level rather than the one the dwell holds.", gauge, func(l aggregator.LinkStats) float64 {
+		if l.Recovering {
+			return 1
+		}
+		return 0
+	})
 	addL("degradation_transitions_total", "Changes of the degradation level.", counter, func(l aggregator.LinkStats) float64 { return float64(l.Transitions) })
 	c.signal = prometheus.NewDesc("sluice_link_degradation_signal_level",
 		"Level (0..3) each degradation signal asks for; the level is their maximum, held by the dwell time on the way down.",

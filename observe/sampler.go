@@ -212,7 +212,7 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 		Schema: StatusSchema, Node: s.opts.Name, Version: s.opts.Version, Time: cur.t.UTC().Truncate(time.Millisecond),
 		IntervalSeconds: s.opts.Interval.Seconds(), WindowSeconds: dt.Seconds(), Accepting: accepting,
 		Link: LinkStatus{
-			Level: l.Level, LinkLevel: l.LinkLevel, Transitions: l.Transitions,
+			Level: l.Level, LinkLevel: l.LinkLevel, Recovering: l.Recovering, Transitions: l.Transitions,
 			CapacityBytesPerSecond: l.Capacity, TargetBytesPerSecond: l.Target,
 			PacingBytesPerSecond: l.Pacing, DeliveryBytesPerSecond: l.Delivery,
 			RateBytesPerSecond: perSecond(cur.wire, base.wire, dt),

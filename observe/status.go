@@ -42,6 +42,7 @@ type Status struct {
 type LinkStatus struct {
 	Level       int    `json:"level"`       // degradation level 0 (normal) .. 3 (critical only)
 	LinkLevel   int    `json:"link_level"`  // the part of Level from link health; only it defers classes
+	Recovering  bool   `json:"recovering"`  // the signals cleared and the backlog drains at their level, not the dwell's
 	Transitions uint64 `json:"transitions"` // level changes since start
 	// CapacityBytesPerSecond is the estimated capacity; TargetBytesPerSecond
 	// min(configured ceiling, capacity) × headroom; PacingBytesPerSecond

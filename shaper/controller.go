@@ -84,6 +84,9 @@ type Inputs struct {
 	BacklogBytes, CapBytes int64
 	// LinkDown forces level 3 at once (no confirmation).
 	LinkDown bool
+	// UnsentBytes is what waits to be sent (the classes' backlog, before
+	// compression): the drain a recovery is about. Zero ends a recovery.
+	UnsentBytes int64
 }
 
 // Controller turns link and queue signals into a degradation level 0..3
@@ -107,6 +110,10 @@ type Controller struct {
 	growingFrom time.Time
 	transitions int64
 	outageAt    time.Time // when the link was first seen failing (down, stalled, ≥ 30% errors); zero when it is not
+	recovering  bool      // see ControllerStatus.Recovering
+	degraded    bool      // the level has been above 0 since the last recovery ended
+	actLevel    int       // ControllerStatus.ActLevel
+	actLink     int       // ControllerStatus.LinkLevel
 }
 
 type rawAt struct {
@@ -133,8 +140,22 @@ type ControllerStatus struct {
 	// that raised those signals (seen: time to full at level 3 deferred
 	// ingest, the class filling the spool, and a node with a 68 MB/s link
 	// shipped nothing for minutes), so the lanes defer a class only where
-	// its plan defers it at LinkLevel too (see Lanes.SetLevelsAt).
+	// its plan defers it at LinkLevel too (see Lanes.SetLevelsAt). While
+	// Recovering, the link's signals as they stand now, at most ActLevel.
 	LinkLevel int
+	// Recovering: the signals that raised the level have cleared below
+	// it (the dwell holds Level), or the level is back at 0 and the
+	// backlog a degradation left is still draining. It ends when a signal
+	// reaches the level again, or at level 0 once nothing is left unsent
+	// (Inputs.UnsentBytes).
+	Recovering bool
+	// ActLevel is the level the lanes act at: Level, except while
+	// Recovering, when it is the raw level now. The dwell holds Level, and
+	// with it the anti-flap doubling and the level the node reports, but
+	// not the drain: a class held deferred through the dwell after its
+	// signals had cleared only made the backlog older (the lanes ramp a
+	// class that resumes instead, see Lanes.SetLevelsAt).
+	ActLevel int
 }
 
 // NewController returns a controller at level 0.
@@ -238,13 +259,18 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 
 	// RTT inflation and errors.
 	infl := in.Link.Inflation
-	if in.Link.Probing {
-		infl = 0 // the probe's own queue
-	}
 	if queue := time.Duration((infl - 1) * float64(in.Link.MinRtt)); queue < c.o.MinQueueDelay {
 		infl = min(infl, 1) // too little delay to be a queue
 	}
-	c.sig[SignalInflation] = up(c.sig[SignalInflation], infl, inflationEntry, inflationExit)
+	sig := up(c.sig[SignalInflation], infl, inflationEntry, inflationExit)
+	if in.Link.Probing {
+		// A probe's inflation is its own queue: it never raises the
+		// signal. Nor does the probe clear it: ignored, a signal cleared
+		// by every probe ended a level's hold on the classes (see
+		// ControllerStatus.Recovering) for the probe's length.
+		sig = min(sig, c.sig[SignalInflation])
+	}
+	c.sig[SignalInflation] = sig
 	c.sig[SignalErrors] = up(c.sig[SignalErrors], in.Link.ErrorRate, errorEntry, errorExit)
 	if in.Link.InflightMsgs > 0 && !in.Link.LastAckAt.IsZero() {
 		if now.Sub(in.Link.LastAckAt) >= max(3*in.Link.RTO, 5*time.Second) {
@@ -359,7 +385,29 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 	if c.dwell > c.o.Dwell && now.Sub(c.lastChange) >= c.o.MaxDwell {
 		c.dwell = c.o.Dwell // calm for long enough: forget the flapping
 	}
+	c.recover(max(raw, link), link, in.UnsentBytes) // link is 3 while the link is down
 	return c.level
+}
+
+// recover runs the recovery phase (ControllerStatus.Recovering) once the
+// level is set, raw and link being the signals' levels now: above level 0
+// it lasts while the raw level is below the level (the dwell holds it);
+// at level 0, until nothing is left unsent of what a degradation left.
+func (c *Controller) recover(raw, link int, unsent int64) {
+	switch {
+	case c.level > 0:
+		c.degraded = true
+		c.recovering = raw < c.level
+	default:
+		c.recovering = c.degraded && unsent > 0
+		c.degraded = c.recovering
+	}
+	if !c.recovering {
+		c.actLevel, c.actLink = c.level, c.linkLevel()
+		return
+	}
+	c.actLevel = min(raw, c.level)
+	c.actLink = min(link, c.actLevel)
 }
 
 func (c *Controller) timeToFull(in Inputs) time.Duration {
@@ -430,7 +478,8 @@ func (c *Controller) NextEventAt(now time.Time) time.Time {
 
 // Status returns the controller's state.
 func (c *Controller) Status() ControllerStatus {
-	s := ControllerStatus{Level: c.level, Signals: c.sig, Dwell: c.dwell, LastChange: c.lastChange, Transitions: c.transitions, LinkLevel: c.linkLevel()}
+	s := ControllerStatus{Level: c.level, Signals: c.sig, Dwell: c.dwell, LastChange: c.lastChange, Transitions: c.transitions,
+		LinkLevel: c.actLink, ActLevel: c.actLevel, Recovering: c.recovering}
 	if len(c.hist) > 0 {
 		s.Raw = c.hist[len(c.hist)-1].raw
 	}

@@ -443,8 +443,8 @@ func TestControllerLinkLevel(t *testing.T) {
 		t.Fatalf("inflation 2.6: %+v, want level 2 link 2", s)
 	}
 	c.EvaluateAt(sec(1), inflation(1))
-	if s := c.Status(); s.LinkLevel != 2 {
-		t.Fatalf("inflation gone for one tick: link %d, want 2 (window)", s.LinkLevel)
+	if s := c.Status(); s.Level != 2 || !s.Recovering || s.ActLevel != 0 || s.LinkLevel != 0 {
+		t.Fatalf("inflation gone for one tick: %+v, want level 2 held by the dwell, recovering at 0", s)
 	}
 	for tick := 5; tick <= 4*11; tick++ {
 		c.EvaluateAt(sec(float64(tick)/4), inflation(1))
@@ -454,5 +454,51 @@ func TestControllerLinkLevel(t *testing.T) {
 	}
 	if got := c.EvaluateAt(sec(12), Inputs{LinkDown: true}); got != 3 || c.Status().LinkLevel != 3 {
 		t.Fatalf("link down: level %d %+v", got, c.Status())
+	}
+}
+
+// Recovery as a phase, step by step (a tick every 250 ms in between): the
+// signals clear below a level the dwell holds, and the classes act at the
+// signals' level at once while the level steps down a dwell at a time; a
+// signal back at the level ends the recovery; at level 0 it lasts until
+// nothing is left unsent.
+func TestControllerRecoveryStepTable(t *testing.T) {
+	c := mustController(t)
+	type step struct {
+		t          float64
+		infl       float64
+		unsent     int64
+		level, act int
+		recovering bool
+		note       string
+	}
+	steps := []step{
+		{0, 1, 0, 0, 0, false, "healthy, idle"},
+		{0.25, 2.6, 1 << 20, 0, 0, false, "first tick at the L2 threshold"},
+		{0.5, 2.6, 1 << 20, 2, 2, false, "level 2: degraded, not recovering"},
+		{1, 1, 2 << 20, 2, 0, true, "signals clear: the dwell holds the level, not the classes"},
+		{5, 1.7, 2 << 20, 2, 1, true, "inflation at L1: the classes act at 1"},
+		{5.25, 2.6, 2 << 20, 2, 2, false, "a signal back at the level: degraded again"},
+		{5.5, 1, 2 << 20, 2, 0, true, "cleared again"},
+		{15.5, 1, 1 << 20, 1, 0, true, "a dwell later: one step down"},
+		{25.5, 1, 1 << 19, 0, 0, true, "level 0, a backlog left: still recovering"},
+		{26, 1, 0, 0, 0, false, "drained: recovery over"},
+		{26.25, 1, 1 << 20, 0, 0, false, "a backlog with no degradation before it is no recovery"},
+	}
+	tick := 0
+	for i, st := range steps {
+		for ; float64(tick)/4 < st.t; tick++ {
+			prev := steps[max(i-1, 0)]
+			c.EvaluateAt(sec(float64(tick)/4), Inputs{Link: inflation(prev.infl).Link, UnsentBytes: prev.unsent})
+		}
+		got := c.EvaluateAt(sec(st.t), Inputs{Link: inflation(st.infl).Link, UnsentBytes: st.unsent})
+		tick++
+		s := c.Status()
+		if got != st.level || s.ActLevel != st.act || s.Recovering != st.recovering {
+			t.Fatalf("t=%vs (%s): level %d act %d recovering %v, want %d %d %v", st.t, st.note, got, s.ActLevel, s.Recovering, st.level, st.act, st.recovering)
+		}
+		if s.LinkLevel > s.ActLevel {
+			t.Fatalf("t=%vs: link level %d above the act level %d", st.t, s.LinkLevel, s.ActLevel)
+		}
 	}
 }

@@ -41,6 +41,11 @@ const (
 	DefaultOverheadBytes = 256
 	DefaultClassDepth    = 100 * time.Millisecond
 	DefaultLinkDepth     = 50 * time.Millisecond
+	DefaultRamp          = 4 * time.Second
+	// rampFloorPPM is where a resuming class's borrow starts: its ceiling
+	// at 1/8 of the way from its guarantee, growing linearly to all of it
+	// over LanesOptions.Ramp.
+	rampFloorPPM = 125_000
 	// vscale is the virtual-time unit for weighted sharing: bytes·vscale/weight.
 	vscale = 1 << 10
 )
@@ -62,6 +67,13 @@ type LanesOptions struct {
 	// admitted when the bucket is full and leaves it in debt, so the link
 	// never bursts more than one message over LinkDepth. Default 50 ms.
 	LinkDepth time.Duration
+	// Ramp is how long a class that was deferred takes to resume its full
+	// borrow: its guarantee comes back at once, its ceiling (or, with none,
+	// the target) from 1/8 of the way above the guarantee to all of it,
+	// linearly over Ramp. A deferred class resuming at full borrow is a
+	// burst into the bottleneck's queue, read as RTT inflation (seen: level
+	// 1 again, for 22 s). Default 4 s; negative means no ramp.
+	Ramp time.Duration
 }
 
 func (o LanesOptions) withDefaults() (LanesOptions, error) {
@@ -82,6 +94,9 @@ func (o LanesOptions) withDefaults() (LanesOptions, error) {
 	}
 	if o.LinkDepth == 0 {
 		o.LinkDepth = DefaultLinkDepth
+	}
+	if o.Ramp == 0 {
+		o.Ramp = DefaultRamp
 	}
 	if o.ClassDepth < 0 || o.LinkDepth < 0 {
 		return o, fmt.Errorf("%w: negative bucket depth", ErrInvalidOptions)
@@ -132,7 +147,8 @@ type lane struct {
 	rateM    bucket
 	ceilB    bucket
 	ceilM    bucket
-	fifo     []int // queued message sizes (scheduler mode)
+	rampFrom time.Time // when the class resumed from a defer; zero once its borrow is whole
+	fifo     []int     // queued message sizes (scheduler mode)
 	fifoHead int
 	want     int // ready batch size (admission mode); 0 = none
 	gv, bv   int64
@@ -243,8 +259,6 @@ func (l *Lanes) SetClassesAt(now time.Time, classes []priority.Class) error {
 		}
 		ln.weight = int64(c.EffectiveWeight())
 		ln.critical = c.Critical
-		ln.ceilB.reconfigure(now, c.Ceil.BytesPerSec, l.depthB(c.Ceil.BytesPerSec, l.opts.ClassDepth))
-		ln.ceilM.reconfigure(now, c.Ceil.MsgsPerSec, depthM(c.Ceil.MsgsPerSec, l.opts.ClassDepth))
 	}
 	l.rescale(now)
 	return nil
@@ -304,7 +318,14 @@ func (l *Lanes) rescale(now time.Time) {
 		c := &l.classes[i]
 		ln := &l.lanes[i]
 		act := EffectiveAction(c, l.level, l.linkLevel).Kind
-		ln.deferred = act == priority.ActionDefer
+		deferred := act == priority.ActionDefer
+		if ln.deferred && !deferred && !now.IsZero() && l.opts.Ramp > 0 {
+			ln.rampFrom = now
+		}
+		ln.deferred = deferred
+		if deferred {
+			ln.rampFrom = time.Time{}
+		}
 		if act == priority.ActionDefer || act == priority.ActionThrottle {
 			continue
 		}
@@ -347,6 +368,49 @@ func (l *Lanes) rescale(now time.Time) {
 		// whether the class has any guarantee at all.
 		ln.rateB.reconfigure(now, effB, l.depthB(effB, l.opts.ClassDepth))
 		ln.rateM.reconfigure(now, effM, depthM(effM, l.opts.ClassDepth))
+		l.setCeil(i, now)
+	}
+}
+
+// ramped is a ceiling that ramps up from a guarantee: eff + (ceil − eff)
+// × ppm/10⁶, where a zero ceil (none) ramps toward the target instead (and
+// stays unlimited with no target either).
+func ramped(eff, ceil, target, ppm int64) int64 {
+	if ceil <= 0 {
+		ceil = target
+	}
+	if ceil <= 0 || ppm >= 1_000_000 {
+		return ceil
+	}
+	return eff + mulDiv(max(0, ceil-eff), ppm, 1_000_000)
+}
+
+// setCeil gives class i's ceil buckets the rate they have at now: the
+// class's Ceil, or while it resumes from a defer, that ceiling ramped
+// (LanesOptions.Ramp). A ramp that has run its course ends.
+func (l *Lanes) setCeil(i int, now time.Time) {
+	c, ln := &l.classes[i], &l.lanes[i]
+	ceilB, ceilM := c.Ceil.BytesPerSec, c.Ceil.MsgsPerSec
+	if !ln.rampFrom.IsZero() {
+		el := now.Sub(ln.rampFrom)
+		if el >= l.opts.Ramp || el < 0 {
+			ln.rampFrom = time.Time{}
+		} else {
+			ppm := rampFloorPPM + mulDiv(1_000_000-rampFloorPPM, int64(el), int64(l.opts.Ramp))
+			ceilB = ramped(ln.effB, ceilB, l.target.BytesPerSec, ppm)
+			ceilM = ramped(ln.effM, ceilM, l.target.MsgsPerSec, ppm)
+		}
+	}
+	ln.ceilB.reconfigure(now, ceilB, l.depthB(ceilB, l.opts.ClassDepth))
+	ln.ceilM.reconfigure(now, ceilM, depthM(ceilM, l.opts.ClassDepth))
+}
+
+// ramp moves the ceilings of the classes resuming from a defer to now.
+func (l *Lanes) ramp(now time.Time) {
+	for i := range l.lanes {
+		if !l.lanes[i].rampFrom.IsZero() {
+			l.setCeil(i, now)
+		}
 	}
 }
 
@@ -488,6 +552,7 @@ type Pick struct {
 // nothing may go, ok is false and wait is the instant the answer changes
 // (zero: not until something is enqueued or reconfigured).
 func (l *Lanes) PickAt(now time.Time) (p Pick, ok bool, wait time.Time) {
+	l.ramp(now)
 	i, ph := l.best(now)
 	if i >= 0 {
 		ln := &l.lanes[i]
@@ -586,6 +651,7 @@ type Reservation struct {
 // class stays backlogged with this size; an admitted one is no longer
 // backlogged. A retry calls ReserveAt like a first send.
 func (l *Lanes) ReserveAt(now time.Time, class, bytes int) Reservation {
+	l.ramp(now)
 	ln := &l.lanes[class]
 	if !ln.backlogged() {
 		l.activate(ln)
@@ -646,8 +712,11 @@ func (l *Lanes) ReserveAt(now time.Time, class, bytes int) Reservation {
 
 // LaneSnapshot describes one class at an instant.
 type LaneSnapshot struct {
-	Name       string
-	Deferred   bool
+	Name     string
+	Deferred bool
+	// Resuming: the class left a defer less than LanesOptions.Ramp ago
+	// and its ceiling is ramping up.
+	Resuming   bool
 	Backlogged bool
 	// Effective guaranteed rate after scaling and the level's plan, and the
 	// ceiling (0 = none in that dimension).
@@ -674,7 +743,7 @@ func (l *Lanes) SnapshotAt(now time.Time) LanesSnapshot {
 	for i := range l.lanes {
 		ln := &l.lanes[i]
 		s.Classes = append(s.Classes, LaneSnapshot{
-			Name: l.classes[i].Name, Deferred: ln.deferred, Backlogged: ln.backlogged(),
+			Name: l.classes[i].Name, Deferred: ln.deferred, Resuming: !ln.rampFrom.IsZero(), Backlogged: ln.backlogged(),
 			Rate:       priority.Rate{BytesPerSec: ln.effB, MsgsPerSec: ln.effM},
 			Ceil:       l.classes[i].Ceil,
 			RateTokens: tokens(&ln.rateB, now), CeilTokens: tokens(&ln.ceilB, now),

@@ -542,3 +542,72 @@ func TestLanesLoadLevelThrottles(t *testing.T) {
 		t.Fatalf("ingest at level 1: %+v", res)
 	}
 }
+
+// A class that leaves a defer resumes its borrow over LanesOptions.Ramp:
+// its ceiling starts 1/8 of the way from its guarantee to the target (it
+// has no ceiling of its own) and grows linearly; its guarantee is whole at
+// once. Deferred again, it stops; resumed again, it ramps again.
+func TestLanesResumeRamps(t *testing.T) {
+	cs := priority.Defaults(0)                       // no link ceiling: the classes have neither ceilings nor guarantees
+	cs[2].Rate = priority.Rate{BytesPerSec: 100_000} // but replication has a guarantee
+	l := mustLanes(t, cs, priority.Rate{BytesPerSec: 1_000_000}, LanesOptions{})
+	const repl = 2
+	l.SetLevelsAt(t0, 1, 1)
+	if s := l.SnapshotAt(t0); !s.Classes[repl].Deferred {
+		t.Fatalf("level 1: replication not deferred: %+v", s.Classes[repl])
+	}
+	ms := func(v int) time.Time { return t0.Add(time.Duration(v) * time.Millisecond) }
+	l.SetLevelsAt(ms(1000), 0, 0)
+	eff := l.SnapshotAt(ms(1000)).Classes[repl].Rate.BytesPerSec
+	if eff != 100_000 {
+		t.Fatalf("replication's guarantee at level 0: %d", eff)
+	}
+	for _, st := range []struct {
+		at       int   // ms
+		ceil     int64 // bytes/s the ceil bucket fills at
+		resuming bool
+	}{
+		{1000, eff + (1_000_000-eff)/8, true},
+		{3000, eff + (1_000_000-eff)*5625/10000, true}, // halfway: 1/8 + 7/8 × 1/2
+		{4999, eff + mulDiv(1_000_000-eff, 125_000+mulDiv(875_000, 3999, 4000), 1_000_000), true},
+		{5000, 0, false}, // whole: no ceiling of its own, unlimited
+	} {
+		l.ReserveAt(ms(st.at), repl, 0)
+		l.SetBacklogAt(ms(st.at), repl, 0)
+		ln := &l.lanes[repl]
+		got := ln.ceilB.rate
+		if ln.ceilB.unlimited {
+			got = 0
+		}
+		if got != st.ceil || l.SnapshotAt(ms(st.at)).Classes[repl].Resuming != st.resuming {
+			t.Errorf("t=%d ms: ceil rate %d resuming %v, want %d %v", st.at, got, !ln.rampFrom.IsZero(), st.ceil, st.resuming)
+		}
+		if l.SnapshotAt(ms(st.at)).Classes[repl].Rate.BytesPerSec != eff {
+			t.Errorf("t=%d ms: the guarantee ramps too", st.at)
+		}
+	}
+	// Deferred mid-ramp: nothing; resumed: from the floor again.
+	l.SetLevelsAt(ms(6000), 1, 0)
+	l.SetLevelsAt(ms(6000), 1, 1)
+	if res := l.ReserveAt(ms(6000), repl, 1000); res.OK || !res.At.IsZero() || l.SnapshotAt(ms(6000)).Classes[repl].Resuming {
+		t.Fatalf("deferred again: %+v, %+v", res, l.SnapshotAt(ms(6000)).Classes[repl])
+	}
+	l.SetLevelsAt(ms(7000), 0, 0)
+	if got := l.lanes[repl].ceilB.rate; got != eff+(1_000_000-eff)/8 || l.lanes[repl].ceilB.unlimited {
+		t.Errorf("resumed again: ceil rate %d, want the floor %d", got, eff+(1_000_000-eff)/8)
+	}
+	// A level raised by load only throttles replication: not a defer, no ramp.
+	l2 := mustLanes(t, cs, priority.Rate{BytesPerSec: 1_000_000}, LanesOptions{})
+	l2.SetLevelsAt(t0, 2, 0)
+	l2.SetLevelsAt(ms(1000), 0, 0)
+	if l2.SnapshotAt(ms(1000)).Classes[repl].Resuming {
+		t.Error("a class that was throttled, not deferred, ramps")
+	}
+	// Ramp < 0: none.
+	l3 := mustLanes(t, cs, priority.Rate{BytesPerSec: 1_000_000}, LanesOptions{Ramp: -1})
+	l3.SetLevelsAt(t0, 1, 1)
+	l3.SetLevelsAt(ms(1000), 0, 0)
+	if l3.SnapshotAt(ms(1000)).Classes[repl].Resuming || !l3.lanes[repl].ceilB.unlimited {
+		t.Error("Ramp < 0 ramps")
+	}
+}
