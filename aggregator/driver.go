@@ -79,6 +79,7 @@ type driver struct {
 	log      *slog.Logger
 	tickIv   time.Duration // Link.Tick
 	capBytes int64         // the spool's total cap (Options.Spool.MaxBytes)
+	headroom float64       // Link.Headroom
 	unshaped bool
 	window   chan struct{} // the one FIFO window of all classes when unshaped
 
@@ -120,7 +121,7 @@ type LinkStats struct {
 	Transitions uint64        // level changes since New
 	Capacity    int64         // estimated capacity, bytes/s
 	Target      int64         // min(Link.Ceil, Capacity) × Headroom, bytes/s
-	Pacing      int64         // rate the lanes are given now (Target, or a probe), bytes/s
+	Pacing      int64         // rate the lanes are given now (Target, a probe, or a recovery's drain), bytes/s
 	Delivery    int64         // latest delivery-rate sample, bytes/s
 	MinRTT      time.Duration // minimum ack RTT over the last 10 s
 	SRTT        time.Duration // smoothed ack RTT
@@ -149,7 +150,7 @@ func msgOverhead(o Options, spoolID string) int {
 func newDriver(o Options, overhead int, in driverInputs, now func() time.Time) (*driver, error) {
 	k := &driver{
 		in: in, now: now, log: o.Logger, tickIv: o.Link.Tick,
-		capBytes: o.Spool.MaxBytes, unshaped: o.Link.Unshaped,
+		capBytes: o.Spool.MaxBytes, headroom: o.Link.Headroom, unshaped: o.Link.Unshaped,
 	}
 	ch, ach, lch, uch := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	k.changed.Store(&ch)
@@ -328,6 +329,8 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 		// backlog: a load-only level is when a low estimate costs most.
 		k.est.SetLevelAt(now, linkLevel)
 	}
+	k.lanes.SetDrainAt(now, k.drainRate(st.Recovering, snap.Target))
+	pacing := k.lanes.LinkRate()
 	if k.est.SnapshotAt(now).State != shaper.StateStartup || standingQueue(snap) {
 		k.found.Store(true)
 	}
@@ -340,7 +343,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 	}
 	k.snap.Store(&LinkStats{
 		Level: level, LinkLevel: linkLevel, ActLevel: actLevel, Recovering: st.Recovering, Transitions: k.transitions.Load(),
-		Capacity: snap.Capacity, Target: snap.Target, Pacing: snap.Pacing, Delivery: snap.DeliveryRate,
+		Capacity: snap.Capacity, Target: snap.Target, Pacing: pacing, Delivery: snap.DeliveryRate,
 		MinRTT: snap.MinRtt, SRTT: snap.SRTT, ErrorRate: snap.ErrorRate, InFlight: snap.InflightBytes,
 		Probe: snap.State.String(), Signals: st.Signals,
 	})
@@ -359,6 +362,21 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 	} else if linkLevel != prevLink || actLevel != prevAct {
 		k.wakeLevel()
 	}
+}
+
+// drainHeadroom is the part of the link's capacity a recovery may drain
+// the backlog at (shaper.Lanes.SetDrainAt), where the target keeps
+// Link.Headroom (0.8 by default) of it.
+const drainHeadroom = 0.95
+
+// drainRate is the link rate a recovery may drain at, given the target
+// (min(ceil, capacity) × headroom): drainHeadroom of the same capacity,
+// or none when not recovering or the headroom is already that thin.
+func (k *driver) drainRate(recovering bool, target int64) int64 {
+	if k.unshaped || !recovering || k.headroom <= 0 || k.headroom >= drainHeadroom {
+		return 0
+	}
+	return int64(float64(target) / k.headroom * drainHeadroom)
 }
 
 // inflightFull reports whether a batch of bytes must wait for room in

@@ -384,3 +384,29 @@ func TestDriverDeferSendsNothing(t *testing.T) {
 		t.Fatalf("%d rounds at a link level ≥ 1, %d probing: the test covers neither a defer nor a probe", deferred, probes)
 	}
 }
+
+// TestDriverDrainRate: a recovery drains at 0.95 of the capacity the
+// target keeps 0.8 of; not recovering, unshaped, or with a headroom
+// already that thin, the target alone.
+func TestDriverDrainRate(t *testing.T) {
+	fn := &fakeNode{now: t0, connected: true, ratio: 1}
+	d := testDriver(t, fn, false)
+	for _, tc := range []struct {
+		recovering bool
+		headroom   float64
+		want       int64
+	}{
+		{true, 0.8, 1_900_000},
+		{false, 0.8, 0},
+		{true, 0.95, 0},
+		{true, 0.5, 3_040_000},
+	} {
+		d.headroom = tc.headroom
+		if got := d.drainRate(tc.recovering, 1_600_000); got != tc.want {
+			t.Errorf("recovering %v headroom %v: %d, want %d", tc.recovering, tc.headroom, got, tc.want)
+		}
+	}
+	if u := testDriver(t, fn, true); u.drainRate(true, 1_600_000) != 0 {
+		t.Error("unshaped: a drain rate")
+	}
+}

@@ -177,7 +177,7 @@ func NewCollector(src Sources) (*Collector, error) {
 	}
 	addL("capacity_bytes_per_second", "Estimated capacity of the upstream link.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Capacity) })
 	addL("target_bytes_per_second", "Target rate: min(configured link ceiling, capacity) times headroom.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Target) })
-	addL("pacing_bytes_per_second", "Rate the lanes are given now (the target, or a probe).", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Pacing) })
+	addL("pacing_bytes_per_second", "Rate the lanes are given now (the target, a probe, or a recovery's drain).", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Pacing) })
 	addL("delivery_rate_bytes_per_second", "Latest delivery-rate sample.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Delivery) })
 	addL("min_rtt_seconds", "Minimum ack round-trip time over the last 10 s.", gauge, func(l aggregator.LinkStats) float64 { return l.MinRTT.Seconds() })
 	addL("smoothed_rtt_seconds", "Smoothed ack round-trip time.", gauge, func(l aggregator.LinkStats) float64 { return l.SRTT.Seconds() })

@@ -89,6 +89,11 @@
 // defer resumes its borrow over LanesOptions.Ramp (4 s): its guarantee at
 // once, its ceiling from 1/8 of the way above the guarantee, linearly; a
 // class resuming at full borrow was a burst that brought the level back.
+// A recovery may drain above the target (Lanes.SetDrainAt: the node gives
+// 0.95 of the capacity where the target keeps 0.8): less twice what the
+// critical classes sent over the last second, never below the target, so
+// the headroom goes to the drain while they send little and comes back
+// with the critical send that raises their demand.
 //
 // # Retries
 //

@@ -129,10 +129,15 @@ type Lanes struct {
 	linkLevel int
 	linkB     bucket
 	linkM     bucket
-	scaleB    int64 // guarantee scale in ppm
-	scaleM    int64
-	gclock    [priority.MaxPriority + 1]int64 // virtual clocks, guaranteed phase
-	bclock    [priority.MaxPriority + 1]int64 // virtual clocks, borrow phase
+	// A recovery's drain (SetDrainAt): the link rate it may use, and the
+	// critical bytes sent lately, leaking over critWindow.
+	drainB  int64
+	critAcc int64
+	critAt  time.Time
+	scaleB  int64 // guarantee scale in ppm
+	scaleM  int64
+	gclock  [priority.MaxPriority + 1]int64 // virtual clocks, guaranteed phase
+	bclock  [priority.MaxPriority + 1]int64 // virtual clocks, borrow phase
 }
 
 type lane struct {
@@ -225,9 +230,70 @@ func (l *Lanes) Class(name string) (int, bool) {
 // unlimited) and rescales the guarantees.
 func (l *Lanes) SetTargetAt(now time.Time, target priority.Rate) {
 	l.target = target
-	l.linkB.reconfigure(now, target.BytesPerSec, l.linkDepthB(target.BytesPerSec))
+	l.linkB.reconfigure(now, l.linkRateAt(now), l.linkDepthB(l.linkRateAt(now)))
 	l.linkM.reconfigure(now, target.MsgsPerSec, depthM(target.MsgsPerSec, l.opts.LinkDepth))
 	l.rescale(now)
+}
+
+// critWindow is the time over which the critical classes' recent sends
+// count as their demand; drainGive is the bytes/s of a drain's headroom
+// each byte/s of that demand gives back.
+const (
+	critWindow = time.Second
+	drainGive  = 2
+)
+
+// SetDrainAt lets a recovery drain the backlog faster than the target:
+// up to bytes/s on the link (0: no drain, the target only), less twice
+// what the critical classes sent over the last second, and never below
+// the target. The headroom the target keeps is what guards the critical
+// classes' latency against an estimate that is off; while they send
+// little it can go to the drain, and it comes back as their sends rise,
+// from the critical send that raises them on. The guarantees stay scaled
+// to the target.
+func (l *Lanes) SetDrainAt(now time.Time, bytes int64) {
+	l.drainB = max(0, bytes)
+	l.relink(now)
+}
+
+// critRateAt is the critical classes' demand at now in bytes/s: what they
+// sent over about the last critWindow.
+func (l *Lanes) critRateAt(now time.Time) int64 {
+	el := now.Sub(l.critAt)
+	if l.critAcc == 0 || el >= critWindow {
+		return 0
+	}
+	leaked := l.critAcc
+	if el > 0 {
+		leaked = mulDiv(leaked, int64(critWindow-el), int64(critWindow))
+	}
+	return mulDiv(leaked, nano, int64(critWindow))
+}
+
+// linkRateAt is the link bucket's rate at now: the target, or more while
+// a drain may use the headroom (SetDrainAt).
+func (l *Lanes) linkRateAt(now time.Time) int64 {
+	t := l.target.BytesPerSec
+	if t <= 0 || l.drainB <= t {
+		return t
+	}
+	return max(t, l.drainB-drainGive*l.critRateAt(now))
+}
+
+// relink gives the link bucket its rate at now.
+func (l *Lanes) relink(now time.Time) {
+	if r := l.linkRateAt(now); r != l.linkB.rate || l.linkB.unlimited != (r <= 0) {
+		l.linkB.reconfigure(now, r, l.linkDepthB(r))
+	}
+}
+
+// LinkRate returns the rate the link bucket fills at now, bytes/s (0:
+// unlimited): the target, or a recovery's drain (SetDrainAt).
+func (l *Lanes) LinkRate() int64 {
+	if l.linkB.unlimited {
+		return 0
+	}
+	return l.linkB.rate
 }
 
 // SetClassesAt replaces the classes' settings at now, as a config reload
@@ -499,6 +565,16 @@ func (l *Lanes) charge(i int, now time.Time, cost int64, ph Phase) {
 		ln.stats.BorrowedBytes += cost
 	case PhaseCritical:
 		ln.stats.GuaranteedBytes += cost
+		// The critical demand, leaked to now, plus this send: the drain's
+		// headroom shrinks with it at once.
+		if el := now.Sub(l.critAt); el > 0 {
+			l.critAcc = mulDiv(l.critAcc, int64(max(0, critWindow-el)), int64(critWindow))
+		}
+		l.critAcc += cost
+		if now.After(l.critAt) {
+			l.critAt = now
+		}
+		l.relink(now)
 	}
 	ln.stats.SentMsgs++
 	ln.stats.SentBytes += cost
@@ -553,6 +629,7 @@ type Pick struct {
 // (zero: not until something is enqueued or reconfigured).
 func (l *Lanes) PickAt(now time.Time) (p Pick, ok bool, wait time.Time) {
 	l.ramp(now)
+	l.relink(now)
 	i, ph := l.best(now)
 	if i >= 0 {
 		ln := &l.lanes[i]
@@ -652,6 +729,7 @@ type Reservation struct {
 // backlogged. A retry calls ReserveAt like a first send.
 func (l *Lanes) ReserveAt(now time.Time, class, bytes int) Reservation {
 	l.ramp(now)
+	l.relink(now)
 	ln := &l.lanes[class]
 	if !ln.backlogged() {
 		l.activate(ln)

@@ -611,3 +611,49 @@ func TestLanesResumeRamps(t *testing.T) {
 		t.Error("Ramp < 0 ramps")
 	}
 }
+
+// A recovery's drain (SetDrainAt) takes the link above the target while
+// the critical classes send little, and gives the headroom back as they
+// send more, from the send that raises their demand; never below the
+// target, and not at all once the drain ends.
+func TestLanesDrainGivesBackToCritical(t *testing.T) {
+	cs := priority.Defaults(1_000_000)
+	l := mustLanes(t, cs, priority.Rate{BytesPerSec: 800_000}, LanesOptions{OverheadBytes: -1})
+	ms := func(v int) time.Time { return t0.Add(time.Duration(v) * time.Millisecond) }
+	const crit, ingest = 0, 1
+	steps := []struct {
+		at   int // ms
+		do   func(now time.Time)
+		rate int64
+		note string
+	}{
+		{0, func(now time.Time) {}, 800_000, "no drain: the target"},
+		{0, func(now time.Time) { l.SetDrainAt(now, 950_000) }, 950_000, "drain, critical idle: all of it"},
+		{0, func(now time.Time) { mustReserve(t, l, now, crit, 30_000) }, 890_000, "critical sends 30 kB: twice that given back at once"},
+		{500, func(now time.Time) { mustReserve(t, l, now, ingest, 1000) }, 920_000, "half a second later half of it leaked"},
+		{1000, func(now time.Time) { mustReserve(t, l, now, ingest, 1000) }, 950_000, "a second later: all of it again"},
+		{1500, func(now time.Time) { mustReserve(t, l, now, crit, 100_000) }, 800_000, "critical sends 100 kB: back to the target, not below"},
+		{3000, func(now time.Time) { l.SetDrainAt(now, 0) }, 800_000, "the drain ends"},
+		{3000, func(now time.Time) { l.SetDrainAt(now, 700_000) }, 800_000, "a drain below the target is the target"},
+	}
+	for _, st := range steps {
+		now := ms(st.at)
+		st.do(now)
+		if got := l.LinkRate(); got != st.rate {
+			t.Errorf("t=%d ms (%s): link rate %d, want %d", st.at, st.note, got, st.rate)
+		}
+	}
+	// The target moving under a drain keeps the drain.
+	l.SetDrainAt(ms(5000), 950_000)
+	l.SetTargetAt(ms(5000), priority.Rate{BytesPerSec: 600_000})
+	if got := l.LinkRate(); got != 950_000 {
+		t.Errorf("target moved under a drain: link rate %d, want 950000", got)
+	}
+}
+
+func mustReserve(t *testing.T, l *Lanes, now time.Time, class, bytes int) {
+	t.Helper()
+	if r := l.ReserveAt(now, class, bytes); !r.OK {
+		t.Fatalf("class %d, %d bytes at %v: %+v", class, bytes, now, r)
+	}
+}
