@@ -84,19 +84,25 @@ func (s *Spool) removeSegLocked(c *class, seg *segment, qerr error) {
 	s.closeIdleLocked(c, seg)
 }
 
-// Claim durably records that r was cut as one batch, before the batch is
-// published, so that after a restart the same range is republished as the
-// same batch. It returns once the claim is committed and fsynced (except
-// under FsyncNever). A claim replaces an earlier one with the same First (a
-// batch split in two: claim [first, mid], then [mid+1, last]). Claims fully
-// acknowledged are forgotten.
+// Claim durably records that each of rs was cut as one batch, before the
+// batch is published, so that after a restart the same range is republished
+// as the same batch. It returns once the claims are committed and fsynced
+// (except under FsyncNever): all of rs in one transaction, so after a crash
+// either all of them or none are found. A claim replaces an earlier one with
+// the same First (a batch split in two: claim [first, mid], then [mid+1,
+// last]; within rs, the later one). Claims fully acknowledged are forgotten.
+// No ranges: nothing is done.
 //
-// The claim is written to the class's tail segment in the group commit of
-// the appends queued with it (see the package doc), so while appends flow it
-// costs no fsync of its own.
-func (s *Spool) Claim(class string, r Range) error {
+// The claims are written to the class's tail segment in the group commit of
+// the appends queued with them (see the package doc), so while appends flow
+// they cost no fsync of their own, and a reader that cut several batches
+// while an earlier claim committed claims them all in one commit.
+func (s *Spool) Claim(class string, rs ...Range) error {
 	if !ValidClass(class) {
 		return fmt.Errorf("spool: claim %q: %w", class, ErrInvalidClass)
+	}
+	if len(rs) == 0 {
+		return nil
 	}
 	if err := s.enter(); err != nil {
 		return fmt.Errorf("spool: claim %s: %w", class, err)
@@ -104,20 +110,22 @@ func (s *Spool) Claim(class string, r Range) error {
 	defer s.wg.Done()
 	c := s.lookup(class)
 	if c == nil {
-		return fmt.Errorf("spool: claim %s %v: %w", class, r, ErrInvalidRange)
+		return fmt.Errorf("spool: claim %s %v: %w", class, rs[0], ErrInvalidRange)
 	}
 	c.mu.Lock()
 	last := c.next - 1
 	c.mu.Unlock()
-	if r.First == 0 || r.Last < r.First || r.Last > last {
-		return fmt.Errorf("spool: claim %s %v (last %d): %w", class, r, last, ErrInvalidRange)
+	for _, r := range rs {
+		if r.First == 0 || r.Last < r.First || r.Last > last {
+			return fmt.Errorf("spool: claim %s %v (last %d): %w", class, r, last, ErrInvalidRange)
+		}
 	}
-	q := &appendReq{claim: r, wake: make(chan struct{}, 1)}
+	q := &appendReq{claims: slices.Clone(rs), wake: make(chan struct{}, 1)}
 	if err := s.submit(context.Background(), c, q); err != nil {
-		return fmt.Errorf("spool: claim %s %v: %w", class, r, err)
+		return fmt.Errorf("spool: claim %s %v: %w", class, rs[0], err)
 	}
 	if q.err != nil {
-		return fmt.Errorf("spool: claim %s %v: %w", class, r, q.err)
+		return fmt.Errorf("spool: claim %s %v: %w", class, rs[0], q.err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -28,12 +29,12 @@ const (
 )
 
 // appendReq is one queued request: the events of an Append (n > 0), or the
-// range of a Claim (claim.First > 0).
+// ranges of a Claim (claims not empty).
 type appendReq struct {
 	rec    []byte
-	n      uint64 // events
-	bytes  uint64 // event bytes (without framing)
-	claim  Range  // claim to record; First 0: none
+	n      uint64  // events
+	bytes  uint64  // event bytes (without framing)
+	claims []Range // claims to record, in order (a later one with the same First replaces an earlier)
 	r      Range
 	err    error
 	state  int           // guarded by class.wmu
@@ -50,9 +51,7 @@ func (q *appendReq) disk() int64 {
 	if q.n > 0 {
 		n = estDisk(len(q.rec))
 	}
-	if q.claim.First > 0 {
-		n += claimDisk
-	}
+	n += claimDisk * int64(len(q.claims))
 	return n
 }
 
@@ -110,7 +109,7 @@ func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Rang
 // the wait only while q is still queued; then ctx.Err() is returned.
 func (s *Spool) submit(ctx context.Context, c *class, q *appendReq) error {
 	c.wmu.Lock()
-	c.queue = append(c.queue, q)
+	c.enqueueLocked(q)
 	if !c.leading {
 		c.leading = true
 		c.wmu.Unlock()
@@ -134,6 +133,26 @@ func (s *Spool) submit(ctx context.Context, c *class, q *appendReq) error {
 		s.lead(c)
 	}
 	return nil
+}
+
+// enqueueLocked queues q. Appends go to the back. A claim goes ahead of the
+// queued appends, behind the claims queued before it (claims keep their
+// order: a split's halves replace the whole) and behind a request promoted
+// to leader (whose own request must stay at the head of the batch it
+// commits), so that it rides the next commit: behind a backlog of appends
+// it would otherwise wait several commits, and the batches it precedes
+// with it, while it takes a few bytes of one. The appends it passes were
+// not acknowledged to anyone yet and keep their order. c.wmu is held.
+func (c *class) enqueueLocked(q *appendReq) {
+	if len(q.claims) == 0 {
+		c.queue = append(c.queue, q)
+		return
+	}
+	i := 0
+	for i < len(c.queue) && (c.queue[i].state == reqPromoted || len(c.queue[i].claims) > 0) {
+		i++
+	}
+	c.queue = slices.Insert(c.queue, i, q)
 }
 
 // removeLocked removes a cancelled request from the queue. c.wmu is held.
@@ -441,14 +460,14 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 		var cb *bolt.Bucket
 		seq := first
 		for i, q := range reqs {
-			if q.claim.First > 0 {
+			for _, r := range q.claims {
 				if cb == nil {
 					var err error
 					if cb, err = tx.CreateBucketIfNotExists(bucketSegClaims); err != nil {
 						return err
 					}
 				}
-				if err := cb.Put(seqKey(q.claim.First), seqKey(q.claim.Last)); err != nil {
+				if err := cb.Put(seqKey(r.First), seqKey(r.Last)); err != nil {
 					return err
 				}
 				claims = true
@@ -482,9 +501,8 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 	c.mu.Lock()
 	seq := first
 	for _, q := range reqs {
-		if q.claim.First > 0 {
-			c.setClaimLocked(q.claim)
-			q.r = q.claim
+		for _, r := range q.claims {
+			c.setClaimLocked(r)
 		}
 		if q.n == 0 {
 			continue
@@ -514,7 +532,7 @@ func (s *Spool) put(c *class, reqs []*appendReq) error {
 		if err := tail.db.Sync(); err != nil {
 			s.opts.Logger.Error("spool: fsync segment", "file", tail.path, "err", err)
 			for _, q := range reqs {
-				if q.claim.First > 0 {
+				if len(q.claims) > 0 {
 					q.err = fmt.Errorf("fsync %s: %w", tail.path, err)
 				}
 			}

@@ -3,9 +3,12 @@ package spool
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -450,4 +453,140 @@ func TestClaimsMigrateFromMeta(t *testing.T) {
 	if got := s.Claims("a"); !slices.Equal(got, want) {
 		t.Fatalf("second reopen: Claims = %v, want %v", got, want)
 	}
+}
+
+// TestClaimSeveral claims several ranges in one call: one commit, all
+// recorded (a later one with the same First replacing an earlier), found
+// again after a reopen; a call with one invalid range records none.
+func TestClaimSeveral(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	mustAppend(t, s, "a", events("e", 30, 10))
+	before := s.Stats().Classes["a"].Commits
+	if err := s.Claim("a", Range{1, 4}, Range{5, 9}, Range{10, 20}, Range{10, 12}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Stats().Classes["a"].Commits - before; n != 1 {
+		t.Fatalf("4 ranges claimed in %d commits, want 1", n)
+	}
+	want := []Range{{1, 4}, {5, 9}, {10, 12}}
+	if got := s.Claims("a"); !slices.Equal(got, want) {
+		t.Fatalf("Claims = %v, want %v", got, want)
+	}
+	if err := s.Claim("a", Range{21, 25}, Range{26, 31}); !errors.Is(err, ErrInvalidRange) {
+		t.Fatalf("a range past the last seq: %v, want ErrInvalidRange", err)
+	}
+	if err := s.Claim("a", Range{21, 25}, Range{0, 0}); !errors.Is(err, ErrInvalidRange) {
+		t.Fatalf("an empty range: %v, want ErrInvalidRange", err)
+	}
+	before = s.Stats().Classes["a"].Commits
+	if err := s.Claim("a"); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Stats().Classes["a"].Commits - before; n != 0 {
+		t.Fatalf("no ranges: %d commits", n)
+	}
+	if got := s.Claims("a"); !slices.Equal(got, want) {
+		t.Fatalf("after refused claims: Claims = %v, want %v", got, want)
+	}
+	if err := s.Ack("a", Range{1, 9}); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := diskClaims(t, dir, "a"); got[10] != 12 || got[1] != 4 || got[5] != 9 || len(got) != 3 {
+		t.Fatalf("on disk: claims %v, want 1-4, 5-9, 10-12", got)
+	}
+	s = openT(t, dir, Options{})
+	if got := s.Claims("a"); !slices.Equal(got, want[2:]) {
+		t.Fatalf("after reopen: Claims = %v, want %v", got, want[2:])
+	}
+	checkConsistent(t, s)
+}
+
+// TestClaimsJumpAppends: a claim queued behind waiting appends goes ahead
+// of them, behind the claims queued before it and behind a request
+// promoted to leader, so that it rides the next commit.
+func TestClaimsJumpAppends(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	for _, class := range []string{"a", "b"} {
+		mustAppend(t, s, class, events("e", 10, 10))
+	}
+	var wg sync.WaitGroup
+	queue := func(c *class, claim Range, n int) {
+		if claim.First == 0 {
+			wg.Go(func() { mustAppend(t, s, c.name, events("q", 1, 10)) })
+		} else {
+			wg.Go(func() {
+				if err := s.Claim(c.name, claim); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		waitQueue(t, c, n)
+	}
+	order := func(c *class) string {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		var out []string
+		for _, q := range c.queue {
+			if len(q.claims) > 0 {
+				out = append(out, fmt.Sprintf("c%d", q.claims[0].First))
+			} else {
+				out = append(out, "a")
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	hold := func(c *class) {
+		// Hold leadership as a commit in progress would.
+		c.wmu.Lock()
+		c.leading = true
+		c.wmu.Unlock()
+	}
+
+	a := s.lookup("a")
+	hold(a)
+	queue(a, Range{}, 1)
+	queue(a, Range{}, 2)
+	queue(a, Range{1, 3}, 3)
+	queue(a, Range{}, 4)
+	queue(a, Range{4, 5}, 5)
+	if got := order(a); got != "c1 c4 a a a" {
+		t.Fatalf("queue %q, want the claims first, in order", got)
+	}
+	before := s.Stats().Classes["a"].Commits
+	a.wmu.Lock()
+	leader := a.handOffLocked()
+	a.wmu.Unlock()
+	leader.wake <- struct{}{}
+	wg.Wait()
+	if n := s.Stats().Classes["a"].Commits - before; n != 1 {
+		t.Fatalf("3 appends and 2 claims in %d commits, want 1", n)
+	}
+	if got := s.Claims("a"); !slices.Equal(got, []Range{{1, 3}, {4, 5}}) || s.Last("a") != 13 {
+		t.Fatalf("Claims = %v, Last %d", got, s.Last("a"))
+	}
+
+	// An append promoted to leader keeps the head: it commits its own
+	// request first.
+	b := s.lookup("b")
+	hold(b)
+	queue(b, Range{}, 1)
+	queue(b, Range{}, 2)
+	b.wmu.Lock()
+	leader = b.handOffLocked() // promoted, not yet woken
+	b.wmu.Unlock()
+	queue(b, Range{2, 7}, 3)
+	if got := order(b); got != "a c2 a" {
+		t.Fatalf("queue %q, want the claim behind the promoted append", got)
+	}
+	leader.wake <- struct{}{}
+	wg.Wait()
+	if got := s.Claims("b"); !slices.Equal(got, []Range{{2, 7}}) || s.Last("b") != 12 {
+		t.Fatalf("Claims = %v, Last %d", got, s.Last("b"))
+	}
+	checkConsistent(t, s)
 }

@@ -18,8 +18,10 @@ import (
 // as the batcher: it acknowledges the claims found at Open (as if
 // republished), then claims what was appended, splitting some claims in two
 // (the first half replaces the whole), printing "c first last" before each
-// Claim and "C first last" once it returned, and acknowledges claims in order
-// some claims behind, so that segments are deleted under the claims.
+// Claim and "C first last" once it returned, sometimes claims several
+// consecutive ranges in one Claim (printing "g first last" before and
+// "G first last" after, for each), and acknowledges claims in order some
+// claims behind, so that segments are deleted under the claims.
 func crashChild(dir, round string) {
 	s, err := Open(dir, Options{SegmentBytes: mib})
 	if err != nil {
@@ -78,6 +80,35 @@ func crashChild(dir, round string) {
 				time.Sleep(100 * time.Microsecond)
 				continue
 			}
+			if k := 2 + rand.IntN(3); rand.IntN(4) == 0 && last-next+1 >= uint64(k) {
+				// Several batches cut while a claim committed: one Claim.
+				var rs []Range
+				for i := range k {
+					r := Range{next, next + (last-next+1)/uint64(k) - 1}
+					if i == k-1 {
+						r.Last = last
+					}
+					rs = append(rs, r)
+					next = r.Last + 1
+				}
+				mu.Lock()
+				for _, r := range rs {
+					fmt.Fprintf(out, "g %d %d\n", r.First, r.Last)
+				}
+				out.Flush()
+				mu.Unlock()
+				if err := s.Claim("crash", rs...); err != nil {
+					fail(err)
+				}
+				mu.Lock()
+				for _, r := range rs {
+					fmt.Fprintf(out, "G %d %d\n", r.First, r.Last)
+				}
+				out.Flush()
+				mu.Unlock()
+				claimed = append(claimed, rs...)
+				continue
+			}
 			r := Range{next, min(last, next+uint64(rand.IntN(300)))}
 			claim(r)
 			if r.Len() > 1 && rand.IntN(3) == 0 {
@@ -101,7 +132,9 @@ func crashChild(dir, round string) {
 
 // TestCrash kills (SIGKILL) a process appending to and claiming in the spool
 // at a random moment, several times, and checks that every acknowledged event
-// not acknowledged upstream is there, and every claim whose Claim returned.
+// not acknowledged upstream is there, and every claim whose Claim returned,
+// and that of the ranges of a Claim of several the kill interrupted, all or
+// none are found.
 func TestCrash(t *testing.T) {
 	if dir := os.Getenv("SPOOL_CRASH_CHILD"); dir != "" {
 		crashChild(dir, os.Getenv("SPOOL_CRASH_ROUND"))
@@ -132,6 +165,7 @@ func TestCrash(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		var group []Range // the ranges of a Claim of several not (yet) returned
 		lines := make(chan []ack)
 		go func() {
 			var got []ack
@@ -140,7 +174,15 @@ func TestCrash(t *testing.T) {
 				var a ack
 				var r Range
 				var kind string
-				if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &kind, &r.First, &r.Last); err == nil && (kind == "c" || kind == "C") {
+				if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &kind, &r.First, &r.Last); err == nil && (kind == "g" || kind == "G") {
+					if kind == "g" {
+						group = append(group, r)
+					} else {
+						group = nil
+						claims[r.First] = r.Last
+						nclaims++
+					}
+				} else if err == nil && (kind == "c" || kind == "C") {
 					if kind == "c" {
 						inflight[r.First] = r.Last
 					} else {
@@ -204,6 +246,18 @@ func TestCrash(t *testing.T) {
 				t.Errorf("round %d: claim {%d %d} returned before the kill, after reopen found last %d (%v); acked %d",
 					round, f, l, g, ok, acked)
 			}
+		}
+		n := 0
+		for _, r := range group {
+			if found[r.First] == r.Last {
+				n++
+			}
+		}
+		if n != 0 && n != len(group) {
+			t.Errorf("round %d: %d of the %d ranges of an interrupted Claim found after reopen: %v", round, n, len(group), group)
+		}
+		if len(group) > 0 {
+			t.Logf("round %d: killed in a Claim of %d ranges; %d found", round, len(group), n)
 		}
 		checkConsistent(t, s)
 		if err := s.Close(); err != nil {

@@ -52,7 +52,9 @@
 // Concurrent Appends and Claims on one class queue up; the first becomes
 // leader and commits the queued requests that fit the tail in one bbolt
 // transaction (one fsync for all), wakes the others with their ranges, and
-// hands leadership to the next waiter. Classes commit independently.
+// hands leadership to the next waiter. A Claim is queued ahead of the
+// waiting Appends (behind earlier Claims), so that it rides the next commit
+// however many Appends wait. Classes commit independently.
 //
 // # Claims
 //
@@ -62,7 +64,9 @@
 // the same transaction as the appends queued with it, so while appends flow
 // a claim costs no fsync of its own (an idle class's claim commits alone, one
 // commit as before), and Claim returns once that commit is durable (under
-// FsyncInterval a commit carrying a claim is fsynced at once). A claim
+// FsyncInterval a commit carrying a claim is fsynced at once). One Claim may
+// carry several ranges (the batches a reader cut while its previous claim
+// committed): they are written in the same transaction, all or none. A claim
 // replaces an earlier one with the same First (a split batch).
 //
 // Open reads the claims of meta.db (where versions before this layout kept

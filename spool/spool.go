@@ -281,10 +281,7 @@ func (s *Spool) recoverClass(name string, mc *metaClass, rebuilt bool) error {
 // segment was deleted and come back at a later Open.
 func (s *Spool) migrateClaims(c *class, claims []Range) error {
 	if len(claims) > 0 {
-		reqs := make([]*appendReq, len(claims))
-		for i, r := range claims {
-			reqs[i] = &appendReq{claim: r}
-		}
+		reqs := []*appendReq{{claims: claims}}
 		s.commit(c, reqs)
 		for _, q := range reqs {
 			if q.err != nil {
