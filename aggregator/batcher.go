@@ -238,12 +238,12 @@ func (bt *batcher) cutExact(b *batch, r spool.Range, act priority.Action, level 
 	return ok, err
 }
 
-// next cuts and claims the next batch, left to be compressed: of the
-// set-aside events if old, else from the cursor, which then moves past
-// what was read. It returns
-// false with a nil error when nothing is left to send in what was read
-// (all of it expired, dropped or set aside). On an error nothing moved:
-// the same events are cut again next time.
+// next cuts the next batch, left to be claimed (claimAll, before it is
+// sent) and compressed: of the set-aside events if old, else from the
+// cursor, which then moves past what was read. It returns false with a
+// nil error when nothing is left to send in what was read (all of it
+// expired, dropped or set aside). On an error nothing moved: the same
+// events are cut again next time.
 func (bt *batcher) next(b *batch, old bool, act priority.Action, level int) (bool, error) {
 	maxEvents, maxBytes := bt.cfg.Load().maxEvents, bt.batchBytes()
 	var (
@@ -257,9 +257,6 @@ func (bt *batcher) next(b *batch, old bool, act priority.Action, level int) (boo
 		ok, _, readNext, err = bt.cut(b, cutSpec{from: r.First, last: r.Last, maxEvents: maxEvents, maxBytes: maxBytes}, act, level)
 	} else {
 		ok, set, readNext, err = bt.cut(b, cutSpec{from: bt.cursor, maxEvents: maxEvents, maxBytes: maxBytes, aside: len(bt.stale) < maxStaleRanges}, act, level)
-	}
-	if err == nil && ok {
-		err = bt.claim(b)
 	}
 	if err != nil {
 		return false, err
@@ -304,6 +301,25 @@ func (bt *batcher) claim(b *batch) error {
 		return fmt.Errorf("claim %d-%d: %w", b.First, b.Last, err)
 	}
 	return nil
+}
+
+// claimAll records the ranges rs, batches cut by next, durably in one
+// spool commit: from then on each is republished as the same batch until
+// acknowledged. A spool that fails is tried again, the same ranges, after
+// a backoff, until it succeeds or ctx ends (false): the batches are cut
+// and their cursor moved, so they may not be cut again; unclaimed, they
+// must not be sent, and after a restart they are cut anew.
+func (bt *batcher) claimAll(ctx context.Context, retryMin, retryMax time.Duration, rs []spool.Range) bool {
+	trouble := backoff{min: retryMin, max: retryMax}
+	for {
+		err := bt.sp.Claim(bt.class, rs...)
+		if err == nil {
+			return true
+		}
+		if !bt.trouble(ctx, &trouble, fmt.Errorf("claim %d batches from %d: %w", len(rs), rs[0].First, err)) {
+			return false
+		}
+	}
 }
 
 // cutSpec says what a cut reads.
@@ -470,7 +486,7 @@ func (bt *batcher) wireFrac() float64 {
 func (bt *batcher) trouble(ctx context.Context, b *backoff, err error) bool {
 	bt.stats.spoolErrors.Add(1)
 	if b.attempt == 0 {
-		bt.log.Error("spool read failed, retrying", "class", bt.class, "err", err)
+		bt.log.Error("spool failed, retrying", "class", bt.class, "err", err)
 	}
 	return sleep(ctx, b.next())
 }

@@ -85,8 +85,9 @@ func ndjson(t *testing.T, bt *batcher, b *batch) string {
 
 // TestBatcherDemote: at an instant where the first three events are past
 // the max age, the newer two are cut first and the old three are set
-// aside, then cut into a batch of their own labelled stale; both ranges
-// are claimed, the cursor is past all five.
+// aside, then cut into a batch of their own labelled stale, the cursor
+// past all five; neither is claimed until claimAll claims both in one
+// commit.
 func TestBatcherDemote(t *testing.T) {
 	const maxAge = time.Minute
 	sp, now := expirySpool(t, maxAge)
@@ -117,6 +118,12 @@ func TestBatcherDemote(t *testing.T) {
 	}
 	if bt.hasStale() {
 		t.Errorf("set-aside ranges left: %v", bt.stale)
+	}
+	if len(sp.Claims("c")) != 0 {
+		t.Errorf("claims %v before claimAll, want none: the pipeline's claimer claims", sp.Claims("c"))
+	}
+	if !bt.claimAll(context.Background(), time.Millisecond, time.Millisecond, []spool.Range{{First: 4, Last: 5}, {First: 1, Last: 3}}) {
+		t.Fatal("claimAll failed")
 	}
 	claims := sp.Claims("c")
 	if len(claims) != 2 || claims[0] != (spool.Range{First: 1, Last: 3}) || claims[1] != (spool.Range{First: 4, Last: 5}) {

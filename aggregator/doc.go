@@ -20,11 +20,13 @@
 //     durably in the spool before it is sent, and compresses it with a
 //     reused zstd encoder into the wire envelope. It knows nothing of NATS.
 //   - pipeline.go: the pipeline carries a class's batches from cut to
-//     publish: the lane's shipper cuts and claims them in spool order,
-//     one compression worker per core (GOMAXPROCS), each with its own
+//     publish: the lane's shipper cuts them in spool order, a claimer
+//     claims them (every batch cut while the previous claim committed, in
+//     one spool commit, so the shipper never waits for an fsync), one
+//     compression worker per core (GOMAXPROCS), each with its own
 //     encoders, compresses them in parallel, and a sequencer hands them to
-//     the publisher in the order they were claimed. At most workers+1
-//     batches are cut and not yet published.
+//     the publisher in the order they were cut, each once claimed. At
+//     most workers+1 batches are cut and not yet published.
 //   - compress.go: the compression policy: a class with a fixed level
 //     keeps it; an automatic one (priority.CompressionAuto) has its level
 //     and batch size chosen at each cut by shaper.ChooseCompression, from

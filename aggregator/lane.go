@@ -15,11 +15,11 @@ import (
 )
 
 // A lane ships one class: its shipper goroutine (ship) waits until a batch
-// is due, has the batcher cut and claim it, and hands it to the pipeline,
-// whose compression workers compress it and whose sequencer hands it, in
-// cut order, to the publisher (send), which waits for the shaper's
-// admission and publishes; the publisher's acker goroutine (publisher.run)
-// waits for the acks.
+// is due, has the batcher cut it, and hands it to the pipeline, whose
+// claimer claims it, whose compression workers compress it and whose
+// sequencer hands it, in cut order, to the publisher (send), which waits
+// for the shaper's admission and publishes; the publisher's acker
+// goroutine (publisher.run) waits for the acks.
 type lane struct {
 	id   int // index in the node's classes and the shaper's lanes
 	name string
@@ -113,7 +113,7 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 		retryMin: o.RetryMin, retryMax: o.RetryMax, ackTimeout: o.AckTimeout,
 		window: window, inflight: make(chan *flight, o.MaxInFlight),
 	}
-	l.pl = newPipeline(l.bt, l.pub.send, workers)
+	l.pl = newPipeline(l.bt, l.pub.send, workers, o.RetryMin, o.RetryMax)
 	for range l.pl.workers {
 		enc, err := l.bt.newEncoders()
 		if err != nil {
@@ -132,8 +132,9 @@ func newLane(o *Options, id int, sp *spool.Spool, js jetstream.Publisher, drv *d
 // lane has drained.
 func (l *lane) start(ctx context.Context, goFunc func(func())) {
 	var wg sync.WaitGroup
-	wg.Add(3 + len(l.encs))
+	wg.Add(4 + len(l.encs))
 	goFunc(func() { defer wg.Done(); l.ship(ctx) })
+	goFunc(func() { defer wg.Done(); l.pl.claimer(ctx) })
 	for _, enc := range l.encs {
 		goFunc(func() { defer wg.Done(); l.pl.compressor(enc) })
 	}
@@ -184,7 +185,7 @@ func (l *lane) ship(ctx context.Context) {
 			ok, err := bt.cutExact(&f.batch, c, act, level)
 			if err == nil {
 				if ok {
-					pl.submit(f)
+					pl.submit(f, true)
 				} else {
 					pl.release()
 				}
@@ -302,7 +303,7 @@ func (l *lane) ship(ctx context.Context) {
 		}
 		trouble = backoff{min: l.retryMin, max: l.retryMax}
 		if ok {
-			pl.submit(f)
+			pl.submit(f, false)
 			held = false
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,7 +70,7 @@ func testLane(t *testing.T, sp *spool.Spool, maxEvents, workers int, send func(c
 		retryMin: time.Millisecond, retryMax: 10 * time.Millisecond,
 	}
 	l.cfg.Store(cfg)
-	l.pl = newPipeline(bt, send, workers)
+	l.pl = newPipeline(bt, send, workers, l.retryMin, l.retryMax)
 	return l, func(ctx context.Context) {
 		var wg sync.WaitGroup
 		for range workers {
@@ -81,6 +82,7 @@ func testLane(t *testing.T, sp *spool.Spool, maxEvents, workers int, send func(c
 			wg.Go(func() { l.pl.compressor(enc) })
 		}
 		wg.Go(func() { l.pl.sequence(ctx) })
+		wg.Go(func() { l.pl.claimer(ctx) })
 		l.ship(ctx)
 		wg.Wait()
 	}
@@ -193,6 +195,10 @@ func TestPipelineBounded(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	// The claimer claims what the shipper cut without holding it up.
+	for len(sp.Claims("c")) < workers+1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if claims := sp.Claims("c"); len(claims) != workers+1 {
 		t.Errorf("with send held: %d batches claimed, want %d (one in send, %d compressing)", len(claims), workers+1, workers)
 	}
@@ -272,4 +278,141 @@ func testBatcher2(t *testing.T, sp *spool.Spool) (*batcher, *laneStats) {
 	}
 	t.Cleanup(bt.close)
 	return bt, stats
+}
+
+// TestPipelineClaimsGrouped: while a claim commits, the shipper goes on
+// cutting (no batch is sent unclaimed), and the claimer claims every batch
+// cut meanwhile in one commit: with the first claim held, the next claim
+// carries all the batches cut behind it.
+func TestPipelineClaimsGrouped(t *testing.T) {
+	const n, workers = 200, 3
+	sp, lines := pipelineSpool(t, n)
+	s := newSent(t, lines)
+	var l *lane
+	l, run := testLane(t, sp, 5, workers, func(_ context.Context, f *flight) bool {
+		if claims := sp.Claims("c"); !slices.Contains(claims, f.rng()) {
+			t.Errorf("batch %d-%d sent before its claim (claims %v)", f.First, f.Last, claims)
+		}
+		s.record(f)
+		l.bt.putBody(f.body)
+		return true
+	})
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var calls [][]spool.Range
+	claim := l.pl.claim
+	l.pl.claim = func(ctx context.Context, rs []spool.Range) bool {
+		mu.Lock()
+		calls = append(calls, slices.Clone(rs))
+		first := len(calls) == 1
+		mu.Unlock()
+		if first {
+			<-gate
+		}
+		return claim(ctx, rs)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); run(context.Background()) }()
+	deadline := time.Now().Add(time.Minute)
+	for l.pl.blocked.Load() == 0 {
+		if time.Now().After(deadline) {
+			close(gate)
+			t.Fatal("the shipper never filled the pipeline while the first claim was held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(s.ranges) != 0 {
+		t.Errorf("%d batches sent while the first claim was held", len(s.ranges))
+	}
+	close(gate)
+	<-done
+	s.inOrder(n)
+	mu.Lock()
+	defer mu.Unlock()
+	// While the first claim was held, the shipper filled every slot
+	// (workers+1 batches: those of the first claim and those cut behind
+	// it); the second claim carries all of the latter. (The first may
+	// already carry several, or all: the shipper may cut before the
+	// claimer first runs.)
+	if len(calls) < 2 || len(calls[0]) < workers+1 && len(calls[0])+len(calls[1]) != workers+1 {
+		t.Fatalf("claims: %v; want the second to carry every batch cut while the first was held (%d in all)", calls, workers+1)
+	}
+	var all []spool.Range
+	for _, c := range calls {
+		all = append(all, c...)
+	}
+	if !slices.Equal(all, s.ranges) {
+		t.Errorf("claimed %v, sent %v: want each batch claimed once, in order", all, s.ranges)
+	}
+}
+
+// TestPipelineClaimFailsUnsent: a claim that cannot be made (ctx ended
+// while the spool failed) stops the pipeline: that batch and every later
+// one are neither sent nor claimed; after a restart the batcher finds the
+// claims made, and cuts the rest anew from its cursor, so every event goes
+// exactly once.
+func TestPipelineClaimFailsUnsent(t *testing.T) {
+	const n, workers = 300, 2
+	sp, lines := pipelineSpool(t, n)
+	s := newSent(t, lines)
+	var l *lane
+	l, run := testLane(t, sp, 10, workers, func(_ context.Context, f *flight) bool {
+		s.record(f)
+		l.bt.putBody(f.body)
+		sp.Ack("c", f.rng())
+		return true
+	})
+	var calls atomic.Int64
+	claim := l.pl.claim
+	l.pl.claim = func(ctx context.Context, rs []spool.Range) bool {
+		if calls.Add(1) == 3 {
+			return false
+		}
+		return claim(ctx, rs)
+	}
+	run(context.Background())
+	if calls.Load() != 3 {
+		t.Errorf("%d claims after the failed one, want none", calls.Load()-3)
+	}
+	if len(s.ranges) == 0 {
+		t.Fatal("nothing sent before the failed claim")
+	}
+	sentLast := s.ranges[len(s.ranges)-1].Last
+
+	// A restart: the claims made and not acknowledged come back, then
+	// everything else, unclaimed, is cut anew.
+	bt, _ := testBatcher2(t, sp)
+	claims := bt.resume()
+	from := sentLast + 1
+	for _, c := range claims {
+		if c.First != from {
+			t.Fatalf("claims %v after the sent %v: want them to follow it without a gap", claims, s.ranges)
+		}
+		from = c.Last + 1
+	}
+	if bt.hasStale() || bt.cursor != from || bt.unsent() != n+1-from {
+		t.Errorf("cursor %d, unsent %d, set aside %v; want %d, %d, none", bt.cursor, bt.unsent(), bt.stale, from, n+1-from)
+	}
+	for _, c := range claims {
+		var b batch
+		if ok, err := bt.cutExact(&b, c, priority.Action{}, 0); err != nil || !ok {
+			t.Fatalf("cut claim %v: %v %v", c, ok, err)
+		}
+		bt.release(&b)
+	}
+	for bt.unsent() > 0 {
+		var b batch
+		ok, err := bt.next(&b, false, priority.Action{}, 0)
+		if err != nil || !ok {
+			t.Fatalf("cut after restart: %v %v", ok, err)
+		}
+		if b.First != from {
+			t.Fatalf("cut %d-%d after restart, want it to start at %d", b.First, b.Last, from)
+		}
+		from = b.Last + 1
+		bt.release(&b)
+	}
+	if from != n+1 {
+		t.Fatalf("after restart, cut up to %d, want %d", from-1, n)
+	}
 }
