@@ -26,7 +26,7 @@
 //     compression worker per core (GOMAXPROCS), each with its own
 //     encoders, compresses them in parallel, and a sequencer hands them to
 //     the publisher in the order they were cut, each once claimed. At
-//     most workers+1 batches are cut and not yet published.
+//     most 2×(workers+1) batches are cut and not yet published.
 //   - compress.go: the compression policy: a class with a fixed level
 //     keeps it; an automatic one (priority.CompressionAuto) has its level
 //     and batch size chosen at each cut by shaper.ChooseCompression, from

@@ -29,10 +29,16 @@ import (
 // cut anew.
 //
 // Bounded: a batch takes a slot before it is cut and gives it back once
-// the publisher has sent it (or let it go unsent), so at most workers+1
-// batches are read but not yet published: one waiting in send while the
-// workers compress the next ones. Publishing in claim order keeps the
-// class's batches in spool order on the stream, as with one goroutine.
+// the publisher has sent it (or let it go unsent), so at most depth,
+// 2×(workers+1), batches are read but not yet published: one waiting in
+// send while the workers compress the next ones, and as many again cut
+// while their claim commits (a claim waits for the commit in progress,
+// then its own, both fsync'd behind the appends of the moment: with
+// workers+1 slots, the ingest class's shipper waited for room about as
+// long as it had waited for the claims themselves). A batch holds its
+// NDJSON only until compressed, its compressed body until acknowledged.
+// Publishing in claim order keeps the class's batches in spool order on
+// the stream, as with one goroutine.
 //
 // Shutdown: the shipper closes the pipeline (done) when it stops; the
 // workers compress what was cut and exit, and the sequencer sends it all
@@ -44,6 +50,7 @@ type pipeline struct {
 	bt      *batcher
 	send    func(context.Context, *flight) bool // the publisher's send
 	workers int
+	depth   int // slots: batches cut and not yet sent
 
 	slots  chan struct{} // a token per batch cut and not yet sent
 	jobs   chan *job     // to the workers
@@ -75,12 +82,13 @@ type job struct {
 // between retryMin and retryMax on spool failures.
 func newPipeline(bt *batcher, send func(context.Context, *flight) bool, workers int, retryMin, retryMax time.Duration) *pipeline {
 	workers = max(workers, 1)
+	depth := 2 * (workers + 1)
 	return &pipeline{
-		bt: bt, send: send, workers: workers,
-		slots:  make(chan struct{}, workers+1),
-		jobs:   make(chan *job, workers+1),
-		order:  make(chan *job, workers+1),
-		claims: make(chan *job, workers+1),
+		bt: bt, send: send, workers: workers, depth: depth,
+		slots:  make(chan struct{}, depth),
+		jobs:   make(chan *job, depth),
+		order:  make(chan *job, depth),
+		claims: make(chan *job, depth),
 		stop:   make(chan struct{}),
 		claim: func(ctx context.Context, rs []spool.Range) bool {
 			return bt.claimAll(ctx, retryMin, retryMax, rs)

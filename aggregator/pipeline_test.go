@@ -140,15 +140,15 @@ func (s *sent) inOrder(n uint64) {
 // TestPipelineOrder: with four workers compressing batches of very
 // different sizes, the sequencer hands them to send in the order their
 // ranges were claimed, each with its own events, and never more than
-// workers+1 batches are cut and not yet sent.
+// the pipeline's depth of batches are cut and not yet sent.
 func TestPipelineOrder(t *testing.T) {
 	const n, workers = 1200, 4
 	sp, lines := pipelineSpool(t, n)
 	s := newSent(t, lines)
 	var l *lane
 	l, run := testLane(t, sp, 7, workers, func(_ context.Context, f *flight) bool {
-		if busy := l.pl.busy.Load(); busy > workers+1 {
-			t.Errorf("%d batches cut and not sent, want at most %d", busy, workers+1)
+		if busy := l.pl.busy.Load(); busy > int64(l.pl.depth) {
+			t.Errorf("%d batches cut and not sent, want at most %d", busy, l.pl.depth)
 		}
 		s.record(f)
 		l.bt.putBody(f.body)
@@ -159,8 +159,8 @@ func TestPipelineOrder(t *testing.T) {
 	if len(s.ranges) < 100 {
 		t.Fatalf("only %d batches", len(s.ranges))
 	}
-	if p := l.pl.peak.Load(); p > workers+1 {
-		t.Errorf("peak %d batches in the pipeline, want at most %d", p, workers+1)
+	if p := l.pl.peak.Load(); p > int64(l.pl.depth) {
+		t.Errorf("peak %d batches in the pipeline, want at most %d", p, l.pl.depth)
 	}
 	claims := sp.Claims("c")
 	if len(claims) != len(s.ranges) {
@@ -169,8 +169,9 @@ func TestPipelineOrder(t *testing.T) {
 }
 
 // TestPipelineBounded: while the first batch waits in send, the shipper
-// cuts (and claims) exactly workers+1 batches and then waits for room; it
-// reads no further. Once send goes on, the rest follows in order.
+// cuts (and the claimer claims) exactly the pipeline's depth of batches
+// and then waits for room; it reads no further. Once send goes on, the
+// rest follows in order.
 func TestPipelineBounded(t *testing.T) {
 	const n, workers = 300, 3
 	sp, lines := pipelineSpool(t, n)
@@ -196,20 +197,24 @@ func TestPipelineBounded(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	// The claimer claims what the shipper cut without holding it up.
-	for len(sp.Claims("c")) < workers+1 && time.Now().Before(deadline) {
+	depth := l.pl.depth
+	if depth != 2*(workers+1) {
+		t.Errorf("depth %d with %d workers, want %d", depth, workers, 2*(workers+1))
+	}
+	for len(sp.Claims("c")) < depth && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if claims := sp.Claims("c"); len(claims) != workers+1 {
-		t.Errorf("with send held: %d batches claimed, want %d (one in send, %d compressing)", len(claims), workers+1, workers)
+	if claims := sp.Claims("c"); len(claims) != depth {
+		t.Errorf("with send held: %d batches claimed, want %d (one in send, the rest compressed or compressing)", len(claims), depth)
 	}
-	if got := l.bt.cursor; got != (workers+1)*5+1 {
-		t.Errorf("with send held: cursor at %d, want %d", got, (workers+1)*5+1)
+	if got := l.bt.cursor; got != uint64(depth*5+1) {
+		t.Errorf("with send held: cursor at %d, want %d", got, depth*5+1)
 	}
 	close(gate)
 	<-done
 	s.inOrder(n)
-	if p := l.pl.peak.Load(); p != workers+1 {
-		t.Errorf("peak %d batches in the pipeline, want %d", p, workers+1)
+	if p := l.pl.peak.Load(); p != int64(depth) {
+		t.Errorf("peak %d batches in the pipeline, want %d", p, depth)
 	}
 }
 
@@ -256,7 +261,7 @@ func TestPipelineStopLosesNothing(t *testing.T) {
 	if bt.cursor != next || bt.unsent() != n+1-next {
 		t.Errorf("cursor %d, unsent %d; want %d, %d", bt.cursor, bt.unsent(), next, n+1-next)
 	}
-	if got, max := len(claims), workers+1; got > max {
+	if got, max := len(claims), 2*(workers+1); got > max {
 		t.Errorf("%d claimed batches not sent, want at most %d", got, max)
 	}
 }
@@ -330,12 +335,13 @@ func TestPipelineClaimsGrouped(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	// While the first claim was held, the shipper filled every slot
-	// (workers+1 batches: those of the first claim and those cut behind
-	// it); the second claim carries all of the latter. (The first may
-	// already carry several, or all: the shipper may cut before the
-	// claimer first runs.)
-	if len(calls) < 2 || len(calls[0]) < workers+1 && len(calls[0])+len(calls[1]) != workers+1 {
-		t.Fatalf("claims: %v; want the second to carry every batch cut while the first was held (%d in all)", calls, workers+1)
+	// (depth batches: those of the first claim and those cut behind it);
+	// the second claim carries all of the latter. (The first may already
+	// carry several, or all: the shipper may cut before the claimer first
+	// runs.)
+	depth := l.pl.depth
+	if len(calls) < 2 || len(calls[0]) < depth && len(calls[0])+len(calls[1]) != depth {
+		t.Fatalf("claims: %v; want the second to carry every batch cut while the first was held (%d in all)", calls, depth)
 	}
 	var all []spool.Range
 	for _, c := range calls {
