@@ -88,7 +88,9 @@ func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Rang
 	if size := encodedSize(events); estDisk(size) > s.maxRecord {
 		return Range{}, fmt.Errorf("spool: append %s: %d bytes > %d: %w", class, size, s.maxRecord, ErrTooLarge)
 	}
-	q.rec = encodeRecord(s.now().UnixNano(), events)
+	rec := s.getRec()
+	defer s.putRec(rec, q)
+	q.rec = appendRecord(*rec, s.now().UnixNano(), events)
 	if err := s.enter(); err != nil {
 		return Range{}, fmt.Errorf("spool: append %s: %w", class, err)
 	}
@@ -103,6 +105,30 @@ func (s *Spool) Append(ctx context.Context, class string, events [][]byte) (Rang
 	}
 	return q.r, q.err
 }
+
+// getRec returns a record buffer from the spool's pool, or an empty one.
+func (s *Spool) getRec() *[]byte {
+	if p, ok := s.recs.Get().(*[]byte); ok {
+		return p
+	}
+	return new([]byte)
+}
+
+// putRec gives q's record buffer back to the pool once q is done with it:
+// Append has returned from submit (or never queued q), so no commit
+// refers to it any more (bbolt copies a value into its pages when it
+// commits). Records larger than maxPooledRecord are left to the GC.
+func (s *Spool) putRec(p *[]byte, q *appendReq) {
+	if cap(q.rec) > maxPooledRecord {
+		return
+	}
+	*p = q.rec[:0]
+	s.recs.Put(p)
+}
+
+// maxPooledRecord bounds the records the pool keeps: a record is one
+// Append's events, usually a request's (hundreds of KiB at most).
+const maxPooledRecord = 4 << 20
 
 // submit queues q on the class and returns once it has been committed or
 // refused (q.r, q.err set), leading commits when its turn comes. ctx can end

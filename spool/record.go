@@ -30,7 +30,19 @@ func encodedSize(events [][]byte) int {
 
 // encodeRecord encodes events appended at time t. It copies each event once.
 func encodeRecord(t int64, events [][]byte) []byte {
-	b := make([]byte, recordHeaderSize, encodedSize(events))
+	return appendRecord(nil, t, events)
+}
+
+// appendRecord is encodeRecord into dst's storage (from dst[:0]), grown
+// if it is short.
+func appendRecord(dst []byte, t int64, events [][]byte) []byte {
+	size := encodedSize(events)
+	var b []byte
+	if cap(dst) < size {
+		b = make([]byte, recordHeaderSize, size)
+	} else {
+		b = dst[:recordHeaderSize]
+	}
 	b[0] = recordVersion
 	binary.BigEndian.PutUint64(b[5:13], uint64(t))
 	b = binary.AppendUvarint(b, uint64(len(events)))

@@ -45,7 +45,11 @@ type Spool struct {
 
 	bytes       atomic.Int64 // disk bytes of all segments
 	quarantined atomic.Int64
-	fullAt      atomic.Int64 // unix ns of the last append refused for lack of space; 0: room (see space.go)
+	// recs holds record buffers (*[]byte) between Appends: without it
+	// each Append allocated its record, which the runtime clears first,
+	// the largest allocation on the ingest path.
+	recs   sync.Pool
+	fullAt atomic.Int64 // unix ns of the last append refused for lack of space; 0: room (see space.go)
 }
 
 // class is the state of one class. Lock order: Spool.metaMu, then class.mu;
