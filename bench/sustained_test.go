@@ -22,6 +22,8 @@ var (
 		"`file` the sluice process's output goes to (each run replaces it; default: one in the run's temporary directory)")
 	sustainedBins = flag.String("sustained.bin", "",
 		"comma-separated sluice `binaries` BenchmarkSustained runs, one sub-benchmark each, in turn (default: one built from this checkout)")
+	sustainedConfig = flag.String("sustained.config", "",
+		"`YAML` appended to the node's config file, e.g. 'unshaped: true' (default: none, every other key at its default)")
 )
 
 // sustainedGate is the environment variable that must be 1 for
@@ -61,7 +63,7 @@ func BenchmarkSustained(b *testing.B) {
 			b.Logf("workload: %d events cycled from %d of %s, 200 a request, %d clients; binary %s", total, len(events), source, clients, bin)
 			var res SustainedResult
 			for b.Loop() {
-				res = runSustainedOnce(b, events, SustainedConfig{Binary: bin, Events: total, Clients: clients, Log: *sustainedLog})
+				res = runSustainedOnce(b, events, SustainedConfig{Binary: bin, Events: total, Clients: clients, Log: *sustainedLog, Config: *sustainedConfig})
 			}
 			reportSustained(b, res)
 		})
