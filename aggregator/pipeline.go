@@ -176,7 +176,7 @@ func (pl *pipeline) done() {
 // claimer claims the jobs' ranges in cut order until the pipeline is done:
 // all the jobs waiting when it is free in one spool commit. Once a claim
 // failed for good (ctx ended), it claims no more: the remaining jobs are
-// unclaimed, so no claim lies above a range never claimed.
+// unclaimed too, so no batch is claimed after one that never was.
 func (pl *pipeline) claimer(ctx context.Context) {
 	var group []*job
 	var rs []spool.Range
