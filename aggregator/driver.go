@@ -108,6 +108,8 @@ type driver struct {
 	downSince   time.Time    // when the connection was first seen not connected; zero while connected
 	lastOutcome atomic.Int64 // unix ns of the last ack or failure
 	snap        atomic.Pointer[LinkStats]
+	cpu         shaper.CPUStatus // the node's CPU contention, sampled by run before each tick (zero when not run)
+	cpuEcho     bool             // run times a loopback echo too (see cpuSampler); a synctest bubble cannot wait on a socket
 }
 
 var _ shaping = (*driver)(nil)
@@ -129,6 +131,12 @@ type LinkStats struct {
 	InFlight    int64         // bytes published and not yet acknowledged
 	Probe       string        // estimator state: cruise, up, startup, probe_rtt
 	Signals     [5]int        // raw level per signal: inflation, errors, demand, queue, time to full
+	// SchedP99 is the node's worst 1-tick p99 of the time a goroutine
+	// waited to run, and CPUDelay the RTT inflation the node's own CPU
+	// explains (shaper.CPUStatus), over the last 3 s: the estimator does
+	// not read that much of an ack's delay as the link's queue.
+	SchedP99 time.Duration
+	CPUDelay time.Duration
 }
 
 // msgOverhead is what a batch costs on the wire besides its body, for the
@@ -150,7 +158,7 @@ func msgOverhead(o Options, spoolID string) int {
 func newDriver(o Options, overhead int, in driverInputs, now func() time.Time) (*driver, error) {
 	k := &driver{
 		in: in, now: now, log: o.Logger, tickIv: o.Link.Tick,
-		capBytes: o.Spool.MaxBytes, headroom: o.Link.Headroom, unshaped: o.Link.Unshaped,
+		capBytes: o.Spool.MaxBytes, headroom: o.Link.Headroom, unshaped: o.Link.Unshaped, cpuEcho: true,
 	}
 	ch, ach, lch, uch := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	k.changed.Store(&ch)
@@ -239,6 +247,8 @@ func (k *driver) wakeLevel() {
 func (k *driver) run(ctx context.Context) {
 	t := time.NewTicker(k.tickIv)
 	defer t.Stop()
+	cpu := newCPUSampler(k.tickIv, k.cpuEcho)
+	defer cpu.close()
 	last := k.now()
 	for {
 		select {
@@ -246,6 +256,7 @@ func (k *driver) run(ctx context.Context) {
 			return
 		case <-t.C:
 			now := k.now()
+			k.cpu = cpu.sampleAt(now)
 			k.tick(now, now.Sub(last))
 			last = now
 		}
@@ -298,6 +309,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 	k.downSince, linkDown = linkDownAt(now, k.downSince, k.in.connected())
 
 	k.mu.Lock()
+	k.est.SetCPUDelayAt(now, k.cpu.Delay)
 	k.est.SetLinkDownAt(now, linkDown)
 	k.est.SetBacklogAt(now, backlog > 0)
 	snap := k.est.SnapshotAt(now)
@@ -345,7 +357,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 		Level: level, LinkLevel: linkLevel, ActLevel: actLevel, Recovering: st.Recovering, Transitions: k.transitions.Load(),
 		Capacity: snap.Capacity, Target: snap.Target, Pacing: pacing, Delivery: snap.DeliveryRate,
 		MinRTT: snap.MinRtt, SRTT: snap.SRTT, ErrorRate: snap.ErrorRate, InFlight: snap.InflightBytes,
-		Probe: snap.State.String(), Signals: st.Signals,
+		Probe: snap.State.String(), Signals: st.Signals, SchedP99: k.cpu.SchedP99, CPUDelay: k.cpu.Delay,
 	})
 	k.linkLvl.Store(int32(linkLevel))
 	k.actLvl.Store(int32(actLevel))

@@ -286,6 +286,7 @@ func TestDriverRunWakesDeferred(t *testing.T) {
 		fn := &fakeNode{connected: false, ratio: 1}
 		d := testDriver(t, fn, false)
 		d.now = time.Now // the bubble's clock
+		d.cpuEcho = false
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go d.run(ctx)

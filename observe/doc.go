@@ -97,6 +97,8 @@
 //	sluice_link_delivery_rate_bytes_per_second          gauge
 //	sluice_link_min_rtt_seconds                         gauge
 //	sluice_link_smoothed_rtt_seconds                    gauge
+//	sluice_link_cpu_delay_seconds                       gauge     RTT inflation the node's CPU explains (not the link's queue)
+//	sluice_link_sched_latency_p99_seconds               gauge     goroutine scheduling delay, p99
 //	sluice_link_error_ratio                             gauge     failed attempts per attempt, smoothed
 //	sluice_link_in_flight_bytes                         gauge
 //	sluice_link_degradation_level                       gauge     0..3

@@ -181,6 +181,8 @@ func NewCollector(src Sources) (*Collector, error) {
 	addL("delivery_rate_bytes_per_second", "Latest delivery-rate sample.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Delivery) })
 	addL("min_rtt_seconds", "Minimum ack round-trip time over the last 10 s.", gauge, func(l aggregator.LinkStats) float64 { return l.MinRTT.Seconds() })
 	addL("smoothed_rtt_seconds", "Smoothed ack round-trip time.", gauge, func(l aggregator.LinkStats) float64 { return l.SRTT.Seconds() })
+	addL("cpu_delay_seconds", "RTT inflation the node's own CPU contention explains (scheduling latency and loopback queueing over the last 3 s); not read as the link's queue.", gauge, func(l aggregator.LinkStats) float64 { return l.CPUDelay.Seconds() })
+	addL("sched_latency_p99_seconds", "Worst 1-tick 99th percentile over the last 3 s of the time the node's goroutines waited to run.", gauge, func(l aggregator.LinkStats) float64 { return l.SchedP99.Seconds() })
 	addL("error_ratio", "Failed publish attempts per attempt, smoothed (0..1).", gauge, func(l aggregator.LinkStats) float64 { return l.ErrorRate })
 	addL("in_flight_bytes", "Bytes published and not yet acknowledged.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.InFlight) })
 	addL("degradation_level", "Degradation level: 0 normal .. 3 critical traffic only.", gauge, func(l aggregator.LinkStats) float64 { return float64(l.Level) })

@@ -60,6 +60,8 @@ var families = map[string]dto.MetricType{
 	"sluice_link_delivery_rate_bytes_per_second": dto.MetricType_GAUGE,
 	"sluice_link_min_rtt_seconds":                dto.MetricType_GAUGE,
 	"sluice_link_smoothed_rtt_seconds":           dto.MetricType_GAUGE,
+	"sluice_link_cpu_delay_seconds":              dto.MetricType_GAUGE,
+	"sluice_link_sched_latency_p99_seconds":      dto.MetricType_GAUGE,
 	"sluice_link_error_ratio":                    dto.MetricType_GAUGE,
 	"sluice_link_in_flight_bytes":                dto.MetricType_GAUGE,
 	"sluice_link_degradation_level":              dto.MetricType_GAUGE,

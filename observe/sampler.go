@@ -217,6 +217,7 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 			PacingBytesPerSecond: l.Pacing, DeliveryBytesPerSecond: l.Delivery,
 			RateBytesPerSecond: perSecond(cur.wire, base.wire, dt),
 			MinRTTSeconds:      l.MinRTT.Seconds(), SRTTSeconds: l.SRTT.Seconds(),
+			CPUDelaySeconds: l.CPUDelay.Seconds(), SchedP99Seconds: l.SchedP99.Seconds(),
 			ErrorRate: finite(l.ErrorRate), InFlightBytes: l.InFlight, State: l.Probe,
 			Signals: make(map[string]int, len(signalNames)),
 		},

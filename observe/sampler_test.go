@@ -139,7 +139,7 @@ func TestStatusJSON(t *testing.T) {
 	}
 	has(doc, "status", "schema", "time", "interval_seconds", "window_seconds", "accepting", "link", "spool", "classes", "history")
 	has(doc["link"].(map[string]any), "link", "level", "transitions", "capacity_bytes_per_second", "target_bytes_per_second",
-		"pacing_bytes_per_second", "delivery_bytes_per_second", "rate_bytes_per_second", "min_rtt_seconds", "srtt_seconds",
+		"pacing_bytes_per_second", "delivery_bytes_per_second", "rate_bytes_per_second", "min_rtt_seconds", "srtt_seconds", "cpu_delay_seconds", "sched_p99_seconds",
 		"error_rate", "in_flight_bytes", "estimator_state", "signals")
 	has(doc["link"].(map[string]any)["signals"].(map[string]any), "signals", "inflation", "errors", "demand", "queue", "time_to_full")
 	cls := doc["classes"].([]any)

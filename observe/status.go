@@ -49,17 +49,22 @@ type LinkStatus struct {
 	// the rate the lanes are given now; DeliveryBytesPerSecond the latest
 	// delivery-rate sample; RateBytesPerSecond the wire bytes all classes
 	// published per second over the window.
-	CapacityBytesPerSecond int64          `json:"capacity_bytes_per_second"`
-	TargetBytesPerSecond   int64          `json:"target_bytes_per_second"`
-	PacingBytesPerSecond   int64          `json:"pacing_bytes_per_second"`
-	DeliveryBytesPerSecond int64          `json:"delivery_bytes_per_second"`
-	RateBytesPerSecond     float64        `json:"rate_bytes_per_second"`
-	MinRTTSeconds          float64        `json:"min_rtt_seconds"` // minimum ack RTT over the last 10 s
-	SRTTSeconds            float64        `json:"srtt_seconds"`    // smoothed ack RTT
-	ErrorRate              float64        `json:"error_rate"`      // failed attempts per attempt, smoothed, 0..1
-	InFlightBytes          int64          `json:"in_flight_bytes"` // published, not yet acknowledged
-	State                  string         `json:"estimator_state"` // startup, cruise, up, probe_rtt
-	Signals                map[string]int `json:"signals"`         // level each degradation signal asks for, by name
+	CapacityBytesPerSecond int64   `json:"capacity_bytes_per_second"`
+	TargetBytesPerSecond   int64   `json:"target_bytes_per_second"`
+	PacingBytesPerSecond   int64   `json:"pacing_bytes_per_second"`
+	DeliveryBytesPerSecond int64   `json:"delivery_bytes_per_second"`
+	RateBytesPerSecond     float64 `json:"rate_bytes_per_second"`
+	MinRTTSeconds          float64 `json:"min_rtt_seconds"` // minimum ack RTT over the last 10 s
+	SRTTSeconds            float64 `json:"srtt_seconds"`    // smoothed ack RTT
+	// CPUDelaySeconds is the RTT inflation the node's own CPU explains, not
+	// read as the link's queue; SchedP99Seconds the goroutines' scheduling
+	// delay (p99) it comes from. Both over the last 3 s.
+	CPUDelaySeconds float64        `json:"cpu_delay_seconds"`
+	SchedP99Seconds float64        `json:"sched_p99_seconds"`
+	ErrorRate       float64        `json:"error_rate"`      // failed attempts per attempt, smoothed, 0..1
+	InFlightBytes   int64          `json:"in_flight_bytes"` // published, not yet acknowledged
+	State           string         `json:"estimator_state"` // startup, cruise, up, probe_rtt
+	Signals         map[string]int `json:"signals"`         // level each degradation signal asks for, by name
 }
 
 // SpoolStatus is the spool as a whole.

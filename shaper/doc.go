@@ -67,6 +67,22 @@
 // rate per round until growth < 25% for 3 rounds or congestion. The driver
 // sets the lanes' target to PacingRateAt(now).
 //
+// # CPU contention (CPUSignal)
+//
+// A busy machine delays acks: the node's own goroutines (and a server on
+// the same machine) wait for a core, and that delay looked like the
+// link's queue. CPUSignal takes, per tick, the runtime's cumulative
+// scheduling-latency histogram (its difference from the last tick is the
+// tick's waits; p90 and p99 from at least 16 waits, lower bucket edges)
+// and, where measured, a loopback round trip to an echo in the node; over
+// a 3 s window, Delay = max(4 × the worst p99, the worst loopback). The
+// driver gives Delay to Estimator.SetCPUDelayAt: each round's minimum RTT
+// less Delay (never below MinRtt) is what the standing-queue rule and
+// Snapshot.Inflation read, so the estimator does not cut C and the
+// controller's inflation signal does not raise the level for delay the
+// CPU explains. The delay is subtracted, not a veto: a real queue longer
+// than it still counts.
+//
 // # Controller
 //
 // Five signals map to raw levels with Schmitt hysteresis: RTT inflation
@@ -164,6 +180,10 @@
 //     are cut smaller and demand over Target reads higher until the
 //     re-probe's Startup has measured the link (about half a second on the
 //     emulated 4 and 20 Mbit/s links).
+//   - The CPU delay's 4 hops per ack are proposed, not measured, and the
+//     scheduling latencies are the node's process only: a server on the
+//     same machine is assumed to wait about as long. On a busy machine a
+//     real queue shorter than the CPU delay goes unseen for up to 3 s.
 //   - SnapshotAt, PacingRateAt and the Set…At methods run time-driven
 //     transitions (probe timers); call them with non-decreasing times.
 package shaper

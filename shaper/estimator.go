@@ -95,9 +95,14 @@ type Snapshot struct {
 	Pacing       int64 // what the lanes should use now (Target, or a probe rate)
 	MinRtt       time.Duration
 	SRTT, RTO    time.Duration
-	// Inflation is the smaller of the last two rounds' minimum RTTs over
-	// MinRtt (1 = no queue); 0 before two rounds.
+	// Inflation is the smaller of the last two rounds' minimum RTTs, less
+	// CPUDelay, over MinRtt (1 = no queue); 0 before two rounds.
 	Inflation float64
+	// CPUDelay is the RTT inflation the node's own CPU explains, as last
+	// given to SetCPUDelayAt: taken out of Inflation and of the standing
+	// queue rule, so that acks queued behind a busy machine's work are not
+	// read as the link's queue.
+	CPUDelay time.Duration
 	// Probing is true while the estimator probes upward and for the two
 	// rounds after: a probe sends above capacity on purpose, so the
 	// inflation of those rounds is its own doing, not the link's.
@@ -215,6 +220,7 @@ type Estimator struct {
 	probeEndRound    int64     // e.rounds when the last probe ended
 	drainFrom        int64     // e.rounds when Startup ended and Drain began; 0 = not draining
 	upSince          time.Time // when the link last came back; earlier attempts' errors are the outage's
+	cpuDelay         time.Duration
 }
 
 // sizeBuckets are the batch size classes (powers of two) of the per-byte
@@ -338,6 +344,22 @@ func (e *Estimator) SetLinkDownAt(now time.Time, down bool) {
 		e.r.errs = 0
 	}
 	e.linkDown = down
+}
+
+// SetCPUDelayAt tells the estimator how much RTT inflation the node's own
+// CPU explains now (CPUStatus.Delay): that much of a round's queueing
+// delay is not the link's. A busy 2-core machine delays its acks by
+// milliseconds; read as a standing queue, that cut C to the ack clock of
+// a CPU-bound sender and degraded a healthy link. The delay is
+// subtracted, not a veto: a real queue larger than it still counts.
+func (e *Estimator) SetCPUDelayAt(now time.Time, d time.Duration) {
+	e.cpuDelay = max(d, 0)
+	e.tick(now)
+}
+
+// netRtt is a round minimum RTT less the CPU's delay, not below MinRtt.
+func (e *Estimator) netRtt(rtt time.Duration) time.Duration {
+	return max(rtt-e.cpuDelay, min(rtt, e.minRtt))
 }
 
 // SetLevelAt tells the estimator the degradation level; it probes upward
@@ -580,8 +602,9 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 		// of a 20 Mbit/s link (seen on the emulated link).
 		excess += now.Sub(e.stateAt) / 4
 	}
-	e.standing = r.throttled && r.rttMin > 0 && e.minRtt > 0 && 2*r.rttMin >= 3*e.minRtt &&
-		r.rttMin-e.minRtt >= excess
+	q := e.netRtt(r.rttMin)
+	e.standing = r.throttled && r.rttMin > 0 && e.minRtt > 0 && 2*q >= 3*e.minRtt &&
+		q-e.minRtt >= excess
 	e.congested = e.congested || e.standing
 	e.ackRate = r.ackRate(now)
 	// windowed max: the ring keeps each round's bandwidth-limited max; with
@@ -873,10 +896,10 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 		ErrorRate:     float64(e.errPPM) / 1e6,
 		InflightBytes: e.inflightBytes, InflightMsgs: int64(len(e.inflight)),
 		LastAckAt: e.lastAck, Rounds: e.rounds, Congested: e.congested,
-		Stale: e.agedFrom > 0,
+		Stale: e.agedFrom > 0, CPUDelay: e.cpuDelay,
 	}
 	if e.minRtt > 0 && e.lastRttMin > 0 && e.prevRttMin > 0 {
-		s.Inflation = float64(min(e.lastRttMin, e.prevRttMin)) / float64(e.minRtt)
+		s.Inflation = float64(e.netRtt(min(e.lastRttMin, e.prevRttMin))) / float64(e.minRtt)
 	}
 	s.Probing = e.state == StateUp || e.state == StateStartup || e.drainFrom > 0 || (e.probeEndRound > 0 && e.rounds < e.probeEndRound+2)
 	avg := max(e.avgMsg, 1)
