@@ -38,7 +38,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "sluice-bench", "write report.html, summary.md and the runs' JSON timelines (timelines/) here")
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios to run (default all: "+strings.Join(suiteNames(), ", ")+")")
 	modes := fs.String("modes", "", "comma-separated modes (default all: sluice, unshaped, naive)")
-	scale := fs.Float64("scale", 1, "multiply every duration of the suite (1: about 25 minutes; 0.2 for a quick look)")
+	scale := fs.Float64("scale", 1, "multiply every duration of the suite (1: about 36 minutes; 0.2 for a quick look)")
 	events := fs.String("events", "auto", "ingest events: auto (the real SDK events of $SLUICE_DATA or ../shared/data if present, else synthetic), synthetic, or an NDJSON file")
 	results := fs.String("results", "", "also replace the suite section of this Markdown file (bench/RESULTS.md) with the summary")
 	planPath := fs.String("plan", "", "instead of the suite: run the flows of this `FLOWS.yaml` inventory at their peak through its link hop and measure every hop against its headroom")
@@ -48,8 +48,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: sluice bench [flags]\n\n"+
 			"Runs the blast-radius suite: each scenario (steady, launch spike, backfill interference,\n"+
-			"replication storm, link step, outage, retry storm) over an emulated 20 Mbit/s link to a\n"+
-			"real NATS server, once with sluice, once with its shaper off and once as a naive\n"+
+			"replication storm, link step, outage, retry storm, CPU contention, overload after an idle\n"+
+			"minute) over an emulated link (most at 20 Mbit/s) to a real NATS server, once with\n"+
+			"sluice, once with its shaper off and once as a naive\n"+
 			"one-publish-per-event client. Writes an HTML report with plots and a Markdown summary.\n"+
 			"With --plan, runs an inventory's flows instead (see docs/plan.md).\n"+
 			"Run it on an otherwise idle machine.\n\nFlags:\n")

@@ -35,6 +35,19 @@ type Figures struct {
 	// the overload to its end (1 = no retries); NaN without an overload or
 	// sends.
 	Amplification float64
+	// EstimateLow and EstimateHigh are the lowest and highest capacity
+	// estimate over the emulated link's rate, less 1 (-0.25: 25% under),
+	// in the scenario's steady seconds; NaN when none was judged (no
+	// steady interval, no estimate in this mode, an unlimited link).
+	// EstimateOff counts the judged seconds outside ±25%, of
+	// EstimateSeconds.
+	EstimateLow, EstimateHigh    float64
+	EstimateOff, EstimateSeconds int
+	// LevelSeconds counts the one-second windows that ended at a level
+	// above 0; Deferrals the times classes were deferred by the level (the
+	// node's count, 0 for the naive client).
+	LevelSeconds int
+	Deferrals    uint64
 	// Exactly-once verdict over every class.
 	Offered, Acked, Delivered, Duplicates, Dropped uint64
 	// Lost counts acknowledged events neither delivered nor, when the run
@@ -76,6 +89,28 @@ func (r SuiteResult) Figures(mode Mode) *Figures {
 	}
 	for _, w := range o.Windows {
 		f.MaxLevel = max(f.MaxLevel, w.Level)
+		if w.Level > 0 {
+			f.LevelSeconds++
+		}
+	}
+	for _, c := range o.Final.Classes {
+		f.Deferrals += c.Deferrals
+	}
+	f.EstimateLow, f.EstimateHigh = math.NaN(), math.NaN()
+	for _, w := range o.Windows {
+		link := r.Spec.LinkRateAt(time.Duration((w.T - 0.5) * float64(time.Second)))
+		if w.Capacity <= 0 || link <= 0 || !r.Spec.steady(w.T) {
+			continue
+		}
+		e := float64(w.Capacity)/link - 1
+		if f.EstimateSeconds == 0 {
+			f.EstimateLow, f.EstimateHigh = e, e
+		}
+		f.EstimateLow, f.EstimateHigh = min(f.EstimateLow, e), max(f.EstimateHigh, e)
+		f.EstimateSeconds++
+		if math.Abs(e) > 0.25 {
+			f.EstimateOff++
+		}
 	}
 	from, to := r.Spec.Overload[0].Seconds(), r.Spec.Overload[1].Seconds()
 	if to == 0 {
@@ -142,6 +177,27 @@ func (r SuiteResult) Figures(mode Mode) *Figures {
 		})
 	}
 	return f
+}
+
+// steady reports whether the window ending at t (seconds from the start)
+// lies wholly inside one of the scenario's steady intervals.
+func (s SuiteScenario) steady(t float64) bool {
+	for _, iv := range s.Steady {
+		if t-1 >= iv[0].Seconds()-0.1 && t <= iv[1].Seconds()+0.1 {
+			return true
+		}
+	}
+	return false
+}
+
+// estimateText describes the estimate figure for progress lines, empty
+// when none was judged.
+func (f *Figures) estimateText() string {
+	if f.EstimateSeconds == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", capacity estimate %+.0f%% .. %+.0f%% of the link, %d of %d steady seconds outside ±25%%",
+		100*f.EstimateLow, 100*f.EstimateHigh, f.EstimateOff, f.EstimateSeconds)
 }
 
 // recovery returns the seconds after end until ok holds for 3 windows in a

@@ -87,8 +87,8 @@ func WriteTimelines(dir string, results []SuiteResult) error {
 // WriteMarkdown writes the suite's summary table.
 func WriteMarkdown(w io.Writer, results []SuiteResult, meta ReportMeta) error {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "Link: 20 Mbit/s and 20 ms each way (linkemu), a real nats-server behind it; the node told the\n"+
-		"link's ceiling, default classes, headroom 0.8. Modes, each run in turn in the same suite: **sluice** (the\n"+
+	fmt.Fprintf(&b, "Link: 20 Mbit/s and 20 ms each way (linkemu; cpu-contention's is unconstrained), a real nats-server\n"+
+		"behind it; the node told a ceiling of 20 Mbit/s, default classes, headroom 0.8. Modes, each run in turn in the same suite: **sluice** (the\n"+
 		"node, shaper on), **unshaped** (the node with `Link.Unshaped`: one FIFO window, no degradation) and\n"+
 		"**naive** (no node: one JetStream publish per event, 256 in flight, fixed 1 s retries, a 100,000-event\n"+
 		"memory queue per class). Latency is end to end, from the event's creation to a consumer reading the\n"+

@@ -47,6 +47,34 @@ type Scenario struct {
 	Drain    time.Duration
 	Loads    []Load
 	Node     aggregator.Options // Conn, Dir filled in by Run
+	// Burn runs a CPU burner beside the node for part of the run.
+	Burn Burn
+}
+
+// Burn is a CPU burner beside the node: Threads threads spinning in a
+// child process (see StartBurner) from From to To after the start (To 0:
+// to the end of the load). Threads 0: none.
+type Burn struct {
+	Threads  int
+	From, To time.Duration
+}
+
+// run burns from b.From to b.To after start, or until ctx ends.
+func (b Burn) run(ctx context.Context, start time.Time) error {
+	if !sleepCtx(ctx, time.Until(start.Add(b.From))) {
+		return nil
+	}
+	br, err := StartBurner(b.Threads)
+	if err != nil {
+		return err
+	}
+	defer br.Stop()
+	if b.To == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	sleepCtx(ctx, time.Until(start.Add(b.To)))
+	return nil
 }
 
 // Mode is how a scenario's events reach the stream.
@@ -220,6 +248,12 @@ func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func
 
 	start := time.Now()
 	go link.Run(runCtx, sc.Schedule)
+	burnErr := make(chan error, 1)
+	if sc.Burn.Threads > 0 {
+		var burning sync.WaitGroup
+		burning.Go(func() { burnErr <- sc.Burn.run(runCtx, start) })
+		defer func() { cancel(); burning.Wait() }() // the burner never outlives the run
+	}
 	var gens sync.WaitGroup
 	counts := make(map[string]*genCount)
 	for _, ld := range sc.Loads {
@@ -301,6 +335,13 @@ func (sc Scenario) Run(ctx context.Context, dir string, mode Mode, progress func
 					}
 				}
 			}
+			select {
+			case err := <-burnErr:
+				if err != nil {
+					return nil, err
+				}
+			default:
+			}
 			if node != nil {
 				out.Final = node.Stats()
 			}
@@ -380,7 +421,7 @@ func (sc Scenario) sample(node *aggregator.Node, nv *naive, counts map[string]*g
 }
 
 func (w Window) String() string {
-	s := fmt.Sprintf("t=%4.0fs link %5.2f Mbit/s level %d target %5.2f Mbit/s", w.T, float64(w.LinkBytes)*8/1e6, w.Level, float64(w.Target)*8/1e6)
+	s := fmt.Sprintf("t=%4.0fs link %5.2f Mbit/s level %d target %5.2f capacity %5.2f Mbit/s", w.T, float64(w.LinkBytes)*8/1e6, w.Level, float64(w.Target)*8/1e6, float64(w.Capacity)*8/1e6)
 	names := make([]string, 0, len(w.Classes))
 	for n := range w.Classes {
 		names = append(names, n)

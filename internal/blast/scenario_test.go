@@ -44,6 +44,8 @@ func TestScenarioSmoke(t *testing.T) {
 		Name: "smoke", Link: linkemu.Symmetric(linkemu.Shape{Bandwidth: 20 * linkemu.Mbit, Latency: SuiteLatency}), Duration: 3 * time.Second, Drain: 2 * time.Minute,
 		Loads: []Load{{Class: "critical", Rate: 100, Size: 300}, {Class: "ingest", Rate: 500, Size: 600, Entropy: 0.3}},
 		Node:  SuiteNode(),
+		// A burner's child process started and stopped within the run.
+		Burn: Burn{Threads: 1, From: time.Second, To: 2 * time.Second},
 	}
 	for _, mode := range Modes {
 		out, err := sc.Run(context.Background(), t.TempDir(), mode, nil)

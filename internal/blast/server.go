@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/embednats"
@@ -20,11 +22,19 @@ import (
 // binary into a NATS server process (see ServeIfChild).
 const serverEnv = "SLUICE_BENCH_NATS_DIR"
 
+// burnEnv names the environment variable that turns a re-executed bench
+// binary into a CPU burner of that many threads (see StartBurner).
+const burnEnv = "SLUICE_BENCH_BURN_THREADS"
+
 // ServeIfChild runs an embedded NATS server with JetStream and returns
-// true if this process was started by StartServer; call it first thing
-// in TestMain. The server prints its URL on stdout and stops when stdin
-// closes, so it never outlives its parent.
+// true if this process was started by StartServer (or, a CPU burner, by
+// StartBurner); call it first thing in TestMain. The server prints its
+// URL on stdout and stops when stdin closes, so it never outlives its
+// parent; so does the burner.
 func ServeIfChild() bool {
+	if burn() {
+		return true
+	}
 	dir := os.Getenv(serverEnv)
 	if dir == "" {
 		return false
@@ -44,6 +54,86 @@ func ServeIfChild() bool {
 	defer cancel()
 	srv.Shutdown(ctx)
 	return true
+}
+
+// burn spins the threads burnEnv asks for until stdin closes, and reports
+// whether it did.
+func burn() bool {
+	n, err := strconv.Atoi(os.Getenv(burnEnv))
+	if err != nil || n <= 0 {
+		return false
+	}
+	runtime.GOMAXPROCS(n)
+	var stop atomic.Bool
+	var spins atomic.Uint64
+	for range n {
+		go func() {
+			var x uint64
+			for !stop.Load() {
+				for range 1 << 16 {
+					x = x*6364136223846793005 + 1442695040888963407
+				}
+				spins.Add(x & 1)
+			}
+		}()
+	}
+	fmt.Println("READY burning", n)
+	io.Copy(io.Discard, os.Stdin)
+	stop.Store(true)
+	return true
+}
+
+// Burner is a CPU burner in a child process: threads goroutines spinning
+// in a process of their own (its own GOMAXPROCS), competing with the node
+// for the machine's cores as another program would.
+type Burner struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+// StartBurner re-executes the running binary (which must call
+// ServeIfChild first thing) as a CPU burner of threads spinning threads.
+func StartBurner(threads int) (*Burner, error) {
+	var args []string
+	if flag.Lookup("test.run") != nil {
+		args = []string{"-test.run=^$"}
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", burnEnv, threads))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "READY burning") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("bench: cpu burner child: %q: %v", line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return &Burner{cmd: cmd, stdin: stdin}, nil
+}
+
+// Stop stops the burner and waits for it.
+func (b *Burner) Stop() error {
+	b.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- b.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		b.cmd.Process.Kill()
+		return <-done
+	}
 }
 
 // Server is a NATS server in a child process.

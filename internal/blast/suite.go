@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -35,8 +36,27 @@ type SuiteScenario struct {
 	Scenario
 	About string
 	// Overload is when the scenario's overload (burst, storm, step down,
-	// outage) starts and ends, from the start of the run.
+	// outage, CPU burner) starts and ends, from the start of the run.
 	Overload [2]time.Duration
+	// Steady are the intervals (from the start of the run) whose every
+	// second the node's capacity estimate is judged in against the
+	// emulated link's rate (Figures.EstimateLow).
+	Steady [][2]time.Duration
+}
+
+// LinkRateAt is the emulated link's upstream rate at t from the start of
+// the run in bytes/s: 0 when unlimited or down.
+func (sc Scenario) LinkRateAt(t time.Duration) float64 {
+	s := sc.Link
+	for _, st := range sc.Schedule {
+		if st.At <= t {
+			s = st.Settings
+		}
+	}
+	if s.Outage != linkemu.OutageNone {
+		return 0
+	}
+	return float64(s.Upstream.Bandwidth) / 8
 }
 
 // SuiteOptions configures RunSuite.
@@ -48,7 +68,7 @@ type SuiteOptions struct {
 	// Modes to run each scenario in; empty runs all, the node's first.
 	Modes []Mode
 	// Scale multiplies every duration of the suite (1 = the full suite,
-	// about 25 minutes; CI's smoke run uses less).
+	// about 36 minutes; CI's smoke run uses less).
 	Scale float64
 	// Events are real events to offer (JSON objects, cycled); nil offers
 	// generated events.
@@ -104,6 +124,11 @@ func SuiteScenarios(scale float64, events [][]byte) []SuiteScenario {
 	critical := Load{Class: priority.ClassCritical, Rate: 100, Size: 300}
 	spike := load(priority.ClassIngest, 2.7, 10, 20)
 	spike.ID = "ingest-spike"
+	// after names a load that follows another of its class.
+	after := func(ld Load) Load {
+		ld.ID = ld.Class + "-after"
+		return ld
+	}
 	return []SuiteScenario{
 		{About: "Steady mixed traffic well under the link: the cost of shaping when nothing is wrong.",
 			Scenario: Scenario{Name: "steady", Link: full, Duration: d(30), Drain: d(20),
@@ -125,6 +150,17 @@ func SuiteScenarios(scale float64, events [][]byte) []SuiteScenario {
 			Scenario: Scenario{Name: "link-step", Link: full, Duration: d(60), Drain: d(30),
 				Schedule: linkemu.Schedule{{At: d(15), Settings: at(5 * linkemu.Mbit)}, {At: d(35), Settings: full}},
 				Loads:    []Load{critical, load(priority.ClassIngest, 0.5, 0, 0), load(priority.ClassReplication, 0.3, 0, 0)}}},
+		{About: "A CPU burner (a spinning thread per core, in a process of its own) beside the node for 30 s, with the link unconstrained (no rate limit, no delay) and traffic at 90% of the target, so that the shaper paces: the node must not read its own slowness as the link's.",
+			Overload: [2]time.Duration{d(10), d(40)},
+			Scenario: Scenario{Name: "cpu-contention", Link: linkemu.Settings{}, Duration: d(50), Drain: d(20),
+				Burn:  Burn{Threads: runtime.NumCPU(), From: d(10), To: d(40)},
+				Loads: []Load{critical, load(priority.ClassIngest, 0.5, 0, 0), load(priority.ClassReplication, 0.4, 0, 0)}}},
+		{About: "20 s of the steady scenario's traffic, a minute with only critical's trickle, then replication at 3× the link for 10 s beside ingest. The capacity estimate is judged in every second of the first 20 s after the warm-up and of the 20 s after the idle minute.",
+			Overload: [2]time.Duration{d(80), d(90)},
+			Steady:   [][2]time.Duration{{min(Warmup, d(10)), d(20)}, {d(80), d(100)}},
+			Scenario: Scenario{Name: "idle-overload", Link: full, Duration: d(100), Drain: d(60),
+				Loads: []Load{critical, load(priority.ClassIngest, 0.5, 0, 20), load(priority.ClassReplication, 0.2, 0, 20),
+					after(load(priority.ClassIngest, 0.5, 80, 100)), after(load(priority.ClassReplication, 3.75, 80, 90))}}},
 		{About: "The link blackholes for 15 s (connections held, nothing forwarded), then returns.",
 			Overload: [2]time.Duration{d(15), d(30)},
 			Scenario: Scenario{Name: "outage", Link: full, Duration: d(50), Drain: d(30),
@@ -199,8 +235,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]SuiteResult, error) {
 			}
 			res.Runs[mode] = oc
 			f := res.Figures(mode)
-			progress(fmt.Sprintf("%s: done: critical p99 %s, ingest p99 %s, %s", prefix,
-				fmtMs(f.P99[priority.ClassCritical]), fmtMs(f.P99[priority.ClassIngest]), f.Verdict()))
+			progress(fmt.Sprintf("%s: done: critical p99 %s, ingest p99 %s, max level %d (%d s above 0), %d deferrals, %d dropped%s, %s", prefix,
+				fmtMs(f.P99[priority.ClassCritical]), fmtMs(f.P99[priority.ClassIngest]), f.MaxLevel, f.LevelSeconds, f.Deferrals, f.Dropped,
+				f.estimateText(), f.Verdict()))
 		}
 		out = append(out, res)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/aggregator"
+	"github.com/sluicehq/sluice/internal/linkemu"
 )
 
 // windows builds a timeline of n one-second windows with f filling each.
@@ -192,5 +193,54 @@ func TestSuiteSmoke(t *testing.T) {
 	}
 	if _, err := RunSuite(context.Background(), SuiteOptions{Scenarios: []string{"nope"}}); err == nil {
 		t.Error("unknown scenario ran")
+	}
+}
+
+// The estimate figure judges the windows wholly inside the steady
+// intervals against the link's rate at each, and the level figures count
+// seconds above 0 and the node's deferrals.
+func TestFiguresEstimate(t *testing.T) {
+	link := func(mbit int64) linkemu.Settings {
+		return linkemu.Symmetric(linkemu.Shape{Bandwidth: linkemu.Rate(mbit) * linkemu.Mbit})
+	}
+	spec := SuiteScenario{
+		Steady: [][2]time.Duration{{2 * time.Second, 4 * time.Second}, {6 * time.Second, 8 * time.Second}},
+		Scenario: Scenario{Link: link(8), Schedule: linkemu.Schedule{{At: 5 * time.Second, Settings: link(16)},
+			{At: 7 * time.Second, Settings: linkemu.Settings{Outage: linkemu.OutageBlackhole}}}},
+	}
+	// capacity per window ending at t = 1..9 (MB/s): the link is 1 MB/s
+	// to 5 s, then 2 MB/s, down from 7 s.
+	caps := []int64{5e6, 1.1e6, 0.7e6, 1e6, 9e6, 2.6e6, 2e6, 0, 3e6}
+	ws := windows(len(caps), func(ts float64, w *Window) {
+		w.Capacity = caps[int(ts)-1]
+		if ts == 3 || ts == 4 {
+			w.Level = 1
+		}
+	})
+	r := SuiteResult{Spec: spec, Runs: map[Mode]*Outcome{ModeSluice: {Windows: ws,
+		Final: aggregator.Stats{Classes: map[string]aggregator.ClassStats{"a": {Deferrals: 2}, "b": {Deferrals: 3}}}}}}
+	f := r.Figures(ModeSluice)
+	// judged: t=3 (0.7 of 1 MB/s), t=4 (1.0), t=7 (2.0 of 2 MB/s); t=8 is
+	// down, t=2 and t=6 straddle an interval's start.
+	if f.EstimateSeconds != 3 || f.EstimateOff != 1 || math.Abs(f.EstimateLow+0.3) > 1e-9 || f.EstimateHigh != 0 {
+		t.Errorf("estimate: %d seconds, %d off, %v .. %v; want 3, 1, -0.3 .. 0", f.EstimateSeconds, f.EstimateOff, f.EstimateLow, f.EstimateHigh)
+	}
+	if f.LevelSeconds != 2 || f.Deferrals != 5 {
+		t.Errorf("level seconds %d, deferrals %d; want 2, 5", f.LevelSeconds, f.Deferrals)
+	}
+	r.Spec.Steady = nil
+	if f := r.Figures(ModeSluice); f.EstimateSeconds != 0 || !math.IsNaN(f.EstimateLow) {
+		t.Errorf("no steady interval: %d seconds, low %v", f.EstimateSeconds, f.EstimateLow)
+	}
+}
+
+// A burner child starts, spins, and stops when told.
+func TestBurner(t *testing.T) {
+	b, err := StartBurner(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Stop(); err != nil {
+		t.Fatalf("burner did not exit cleanly: %v", err)
 	}
 }
