@@ -351,7 +351,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 	if prev := k.snap.Load(); prev.Probe != snap.State.String() {
 		k.log.Debug("link estimator", "from", prev.Probe, "to", snap.State.String(),
 			"capacity_bps", snap.Capacity*8, "max_bw_bps", snap.MaxBw*8, "bw_lo_bps", snap.BwLo*8,
-			"delivery_bps", snap.DeliveryRate*8, "min_rtt", snap.MinRtt, "rounds", snap.Rounds)
+			"delivery_bps", snap.DeliveryRate*8, "min_rtt", snap.MinRtt, "rounds", snap.Rounds, "cpu_delay", k.cpu.Delay)
 	}
 	k.snap.Store(&LinkStats{
 		Level: level, LinkLevel: linkLevel, ActLevel: actLevel, Recovering: st.Recovering, Transitions: k.transitions.Load(),
@@ -370,7 +370,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 		k.wakeLevel()
 		k.log.Info("degradation level changed", "from", prev, "to", level, "link_level", linkLevel, "act_level", actLevel,
 			"capacity_bps", snap.Capacity*8, "target_bps", snap.Target*8, "min_rtt", snap.MinRtt,
-			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals)
+			"inflation", snap.Inflation, "error_rate", snap.ErrorRate, "signals", st.Signals, "cpu_delay", k.cpu.Delay)
 	} else if linkLevel != prevLink || actLevel != prevAct {
 		k.wakeLevel()
 	}

@@ -79,8 +79,9 @@ func TestCPUSignalOptions(t *testing.T) {
 
 // Acks delayed by the node's own CPU (RTT 1 ms rising to 10 ms with every
 // send held by the shaper, which alone reads as a standing queue and
-// cuts C) do not cut C when the CPU explains the delay, and do when it
-// explains less than the queue: the delay is subtracted, not a veto.
+// cuts C) neither cut C nor raise the controller's level when the CPU
+// explains the delay, and do both when it explains less than the queue:
+// the delay is subtracted, not a veto.
 func TestEstimatorCPUDelayNotCongestion(t *testing.T) {
 	for _, tc := range []struct {
 		cpu       time.Duration
@@ -122,6 +123,19 @@ func TestEstimatorCPUDelayNotCongestion(t *testing.T) {
 		}
 		if s.CPUDelay != tc.cpu {
 			t.Errorf("snapshot's CPU delay %v, want %v", s.CPUDelay, tc.cpu)
+		}
+		// The controller, fed the snapshot for a few ticks, raises the
+		// level only for the queue the CPU does not explain.
+		c, err := NewController(ControllerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		level := 0
+		for i := range 4 {
+			level = c.EvaluateAt(now.Add(time.Duration(i)*DefaultTick), Inputs{Link: s})
+		}
+		if raised := level > 0; raised != tc.cut {
+			t.Errorf("cpu delay %v: inflation %.2f, level %d; want raised %v", tc.cpu, s.Inflation, level, tc.cut)
 		}
 	}
 }
