@@ -60,8 +60,8 @@
 // during Drain, only errors cut); then BwLo = max(bw_latest, 0.7·min(BwLo, MaxBw)), or, when the queue stood
 // all round, the round's ack-clock rate (the bottleneck was busy, so that
 // rate measures it). C = min(MaxBw, BwLo, LinkCeil); Target = C × Headroom
-// (0.8); InflightCap = max(4 msgs, 2·C·MinRtt). Probing (with a backlog,
-// level ≤ 2): CRUISE at Target, after 2 s + U(0,1) s UP at 1.25·C until 4
+// (0.8); InflightCap = max(4 msgs, 2·(max(C, pacing)·MinRtt + a
+// batch)). Probing (with a backlog, level ≤ 2): CRUISE at Target, after 2 s + U(0,1) s UP at 1.25·C until 4
 // samples sent wholly inside the probe; if they reach 1.15·C (the notes say
 // 1.25·MaxBw_prev; a stale MaxBw made that unreachable) STARTUP doubles the
 // rate per round until growth < 25% for 3 rounds or congestion. The driver

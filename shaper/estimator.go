@@ -903,7 +903,16 @@ func (e *Estimator) SnapshotAt(now time.Time) Snapshot {
 	}
 	s.Probing = e.state == StateUp || e.state == StateStartup || e.drainFrom > 0 || (e.probeEndRound > 0 && e.rounds < e.probeEndRound+2)
 	avg := max(e.avgMsg, 1)
-	bdp := mulDiv(c, int64(e.minRtt), nano)
+	// The pipe holds the rate × MinRtt plus a batch on the wire: MinRtt is
+	// net of serialization, so without the batch a cap of 2·C·MinRtt
+	// bound the node below C whenever a batch's air time passed MinRtt.
+	// The rate is the pacing when it is above C (Startup, a probe): capped
+	// at 2·C·MinRtt, a Startup paced at 2·C could not send more than the
+	// C it started from, its rounds showed no growth, and after an idle
+	// minute the aged estimate (a quarter of the link) held the node at
+	// a quarter to a third of the link through 20 s of 3× overload (seen
+	// in the idle-overload scenario).
+	bdp := mulDiv(max(c, s.Pacing), int64(e.minRtt), nano) + avg
 	s.InflightCapBytes = max(4*avg, 2*bdp)
 	// No drain in ProbeRTT (BBR's cwnd of 4 packets, or half a BDP):
 	// the lanes pace at the target, 0.8 C, which keeps the node's own

@@ -558,8 +558,25 @@ func TestEstimatorProbeRTTCap(t *testing.T) {
 	e.state, e.stateAt = StateCruise, t0
 	cruise := e.SnapshotAt(t0).InflightCapBytes
 	e.state = StateProbeRTT
-	if got := e.SnapshotAt(t0).InflightCapBytes; got != cruise || got != 2*10*mb*40/1000 {
-		t.Errorf("ProbeRTT cap %d, cruise cap %d; want both 2 BDP", got, cruise)
+	if got := e.SnapshotAt(t0).InflightCapBytes; got != cruise || got != 2*(10*mb*40/1000+1000) {
+		t.Errorf("ProbeRTT cap %d, cruise cap %d; want both 2 × (BDP + a batch)", got, cruise)
+	}
+}
+
+// Startup paces at 2·C, and its cap follows the pacing: at 2·C·MinRtt
+// it could send no faster than C, and never saw growth.
+func TestEstimatorStartupCapFollowsPacing(t *testing.T) {
+	e, err := NewEstimator(EstimatorOptions{LinkCeil: 100 * mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.maxBw, e.minRtt, e.avgMsg = 10*mb, 40*time.Millisecond, 1000
+	e.state, e.stateAt, e.probeAt = StateCruise, t0, t0.Add(time.Hour)
+	cruise := e.SnapshotAt(t0)
+	e.state = StateStartup
+	s := e.SnapshotAt(t0)
+	if s.Pacing != 2*cruise.Capacity || s.InflightCapBytes != 2*(s.Pacing*40/1000+1000) {
+		t.Errorf("Startup: pacing %d, cap %d; cruise: capacity %d, cap %d", s.Pacing, s.InflightCapBytes, cruise.Capacity, cruise.InflightCapBytes)
 	}
 }
 
