@@ -37,25 +37,30 @@ type SchedHistogram struct {
 type CPUOptions struct {
 	// Window is how long each tick's figures count. Default 3 s.
 	Window time.Duration
-	// AckHops multiplies the scheduling p99 into RTT an ack may lose to
+	// AckHops multiplies the scheduling median into RTT an ack loses to
 	// it. Default 4.
 	AckHops int
 }
 
 // CPUStatus is the node's CPU contention over the window.
 type CPUStatus struct {
-	// SchedP90 and SchedP99 are the worst tick's 90th and 99th percentile
-	// of the time a goroutine waited to run, over the window.
-	SchedP90, SchedP99 time.Duration
-	// Loopback is the worst round trip over the window of a message
+	// SchedP50 is the lowest tick's median time a goroutine waited to
+	// run, over the window: the wait nearly every ack met throughout.
+	// SchedP90 and SchedP99 are the worst tick's 90th and 99th
+	// percentiles (for metrics: how bad it got).
+	SchedP50, SchedP90, SchedP99 time.Duration
+	// Loopback is the fastest round trip over the window of a message
 	// through the machine's loopback to an echo in the node and back: the
-	// queueing an ack meets on the node's machine with no link in the
-	// way. 0 when not measured.
+	// queueing every ack met on the node's machine with no link in the
+	// way. 0 when not measured in every tick of the window.
 	Loopback time.Duration
 	// Delay is the RTT inflation the node's own CPU explains:
-	// max(AckHops × SchedP99, Loopback). The estimator takes it out of
-	// each round's queueing delay before it reads a standing queue (see
-	// Estimator.SetCPUDelayAt).
+	// max(AckHops × SchedP50, Loopback). Both are floors over the window,
+	// not peaks, because what the estimator takes Delay out of is a
+	// round's minimum RTT, which only delay every ack met can raise (a
+	// peak-based delay, 4 × the worst p99, was 60–270 ms on a machine
+	// with a load of 20 and hid a real queue: no cut on a step from 20 to
+	// 5 Mbit/s). See Estimator.SetCPUDelayAt.
 	Delay time.Duration
 }
 
@@ -73,8 +78,8 @@ type CPUSignal struct {
 }
 
 type cpuTick struct {
-	at             time.Time
-	p90, p99, loop time.Duration
+	at                  time.Time
+	p50, p90, p99, loop time.Duration
 }
 
 // NewCPUSignal returns a signal with no samples (CPUStatus zero).
@@ -110,6 +115,7 @@ func (c *CPUSignal) ObserveAt(now time.Time, h SchedHistogram, loopback time.Dur
 			total += delta[i]
 		}
 		if ok && total >= minSchedSamples {
+			t.p50 = quantileLow(delta, h.Buckets, total, 50)
 			t.p90 = quantileLow(delta, h.Buckets, total, 90)
 			t.p99 = quantileLow(delta, h.Buckets, total, 99)
 		}
@@ -160,13 +166,17 @@ func (c *CPUSignal) expire(now time.Time) {
 func (c *CPUSignal) StatusAt(now time.Time) CPUStatus {
 	c.expire(now)
 	var s CPUStatus
-	for _, t := range c.ticks {
+	for i, t := range c.ticks {
+		if i == 0 {
+			s.SchedP50, s.Loopback = t.p50, t.loop
+		}
+		s.SchedP50 = min(s.SchedP50, t.p50)
 		s.SchedP90 = max(s.SchedP90, t.p90)
 		s.SchedP99 = max(s.SchedP99, t.p99)
-		s.Loopback = max(s.Loopback, t.loop)
+		s.Loopback = min(s.Loopback, t.loop)
 	}
-	hops := s.SchedP99 * time.Duration(c.o.AckHops)
-	if c.o.AckHops > 0 && hops/time.Duration(c.o.AckHops) != s.SchedP99 {
+	hops := s.SchedP50 * time.Duration(c.o.AckHops)
+	if c.o.AckHops > 0 && hops/time.Duration(c.o.AckHops) != s.SchedP50 {
 		hops = time.Duration(math.MaxInt64) // overflow
 	}
 	s.Delay = max(hops, s.Loopback)

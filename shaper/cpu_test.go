@@ -18,7 +18,9 @@ func hist2(counts ...uint64) SchedHistogram {
 }
 
 // The signal's step table: each tick's waits are the difference of two
-// cumulative histograms; a tick counts for the window (3 s) after it.
+// cumulative histograms; a tick counts for the window (3 s) after it. The
+// delay is a floor: 4 × the lowest tick's median wait, or the fastest
+// loopback round trip, whichever is longer.
 func TestCPUSignalSteps(t *testing.T) {
 	c, err := NewCPUSignal(CPUOptions{})
 	if err != nil {
@@ -27,35 +29,30 @@ func TestCPUSignalSteps(t *testing.T) {
 	const ms = time.Millisecond
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	for _, st := range []struct {
-		t        float64
-		h        SchedHistogram
-		loop     time.Duration
-		p90, p99 time.Duration
-		loopback time.Duration
-		delay    time.Duration
-		note     string
+		t               float64
+		h               SchedHistogram
+		loop            time.Duration
+		p50, p90, p99   time.Duration
+		loopback, delay time.Duration
+		note            string
 	}{
-		{t: 0, h: hist(1000, 0, 0, 0, 0, 0), note: "baseline only"},
-		{t: 0.25, h: hist(1100, 0, 0, 0, 0, 0), loop: 200 * time.Microsecond,
-			loopback: 200 * time.Microsecond, delay: 200 * time.Microsecond, note: "idle: every wait under 1 ms"},
-		{t: 0.5, h: hist(1180, 10, 5, 4, 1, 0), p90: ms, p99: 4 * ms, loopback: 200 * time.Microsecond, delay: 16 * ms,
-			note: "100 waits: 80 < 1 ms, 10 in [1,2), 5 in [2,4), 4 in [4,8), 1 in [8,16): p90 1 ms, p99 4 ms (lower edges), × 4 hops"},
-		{t: 0.75, h: hist(1185, 10, 5, 4, 1, 0), p90: ms, p99: 4 * ms, loopback: 200 * time.Microsecond, delay: 16 * ms,
-			note: "5 waits are too few to say anything; the window still holds the last tick"},
-		{t: 1, h: hist(1185, 10, 5, 4, 1, 100), loop: 30 * ms, p90: 16 * ms, p99: 16 * ms, loopback: 30 * ms, delay: 64 * ms,
-			note: "every wait ≥ 16 ms: the open bucket's lower edge"},
-		{t: 3.6, h: hist(1285, 10, 5, 4, 1, 100), loop: 0, p90: 16 * ms, p99: 16 * ms, loopback: 30 * ms, delay: 64 * ms,
-			note: "idle tick, the 1 s tick is 2.6 s old"},
-		{t: 4.1, h: hist(1385, 10, 5, 4, 1, 100), note: "3.1 s after the busy tick: forgotten"},
-		{t: 4.35, h: hist2(50, 0), note: "a histogram of another shape is a new baseline"},
-		{t: 4.6, h: hist2(0, 0), note: "counts that went back: a new baseline"},
-		{t: 4.85, h: hist2(0, 20), p90: ms, p99: ms, delay: 4 * ms, note: "20 waits from the new baseline"},
-		{t: 5.1, h: SchedHistogram{Counts: []uint64{0, 40}}, p90: ms, p99: ms, delay: 4 * ms, note: "no boundaries: no figures, no baseline"},
-		{t: 5.35, h: hist2(0, 60), p90: ms, p99: ms, delay: 4 * ms, note: "so the next one is a baseline again"},
+		{t: 0, h: hist(0, 0, 0, 0, 0, 0), note: "baseline only"},
+		{t: 1, h: hist(0, 0, 100, 0, 0, 0), loop: 3 * ms, p90: 2 * ms, p99: 2 * ms,
+			note: "100 waits in [2, 4) ms; beside the baseline tick the floor is 0"},
+		{t: 2, h: hist(0, 0, 200, 0, 0, 0), loop: 5 * ms, p90: 2 * ms, p99: 2 * ms, note: "the baseline is 2 s old"},
+		{t: 3.5, h: hist(0, 0, 300, 0, 0, 100), loop: 4 * ms, p50: 2 * ms, p90: 16 * ms, p99: 16 * ms, loopback: 3 * ms, delay: 8 * ms,
+			note: "the baseline left the window: floors of three busy ticks (medians 2 ms, × 4 hops; loopbacks 3, 5, 4 ms); a tail of 16 ms does not count"},
+		{t: 4.5, h: hist(0, 0, 300, 0, 0, 110), loop: 2 * ms, p90: 16 * ms, p99: 16 * ms, loopback: 2 * ms, delay: 2 * ms,
+			note: "10 waits are too few to say anything: the scheduling floor falls to 0"},
+		{t: 8, h: hist2(5, 0), note: "a histogram of another shape is a new baseline; the rest left the window"},
+		{t: 8.25, h: hist2(0, 0), note: "counts that went back: a new baseline"},
+		{t: 11.5, h: hist2(0, 20), loop: ms, p50: ms, p90: ms, p99: ms, loopback: ms, delay: 4 * ms, note: "20 waits from the new baseline, alone in the window"},
+		{t: 11.75, h: SchedHistogram{Counts: []uint64{0, 40}}, p90: ms, p99: ms, note: "no boundaries: nothing measured, and no baseline"},
+		{t: 12, h: hist2(0, 60), loop: ms, p90: ms, p99: ms, note: "so the next one is a baseline again"},
 	} {
 		c.ObserveAt(at(st.t), st.h, st.loop)
 		s := c.StatusAt(at(st.t))
-		want := CPUStatus{SchedP90: st.p90, SchedP99: st.p99, Loopback: st.loopback, Delay: st.delay}
+		want := CPUStatus{SchedP50: st.p50, SchedP90: st.p90, SchedP99: st.p99, Loopback: st.loopback, Delay: st.delay}
 		if s != want {
 			t.Errorf("t=%v (%s): %+v, want %+v", st.t, st.note, s, want)
 		}
@@ -71,8 +68,8 @@ func TestCPUSignalOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.ObserveAt(t0, hist(0, 0, 0, 0, 0, 0), 0)
-	c.ObserveAt(t0.Add(time.Second), hist(0, 0, 0, 0, 0, 100), 0)
-	if d := c.StatusAt(t0.Add(time.Second)).Delay; d != time.Duration(math.MaxInt64) {
+	c.ObserveAt(t0.Add(4*time.Second), hist(0, 0, 0, 0, 0, 100), 0)
+	if d := c.StatusAt(t0.Add(4 * time.Second)).Delay; d != time.Duration(math.MaxInt64) {
 		t.Errorf("overflowing delay %v, want the largest duration", d)
 	}
 }
