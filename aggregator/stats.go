@@ -15,6 +15,9 @@ type Stats struct {
 	SpoolBytes int64
 	// Quarantined counts damaged spool files moved aside since New.
 	Quarantined int
+	// StreamRefused is why the node publishes nothing to its stream
+	// (Node.StreamRefused's message), or "" while it does.
+	StreamRefused string
 }
 
 // ClassStats are one class's counters.
@@ -93,6 +96,9 @@ func (n *Node) Stats() Stats {
 		Link:        *n.drv.snap.Load(),
 		SpoolBytes:  sp.Bytes,
 		Quarantined: sp.Quarantined,
+	}
+	if err := n.StreamRefused(); err != nil {
+		s.StreamRefused = err.Error()
 	}
 	now := time.Now()
 	for _, l := range n.lanes {

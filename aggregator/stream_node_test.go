@@ -104,7 +104,10 @@ func TestStreamRefused(t *testing.T) {
 
 	// Fixed while a node waits on it: it ships.
 	n = newNode(t, dir, nc, nil)
-	waitRefused(t, n)
+	refused := waitRefused(t, n)
+	if got := n.Stats().StreamRefused; got != refused.Error() {
+		t.Errorf("Stats().StreamRefused %q, want %q", got, refused)
+	}
 	bad.Subjects, bad.Duplicates = []string{"sluice.>"}, 10*time.Minute
 	if _, err := js.UpdateStream(t.Context(), bad); err != nil {
 		t.Fatal(err)
@@ -112,6 +115,9 @@ func TestStreamRefused(t *testing.T) {
 	exactlyOnce(t, collect(t, nc, 400, 20*time.Second), 200, "ingest", "critical")
 	if err := n.StreamRefused(); err != nil {
 		t.Fatalf("after the fix: %v", err)
+	}
+	if got := n.Stats().StreamRefused; got != "" {
+		t.Errorf("after the fix: Stats().StreamRefused %q", got)
 	}
 }
 

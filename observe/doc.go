@@ -110,6 +110,7 @@
 //	sluice_spool_bytes                                  gauge
 //	sluice_spool_quarantined_files_total                counter
 //	sluice_node_accepting                               gauge     0 or 1
+//	sluice_stream_refused                               gauge     1 while the node refuses its stream (it breaks a promise)
 //
 // With Sources.Ingest (HTTP intake):
 //

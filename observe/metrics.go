@@ -31,6 +31,7 @@ type Collector struct {
 	spoolBytes *prometheus.Desc
 	quarantine *prometheus.Desc
 	accepting  *prometheus.Desc
+	refused    *prometheus.Desc
 
 	ingest []ingestMetric
 	nats   []natsMetric // subject, stream
@@ -203,6 +204,8 @@ func NewCollector(src Sources) (*Collector, error) {
 	c.spoolBytes = prometheus.NewDesc("sluice_spool_bytes", "Disk bytes of the whole spool.", nil, nil)
 	c.quarantine = prometheus.NewDesc("sluice_spool_quarantined_files_total", "Damaged spool files moved aside.", nil, nil)
 	c.accepting = prometheus.NewDesc("sluice_node_accepting", "1 while the node accepts events (not shutting down), else 0.", nil, nil)
+	c.refused = prometheus.NewDesc("sluice_stream_refused",
+		"1 while the node publishes nothing to its stream because the stream breaks its promises (upstream_stream.on_mismatch: refuse; events keep spooling), else 0.", nil, nil)
 
 	if src.Ingest != nil {
 		id := func(name, help string, typ prometheus.ValueType, val func(ingest.Stats) float64) {
@@ -244,7 +247,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.class {
 		ch <- m.desc
 	}
-	for _, d := range []*prometheus.Desc{c.dropped, c.latency, c.ceiling, c.tokens, c.shaped, c.signal, c.probe, c.spoolBytes, c.quarantine, c.accepting} {
+	for _, d := range []*prometheus.Desc{c.dropped, c.latency, c.ceiling, c.tokens, c.shaped, c.signal, c.probe, c.spoolBytes, c.quarantine, c.accepting, c.refused} {
 		ch <- d
 	}
 	for _, m := range c.link {
@@ -318,6 +321,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.spoolBytes, prometheus.GaugeValue, float64(st.SpoolBytes))
 	ch <- prometheus.MustNewConstMetric(c.quarantine, prometheus.CounterValue, float64(st.Quarantined))
 	ch <- prometheus.MustNewConstMetric(c.accepting, prometheus.GaugeValue, b2f(n.Accepting()))
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.GaugeValue, b2f(st.StreamRefused != ""))
 
 	if c.src.Ingest != nil {
 		is := c.src.Ingest.Stats()

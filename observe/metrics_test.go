@@ -3,6 +3,7 @@ package observe
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"slices"
@@ -71,6 +72,7 @@ var families = map[string]dto.MetricType{
 	"sluice_spool_bytes":                         dto.MetricType_GAUGE,
 	"sluice_spool_quarantined_files_total":       dto.MetricType_COUNTER,
 	"sluice_node_accepting":                      dto.MetricType_GAUGE,
+	"sluice_stream_refused":                      dto.MetricType_GAUGE,
 
 	"sluice_ingest_requests_total":              dto.MetricType_COUNTER,
 	"sluice_ingest_failed_requests_total":       dto.MetricType_COUNTER,
@@ -199,6 +201,9 @@ func TestMetricsScrape(t *testing.T) {
 	if v := value(t, before, "sluice_node_accepting"); v != 1 {
 		t.Errorf("sluice_node_accepting %v, want 1", v)
 	}
+	if v := value(t, before, "sluice_stream_refused"); v != 0 {
+		t.Errorf("sluice_stream_refused %v, want 0: the node created its stream", v)
+	}
 
 	stop := load(t, in.URL, 20, 8*time.Second)
 	for i := range 10 {
@@ -292,6 +297,57 @@ func TestMetricsLint(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(c); n < 100 {
 		t.Errorf("collected %d series, want the full set", n)
+	}
+}
+
+// TestStreamRefusedShown: a node that refuses its stream says so in the
+// metrics and, with the reason, in the status; one that publishes does not.
+func TestStreamRefusedShown(t *testing.T) {
+	f := newFakeNode()
+	c, err := NewCollector(Sources{Node: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSampler(f, SamplerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const why = `stream "SLUICE": duplicate_window 2m0s: need at least 10m0s`
+	for _, refused := range []string{"", why, ""} {
+		f.set(func(st *aggregator.Stats) { st.StreamRefused = refused })
+		want := 0.0
+		if refused != "" {
+			want = 1
+		}
+		if got := testutil.ToFloat64(filtered{c, "sluice_stream_refused"}); got != want {
+			t.Errorf("refused %q: sluice_stream_refused %v, want %v", refused, got, want)
+		}
+		s.sampleAt(time.Now())
+		var doc Status
+		if err := json.Unmarshal(s.statusJSON(), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.StreamRefused != refused {
+			t.Errorf("status stream_refused %q, want %q", doc.StreamRefused, refused)
+		}
+	}
+}
+
+// filtered is c's one family name, for testutil.ToFloat64.
+type filtered struct {
+	c    prometheus.Collector
+	name string
+}
+
+func (f filtered) Describe(ch chan<- *prometheus.Desc) { f.c.Describe(ch) }
+
+func (f filtered) Collect(ch chan<- prometheus.Metric) {
+	all := make(chan prometheus.Metric)
+	go func() { f.c.Collect(all); close(all) }()
+	for m := range all {
+		if strings.Contains(m.Desc().String(), `fqName: "`+f.name+`"`) {
+			ch <- m
+		}
 	}
 }
 

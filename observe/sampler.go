@@ -211,6 +211,7 @@ func (s *Sampler) derive(st aggregator.Stats, shapes []aggregator.ClassShape, ac
 	out := Status{
 		Schema: StatusSchema, Node: s.opts.Name, Version: s.opts.Version, Time: cur.t.UTC().Truncate(time.Millisecond),
 		IntervalSeconds: s.opts.Interval.Seconds(), WindowSeconds: dt.Seconds(), Accepting: accepting,
+		StreamRefused: st.StreamRefused,
 		Link: LinkStatus{
 			Level: l.Level, LinkLevel: l.LinkLevel, Recovering: l.Recovering, Transitions: l.Transitions,
 			CapacityBytesPerSecond: l.Capacity, TargetBytesPerSecond: l.Target,

@@ -29,10 +29,14 @@ type Status struct {
 	WindowSeconds float64 `json:"window_seconds"`
 	// Accepting is true while the node takes events (/readyz is 200
 	// unless the spool's disk is full).
-	Accepting bool          `json:"accepting"`
-	Link      LinkStatus    `json:"link"`
-	Spool     SpoolStatus   `json:"spool"`
-	Classes   []ClassStatus `json:"classes"` // in the node's class order
+	Accepting bool `json:"accepting"`
+	// StreamRefused is why the node publishes nothing to its stream (a
+	// stream that breaks its promises, upstream_stream.on_mismatch:
+	// refuse), or empty while it publishes.
+	StreamRefused string        `json:"stream_refused,omitempty"`
+	Link          LinkStatus    `json:"link"`
+	Spool         SpoolStatus   `json:"spool"`
+	Classes       []ClassStatus `json:"classes"` // in the node's class order
 	// History has one point per sample, oldest first, over the last
 	// SamplerOptions.History.
 	History []HistoryPoint `json:"history"`
