@@ -83,64 +83,83 @@ func burn() bool {
 	return true
 }
 
-// Burner is a CPU burner in a child process: threads goroutines spinning
-// in a process of their own (its own GOMAXPROCS), competing with the node
-// for the machine's cores as another program would.
-type Burner struct {
+// child is a re-execution of the running binary (which must call
+// ServeIfChild first thing) that reports on its first line of output and
+// runs until its stdin closes.
+type child struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 }
 
-// StartBurner re-executes the running binary (which must call
-// ServeIfChild first thing) as a CPU burner of threads spinning threads.
-func StartBurner(threads int) (*Burner, error) {
+// startChild starts the child with env added and returns its first line
+// of output, which must start with ready.
+func startChild(env []string, what, ready string) (*child, string, error) {
 	var args []string
 	if flag.Lookup("test.run") != nil {
+		// A test binary (the testing package registered its flags): run
+		// no tests should TestMain not serve first.
 		args = []string{"-test.run=^$"}
 	}
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", burnEnv, threads))
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "READY burning") {
+	if err != nil || !strings.HasPrefix(line, ready) {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, fmt.Errorf("bench: cpu burner child: %q: %v", line, err)
+		return nil, "", fmt.Errorf("bench: %s child: %q: %v", what, line, err)
 	}
 	go io.Copy(io.Discard, out)
-	return &Burner{cmd: cmd, stdin: stdin}, nil
+	return &child{cmd: cmd, stdin: stdin}, strings.TrimSpace(line), nil
 }
 
-// Stop stops the burner and waits for it.
-func (b *Burner) Stop() error {
-	b.stdin.Close()
+// stop closes the child's stdin and waits for it, killing it after grace.
+func (c *child) stop(grace time.Duration) error {
+	c.stdin.Close()
 	done := make(chan error, 1)
-	go func() { done <- b.cmd.Wait() }()
+	go func() { done <- c.cmd.Wait() }()
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(5 * time.Second):
-		b.cmd.Process.Kill()
+	case <-time.After(grace):
+		c.cmd.Process.Kill()
 		return <-done
 	}
 }
 
+// Burner is a CPU burner in a child process: threads goroutines spinning
+// in a process of their own (its own GOMAXPROCS), competing with the node
+// for the machine's cores as another program would.
+type Burner struct{ c *child }
+
+// StartBurner re-executes the running binary (which must call
+// ServeIfChild first thing) as a CPU burner of threads spinning threads.
+func StartBurner(threads int) (*Burner, error) {
+	c, _, err := startChild([]string{fmt.Sprintf("%s=%d", burnEnv, threads)}, "cpu burner", "READY burning")
+	if err != nil {
+		return nil, err
+	}
+	return &Burner{c}, nil
+}
+
+// Stop stops the burner and waits for it.
+func (b *Burner) Stop() error { return b.c.stop(5 * time.Second) }
+
 // Server is a NATS server in a child process.
 type Server struct {
-	URL   string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	URL string
+	c   *child
 }
 
 // StartServer re-executes the running binary (which must call
@@ -150,50 +169,15 @@ func StartServer(dir string) (*Server, error) { return StartServerAt(dir, 0) }
 
 // StartServerAt is StartServer on the given port.
 func StartServerAt(dir string, port int) (*Server, error) {
-	var args []string
-	if flag.Lookup("test.run") != nil {
-		// A test binary (the testing package registered its flags): run
-		// no tests should TestMain not serve first.
-		args = []string{"-test.run=^$"}
-	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), serverEnv+"="+dir, fmt.Sprintf("%s_PORT=%d", serverEnv, port))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	c, line, err := startChild([]string{serverEnv + "=" + dir, fmt.Sprintf("%s_PORT=%d", serverEnv, port)}, "nats server", "READY ")
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	url, ok := strings.CutPrefix(strings.TrimSpace(line), "READY ")
-	if err != nil || !ok {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, fmt.Errorf("bench: nats server child: %q: %v", line, err)
-	}
-	go io.Copy(io.Discard, out)
-	return &Server{URL: url, cmd: cmd, stdin: stdin}, nil
+	return &Server{URL: strings.TrimPrefix(line, "READY "), c: c}, nil
 }
 
 // Stop stops the server and waits for it.
-func (s *Server) Stop() error {
-	s.stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- s.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(15 * time.Second):
-		s.cmd.Process.Kill()
-		return <-done
-	}
-}
+func (s *Server) Stop() error { return s.c.stop(15 * time.Second) }
 
 // clockTick is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on
 // Linux).
@@ -202,7 +186,7 @@ const clockTick = 10 * time.Millisecond
 // CPUTime is the server process's user and system CPU time so far, from
 // /proc (0 where there is none), to the nearest 10 ms.
 func (s *Server) CPUTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.c.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
@@ -222,4 +206,4 @@ func (s *Server) CPUTime() time.Duration {
 }
 
 // Pid is the server process's id.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+func (s *Server) Pid() int { return s.c.cmd.Process.Pid }
