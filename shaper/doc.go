@@ -43,7 +43,9 @@
 // app-limited marking), rounds per BBR, MaxBw = windowed max over 10 rounds
 // of bandwidth-limited samples only (unlike BBR, an app-limited sample
 // never raises it: a burst a bottleneck's queue passed at the line rate is
-// not capacity), MinRtt over 10 s with a ProbeRTT-lite refresh (no drain:
+// not capacity; except in Startup, where one above MaxBw whose sends kept
+// the pipe busy for MinRtt does, so that an unheld load after an idle
+// minute re-measures the link), MinRtt over 10 s with a ProbeRTT-lite refresh (no drain:
 // pacing at the target keeps the node's own queue empty). MinRtt and the
 // rounds' minima are net of serialization: bytes × the per-byte slope of
 // the minimum RTT by size class (powers of two, 10 s window), capped at

@@ -143,6 +143,9 @@ type roundStats struct {
 	// shaper (pacing or the in-flight cap), so the sender was limited by
 	// the link's model, not by itself.
 	throttled bool
+	// busy: an app-limited sample of the round kept the pipe busy in
+	// Startup (see startupBusy).
+	busy bool
 }
 
 // ackRate is the round's ack-clock rate; with a standing queue all round
@@ -518,13 +521,17 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 		// exceeds it; here that was the burst a queue absorbed: two 4 KB
 		// batches a token-bucket bottleneck passed at the line rate,
 		// acked 33 µs apart after a 2 ms RTT, "deliver" 4 MB/s on a 4
-		// Mbit/s link (seen: 8.2 MB/s read there).
-		if !p.appLimited {
+		// Mbit/s link (seen: 8.2 MB/s read there). Startup's exception
+		// is startupBusy's.
+		busy := p.appLimited && e.startupBusy(p)
+		e.r.busy = e.r.busy || busy
+		full := !p.appLimited || (busy && s.Rate > e.maxBw)
+		if full {
 			e.r.bwFull = max(e.r.bwFull, s.Rate)
 			e.maxBw = max(e.maxBw, s.Rate)
 			e.lastFull = now
 		}
-		if !p.appLimited && (e.state == StateUp || e.state == StateStartup) && !p.firstSentTime.Before(e.probeStart) {
+		if full && (e.state == StateUp || e.state == StateStartup) && !p.firstSentTime.Before(e.probeStart) {
 			// a sample whose whole send interval lies inside the probe
 			e.upBw = max(e.upBw, s.Rate)
 			e.upSamples++
@@ -540,6 +547,24 @@ func (e *Estimator) OnAckAt(now time.Time, id uint64) (s Sample, ok bool) {
 	e.endRoundIf(now, p)
 	e.tick(now)
 	return s, true
+}
+
+// startupBusy says whether an app-limited sample taken in Startup still
+// measures the link: its sends kept the pipe busy for at least MinRtt.
+// Such a sample may raise MaxBw when it is above it (BBR's rule for
+// app-limited samples), and a round of them counts for the full-pipe rule,
+// so that Startup ends when they stop growing. After an idle minute
+// the lanes have tokens, so a load that fills the link is admitted unheld
+// and every sample is app-limited; ignored, they left Startup at the aged
+// quarter of the link for 14 s while the link carried four times that
+// (seen in the idle-overload scenario). A burst sent at once into an empty
+// pipe (send interval 0, the tbf case of TestEstimatorBurstIsNotCapacity)
+// still never counts: its rate is the queue's burst, not the link's. The
+// rule is only Startup's: it paces at 2·C on purpose to be measured, while
+// cruising below C an app-limited sample is the offered load.
+func (e *Estimator) startupBusy(p sentPkt) bool {
+	return e.state == StateStartup && e.minRtt > 0 &&
+		p.sentTime.Sub(p.firstSentTime) >= e.minRtt && !p.firstSentTime.Before(e.probeStart)
 }
 
 // OnErrorAt records that attempt id failed (timeout, error outcome). The
@@ -654,9 +679,10 @@ func (e *Estimator) endRoundIf(now time.Time, p sentPkt) {
 			break
 		}
 		switch {
-		case r.bwFull == 0:
+		case r.bwFull == 0 && !r.busy:
 			// An app-limited round says nothing about the pipe being full
-			// (BBR's full-pipe rule skips them too).
+			// (BBR's full-pipe rule skips them too), unless its sends kept
+			// the pipe busy (startupBusy).
 		case e.upBw*4 < e.startBw*5: // grew < 25%
 			e.stall++
 		default:

@@ -1002,3 +1002,98 @@ func TestEstimatorSerializationBoundedByDelivery(t *testing.T) {
 		t.Errorf("MinRtt %v, want the path's 40 ms", m)
 	}
 }
+
+// After an idle minute the lanes have tokens, so a load that fills the link
+// is admitted unheld: after the one held send that re-probes, every sample
+// is app-limited. Those whose sends kept the pipe busy for MinRtt still
+// measure the link in Startup (startupBusy): on a 20 Mbit/s link aged to a
+// quarter, C is within ±25% of the link within 5 s of samples and stays
+// there, and Startup ends (seen: Startup for 14 s at the aged quarter in
+// the idle-overload scenario). Unheld pairs sent at once into an empty
+// pipe (the tbf burst of TestEstimatorBurstIsNotCapacity) still never
+// raise C in Startup.
+func TestEstimatorStartupAfterIdleUnheldLoad(t *testing.T) {
+	const linkRate = 2_500_000 // 20 Mbit/s
+	for _, burst := range []bool{false, true} {
+		e, err := NewEstimator(EstimatorOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.maxBw = linkRate
+		e.state, e.stateAt, e.probeAt = StateCruise, t0, t0.Add(time.Hour)
+		rtt := 30 * time.Millisecond
+		if burst {
+			rtt = 2 * time.Millisecond // the tbf link behind a veth
+		}
+		e.OnSendAt(t0, 1, 16<<10, false) // held: the estimate was in use
+		e.OnAckAt(t0.Add(rtt), 1)
+		start := t0.Add(90 * time.Second) // 60 s past StaleAfter: aged to a quarter
+		if s := e.SnapshotAt(start); s.Capacity != linkRate/4 || !s.Stale {
+			t.Fatalf("burst %v: after the idle minute C %d, stale %v; want %d, stale", burst, s.Capacity, s.Stale, linkRate/4)
+		}
+		l := &serialLink{rate: linkRate, prop: 10 * time.Millisecond, free: start}
+		var evs []estEvent
+		id := uint64(1)
+		send := func(at time.Time, bytes int, limited bool) {
+			id++
+			evs = append(evs, estEvent{at: at, id: id, bytes: bytes, limited: limited},
+				estEvent{at: l.ackAt(at, bytes), ack: true, id: id})
+		}
+		if burst {
+			// The held send, then a pair of 4 KB every 100 ms that the
+			// bucket's burst passes at the line rate: acked 2.000 and
+			// 2.033 ms later, 4 MB/s "delivered" (as in the burst test).
+			evs = append(evs, estEvent{at: start, id: 2, bytes: 4096},
+				estEvent{at: start.Add(2 * time.Millisecond), ack: true, id: 2})
+			for i := range 50 {
+				at := start.Add(100*time.Millisecond + time.Duration(i)*100*time.Millisecond)
+				a, b := uint64(2*i+3), uint64(2*i+4)
+				evs = append(evs,
+					estEvent{at: at, id: a, bytes: 4096, limited: true},
+					estEvent{at: at, id: b, bytes: 4096, limited: true},
+					estEvent{at: at.Add(2 * time.Millisecond), ack: true, id: a},
+					estEvent{at: at.Add(2033 * time.Microsecond), ack: true, id: b})
+			}
+		} else {
+			send(start, 16<<10, false) // the one held send: re-probe
+			gap := time.Duration(mulDiv(16<<10, nano, linkRate))
+			for at := start.Add(gap); at.Before(start.Add(5 * time.Second)); at = at.Add(gap) {
+				send(at, 16<<10, true) // the link's rate, unheld
+			}
+		}
+		var within time.Time
+		sawStartup := false
+		playEvents(e, evs, func(ev estEvent) {
+			s := e.SnapshotAt(ev.at)
+			sawStartup = sawStartup || s.State == StateStartup
+			if s.Capacity > linkRate*5/4 {
+				t.Fatalf("burst %v: %v after the load: C %d above the %d link", burst, ev.at.Sub(start), s.Capacity, linkRate)
+			}
+			ok := s.Capacity >= linkRate*3/4
+			switch {
+			case burst:
+			case ok && within.IsZero():
+				within = ev.at
+			case !ok && !within.IsZero():
+				t.Fatalf("%v after the load: C %d left ±25%% of %d", ev.at.Sub(start), s.Capacity, linkRate)
+			}
+		})
+		s := e.SnapshotAt(start.Add(5 * time.Second))
+		if !sawStartup {
+			t.Errorf("burst %v: no Startup after the held send", burst)
+		}
+		if burst {
+			if s.Capacity > linkRate/4 {
+				t.Errorf("bursts into an empty pipe raised C to %d from the aged %d", s.Capacity, linkRate/4)
+			}
+			continue
+		}
+		if !within.IsZero() {
+			t.Logf("C within ±25%% of the link %v after the load came back", within.Sub(start))
+		}
+		if within.IsZero() || s.State == StateStartup {
+			t.Errorf("5 s of unheld load filling the link: C %d (within at %v), %v; want within ±25%% of %d, Startup over",
+				s.Capacity, within, s.State, linkRate)
+		}
+	}
+}
