@@ -114,6 +114,36 @@ type Controller struct {
 	degraded    bool      // the level has been above 0 since the last recovery ended
 	actLevel    int       // ControllerStatus.ActLevel
 	actLink     int       // ControllerStatus.LinkLevel
+	actHold     held      // while recovering: ActLevel, with hysteresis
+	linkHold    held      // while recovering: LinkLevel, with hysteresis
+}
+
+// held is a level that falls at once and rises only once the signal has
+// stood above it for a whole dwell (at the least level it held there):
+// the recovery's hysteresis. Without it the act level followed the raw
+// level tick by tick, and a signal flickering at the level (an
+// inflation burst of the drain itself, a spool growing between segment
+// deletions) switched recovery, and field dropping with it, on and off
+// every few seconds.
+type held struct {
+	v        int
+	above    time.Time // since when the signal has stood above v; zero when it has not
+	aboveMin int       // the least signal since above
+}
+
+func (h *held) at(now time.Time, v int, dwell time.Duration) int {
+	switch {
+	case v <= h.v:
+		h.v, h.above = v, time.Time{}
+	case h.above.IsZero():
+		h.above, h.aboveMin = now, v
+	default:
+		h.aboveMin = min(h.aboveMin, v)
+		if now.Sub(h.above) >= dwell {
+			h.v, h.above = h.aboveMin, time.Time{}
+		}
+	}
+	return h.v
 }
 
 type rawAt struct {
@@ -141,16 +171,20 @@ type ControllerStatus struct {
 	// ingest, the class filling the spool, and a node with a 68 MB/s link
 	// shipped nothing for minutes), so the lanes defer a class only where
 	// its plan defers it at LinkLevel too (see Lanes.SetLevelsAt). While
-	// Recovering, the link's signals as they stand now, at most ActLevel.
+	// Recovering, the link's signals with the same hysteresis as ActLevel,
+	// at most ActLevel.
 	LinkLevel int
 	// Recovering: the signals that raised the level have cleared below
 	// it (the dwell holds Level), or the level is back at 0 and the
-	// backlog a degradation left is still draining. It ends when a signal
-	// reaches the level again, or at level 0 once nothing is left unsent
-	// (Inputs.UnsentBytes).
+	// backlog a degradation left is still draining. It ends when the
+	// level rises, when a signal has stood at the level for a whole dwell
+	// (ControllerOptions.Dwell; a signal that comes and goes does not end
+	// it), or at level 0 once nothing is left unsent (Inputs.UnsentBytes).
 	Recovering bool
 	// ActLevel is the level the lanes act at: Level, except while
-	// Recovering, when it is the raw level now. The dwell holds Level, and
+	// Recovering, when it follows the raw level down at once and up only
+	// once the raw level has stood above it for a dwell (so it does not
+	// flap with a flickering signal). The dwell holds Level, and
 	// with it the anti-flap doubling and the level the node reports, but
 	// not the drain: a class held deferred through the dwell after its
 	// signals had cleared only made the backlog older (the lanes ramp a
@@ -248,6 +282,7 @@ func abs64(x int64) int64 {
 // EvaluateAt updates the signals with in and returns the level. Call it on
 // a regular tick (DefaultTick).
 func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
+	before := c.level
 	dt := time.Duration(0)
 	if !c.lastTick.IsZero() && now.After(c.lastTick) {
 		dt = now.Sub(c.lastTick)
@@ -385,29 +420,42 @@ func (c *Controller) EvaluateAt(now time.Time, in Inputs) int {
 	if c.dwell > c.o.Dwell && now.Sub(c.lastChange) >= c.o.MaxDwell {
 		c.dwell = c.o.Dwell // calm for long enough: forget the flapping
 	}
-	c.recover(max(raw, link), link, in.UnsentBytes) // link is 3 while the link is down
+	c.recover(now, max(raw, link), link, in.UnsentBytes, c.level > before) // link is 3 while the link is down
 	return c.level
 }
 
 // recover runs the recovery phase (ControllerStatus.Recovering) once the
-// level is set, raw and link being the signals' levels now: above level 0
-// it lasts while the raw level is below the level (the dwell holds it);
-// at level 0, until nothing is left unsent of what a degradation left.
-func (c *Controller) recover(raw, link int, unsent int64) {
+// level is set, raw and link being the signals' levels now and rose
+// whether the level rose at this tick. Above level 0 it begins when the
+// raw level is below the level (the dwell holds it) and lasts until the
+// level rises or a signal has stood at the level for a dwell; at level
+// 0, until nothing is left unsent of what a degradation left.
+func (c *Controller) recover(now time.Time, raw, link int, unsent int64, rose bool) {
+	was := c.recovering
 	switch {
+	case rose:
+		c.degraded, c.recovering = true, false
 	case c.level > 0:
 		c.degraded = true
-		c.recovering = raw < c.level
+		c.recovering = c.recovering || raw < c.level
 	default:
 		c.recovering = c.degraded && unsent > 0
 		c.degraded = c.recovering
 	}
+	if c.recovering && !was {
+		c.actHold = held{v: min(raw, c.level)}
+		c.linkHold = held{v: min(link, c.level)}
+	}
+	if c.recovering {
+		c.actLevel = c.actHold.at(now, min(raw, c.level), c.o.Dwell)
+		c.actLink = min(c.linkHold.at(now, min(link, c.level), c.o.Dwell), c.actLevel)
+		if c.level > 0 && c.actLevel >= c.level {
+			c.recovering = false // a signal stood at the level for a dwell
+		}
+	}
 	if !c.recovering {
 		c.actLevel, c.actLink = c.level, c.linkLevel()
-		return
 	}
-	c.actLevel = min(raw, c.level)
-	c.actLink = min(link, c.actLevel)
 }
 
 func (c *Controller) timeToFull(in Inputs) time.Duration {

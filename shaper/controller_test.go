@@ -460,8 +460,9 @@ func TestControllerLinkLevel(t *testing.T) {
 // Recovery as a phase, step by step (a tick every 250 ms in between): the
 // signals clear below a level the dwell holds, and the classes act at the
 // signals' level at once while the level steps down a dwell at a time; a
-// signal back at the level ends the recovery; at level 0 it lasts until
-// nothing is left unsent.
+// signal that comes back for a tick or two leaves the recovery as it is,
+// one that stands at the level for a dwell ends it; at level 0 it lasts
+// until nothing is left unsent.
 func TestControllerRecoveryStepTable(t *testing.T) {
 	c := mustController(t)
 	type step struct {
@@ -477,13 +478,16 @@ func TestControllerRecoveryStepTable(t *testing.T) {
 		{0.25, 2.6, 1 << 20, 0, 0, false, "first tick at the L2 threshold"},
 		{0.5, 2.6, 1 << 20, 2, 2, false, "level 2: degraded, not recovering"},
 		{1, 1, 2 << 20, 2, 0, true, "signals clear: the dwell holds the level, not the classes"},
-		{5, 1.7, 2 << 20, 2, 1, true, "inflation at L1: the classes act at 1"},
-		{5.25, 2.6, 2 << 20, 2, 2, false, "a signal back at the level: degraded again"},
+		{5, 1.7, 2 << 20, 2, 0, true, "inflation at L1 for a tick: the classes stay at 0"},
+		{5.25, 2.6, 2 << 20, 2, 0, true, "a signal back at the level for a tick: still recovering"},
 		{5.5, 1, 2 << 20, 2, 0, true, "cleared again"},
-		{15.5, 1, 1 << 20, 1, 0, true, "a dwell later: one step down"},
-		{25.5, 1, 1 << 19, 0, 0, true, "level 0, a backlog left: still recovering"},
-		{26, 1, 0, 0, 0, false, "drained: recovery over"},
-		{26.25, 1, 1 << 20, 0, 0, false, "a backlog with no degradation before it is no recovery"},
+		{6, 1.7, 2 << 20, 2, 0, true, "inflation at L1 from now on"},
+		{15.5, 1.7, 2 << 20, 1, 0, true, "a dwell after the last L2 signal: one step down; L1 has stood 9.5 s"},
+		{16, 1.7, 2 << 20, 1, 1, false, "L1 stood for a dwell: degraded at 1, recovery over"},
+		{16.25, 1, 2 << 20, 1, 0, true, "cleared: recovering again"},
+		{26, 1, 1 << 19, 0, 0, true, "a dwell later: level 0, a backlog left: still recovering"},
+		{26.5, 1, 0, 0, 0, false, "drained: recovery over"},
+		{26.75, 1, 1 << 20, 0, 0, false, "a backlog with no degradation before it is no recovery"},
 	}
 	tick := 0
 	for i, st := range steps {
@@ -500,5 +504,58 @@ func TestControllerRecoveryStepTable(t *testing.T) {
 		if s.LinkLevel > s.ActLevel {
 			t.Fatalf("t=%vs: link level %d above the act level %d", st.t, s.LinkLevel, s.ActLevel)
 		}
+	}
+}
+
+// TestControllerRecoveryStable reproduces the recovery phase switching on
+// and off every few seconds: a node at level 1 drains its backlog, and
+// the drain's own bursts raise the round-minimum RTT to 1.6 × for a second
+// in every three (above level 1's entry, never for a dwell). The raw level
+// flickers 0, 1, 0, 1; the phase, the act level and the link level must
+// not: one entry into the recovery, the classes at 0 throughout.
+func TestControllerRecoveryStable(t *testing.T) {
+	c := mustController(t)
+	for tick := 0; tick <= 4; tick++ {
+		c.EvaluateAt(sec(float64(tick)/4), Inputs{Link: inflation(1.6).Link, UnsentBytes: 1 << 20})
+	}
+	if s := c.Status(); s.Level != 1 || s.Recovering {
+		t.Fatalf("after 1 s of inflation 1.6: %+v, want level 1, not recovering", s)
+	}
+	entries, flips, rawFlips := 0, 0, 0
+	was, prevAct, prevRaw := false, 1, 1
+	for tick := 5; tick <= 4*60; tick++ {
+		infl := 1.0
+		if tick%12 >= 8 { // 1 s in every 3
+			infl = 1.6
+		}
+		c.EvaluateAt(sec(float64(tick)/4), Inputs{Link: inflation(infl).Link, UnsentBytes: 1 << 20})
+		s := c.Status()
+		if s.Recovering != was {
+			if was {
+				t.Errorf("t=%.2fs: the recovery ended (raw %d, level %d)", float64(tick)/4, s.Raw, s.Level)
+			}
+			entries++
+			was = s.Recovering
+		}
+		if s.ActLevel != prevAct {
+			flips++
+			prevAct = s.ActLevel
+		}
+		if s.Raw != prevRaw {
+			rawFlips++
+			prevRaw = s.Raw
+		}
+		if s.Level != 1 {
+			t.Fatalf("t=%.2fs: level %d, want 1 held by the recurring signal", float64(tick)/4, s.Level)
+		}
+		if s.Recovering && (s.ActLevel != 0 || s.LinkLevel != 0) {
+			t.Fatalf("t=%.2fs: recovering at act %d link %d, want 0 0", float64(tick)/4, s.ActLevel, s.LinkLevel)
+		}
+	}
+	if rawFlips < 10 {
+		t.Fatalf("the raw level changed %d times: the input does not flicker", rawFlips)
+	}
+	if entries != 1 || flips != 1 {
+		t.Fatalf("recovery entered %d times, act level changed %d times; want 1 and 1", entries, flips)
 	}
 }

@@ -101,11 +101,15 @@
 // below the level. Re-entering a level within 60 s doubles the dwell (≤ 2
 // min); 2 min without a change resets it. Tick every 250 ms.
 //
-// Recovery is a phase of its own (ControllerStatus.Recovering): while the
-// raw level is below a level the dwell holds, and at level 0 until what a
-// degradation left unsent (Inputs.UnsentBytes) has drained, the classes
-// act at the raw level (ActLevel), not the held one: the dwell keeps the
-// reported level and its anti-flap, not the drain. A class that leaves a
+// Recovery is a phase of its own (ControllerStatus.Recovering): from when
+// the raw level falls below a level the dwell holds, and at level 0 until
+// what a degradation left unsent (Inputs.UnsentBytes) has drained, the
+// classes act at the raw level (ActLevel), not the held one: the dwell
+// keeps the reported level and its anti-flap, not the drain. With
+// hysteresis: ActLevel follows the raw level down at once, up only after
+// it stood higher for a dwell, and the phase ends when the level rises or
+// a signal stood at the level for a dwell, so a flickering signal does
+// not switch it (and field dropping) on and off. A class that leaves a
 // defer resumes its borrow over LanesOptions.Ramp (4 s): its guarantee at
 // once, its ceiling from 1/8 of the way above the guarantee, linearly; a
 // class resuming at full borrow was a burst that brought the level back.
