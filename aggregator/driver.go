@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
+	"github.com/sluicehq/sluice/spool"
 	"github.com/sluicehq/sluice/wire"
 )
 
@@ -61,10 +62,37 @@ type driverInputs struct {
 	backlog func(now time.Time) (bytes int64, sojourn time.Duration)
 	// ratio is the wire bytes per raw byte published so far (1 before any).
 	ratio func() float64
-	// spoolBytes is the disk space of the whole spool.
-	spoolBytes func() int64
+	// spoolBytes is the disk space of the whole spool and what of it
+	// is live (see spoolUse).
+	spoolBytes func() (disk, live int64)
 	// connected reports whether the upstream connection is up.
 	connected func() bool
+}
+
+// spoolUse is the spool's disk space and the bytes of its live events (not
+// yet acknowledged): per class, the live events at the class's mean event
+// size since Open, at most its disk space; a class with nothing appended
+// since Open counts its disk space whole. The disk space alone is no
+// backlog: a segment's file is deleted only once all of it is
+// acknowledged (and never the one being appended to), so during a drain
+// with events still arriving it grows between deletions, and the
+// controller read that growth as a spool filling up.
+func spoolUse(st spool.Stats) (disk, live int64) {
+	for _, c := range st.Classes {
+		switch {
+		case c.Depth == 0:
+		case c.Appended == 0:
+			live += c.Bytes
+		default:
+			mean := max(c.AppendedBytes/c.Appended, 1)
+			if c.Bytes > 0 && c.Depth < uint64(c.Bytes)/mean {
+				live += int64(c.Depth * mean)
+			} else {
+				live += c.Bytes
+			}
+		}
+	}
+	return st.Bytes, live
 }
 
 // driver is the node's shaper: the token-bucket lanes, the link-health
@@ -304,7 +332,7 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 	ingress := demand(in-k.lastIngress, dt, k.in.ratio())
 	k.lastIngress = in
 	backlog, sojourn := k.in.backlog(now)
-	spoolBytes := k.in.spoolBytes()
+	spoolDisk, spoolLive := k.in.spoolBytes()
 	var linkDown bool
 	k.downSince, linkDown = linkDownAt(now, k.downSince, k.in.connected())
 
@@ -321,7 +349,8 @@ func (k *driver) tick(now time.Time, dt time.Duration) {
 			Link:               health,
 			IngressBytesPerSec: ingress,
 			Sojourn:            sojourn,
-			BacklogBytes:       spoolBytes,
+			BacklogBytes:       spoolLive,
+			DiskBytes:          spoolDisk,
 			CapBytes:           k.capBytes,
 			LinkDown:           linkDown,
 			UnsentBytes:        backlog,

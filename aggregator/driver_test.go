@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicehq/sluice/priority"
 	"github.com/sluicehq/sluice/shaper"
+	"github.com/sluicehq/sluice/spool"
 )
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -24,6 +25,7 @@ type fakeNode struct {
 	sojourn    time.Duration
 	ratio      float64
 	spoolBytes int64
+	spoolLive  int64
 }
 
 // testDriver is a driver over the default classes with the node's
@@ -40,7 +42,7 @@ func testDriver(t *testing.T, fn *fakeNode, unshaped bool) *driver {
 	d, err := newDriver(o, msgOverhead(o, "0123456789abcdef"), driverInputs{
 		backlog:    func(time.Time) (int64, time.Duration) { return fn.backlog, fn.sojourn },
 		ratio:      func() float64 { return fn.ratio },
-		spoolBytes: func() int64 { return fn.spoolBytes },
+		spoolBytes: func() (int64, int64) { return fn.spoolBytes, fn.spoolLive },
 		connected:  func() bool { return fn.connected },
 	}, func() time.Time { return fn.now })
 	if err != nil {
@@ -409,5 +411,60 @@ func TestDriverDrainRate(t *testing.T) {
 	}
 	if u := testDriver(t, fn, true); u.drainRate(true, 1_600_000) != 0 {
 		t.Error("unshaped: a drain rate")
+	}
+}
+
+// TestDriverTimeToFullDrain: the controller's time to full follows the
+// spool's live bytes, not its disk space. During a drain with events
+// still arriving the disk grows (a segment's file goes only once all of it
+// is acknowledged), and fed as the backlog it read as a spool filling in
+// under 5 minutes (64 MiB cap, 0.5 MiB/s): level 2 in the middle of a drain. The live bytes shrink,
+// and the level stays 0; when they grow instead, the level rises.
+func TestDriverTimeToFullDrain(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		diskRate, live   int64 // bytes per second
+		wantTTF, wantLvl int   // the signal and the level after 30 s
+	}{
+		{"drain: disk grows, live shrinks", 1 << 19, -(1 << 18), 0, 0},
+		{"filling: live grows", 1 << 19, 1 << 19, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fn := &fakeNode{now: t0, connected: true, ratio: 1, spoolBytes: 10 << 20, spoolLive: 8 << 20}
+			d := testDriver(t, fn, false)
+			d.capBytes = 64 << 20
+			maxLevel := 0
+			for tick := 1; tick <= 4*30; tick++ {
+				fn.now = at(float64(tick) / 4)
+				fn.spoolBytes += tc.diskRate / 4
+				fn.spoolLive = max(0, min(fn.spoolLive+tc.live/4, fn.spoolBytes))
+				d.tick(fn.now, 250*time.Millisecond)
+				maxLevel = max(maxLevel, d.Level())
+			}
+			d.mu.Lock()
+			st := d.ctl.Status()
+			d.mu.Unlock()
+			if got := st.Signals[shaper.SignalTimeToFull]; got != tc.wantTTF || d.Level() != tc.wantLvl {
+				t.Fatalf("after 30 s: time-to-full signal %d level %d, want %d %d", got, d.Level(), tc.wantTTF, tc.wantLvl)
+			}
+			if tc.wantLvl == 0 && maxLevel > 0 {
+				t.Fatalf("level %d during the drain", maxLevel)
+			}
+		})
+	}
+}
+
+// TestSpoolUse: the live bytes are each class's live events at its mean
+// event size, at most its disk space; a class with nothing appended since
+// Open counts its disk space whole.
+func TestSpoolUse(t *testing.T) {
+	st := spool.Stats{Bytes: 1000 + 500 + 300 + 64, Classes: map[string]spool.ClassStats{
+		"a": {Depth: 10, Bytes: 1000, Appended: 40, AppendedBytes: 1600}, // 10 × 40 B
+		"b": {Depth: 100, Bytes: 500, Appended: 40, AppendedBytes: 1600}, // 4000 B > its disk
+		"c": {Depth: 5, Bytes: 300},                                      // reopened, nothing appended
+		"d": {Depth: 0, Bytes: 64, Appended: 8, AppendedBytes: 80},       // all acknowledged
+	}}
+	if disk, live := spoolUse(st); disk != 1864 || live != 400+500+300 {
+		t.Fatalf("spoolUse: disk %d live %d, want 1864 1200", disk, live)
 	}
 }

@@ -105,7 +105,7 @@ func New(opts Options) (*Node, error) {
 	n.drv, err = newDriver(opts, msgOverhead(opts, sp.ID()), driverInputs{
 		backlog:    n.backlog,
 		ratio:      n.wireRatio,
-		spoolBytes: func() int64 { return sp.Stats().Bytes },
+		spoolBytes: func() (int64, int64) { return spoolUse(sp.Stats()) },
 		connected:  func() bool { return opts.Conn.Status() == nats.CONNECTED },
 	}, time.Now)
 	if err != nil {

@@ -81,7 +81,14 @@ type Inputs struct {
 	// sojourn, measured at the head of the send queue).
 	Sojourn time.Duration
 	// BacklogBytes and CapBytes are the spool's unsent bytes and its cap.
+	// The backlog's growth is what the time to full extrapolates.
 	BacklogBytes, CapBytes int64
+	// DiskBytes is the spool's disk space, what CapBytes bounds: the
+	// backlog plus acknowledged records in segments not yet deleted. The
+	// room left is CapBytes less the larger of the two; 0 counts as
+	// BacklogBytes. (Fed as the backlog, the disk grew between deletions
+	// during a drain and the time to full put level 1 back.)
+	DiskBytes int64
 	// LinkDown forces level 3 at once (no confirmation).
 	LinkDown bool
 	// UnsentBytes is what waits to be sent (the classes' backlog, before
@@ -462,7 +469,7 @@ func (c *Controller) timeToFull(in Inputs) time.Duration {
 	if in.CapBytes <= 0 || c.growth <= 0 {
 		return 0
 	}
-	room := max(0, in.CapBytes-in.BacklogBytes)
+	room := max(0, in.CapBytes-max(in.BacklogBytes, in.DiskBytes))
 	if room == 0 {
 		return time.Nanosecond
 	}
