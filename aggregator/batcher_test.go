@@ -11,6 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/sluicehq/sluice/priority"
+	"github.com/sluicehq/sluice/shaper"
 	"github.com/sluicehq/sluice/spool"
 )
 
@@ -187,4 +188,33 @@ func TestBatcherExact(t *testing.T) {
 func testPolicy(c *priority.Class, cfg *atomic.Pointer[laneConfig]) *compressPolicy {
 	return newCompressPolicy(c, 1, func() (int64, bool, bool) { return 0, false, false },
 		func() int { return cfg.Load().maxBytes }, func() float64 { return 1 }, time.Now, slog.New(slog.DiscardHandler))
+}
+
+// TestCompressionLevelHold: after a change the policy keeps its level for
+// levelHold, whatever the link says meanwhile, and then follows it again.
+func TestCompressionLevelHold(t *testing.T) {
+	c := priority.Defaults(0)[1] // ingest: auto, fastest..better
+	var target int64
+	now := time.Unix(0, 0)
+	p := newCompressPolicy(&c, 1, func() (int64, bool, bool) { return target, true, true },
+		func() int { return 512 << 10 }, func() float64 { return 0.1 }, func() time.Time { return now },
+		slog.New(slog.DiscardHandler))
+	for _, step := range []struct {
+		at     time.Duration
+		target int64
+		want   shaper.CompressLevel
+	}{
+		{0, 1e6, shaper.CompressBetter},                       // a slow link: the densest level
+		{100 * time.Millisecond, 1e12, shaper.CompressBetter}, // the cores bound now, but the level is held
+		{levelHold - time.Nanosecond, 1e12, shaper.CompressBetter},
+		{levelHold, 1e12, shaper.CompressFastest}, // held long enough: it follows
+		{levelHold + time.Millisecond, 1e6, shaper.CompressFastest},
+		{2 * levelHold, 1e6, shaper.CompressBetter},
+	} {
+		now, target = time.Unix(0, 0).Add(step.at), step.target
+		p.batchBytes()
+		if got := p.current(); got != step.want {
+			t.Errorf("at %v, target %d B/s: level %v, want %v", step.at, step.target, got, step.want)
+		}
+	}
 }

@@ -42,6 +42,7 @@ type compressPolicy struct {
 	winStart time.Time // the busy window (mu)
 	winBusy  int64
 	changes  uint64
+	changed  time.Time // the last level change (mu)
 }
 
 // Compression policy constants.
@@ -55,6 +56,12 @@ const (
 	// heldWindow: a send held back by the shaper within this long says the
 	// link (its target) is what bounds the class.
 	heldWindow = time.Second
+	// levelHold is the least time a level is kept after a change: a
+	// busy window, so that the next decision weighs the new level's own
+	// busy fraction and batches. (Without it the first cuts of a busy
+	// node went fastest, better, default, fastest, default within 0.2 s,
+	// each decision on the previous level's figures.)
+	levelHold = busyWindow
 )
 
 // newCompressPolicy returns class c's policy, for its workers compression
@@ -127,6 +134,8 @@ func (p *compressPolicy) batchBytes() int {
 		// The target is the estimator's first guess: it sizes batches,
 		// as always, but says nothing of what the link can carry.
 		in.Max = in.Min
+	} else if !p.changed.IsZero() && now.Sub(p.changed) < levelHold && cur >= in.Min && cur <= in.Max {
+		in.Min, in.Max = cur, cur
 	}
 	c := shaper.ChooseCompression(in)
 	if !found {
@@ -135,6 +144,7 @@ func (p *compressPolicy) batchBytes() int {
 	if c.Level != cur {
 		p.level.Store(uint32(c.Level))
 		p.changes++
+		p.changed = now
 		p.log.Info("compression level changed", "class", p.class, "from", cur.String(), "to", c.Level.String(),
 			"bottleneck", string(c.Bottleneck), "target_bps", target*8, "busy", busy, "batch_bytes", c.BatchBytes)
 	}
