@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -132,7 +131,7 @@ func RunSustained(ctx context.Context, srv *blast.Server, dir string, events [][
 	gen := newLoadGen("http://"+node.addr+pl.path, pl, cfg.Clients)
 	defer gen.close()
 	res := SustainedResult{Events: total}
-	cpu0, ncpu0, w0 := procCPU(node.cmd.Process.Pid), srv.CPUTime(), procWrites(node.cmd.Process.Pid)
+	cpu0, ncpu0, w0 := blast.ProcCPU(node.cmd.Process.Pid), srv.CPUTime(), procWrites(node.cmd.Process.Pid)
 	start := time.Now()
 	if err := gen.run(ctx, 0, reqs, nil); err != nil {
 		return SustainedResult{}, err
@@ -142,7 +141,7 @@ func RunSustained(ctx context.Context, srv *blast.Server, dir string, events [][
 		return SustainedResult{}, err
 	}
 	res.Delivered = time.Since(start)
-	res.CPU, res.NATSCPU = procCPU(node.cmd.Process.Pid)-cpu0, srv.CPUTime()-ncpu0
+	res.CPU, res.NATSCPU = blast.ProcCPU(node.cmd.Process.Pid)-cpu0, srv.CPUTime()-ncpu0
 	res.DiskWrites = procWrites(node.cmd.Process.Pid) - w0
 	if res.Mem = readMem(fmt.Sprintf("/proc/%d/status", node.cmd.Process.Pid)); res.Mem.Peak == 0 {
 		return SustainedResult{}, errors.New("bench: no peak RSS of the sluice process")
@@ -336,28 +335,6 @@ func freePort() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
-}
-
-// procCPU is process pid's user and system CPU time so far, from /proc, to
-// the nearest 10 ms (0 where there is none).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses: state is
-	// the first, utime the 12th and stime the 13th.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // procWrites is the bytes process pid caused to be written to storage so

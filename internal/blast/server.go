@@ -185,8 +185,12 @@ const clockTick = 10 * time.Millisecond
 
 // CPUTime is the server process's user and system CPU time so far, from
 // /proc (0 where there is none), to the nearest 10 ms.
-func (s *Server) CPUTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.c.cmd.Process.Pid))
+func (s *Server) CPUTime() time.Duration { return ProcCPU(s.c.cmd.Process.Pid) }
+
+// ProcCPU is process pid's user and system CPU time so far, from /proc
+// (0 where there is none), to the nearest 10 ms.
+func ProcCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
