@@ -338,9 +338,11 @@ func TestPipelineClaimsGrouped(t *testing.T) {
 	// (depth batches: those of the first claim and those cut behind it);
 	// the second claim carries all of the latter. (The first may already
 	// carry several, or all: the shipper may cut before the claimer first
-	// runs.)
+	// runs. The second may carry more: once the first is durable its batch
+	// is sent, a slot frees and the shipper may cut again before the
+	// claimer collects.)
 	depth := l.pl.depth
-	if len(calls) < 2 || len(calls[0]) < depth && len(calls[0])+len(calls[1]) != depth {
+	if len(calls) < 2 || len(calls[0]) < depth && len(calls[0])+len(calls[1]) < depth {
 		t.Fatalf("claims: %v; want the second to carry every batch cut while the first was held (%d in all)", calls, depth)
 	}
 	var all []spool.Range
